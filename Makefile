@@ -1,0 +1,44 @@
+# pg_quota. The README's two commands:
+#   make demo   set everything up, start a throwaway PostgreSQL 15 with pg_quota, run the demo
+#   make test   set everything up and run every test
+# Both install what a fresh Debian machine lacks and skip what is already there.
+
+PG_CONFIG ?= /usr/bin/pg_config
+# Short paths: the server's unix socket lives in the cluster directory.
+CLUSTER   ?= /tmp/pgq-cluster
+PORT      ?= 54329
+PGRX_DATA ?= /tmp/pgq-pgrx
+RUNAS     := $(if $(filter 0,$(shell id -u)),--runas postgres,)
+SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
+PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
+
+.PHONY: deps install demo test test-rust test-sql cluster-start cluster-stop
+
+deps:
+	@bash scripts/deps.sh
+
+install: deps
+	cargo pgrx install --release --pg-config $(PG_CONFIG) $(SUDO)
+
+cluster-start:
+	@bash scripts/cluster.sh stop $(CLUSTER)
+	@rm -rf $(CLUSTER)
+	@bash scripts/cluster.sh start $(CLUSTER) $(PORT)
+
+cluster-stop:
+	@bash scripts/cluster.sh stop $(CLUSTER)
+
+demo: install cluster-start
+	@$(PSQL) -d postgres -c 'CREATE DATABASE demo'
+	@$(PSQL) -d demo -f examples/demo.sql; status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+
+test: deps test-rust install test-sql
+
+# Unit and property tests of the domain modules, and #[pg_test]s inside PostgreSQL 15.
+test-rust:
+	@mkdir -p $(PGRX_DATA) && { [ -z "$(RUNAS)" ] || chown postgres $(PGRX_DATA); }
+	cargo pgrx test pg15 $(RUNAS) --pgdata $(PGRX_DATA)/data
+
+# pg_regress suites and concurrency tests against a real running server.
+test-sql: cluster-start
+	@bash tests/run-sql-tests.sh $(CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status

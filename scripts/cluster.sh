@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster for the demo and the SQL-level tests.
+#   scripts/cluster.sh start DIR PORT   initdb (if needed) and start; socket in DIR
+#   scripts/cluster.sh stop DIR         stop immediately
+# initdb refuses to run as root, so as root the cluster belongs to the postgres user.
+set -euo pipefail
+
+BIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+[ -x "$BIN/initdb" ] || BIN=/usr/lib/postgresql/15/bin
+action=$1 dir=$2
+
+as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+case "$action" in
+start)
+  port=$3
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    as_owner "$BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; exit 1; }
+  fi
+  as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+    -o "-k $dir -p $port -c listen_addresses='' -c fsync=off -c max_connections=100 -c shared_buffers=256MB" >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  ;;
+stop)
+  [ -f "$dir/data/postmaster.pid" ] && as_owner "$BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null || true
+  ;;
+*) echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2 ;;
+esac

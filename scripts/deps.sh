@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building and testing pg_quota needs on Debian, skipping what is there:
+# PostgreSQL 15 with headers, clang for bindgen, sudo (cargo pgrx test --runas),
+# cargo-pgrx 0.18.1, and pgrx's registration of PostgreSQL 15.
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 libclang-dev clang sudo)
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "deps: apt packages present"
+fi
+
+command -v cargo >/dev/null || { echo "deps: cargo (Rust) is required: install rustup's toolchain first" >&2; exit 1; }
+if cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
+  echo "deps: cargo-pgrx ${PGRX_VERSION} present"
+else
+  echo "deps: installing cargo-pgrx ${PGRX_VERSION} (about 5 minutes)"
+  cargo install --locked cargo-pgrx --version "${PGRX_VERSION}"
+fi
+
+PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
+if grep -q '^pg15 *= *"/usr/bin/pg_config"' "$PGRX_HOME/config.toml" 2>/dev/null; then
+  echo "deps: pgrx knows PostgreSQL 15"
+else
+  cargo pgrx init --pg15 /usr/bin/pg_config
+fi

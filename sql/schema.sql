@@ -1,0 +1,146 @@
+-- pg_quota data model. Runs first in the install script (bootstrap).
+-- The extension is not relocatable and always lives in schema "quota", so names are
+-- written fully qualified. Every table whose rows belong to a subject has a primary key
+-- that leads with the subject, so the tables can later be partitioned or distributed
+-- by subject.
+
+COMMENT ON SCHEMA quota IS 'pg_quota: usage quotas enforced inside the transaction';
+
+-- A plan is a named set of limits. At most one plan is the default, given lazily to
+-- subjects that have no assignment.
+CREATE TABLE quota.plans (
+    plan        text PRIMARY KEY
+                CHECK (plan ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$'),
+    is_default  boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX plans_single_default ON quota.plans (is_default) WHERE is_default;
+
+-- One limit per (plan, metric). allowance NULL = unlimited (usage is still counted).
+-- period is the canonical text of the window engine ('day', '30 days', 'lifetime').
+CREATE TABLE quota.limits (
+    plan        text NOT NULL REFERENCES quota.plans ON UPDATE CASCADE ON DELETE CASCADE,
+    metric      text NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    allowance   bigint CHECK (allowance >= 0),
+    period      text NOT NULL,
+    anchor      text NOT NULL DEFAULT 'calendar' CHECK (anchor IN ('calendar', 'subscription')),
+    time_zone   text NOT NULL DEFAULT 'UTC',
+    PRIMARY KEY (plan, metric)
+);
+-- "Is this metric known at all?" is asked when a subject's plan lacks the metric.
+CREATE INDEX limits_metric ON quota.limits (metric);
+
+-- The plan of a subject, and the instant subscription windows repeat from.
+CREATE TABLE quota.assignments (
+    subject     uuid PRIMARY KEY,
+    plan        text NOT NULL REFERENCES quota.plans ON UPDATE CASCADE,
+    anchor      timestamptz NOT NULL,
+    assigned_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX assignments_plan ON quota.assignments (plan);
+
+-- A per-subject allowance that replaces the plan's. allowance NULL = unlimited.
+CREATE TABLE quota.overrides (
+    subject     uuid NOT NULL,
+    metric      text NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    allowance   bigint CHECK (allowance >= 0),
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (subject, metric)
+);
+
+-- quota.reset() starts a window over: the window that contains reset_at then begins at
+-- reset_at instead of its calendar or subscription start.
+CREATE TABLE quota.resets (
+    subject     uuid NOT NULL,
+    metric      text NOT NULL,
+    reset_at    timestamptz NOT NULL,
+    PRIMARY KEY (subject, metric, reset_at)
+);
+
+-- Usage per window. Old windows stay as history; nothing deletes them.
+-- window_start is '-infinity' for a lifetime window that was never reset;
+-- window_end is NULL for lifetime windows.
+-- fillfactor leaves room on each page so that the hot UPDATE of "used" stays HOT.
+CREATE TABLE quota.counters (
+    subject      uuid NOT NULL,
+    metric       text NOT NULL,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz,
+    used         bigint NOT NULL CHECK (used >= 0),
+    PRIMARY KEY (subject, metric, window_start)
+) WITH (fillfactor = 80);
+
+-- The ledger: one row per consume, denial and reset. Counters always equal the sum of
+-- from_allowance of the committed consume events of their window (see quota.audit()).
+-- A consume event also keeps the decision it returned, so that a retry with the same
+-- idempotency key replays it exactly.
+CREATE TABLE quota.events (
+    subject          uuid NOT NULL,
+    event_id         bigint GENERATED ALWAYS AS IDENTITY (CACHE 64),
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    kind             text NOT NULL CHECK (kind IN ('consume', 'denial', 'reset')),
+    metric           text NOT NULL,
+    amount           bigint NOT NULL CHECK (amount >= 0),
+    from_allowance   bigint NOT NULL DEFAULT 0 CHECK (from_allowance >= 0),
+    from_grants      bigint NOT NULL DEFAULT 0 CHECK (from_grants >= 0),
+    window_start     timestamptz NOT NULL,
+    window_end       timestamptz,
+    used             bigint NOT NULL,
+    allowance        bigint,
+    remaining        bigint,
+    reason           text NOT NULL,
+    idempotency_key  text CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    metadata         jsonb,
+    PRIMARY KEY (subject, event_id)
+);
+-- Only committed, allowed consumption holds an idempotency key.
+CREATE UNIQUE INDEX events_idempotency_key ON quota.events (subject, idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND kind <> 'denial';
+
+-- The result of consume / check / require.
+CREATE TYPE quota.decision AS (
+    allowed         boolean,
+    metric          text,
+    amount          bigint,
+    from_allowance  bigint,
+    from_grants     bigint,
+    used            bigint,       -- in this window, after this call
+    allowance       bigint,       -- NULL = unlimited
+    remaining       bigint,       -- allowance left + usable grants; NULL = unlimited
+    window_start    timestamptz,  -- NULL for a lifetime window that was never reset
+    resets_at       timestamptz,  -- NULL for lifetime windows
+    replayed        boolean,
+    reason          text,         -- ok | quota_exceeded | no_plan
+    event_id        bigint        -- the ledger row; NULL for check()
+);
+
+CREATE TYPE quota.usage_row AS (
+    metric           text,
+    used             bigint,
+    allowance        bigint,
+    remaining        bigint,
+    grants_remaining bigint,
+    window_start     timestamptz,
+    resets_at        timestamptz,
+    percent_used     numeric
+);
+
+-- Keep configuration and usage in pg_dump output (extension tables are skipped otherwise).
+SELECT pg_catalog.pg_extension_config_dump('quota.plans', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.limits', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.assignments', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.overrides', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.resets', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.counters', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.events', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.events_event_id_seq', '');
+
+-- Rows are reached through the functions (SECURITY DEFINER); nobody else sees or writes
+-- them until the policies of the end-user surface say so.
+ALTER TABLE quota.plans       ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.limits      ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.assignments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.overrides   ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.resets      ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.counters    ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.events      ENABLE ROW LEVEL SECURITY;

@@ -1,0 +1,133 @@
+//! Errors as clients see them: every failure leaves with a SQLSTATE a client can act on
+//! (PostgREST maps 22xxx/42xxx to HTTP 400 and 23505 to 409), a clear message and, where it
+//! helps, a hint. Nothing here panics.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::spi::SpiError;
+use pgrx::PgSqlErrorCode;
+
+use crate::plan::PlanError;
+use crate::window::WindowError;
+
+#[derive(Debug)]
+pub struct QuotaError {
+    code: PgSqlErrorCode,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+}
+
+pub type QResult<T> = Result<T, QuotaError>;
+
+/// Runs the body of a SQL entry point; its error leaves as a PostgreSQL ERROR with its SQLSTATE.
+pub fn sql_call<T>(body: impl FnOnce() -> QResult<T>) -> Result<T, ErrorReport> {
+    body().map_err(ErrorReport::from)
+}
+
+impl QuotaError {
+    pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
+        QuotaError { code, message: message.into(), detail: None, hint: None }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// 22004: an argument that must be given was NULL.
+    pub fn null_argument(name: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL"))
+    }
+
+    /// 22023: an argument is out of its domain.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message)
+    }
+
+    /// 42704: a metric no plan defines.
+    pub fn unknown_metric(metric: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown metric \"{metric}\""))
+            .with_hint("A metric exists once a plan has a limit for it: see quota.create_plan().")
+    }
+
+    /// 42704: a plan that does not exist.
+    pub fn unknown_plan(plan: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown plan \"{plan}\""))
+            .with_hint("Create it first with quota.create_plan().")
+    }
+
+    /// XX000: a broken invariant of pg_quota itself, never a client mistake.
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_quota internal error: {what}"))
+    }
+
+    /// 22003: bigint arithmetic would overflow.
+    pub fn overflow(what: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, format!("{what} is out of range for type bigint"))
+    }
+}
+
+impl From<QuotaError> for ErrorReport {
+    fn from(error: QuotaError) -> Self {
+        let mut report = ErrorReport::new(error.code, error.message, "pg_quota");
+        if let Some(detail) = error.detail {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = error.hint {
+            report = report.set_hint(hint);
+        }
+        report
+    }
+}
+
+impl From<PlanError> for QuotaError {
+    fn from(error: PlanError) -> Self {
+        let hint = error.hint();
+        match &error {
+            PlanError::Window { error: WindowError::OutOfRange(_), .. } => window_error(error.to_string()),
+            _ => QuotaError::invalid(error.to_string()).with_hint(hint),
+        }
+    }
+}
+
+impl From<WindowError> for QuotaError {
+    fn from(error: WindowError) -> Self {
+        match error {
+            WindowError::OutOfRange(_) => window_error(error.to_string()),
+            _ => QuotaError::invalid(error.to_string()),
+        }
+    }
+}
+
+/// 22008: an instant the window engine cannot place (far outside any real calendar).
+fn window_error(message: String) -> QuotaError {
+    QuotaError::new(PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW, message)
+}
+
+/// SPI failures that are not PostgreSQL errors (those propagate on their own) mean a bug in
+/// pg_quota, not a client mistake.
+impl From<SpiError> for QuotaError {
+    fn from(error: SpiError) -> Self {
+        QuotaError::internal(error)
+    }
+}
+
+/// Rejects NULL for an argument that must be given: a STRICT function would silently
+/// return NULL instead, which the product contract forbids.
+pub fn required<T>(value: Option<T>, name: &str) -> QResult<T> {
+    value.ok_or_else(|| QuotaError::null_argument(name))
+}
+
+/// Amounts are positive: zero would record nothing, negative would refund.
+pub fn positive_amount(amount: Option<i64>) -> QResult<i64> {
+    match required(amount, "amount")? {
+        amount if amount > 0 => Ok(amount),
+        amount => Err(QuotaError::invalid(format!("amount must be positive, got {amount}"))
+            .with_hint("Pass a whole number of units greater than zero.")),
+    }
+}

@@ -1,0 +1,58 @@
+//! pg_quota: SaaS usage quotas enforced inside the PostgreSQL transaction.
+//!
+//! Layout: the domain logic is plain Rust (`window`: how a window is computed, `decide`:
+//! limit arithmetic, `plan`: names and plan definitions). The PostgreSQL layer is thin:
+//! `api` holds the SQL entry points, `store` every statement they run, `error` the
+//! SQLSTATEs. Tables, types and hand-written SQL live in `sql/`.
+
+use pgrx::prelude::*;
+
+pub mod decide;
+pub mod plan;
+pub mod window;
+
+mod api;
+mod error;
+mod store;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+/// Tests that need to run inside PostgreSQL and are awkward in pg_regress. The SQL-level
+/// suites in tests/regress cover every function and error case.
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: IntoDatum + FromDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql).expect("query failed").expect("query returned NULL")
+    }
+
+    /// Kept plans and the cached OID of quota.decision must follow a DROP/CREATE EXTENSION in
+    /// the same session: the old OIDs are gone afterwards.
+    #[pg_test]
+    fn survives_extension_recreated_in_session() {
+        Spi::run("SELECT quota.create_plan('p', '{\"calls\": {\"limit\": 5, \"per\": \"day\"}}', is_default => true)")
+            .expect("create_plan");
+        assert_eq!(one::<i64>("SELECT used FROM quota.consume(gen_random_uuid(), 'calls', 2)"), 2);
+        Spi::run("DROP EXTENSION pg_quota; CREATE EXTENSION pg_quota").expect("recreate");
+        Spi::run("SELECT quota.create_plan('p', '{\"calls\": {\"limit\": 5, \"per\": \"day\"}}', is_default => true)")
+            .expect("create_plan again");
+        assert_eq!(one::<i64>("SELECT used FROM quota.consume(gen_random_uuid(), 'calls', 3)"), 3);
+        assert_eq!(one::<i64>("SELECT count(*) FROM quota.usage(gen_random_uuid())"), 1);
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

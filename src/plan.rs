@@ -1,0 +1,212 @@
+//! Names and plan definitions: what `quota.create_plan(plan, limits)` accepts.
+//! Plain Rust, no pgrx types; the SQL layer maps `PlanError` to SQLSTATEs.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::window::{parse_time_zone, Anchor, Period, WindowError};
+
+/// One limit of a plan, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitDef {
+    pub metric: String,
+    /// None = unlimited.
+    pub allowance: Option<i64>,
+    pub period: Period,
+    pub anchor: Anchor,
+    pub time_zone: chrono_tz::Tz,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanError {
+    MetricName(String),
+    PlanName(String),
+    LimitsNotObject,
+    LimitNotObject { metric: String },
+    UnknownKey { metric: String, key: String },
+    Allowance { metric: String, found: String },
+    MissingPeriod { metric: String },
+    NotText { metric: String, key: &'static str },
+    Window { metric: String, error: WindowError },
+}
+
+impl PlanError {
+    /// A short hint that tells the caller how to write it right.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            PlanError::MetricName(_) => "Metric names match ^[a-z][a-z0-9_.:-]{0,62}$, e.g. ai_requests or tokens.",
+            PlanError::PlanName(_) => "Plan names match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$, e.g. free or Pro.",
+            _ => r#"Limits look like {"ai_requests": {"limit": 10, "per": "day"}, "tokens": {"limit": 10000, "per": "month", "anchor": "subscription", "time_zone": "Europe/Berlin"}, "exports": {"limit": null}}."#,
+        }
+    }
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::MetricName(name) => write!(f, "invalid metric name {name:?}"),
+            PlanError::PlanName(name) => write!(f, "invalid plan name {name:?}"),
+            PlanError::LimitsNotObject => write!(f, "limits must be a JSON object keyed by metric name"),
+            PlanError::LimitNotObject { metric } => write!(f, "limit for metric {metric:?} must be a JSON object"),
+            PlanError::UnknownKey { metric, key } => write!(
+                f,
+                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone)"
+            ),
+            PlanError::Allowance { metric, found } => write!(
+                f,
+                "\"limit\" for metric {metric:?} must be a non-negative whole number or null (unlimited), found {found}"
+            ),
+            PlanError::MissingPeriod { metric } => write!(
+                f,
+                "limit for metric {metric:?} has no \"per\": say which window it counts in (e.g. \"day\", \"month\", \"lifetime\")"
+            ),
+            PlanError::NotText { metric, key } => write!(f, "{key:?} for metric {metric:?} must be a string"),
+            PlanError::Window { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// `^[a-z][a-z0-9_.:-]{0,62}$`, the metric names of the product contract.
+pub fn validate_metric(name: &str) -> Result<(), PlanError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(c));
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(())
+    } else {
+        Err(PlanError::MetricName(name.to_string()))
+    }
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$`: identifiers such as `free`, `Pro`, `team-2026`.
+pub fn validate_plan_name(name: &str) -> Result<(), PlanError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(())
+    } else {
+        Err(PlanError::PlanName(name.to_string()))
+    }
+}
+
+/// Parses the `limits` argument of `quota.create_plan`. Keys of each limit: `limit`
+/// (required; null = unlimited), `per` (required unless unlimited, then it defaults to
+/// `lifetime`), `anchor` (`calendar` by default), `time_zone` (`UTC` by default).
+pub fn parse_limits(limits: &Value) -> Result<Vec<LimitDef>, PlanError> {
+    let Value::Object(entries) = limits else {
+        return Err(PlanError::LimitsNotObject);
+    };
+    entries.iter().map(|(metric, spec)| parse_limit(metric, spec)).collect()
+}
+
+fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
+    validate_metric(metric)?;
+    let Value::Object(spec) = spec else {
+        return Err(PlanError::LimitNotObject { metric: metric.to_string() });
+    };
+    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone"].contains(&key.as_str())) {
+        return Err(PlanError::UnknownKey { metric: metric.to_string(), key: key.clone() });
+    }
+    let allowance = match spec.get("limit") {
+        Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n >= 0) => n.as_i64(),
+        other => {
+            let found = other.map_or_else(|| "nothing".to_string(), Value::to_string);
+            return Err(PlanError::Allowance { metric: metric.to_string(), found });
+        }
+    };
+    let text = |key: &'static str| -> Result<Option<&str>, PlanError> {
+        match spec.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(PlanError::NotText { metric: metric.to_string(), key }),
+        }
+    };
+    let window_error = |error| PlanError::Window { metric: metric.to_string(), error };
+    let period = match (text("per")?, allowance) {
+        (Some(per), _) => Period::parse(per).map_err(window_error)?,
+        (None, None) => Period::Lifetime,
+        (None, Some(_)) => return Err(PlanError::MissingPeriod { metric: metric.to_string() }),
+    };
+    let anchor = text("anchor")?.map_or(Ok(Anchor::Calendar), Anchor::parse).map_err(window_error)?;
+    let time_zone = parse_time_zone(text("time_zone")?.unwrap_or("UTC")).map_err(window_error)?;
+    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metric_names() {
+        for ok in ["a", "ai_requests", "tokens", "api.calls:v2-b", &format!("a{}", "b".repeat(62))] {
+            assert_eq!(validate_metric(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "A", "1abc", "_x", "ai requests", "ai/requests", "é", &format!("a{}", "b".repeat(63))] {
+            assert!(validate_metric(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plan_names() {
+        for ok in ["free", "Pro", "team-2026", "9", "enterprise.v2"] {
+            assert_eq!(validate_plan_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "-free", "pro plan", "pro\n", &"p".repeat(64)] {
+            assert!(validate_plan_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_the_spec_example() {
+        let limits = parse_limits(&json!({
+            "ai_requests": {"limit": 10, "per": "day"},
+            "tokens": {"limit": 10000, "per": "month", "anchor": "subscription"},
+            "projects": {"limit": 3, "per": "lifetime"},
+            "exports": {"limit": null},
+            "sync": {"limit": 5, "per": "30 days", "time_zone": "Europe/Berlin"}
+        }))
+        .expect("valid limits");
+        let by_metric = |m: &str| limits.iter().find(|l| l.metric == m).cloned().expect(m);
+        assert_eq!(by_metric("ai_requests").allowance, Some(10));
+        assert_eq!(by_metric("ai_requests").period, Period::Day);
+        assert_eq!(by_metric("ai_requests").anchor, Anchor::Calendar);
+        assert_eq!(by_metric("tokens").anchor, Anchor::Subscription);
+        assert_eq!(by_metric("projects").period, Period::Lifetime);
+        assert_eq!(by_metric("exports").allowance, None);
+        assert_eq!(by_metric("exports").period, Period::Lifetime);
+        assert_eq!(by_metric("sync").time_zone, chrono_tz::Europe::Berlin);
+        assert_eq!(by_metric("sync").period, Period::parse("30 days").expect("fixed"));
+        assert_eq!(parse_limits(&json!({})), Ok(vec![]));
+    }
+
+    #[test]
+    fn rejects_malformed_limits() {
+        let cases = [
+            json!([]),
+            json!("x"),
+            json!({"Bad": {"limit": 1, "per": "day"}}),
+            json!({"a": 5}),
+            json!({"a": {"limit": -1, "per": "day"}}),
+            json!({"a": {"limit": 1.5, "per": "day"}}),
+            json!({"a": {"limit": "10", "per": "day"}}),
+            json!({"a": {"limit": 18446744073709551615u64, "per": "day"}}),
+            json!({"a": {"per": "day"}}),
+            json!({"a": {"limit": 1}}),
+            json!({"a": {"limit": 1, "per": "fortnight"}}),
+            json!({"a": {"limit": 1, "per": 7}}),
+            json!({"a": {"limit": 1, "per": "day", "anchor": "moon"}}),
+            json!({"a": {"limit": 1, "per": "day", "time_zone": "Mars/Olympus"}}),
+            json!({"a": {"limit": 1, "per": "day", "window": "day"}}),
+        ];
+        for case in cases {
+            let error = parse_limits(&case).expect_err(&case.to_string());
+            assert!(!error.to_string().is_empty() && !error.hint().is_empty());
+        }
+    }
+}

@@ -1,0 +1,10 @@
+CREATE EXTENSION pg_quota;
+CREATE FUNCTION public.s(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
+    AS $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
+-- One hot subject with 1,000 units a day; 1,000 subjects on the default plan (20 a day),
+-- assigned lazily by their first concurrent consume; one unlimited subject for key retries.
+SELECT quota.create_plan('hammer', '{"units": {"limit": 1000, "per": "day"}}');
+SELECT quota.create_plan('burst', '{"units": {"limit": 20, "per": "day"}}', is_default => true);
+SELECT quota.create_plan('open', '{"units": {"limit": null, "per": "day"}}');
+SELECT quota.assign_plan(s(1), 'hammer');
+SELECT quota.assign_plan(s(5000), 'open');

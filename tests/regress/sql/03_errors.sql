@@ -1,0 +1,77 @@
+-- Every bad input raises at once with a SQLSTATE a client can act on; never XX000 and
+-- never a silent NULL.
+SELECT quota.create_plan('errs', '{"calls": {"limit": 5, "per": "day"}}');
+
+-- NULL arguments: 22004.
+SELECT try($$SELECT quota.consume(NULL, 'calls')$$);
+SELECT try($$SELECT quota.consume(s(30), NULL)$$);
+SELECT try($$SELECT quota.consume(s(30), 'calls', NULL)$$);
+SELECT try($$SELECT quota.check(NULL, 'calls')$$);
+SELECT try($$SELECT quota.require(s(30), 'calls', NULL)$$);
+SELECT try($$SELECT quota.usage(NULL)$$);
+SELECT try($$SELECT quota.create_plan(NULL)$$);
+SELECT try($$SELECT quota.create_plan('x', NULL)$$);
+SELECT try($$SELECT quota.assign_plan(s(30), 'errs', NULL)$$);
+SELECT try($$SELECT quota.set_override(NULL, 'calls', 1)$$);
+SELECT try($$SELECT quota.reset(NULL)$$);
+
+-- Non-positive amounts: 22023.
+SELECT try($$SELECT quota.consume(s(30), 'calls', 0)$$);
+SELECT try($$SELECT quota.consume(s(30), 'calls', -5)$$);
+SELECT try($$SELECT quota.check(s(30), 'calls', -9223372036854775808)$$);
+
+-- Malformed and unknown metrics and plans: 22023 and 42704.
+SELECT try($$SELECT quota.consume(s(30), 'AI Requests')$$);
+SELECT try($$SELECT quota.consume(s(30), '')$$);
+SELECT try($$SELECT quota.consume(s(30), 'nope')$$);
+SELECT try($$SELECT quota.check(s(30), 'nope')$$);
+SELECT try($$SELECT quota.set_override(s(30), 'nope', 1)$$);
+SELECT try($$SELECT quota.reset(s(30), 'nope')$$);
+SELECT try($$SELECT quota.assign_plan(s(30), 'nope')$$);
+SELECT try($$SELECT quota.set_limits('nope', '{}')$$);
+
+-- Malformed limits json: 22023, nothing half-written.
+SELECT try($$SELECT quota.create_plan('bad', '[]')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": 5}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": -1, "per": "day"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 1.5, "per": "day"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 99999999999999999999, "per": "day"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 1}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 1, "per": "fortnight"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 1, "per": "3 months"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 1, "per": "0 days"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 1, "per": "day", "anchor": "moon"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 1, "per": "day", "time_zone": "Mars/Base"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"calls": {"limit": 1, "per": "day", "windw": "day"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad', '{"Calls": {"limit": 1, "per": "day"}}')$$);
+SELECT try($$SELECT quota.create_plan('bad plan')$$);
+SELECT try($$SELECT quota.create_plan('errs')$$);
+SELECT count(*) AS half_written FROM quota.plans WHERE plan = 'bad';
+
+-- Other arguments out of their domain.
+SELECT try($$SELECT quota.set_override(s(30), 'calls', -1)$$);
+SELECT try($$SELECT quota.consume(s(30), 'calls', 1, idempotency_key => '')$$);
+SELECT try($$SELECT quota.consume(s(30), 'calls', 1, idempotency_key => repeat('k', 256))$$);
+SELECT try($$SELECT quota.assign_plan(s(30), 'errs', 'infinity')$$);
+
+-- bigint overflow of an unlimited counter: 22003.
+SELECT quota.create_plan('unlimited', '{"calls": {"limit": null, "per": "day"}}');
+SELECT quota.assign_plan(s(31), 'unlimited');
+SELECT allowed, used FROM quota.consume(s(31), 'calls', 9223372036854775807);
+SELECT try($$SELECT quota.consume(s(31), 'calls', 1)$$);
+SELECT try($$SELECT quota.check(s(31), 'calls', 1)$$);
+-- A limit at the top of bigint works exactly.
+SELECT quota.create_plan('huge', '{"calls": {"limit": 9223372036854775807, "per": "day"}}');
+SELECT quota.assign_plan(s(32), 'huge');
+SELECT allowed, used, remaining FROM quota.consume(s(32), 'calls', 9223372036854775806);
+SELECT allowed, used, remaining FROM quota.consume(s(32), 'calls', 2);
+SELECT allowed, used, remaining FROM quota.consume(s(32), 'calls', 1);
+
+-- require(): a denial raises PT429 (HTTP 429 through PostgREST) naming metric, limit,
+-- usage and reset time; an allowed call returns the decision.
+SELECT quota.assign_plan(s(33), 'errs');
+SELECT allowed, used FROM quota.require(s(33), 'calls', 5);
+SELECT regexp_replace(try($$SELECT quota.require(s(33), 'calls')$$), '\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', '<reset>', 'g');
+UPDATE quota.plans SET is_default = false;
+SELECT try($$SELECT quota.require(s(34), 'calls')$$);
+SELECT count(*) AS audit_mismatches FROM quota.audit();

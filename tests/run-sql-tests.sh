@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# SQL-level tests against a running server: pg_regress suites, then concurrency runs.
+#   tests/run-sql-tests.sh SOCKET_DIR PORT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PGHOST=$1 PGPORT=$2 PGUSER=postgres
+PKGLIB=$(pg_config --pkglibdir)
+out=target/regress
+rm -rf "$out" && mkdir -p "$out"
+
+suites=$(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//')
+if ! "$PKGLIB/pgxs/src/test/regress/pg_regress" --inputdir=tests/regress --outputdir="$out" \
+      --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=pg_quota_regress $suites; then
+  cat "$out/regression.diffs" >&2
+  exit 1
+fi
+regress_count=$(echo $suites | wc -w)
+
+bash tests/concurrency/run.sh
+echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l))) passed, 0 failed"
