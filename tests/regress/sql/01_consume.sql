@@ -96,6 +96,12 @@ SELECT metric, used, allowance, remaining, grants_remaining, percent_used,
   FROM quota.usage(s(1));
 SELECT metric, used, allowance, remaining, percent_used FROM quota.usage(s(2));
 
+-- set_limits() changes a plan in place: new metrics are added, named ones replaced,
+-- others kept.
+SELECT quota.set_limits('free', '{"ai_requests": {"limit": 20, "per": "day"}, "exports": {"limit": 1, "per": "week"}}');
+SELECT metric, allowance, period FROM quota.limits WHERE plan = 'free' ORDER BY metric;
+SELECT allowed, used, allowance FROM quota.check(s(2), 'ai_requests', 20);
+
 -- The default plan can move; without any default, unknown subjects are denied with no_plan.
 SELECT quota.create_plan('starter', '{"ai_requests": {"limit": 5, "per": "hour"}}', is_default => true);
 SELECT plan FROM quota.plans WHERE is_default;
