@@ -1,5 +1,6 @@
 -- pg_quota demo: plans like the ones SaaS and AI apps sell, consumption, a denial, an
--- idempotent retry, an override, a reset, and usage a person can read.
+-- idempotent retry, an override, a reset, a bonus grant, a credit wallet, offline usage
+-- synced after the fact, and usage a person can read.
 \set QUIET on
 \set SHOW_CONTEXT never
 \pset footer off
@@ -11,7 +12,8 @@ CREATE EXTENSION pg_quota;
 SELECT quota.create_plan('free', '{
     "ai_requests": {"limit": 10,    "per": "day"},
     "tokens":      {"limit": 10000, "per": "month", "anchor": "subscription"},
-    "projects":    {"limit": 3,     "per": "lifetime"}}', is_default => true) \g /dev/null
+    "projects":    {"limit": 3,     "per": "lifetime"},
+    "credits":     {"limit": 0,     "per": "lifetime"}}', is_default => true) \g /dev/null
 SELECT quota.create_plan('pro', '{
     "ai_requests": {"limit": 1000,    "per": "day"},
     "tokens":      {"limit": 1000000, "per": "month", "anchor": "subscription"},
@@ -58,17 +60,41 @@ SELECT quota.reset(:alice, 'ai_requests') \g /dev/null
 SELECT allowed, used, allowance, remaining FROM quota.check(:alice, 'ai_requests');
 
 \echo
-\echo '== 7. Bob is on Pro; he creates projects (a lifetime cap, not a window)'
+\echo '== 7. A referral bonus: 5 extra requests, spent only after today''s allowance'
+SELECT quota.grant(:alice, 'ai_requests', 5, expires_at => now() + interval '30 days', reason => 'referral') \g /dev/null
+SELECT allowed, from_allowance, from_grants, used, remaining FROM quota.consume(:alice, 'ai_requests', 27);
+SELECT amount, remaining AS grant_left, reason, expires_at::date FROM quota.grants WHERE subject = :alice;
+
+\echo
+\echo '== 8. A prepaid credit wallet: buy 500 credits, each video costs 20, a failed video is refunded'
+SELECT quota.grant(:alice, 'credits', 500, reason => 'purchase: 500-credit pack') \g /dev/null
+SELECT allowed, from_grants, remaining AS credits_left FROM quota.consume(:alice, 'credits', 20, metadata => '{"video": "v1"}');
+SELECT quota.grant(:alice, 'credits', 20, reason => 'refund: video v1 failed') \g /dev/null
+SELECT allowed, from_grants, remaining AS credits_left FROM quota.consume(:alice, 'credits', 20, metadata => '{"video": "v2"}');
+
+\echo
+\echo '== 9. A phone syncs usage it had offline: yesterday''s tokens land in the window that contains yesterday'
+\echo '   (tokens count per subscription month from her sign-up today, so that is the previous month)'
+SELECT reason, used, window_start::date FROM quota.record_batch(jsonb_build_array(
+    jsonb_build_object('subject', :alice, 'metric', 'tokens', 'amount', 300, 'idempotency_key', 'phone-1',
+                       'occurred_at', to_char(now() - interval '1 day', 'YYYY-MM-DD"T"HH24:MI:SSOF')),
+    jsonb_build_object('subject', :alice, 'metric', 'tokens', 'amount', 200, 'idempotency_key', 'phone-2')));
+\echo '   ... the retry of the same sync changes nothing:'
+SELECT replayed FROM quota.record_batch(jsonb_build_array(
+    jsonb_build_object('subject', :alice, 'metric', 'tokens', 'amount', 200, 'idempotency_key', 'phone-2')));
+
+\echo
+\echo '== 10. Bob is on Pro; he creates projects (a lifetime cap, not a window)'
 SELECT quota.assign_plan(:bob, 'pro') \g /dev/null
 SELECT allowed, used, allowance, resets_at FROM quota.consume(:bob, 'projects', 2);
 
 \echo
-\echo '== 8. What each of them sees in their usage page'
+\echo '== 11. What each of them sees in their usage page'
 \echo 'Alice:'
-SELECT metric, used, allowance, remaining, percent_used || '%' AS used_pct, resets_at FROM quota.usage(:alice);
+SELECT metric, used, allowance, grants_remaining AS bonus, remaining, coalesce(percent_used || '%', '-') AS used_pct, resets_at FROM quota.usage(:alice);
 \echo 'Bob:'
-SELECT metric, used, allowance, remaining, percent_used || '%' AS used_pct, resets_at FROM quota.usage(:bob);
+SELECT metric, used, allowance, remaining, coalesce(percent_used || '%', '-') AS used_pct, resets_at FROM quota.usage(:bob);
 
 \echo
-\echo '== 9. The ledger explains every counter (quota.audit() lists mismatches: none)'
+\echo '== 12. The ledger explains every counter and grant (quota.audit() lists mismatches: none)'
 SELECT count(*) AS mismatches FROM quota.audit();

@@ -42,22 +42,37 @@ BEGIN
 END
 $$;
 
--- Recomputes every counter from the ledger and returns the windows where they disagree.
--- Returns no rows on a healthy database.
+-- Recomputes every counter and every grant balance from the ledger and returns what
+-- disagrees: a window whose counter is not the sum of its consume/record events
+-- (from_allowance + overage), or a grant whose remaining is not its amount less what
+-- event_grants says it paid. Returns no rows on a healthy database.
 CREATE FUNCTION quota.audit()
-RETURNS TABLE (subject uuid, metric text, window_start timestamptz, counter_used bigint, ledger_used numeric)
+RETURNS TABLE (subject uuid, metric text, item text, stored numeric, from_ledger numeric)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT subject, metric, window_start, c.used, e.used
+    SELECT subject, metric, 'window ' || window_start, c.used, e.used
     FROM quota.counters AS c
-    FULL JOIN (SELECT subject, metric, window_start, sum(from_allowance) AS used
+    FULL JOIN (SELECT subject, metric, window_start, sum(from_allowance + overage) AS used
                FROM quota.events
-               WHERE kind = 'consume'
+               WHERE kind IN ('consume', 'record')
                GROUP BY subject, metric, window_start) AS e
          USING (subject, metric, window_start)
     WHERE coalesce(c.used, 0) <> coalesce(e.used, 0)
-    ORDER BY subject, metric, window_start
+    UNION ALL
+    SELECT g.subject, g.metric, 'grant ' || g.grant_id, g.remaining, g.amount - coalesce(p.paid, 0)
+    FROM quota.grants AS g
+    LEFT JOIN (SELECT grant_id, sum(amount) AS paid FROM quota.event_grants GROUP BY grant_id) AS p
+           USING (grant_id)
+    WHERE g.remaining <> g.amount - coalesce(p.paid, 0)
+    UNION ALL
+    SELECT e.subject, e.metric, 'event ' || e.event_id, e.from_grants, coalesce(sum(p.amount), 0)
+    FROM quota.events AS e
+    LEFT JOIN quota.event_grants AS p USING (subject, event_id)
+    WHERE e.from_grants > 0 OR p.event_id IS NOT NULL
+    GROUP BY e.subject, e.metric, e.event_id, e.from_grants
+    HAVING e.from_grants <> coalesce(sum(p.amount), 0)
+    ORDER BY 1, 2, 3
 $$;
 
 -- Nothing is executable or readable by PUBLIC: the README shows the grants for

@@ -70,19 +70,41 @@ CREATE TABLE quota.counters (
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
 
--- The ledger: one row per consume, denial and reset. Counters always equal the sum of
--- from_allowance of the committed consume events of their window (see quota.audit()).
+-- Bonus credits for one (subject, metric). They are spent after the window's allowance:
+-- lowest priority first, then soonest expiry (never-expiring last), then oldest.
+-- remaining is what is left to spend; a revoked or expired grant is never spent.
+CREATE TABLE quota.grants (
+    subject     uuid NOT NULL,
+    grant_id    uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    metric      text NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    amount      bigint NOT NULL CHECK (amount > 0),
+    remaining   bigint NOT NULL CHECK (remaining BETWEEN 0 AND amount),
+    priority    integer NOT NULL DEFAULT 0,
+    expires_at  timestamptz,
+    reason      text,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    revoked_at  timestamptz,
+    PRIMARY KEY (subject, grant_id)
+);
+CREATE UNIQUE INDEX grants_grant_id ON quota.grants (grant_id);
+CREATE INDEX grants_spending_order ON quota.grants (subject, metric, priority, expires_at, created_at, grant_id)
+    WHERE remaining > 0 AND revoked_at IS NULL;
+
+-- The ledger: one row per consume, record, denial and reset. Counters always equal the
+-- sum of from_allowance + overage of the committed events of their window, and every
+-- grant's remaining equals its amount less what event_grants says it paid (quota.audit()).
 -- A consume event also keeps the decision it returned, so that a retry with the same
 -- idempotency key replays it exactly.
 CREATE TABLE quota.events (
     subject          uuid NOT NULL,
     event_id         bigint GENERATED ALWAYS AS IDENTITY (CACHE 64),
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    kind             text NOT NULL CHECK (kind IN ('consume', 'denial', 'reset')),
+    kind             text NOT NULL CHECK (kind IN ('consume', 'record', 'denial', 'reset')),
     metric           text NOT NULL,
     amount           bigint NOT NULL CHECK (amount >= 0),
     from_allowance   bigint NOT NULL DEFAULT 0 CHECK (from_allowance >= 0),
     from_grants      bigint NOT NULL DEFAULT 0 CHECK (from_grants >= 0),
+    overage          bigint NOT NULL DEFAULT 0 CHECK (overage >= 0),
     window_start     timestamptz NOT NULL,
     window_end       timestamptz,
     used             bigint NOT NULL,
@@ -97,6 +119,16 @@ CREATE TABLE quota.events (
 CREATE UNIQUE INDEX events_idempotency_key ON quota.events (subject, idempotency_key)
     WHERE idempotency_key IS NOT NULL AND kind <> 'denial';
 
+-- Which grants paid for an event, and how much each: the detail of events.from_grants.
+CREATE TABLE quota.event_grants (
+    subject   uuid NOT NULL,
+    event_id  bigint NOT NULL,
+    grant_id  uuid NOT NULL,
+    amount    bigint NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (subject, event_id, grant_id)
+);
+CREATE INDEX event_grants_grant ON quota.event_grants (grant_id);
+
 -- The result of consume / check / require.
 CREATE TYPE quota.decision AS (
     allowed         boolean,
@@ -104,13 +136,14 @@ CREATE TYPE quota.decision AS (
     amount          bigint,
     from_allowance  bigint,
     from_grants     bigint,
+    overage         bigint,       -- record/settle only: counted beyond allowance and grants
     used            bigint,       -- in this window, after this call
     allowance       bigint,       -- NULL = unlimited
     remaining       bigint,       -- allowance left + usable grants; NULL = unlimited
     window_start    timestamptz,  -- NULL for a lifetime window that was never reset
     resets_at       timestamptz,  -- NULL for lifetime windows
     replayed        boolean,
-    reason          text,         -- ok | quota_exceeded | no_plan
+    reason          text,         -- ok | quota_exceeded | no_plan | overage
     event_id        bigint        -- the ledger row; NULL for check()
 );
 
@@ -133,6 +166,8 @@ SELECT pg_catalog.pg_extension_config_dump('quota.overrides', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.resets', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.counters', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.events', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.grants', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.event_grants', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.events_event_id_seq', '');
 
 -- Rows are reached through the functions (SECURITY DEFINER); nobody else sees or writes
@@ -144,3 +179,5 @@ ALTER TABLE quota.overrides   ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.resets      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.counters    ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.events      ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.grants      ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.event_grants ENABLE ROW LEVEL SECURITY;

@@ -14,7 +14,11 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB, PgTupleDesc, Uuid};
 
-use crate::decide::{ceiling, effective_allowance, percent_used, remaining, Ceiling, Decision, Reason};
+use crate::batch::parse_batch;
+use crate::decide::{
+    ceiling, effective_allowance, grants_total, percent_used, remaining, remaining_with_grants, split, Ceiling, Decision,
+    Reason, Split,
+};
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
 use crate::plan::{parse_limits, validate_metric, validate_plan_name, LimitDef};
 use crate::store::{self, timestamp, to_micros, transaction_now, EventRow, Governing};
@@ -24,7 +28,7 @@ type DecisionTuple = pgrx::composite_type!('static, "quota.decision");
 type UsageTuple = pgrx::composite_type!('static, "quota.usage_row");
 
 // ---------------------------------------------------------------------------------------
-// consume / check
+// consume / check / record
 
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -36,9 +40,9 @@ fn consume(
     metadata: default!(Option<JsonB>, "NULL"),
 ) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
     sql_call(|| {
-        let request = Request::new(subject, metric, amount)?;
+        let request = Request::new(subject, metric, amount, None)?;
         let key = idempotency_key.map(validate_idempotency_key).transpose()?;
-        let decision = Spi::connect(|client| consume_in(client, &request, key, metadata))?;
+        let decision = Spi::connect(|client| spend(client, &request, Mode::Consume, key, metadata))?;
         decision_tuple(&decision)
     })
 }
@@ -52,51 +56,136 @@ fn check(
     amount: default!(Option<i64>, 1),
 ) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
     sql_call(|| {
-        let request = Request::new(subject, metric, amount)?;
+        let request = Request::new(subject, metric, amount, None)?;
         let decision = Spi::connect(|client| check_in(client, &request))?;
         decision_tuple(&decision)
     })
 }
 
-/// A validated consume or check request, decided at the transaction's start instant.
+/// Usage that already happened: never denies, counts into the window that contains
+/// `occurred_at`; beyond allowance and grants it is overage.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn record(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: Option<i64>,
+    idempotency_key: default!(Option<&str>, "NULL"),
+    occurred_at: default!(Option<TimestampWithTimeZone>, "pg_catalog.now()"),
+    metadata: default!(Option<JsonB>, "NULL"),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let occurred_at = to_micros(required(occurred_at, "occurred_at")?, "occurred_at")?;
+        let request = Request::new(subject, metric, amount, Some(occurred_at))?;
+        let key = idempotency_key.map(validate_idempotency_key).transpose()?;
+        let decision = Spi::connect(|client| spend(client, &request, Mode::Record, key, metadata))?;
+        decision_tuple(&decision)
+    })
+}
+
+/// Many records in one call, all or nothing; each is idempotent on its own key.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn record_batch(
+    events: Option<JsonB>,
+) -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.decision")>, ErrorReport> {
+    sql_call(|| {
+        let events = parse_batch(&required(events, "events")?.0)?;
+        // Every event is validated before the first one is written.
+        let requests = events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let subject = Uuid::from_bytes(*event.subject.as_bytes());
+                let key = event.idempotency_key.as_deref().map(validate_idempotency_key).transpose();
+                Request::new(Some(subject), Some(&event.metric), Some(event.amount), event.occurred_at)
+                    .and_then(|request| Ok((request, key?)))
+                    .map_err(|error| error.in_context(&format!("events[{index}]")))
+            })
+            .collect::<QResult<Vec<_>>>()?;
+        let decisions = Spi::connect(|client| {
+            requests
+                .iter()
+                .zip(&events)
+                .enumerate()
+                .map(|(index, ((request, key), event))| {
+                    let metadata = event.metadata.clone().map(JsonB);
+                    spend(client, request, Mode::Record, *key, metadata)
+                        .map_err(|error| error.in_context(&format!("events[{index}]")))
+                })
+                .collect::<QResult<Vec<_>>>()
+        })?;
+        let tuples = decisions.iter().map(decision_tuple).collect::<QResult<Vec<_>>>()?;
+        Ok(SetOfIterator::new(tuples))
+    })
+}
+
+/// Consume is all or nothing; record never denies and counts what does not fit as overage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Consume,
+    Record,
+}
+
+impl Mode {
+    fn event_kind(self) -> &'static str {
+        match self {
+            Mode::Consume => "consume",
+            Mode::Record => "record",
+        }
+    }
+}
+
+/// A validated request, decided at the transaction's start instant `now`; usage counts
+/// into the window that contains `at` (now, except for records of the past).
 struct Request<'a> {
     subject: Uuid,
     metric: &'a str,
     amount: i64,
     now: Micros,
+    at: Micros,
 }
 
+/// Records may arrive from clocks a little ahead of the database's.
+const FUTURE_TOLERANCE: Micros = 5 * 60 * 1_000_000;
+
 impl<'a> Request<'a> {
-    fn new(subject: Option<Uuid>, metric: Option<&'a str>, amount: Option<i64>) -> QResult<Self> {
+    fn new(subject: Option<Uuid>, metric: Option<&'a str>, amount: Option<i64>, at: Option<Micros>) -> QResult<Self> {
         let subject = required(subject, "subject")?;
         let metric = required(metric, "metric")?;
         validate_metric(metric)?;
         let amount = positive_amount(amount)?;
-        Ok(Request { subject, metric, amount, now: transaction_now()? })
+        let now = transaction_now()?;
+        let at = at.unwrap_or(now);
+        if at > now.saturating_add(FUTURE_TOLERANCE) {
+            return Err(QuotaError::invalid("occurred_at is in the future")
+                .with_hint("Record usage that already happened; clocks may be ahead by at most 5 minutes."));
+        }
+        Ok(Request { subject, metric, amount, now, at })
     }
 
-    fn decision(&self, allowed: bool, used: i64, allowance: Option<i64>, window: Window) -> Decision {
+    fn decision(&self, paid: Option<&Split>, used: i64, allowance: Option<i64>, grants_left: i64, window: Window) -> Decision {
+        let reason = match paid {
+            None => Reason::QuotaExceeded,
+            Some(split) if split.overage > 0 => Reason::Overage,
+            Some(_) => Reason::Ok,
+        };
         Decision {
-            allowed,
+            allowed: paid.is_some(),
             metric: self.metric.to_string(),
             amount: self.amount,
-            from_allowance: if allowed { self.amount } else { 0 },
-            from_grants: 0,
+            from_allowance: paid.map_or(0, |split| split.from_allowance),
+            from_grants: paid.map_or(0, Split::grants_total),
+            overage: paid.map_or(0, |split| split.overage),
             used,
             allowance,
-            remaining: remaining(allowance, used),
+            remaining: remaining_with_grants(allowance, used, grants_left),
             window_start: window.start,
             resets_at: window.end,
             replayed: false,
-            reason: if allowed { Reason::Ok } else { Reason::QuotaExceeded },
+            reason,
             event_id: None,
         }
-    }
-
-    /// A subject without a plan, when there is no default plan either.
-    fn no_plan(&self) -> Decision {
-        let lifetime = Window { start: None, end: None };
-        Decision { reason: Reason::NoPlan, ..self.decision(false, 0, Some(0), lifetime) }
     }
 }
 
@@ -109,7 +198,8 @@ fn validate_idempotency_key(key: &str) -> QResult<&str> {
     }
 }
 
-fn consume_in(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<JsonB>) -> QResult<Decision> {
+/// consume and record: decide, pay, and write the ledger row.
+fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, metadata: Option<JsonB>) -> QResult<Decision> {
     if let Some(key) = key {
         store::lock_idempotency_key(client, request.subject, key)?;
         if let Some(original) = store::find_replay(client, request.subject, key)? {
@@ -117,42 +207,77 @@ fn consume_in(client: &SpiClient, request: &Request, key: Option<&str>, metadata
         }
     }
     let governing = governing_with_assignment(client, request)?;
-    let (decision, window) = match governing.plan {
-        None => (request.no_plan(), Window { start: None, end: None }),
-        Some(_) => {
-            let allowance = effective_allowance(governing.plan_limit, governing.override_limit);
-            let window = governing.window_at(request.now)?;
-            let max_used = match ceiling(allowance, request.amount) {
-                Ceiling::Never => None,
-                Ceiling::Unlimited => Some(None),
-                Ceiling::AtMost(max_used) => Some(Some(max_used)),
-            };
-            let bumped = match max_used {
-                Some(max_used) => store::bump(client, request.subject, request.metric, window, request.amount, max_used)?,
-                None => None,
-            };
-            let decision = match bumped {
-                Some(used) => request.decision(true, used, allowance, window),
-                None => {
-                    let used = store::read_used(client, request.subject, request.metric, window)?;
-                    request.decision(false, used, allowance, window)
-                }
-            };
-            (decision, window)
-        }
+    let window = if governing.plan.is_some() { governing.window_at(request.at)? } else { LIFETIME };
+    let allowance = match governing.plan {
+        Some(_) => effective_allowance(governing.plan_limit, governing.override_limit),
+        None => Some(0),
     };
-    let event_id = store::insert_event(
-        client,
-        EventRow {
-            subject: request.subject,
-            kind: if decision.allowed { "consume" } else { "denial" },
-            decision: &decision,
-            window,
-            idempotency_key: key,
-            metadata,
-        },
-    )?;
+    // Without a plan consume is denied outright; record still counts (as overage).
+    let (paid, used, grants_left) = match governing.plan {
+        None if mode == Mode::Consume => (None, 0, governing.grants_left),
+        _ => pay(client, request, mode, &governing, window, allowance)?,
+    };
+    let decision = request.decision(paid.as_ref().map(|(split, _)| split), used, allowance, grants_left, window);
+    let decision = match governing.plan {
+        None => Decision { reason: Reason::NoPlan, ..decision },
+        Some(_) => decision,
+    };
+    let kind = if decision.allowed { mode.event_kind() } else { "denial" };
+    let event = EventRow { subject: request.subject, kind, decision: &decision, window, idempotency_key: key, metadata };
+    let event_id = store::insert_event(client, event)?;
+    if let Some((_, grants)) = &paid {
+        for (grant_id, taken) in grants {
+            store::spend_grant(client, request.subject, event_id, *grant_id, *taken)?;
+        }
+    }
     Ok(Decision { event_id: Some(event_id), ..decision })
+}
+
+const LIFETIME: Window = Window { start: None, end: None };
+
+/// Pays the amount from the window's allowance, then grants, then (record) overage.
+/// Returns how it was paid (None = denied) with the grants taken, the window's usage after,
+/// and the grants left.
+#[allow(clippy::type_complexity)]
+fn pay(
+    client: &SpiClient,
+    request: &Request,
+    mode: Mode,
+    governing: &Governing,
+    window: Window,
+    allowance: Option<i64>,
+) -> QResult<(Option<(Split, Vec<(Uuid, i64)>)>, i64, i64)> {
+    let (subject, metric, amount) = (request.subject, request.metric, request.amount);
+    // Fast path: the allowance alone pays, in one conditional upsert.
+    let max_used = match ceiling(allowance, amount) {
+        Ceiling::Never => None,
+        Ceiling::Unlimited => Some(None),
+        Ceiling::AtMost(max_used) => Some(Some(max_used)),
+    };
+    if let Some(max_used) = max_used {
+        if let Some(used) = store::bump(client, subject, metric, window, amount, max_used)? {
+            return Ok((Some((Split::allowance_only(amount), Vec::new())), used, governing.grants_left));
+        }
+    }
+    if governing.grants_left == 0 && mode == Mode::Consume {
+        let used = store::read_used(client, subject, metric, window)?;
+        return Ok((None, used, 0));
+    }
+    // Slow path: lock the counter, then the grants, and split between them.
+    let used = store::lock_counter(client, subject, metric, window)?;
+    let grants = store::lock_grants(client, subject, metric, request.now)?;
+    let balances: Vec<i64> = grants.iter().map(|(_, remaining)| *remaining).collect();
+    let available = grants_total(&balances);
+    let Some(split) = split(amount, remaining(allowance, used), &balances, mode == Mode::Record) else {
+        return Ok((None, used, available));
+    };
+    let used = match split.counted() {
+        0 => used,
+        counted => store::add_used(client, subject, metric, window, counted)?,
+    };
+    let taken: Vec<(Uuid, i64)> = split.from_grants.iter().map(|(index, taken)| (grants[*index].0, *taken)).collect();
+    let left = available.saturating_sub(split.grants_total());
+    Ok((Some((split, taken)), used, left))
 }
 
 /// The original decision for a retried key, or 23505 (HTTP 409) when the key is reused
@@ -186,7 +311,7 @@ fn governing_with_assignment(client: &SpiClient, request: &Request) -> QResult<G
 }
 
 fn resolve_known(client: &SpiClient, request: &Request) -> QResult<Governing> {
-    let governing = store::resolve(client, request.subject, request.metric, request.now)?;
+    let governing = store::resolve(client, request.subject, request.metric, request.at, request.now)?;
     if governing.metric_known {
         Ok(governing)
     } else {
@@ -197,16 +322,21 @@ fn resolve_known(client: &SpiClient, request: &Request) -> QResult<Governing> {
 fn check_in(client: &SpiClient, request: &Request) -> QResult<Decision> {
     let governing = resolve_known(client, request)?;
     if governing.plan.is_none() {
-        return Ok(request.no_plan());
+        let denied = request.decision(None, 0, Some(0), governing.grants_left, LIFETIME);
+        return Ok(Decision { reason: Reason::NoPlan, ..denied });
     }
     let allowance = effective_allowance(governing.plan_limit, governing.override_limit);
-    let window = governing.window_at(request.now)?;
+    let window = governing.window_at(request.at)?;
     let used = store::read_used(client, request.subject, request.metric, window)?;
-    if ceiling(allowance, request.amount).admits(used) {
-        let used = used.checked_add(request.amount).ok_or_else(|| QuotaError::overflow("used + amount"))?;
-        Ok(request.decision(true, used, allowance, window))
-    } else {
-        Ok(request.decision(false, used, allowance, window))
+    // Grants count as one balance here: check reports the split, it does not take it.
+    let grants = [governing.grants_left];
+    match split(request.amount, remaining(allowance, used), &grants, false) {
+        Some(paid) => {
+            let used_after = used.checked_add(paid.counted()).ok_or_else(|| QuotaError::overflow("used + amount"))?;
+            let grants_left = governing.grants_left.saturating_sub(paid.grants_total());
+            Ok(request.decision(Some(&paid), used_after, allowance, grants_left, window))
+        }
+        None => Ok(request.decision(None, used, allowance, governing.grants_left, window)),
     }
 }
 
@@ -217,6 +347,7 @@ struct UsageRow {
     metric: String,
     used: i64,
     allowance: Option<i64>,
+    grants_left: i64,
     window: Window,
 }
 
@@ -237,11 +368,11 @@ fn usage_in(client: &SpiClient, subject: Uuid, now: Micros) -> QResult<Vec<Usage
     metrics
         .into_iter()
         .map(|metric| {
-            let governing = store::resolve(client, subject, &metric, now)?;
+            let governing = store::resolve(client, subject, &metric, now, now)?;
             let window = governing.window_at(now)?;
             let used = store::read_used(client, subject, &metric, window)?;
             let allowance = effective_allowance(governing.plan_limit, governing.override_limit);
-            Ok(UsageRow { metric, used, allowance, window })
+            Ok(UsageRow { metric, used, allowance, grants_left: governing.grants_left, window })
         })
         .collect()
 }
@@ -419,6 +550,67 @@ fn clear_override(subject: Option<Uuid>, metric: Option<&str>) -> Result<(), Err
     })
 }
 
+/// Bonus units for (subject, metric), spent after the window's allowance: lowest priority
+/// first, then soonest expiry, then oldest. Returns the grant's id.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn grant(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: Option<i64>,
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    priority: default!(Option<i32>, 0),
+    reason: default!(Option<&str>, "NULL"),
+) -> Result<Uuid, ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        let amount = positive_amount(amount)?;
+        let priority = required(priority, "priority")?;
+        if let Some(expires_at) = expires_at {
+            if to_micros(expires_at, "expires_at")? <= transaction_now()? {
+                return Err(QuotaError::invalid("expires_at is not in the future")
+                    .with_hint("Pass a future expiry, or NULL for a grant that never expires."));
+            }
+        }
+        Spi::connect_mut(|client| {
+            require_known_metric(client, metric)?;
+            let id = client
+                .update(
+                    "INSERT INTO quota.grants (subject, metric, amount, remaining, expires_at, priority, reason)
+                     VALUES ($1, $2, $3, $3, $4, $5, $6)
+                     RETURNING grant_id",
+                    None,
+                    &[subject.into(), metric.into(), amount.into(), expires_at.into(), priority.into(), reason.into()],
+                )?
+                .first()
+                .get_one::<Uuid>()?;
+            id.ok_or_else(|| QuotaError::internal("grant insert returned no row"))
+        })
+    })
+}
+
+/// Stops a grant from being spent. What it already paid for stays paid.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn revoke_grant(grant_id: Option<Uuid>) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let grant_id = required(grant_id, "grant_id")?;
+        Spi::connect_mut(|client| {
+            let found = client.update(
+                "UPDATE quota.grants SET revoked_at = coalesce(revoked_at, pg_catalog.now())
+                  WHERE grant_id = $1 RETURNING grant_id",
+                None,
+                &[grant_id.into()],
+            )?;
+            if found.is_empty() {
+                return Err(QuotaError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown grant {grant_id}")));
+            }
+            Ok(())
+        })
+    })
+}
+
 /// Starts the subject's current window over now, for one metric or (NULL) for every metric
 /// of its plan and every metric it has used. The old window stays as history.
 #[pg_extern(volatile, security_definer)]
@@ -466,7 +658,7 @@ fn reset_metric(client: &mut SpiClient, subject: Uuid, metric: &str, now: Micros
         None,
         &[subject.into(), metric.into(), timestamp(now)?.into()],
     )?;
-    let governing = store::resolve(client, subject, metric, now)?;
+    let governing = store::resolve(client, subject, metric, now, now)?;
     let allowance = effective_allowance(governing.plan_limit, governing.override_limit);
     let window = governing.window_at(now)?;
     let decision = Decision {
@@ -475,6 +667,7 @@ fn reset_metric(client: &mut SpiClient, subject: Uuid, metric: &str, now: Micros
         amount: 0,
         from_allowance: 0,
         from_grants: 0,
+        overage: 0,
         used: store::read_used(client, subject, metric, window)?,
         allowance,
         remaining: remaining(allowance, 0),
@@ -552,6 +745,7 @@ fn decision_tuple(d: &Decision) -> QResult<DecisionTuple> {
             d.amount.into_datum(),
             d.from_allowance.into_datum(),
             d.from_grants.into_datum(),
+            d.overage.into_datum(),
             d.used.into_datum(),
             d.allowance.into_datum(),
             d.remaining.into_datum(),
@@ -576,8 +770,8 @@ fn usage_tuple(row: &UsageRow) -> QResult<UsageTuple> {
             row.metric.as_str().into_datum(),
             row.used.into_datum(),
             row.allowance.into_datum(),
-            remaining(row.allowance, row.used).into_datum(),
-            0i64.into_datum(), // grants_remaining: no grants exist yet
+            remaining_with_grants(row.allowance, row.used, row.grants_left).into_datum(),
+            row.grants_left.into_datum(),
             optional_timestamp(row.window.start)?.into_datum(),
             optional_timestamp(row.window.end)?.into_datum(),
             percent.into_datum(),

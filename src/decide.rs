@@ -10,6 +10,8 @@ pub enum Reason {
     Ok,
     QuotaExceeded,
     NoPlan,
+    /// Recorded usage beyond the allowance and the grants: counted, and flagged.
+    Overage,
     /// Only in the ledger: the row quota.reset() writes.
     Reset,
 }
@@ -20,12 +22,13 @@ impl Reason {
             Reason::Ok => "ok",
             Reason::QuotaExceeded => "quota_exceeded",
             Reason::NoPlan => "no_plan",
+            Reason::Overage => "overage",
             Reason::Reset => "reset",
         }
     }
 
     pub fn parse(text: &str) -> Option<Reason> {
-        [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Reset]
+        [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Overage, Reason::Reset]
             .into_iter()
             .find(|reason| reason.as_str() == text)
     }
@@ -39,11 +42,13 @@ pub struct Decision {
     pub amount: i64,
     pub from_allowance: i64,
     pub from_grants: i64,
+    /// Recorded beyond allowance and grants (record only; consume never overspends).
+    pub overage: i64,
     /// Usage of the window after this call.
     pub used: i64,
     /// None = unlimited.
     pub allowance: Option<i64>,
-    /// None = unlimited.
+    /// Allowance left plus usable grants; None = unlimited.
     pub remaining: Option<i64>,
     /// None = a lifetime window that was never reset.
     pub window_start: Option<Micros>,
@@ -98,27 +103,81 @@ impl Ceiling {
     }
 }
 
+/// How an amount is paid: the window's allowance first, then grants in spending order,
+/// then (record only) overage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub from_allowance: i64,
+    /// (index into the balances given, amount taken), in spending order.
+    pub from_grants: Vec<(usize, i64)>,
+    pub overage: i64,
+}
+
+impl Split {
+    pub fn allowance_only(amount: i64) -> Split {
+        Split { from_allowance: amount, from_grants: Vec::new(), overage: 0 }
+    }
+
+    pub fn grants_total(&self) -> i64 {
+        // Each part is at most the amount and they sum to at most the amount.
+        self.from_grants.iter().map(|(_, taken)| taken).sum()
+    }
+
+    /// What the window's counter grows by: grants have balances of their own.
+    pub fn counted(&self) -> i64 {
+        self.from_allowance + self.overage
+    }
+}
+
+/// Splits `amount` (positive) between `room` (what the allowance still admits; None =
+/// unlimited) and grant balances in spending order. Without `overage_allowed` (consume),
+/// it is all or nothing: None when room and grants together cannot cover the amount.
+pub fn split(amount: i64, room: Option<i64>, balances: &[i64], overage_allowed: bool) -> Option<Split> {
+    let Some(room) = room else {
+        return Some(Split::allowance_only(amount));
+    };
+    let from_allowance = amount.min(room.max(0));
+    let mut rest = amount - from_allowance;
+    let mut from_grants = Vec::new();
+    for (index, balance) in balances.iter().enumerate() {
+        if rest == 0 {
+            break;
+        }
+        let taken = rest.min((*balance).max(0));
+        if taken > 0 {
+            from_grants.push((index, taken));
+            rest -= taken;
+        }
+    }
+    if rest > 0 && !overage_allowed {
+        return None;
+    }
+    Some(Split { from_allowance, from_grants, overage: rest })
+}
+
+/// Sum of grant balances; saturates, since it is only reported, never spent from.
+pub fn grants_total(balances: &[i64]) -> i64 {
+    balances.iter().fold(0i64, |sum, balance| sum.saturating_add((*balance).max(0)))
+}
+
+/// What a decision reports as remaining: allowance left plus usable grants.
+pub fn remaining_with_grants(allowance: Option<i64>, used: i64, grants_left: i64) -> Option<i64> {
+    remaining(allowance, used).map(|left| left.saturating_add(grants_left))
+}
+
 /// Allowance left in the window; never negative (an allowance can be lowered below what
 /// was already used). `None` = unlimited.
 pub fn remaining(allowance: Option<i64>, used: i64) -> Option<i64> {
     allowance.map(|allowance| allowance.saturating_sub(used).max(0))
 }
 
-/// Share of the allowance used, in percent rounded to one decimal; `None` = unlimited.
-/// An allowance of 0 counts as fully used.
+/// Share of the allowance used, in percent rounded to one decimal; `None` when there is
+/// no share to speak of: unlimited, or an allowance of 0 (a credit wallet paid by grants).
 pub fn percent_used(allowance: Option<i64>, used: i64) -> Option<f64> {
-    let allowance = allowance?;
-    if allowance == 0 {
-        return Some(100.0);
-    }
+    let allowance = allowance.filter(|allowance| *allowance > 0)?;
     // i128 holds used * 1000 for any i64; tenths of a percent, rounded half up.
     let tenths = (i128::from(used) * 1000 + i128::from(allowance) / 2) / i128::from(allowance);
     Some(tenths as f64 / 10.0)
-}
-
-/// Usage after adding an amount to an unlimited window; `None` on bigint overflow.
-pub fn add_usage(used: i64, amount: i64) -> Option<i64> {
-    used.checked_add(amount)
 }
 
 #[cfg(test)]
@@ -201,21 +260,68 @@ mod tests {
         assert_eq!(percent_used(Some(3), 1), Some(33.3));
         assert_eq!(percent_used(Some(3), 2), Some(66.7));
         assert_eq!(percent_used(Some(10), 15), Some(150.0));
-        assert_eq!(percent_used(Some(0), 0), Some(100.0));
+        assert_eq!(percent_used(Some(0), 0), None);
         assert_eq!(percent_used(None, 7), None);
         assert_eq!(percent_used(Some(i64::MAX), i64::MAX), Some(100.0));
         assert_eq!(percent_used(Some(1), i64::MAX), Some(i64::MAX as f64 * 100.0));
     }
 
+    /// The split against a reference model: parts add up, nothing is overdrawn, grants are
+    /// taken strictly in order, and consume denies exactly when room plus grants fall short.
     #[test]
-    fn add_usage_reports_overflow() {
-        assert_eq!(add_usage(1, 2), Some(3));
-        assert_eq!(add_usage(i64::MAX, 1), None);
+    fn split_matches_reference_model() {
+        let mut rng = Rng(0x5EED_0003);
+        for case in 0..50_000 {
+            let amount = rng.edgy_non_negative().max(1);
+            let room = if rng.next() % 5 == 0 { None } else { Some(rng.edgy_non_negative()) };
+            let balances: Vec<i64> = (0..rng.next() % 5).map(|_| rng.edgy_non_negative()).collect();
+            let overage_allowed = rng.next() % 2 == 0;
+            let context = format!("case {case}: amount={amount} room={room:?} balances={balances:?} overage={overage_allowed}");
+            let available = room.map(|room| i128::from(room) + balances.iter().map(|b| i128::from(*b)).sum::<i128>());
+            let outcome = split(amount, room, &balances, overage_allowed);
+            let covered = available.is_none_or(|available| available >= i128::from(amount));
+            if !overage_allowed && !covered {
+                assert_eq!(outcome, None, "{context}");
+                continue;
+            }
+            let paid = outcome.unwrap_or_else(|| panic!("{context}: denied"));
+            let total = i128::from(paid.from_allowance) + i128::from(paid.grants_total()) + i128::from(paid.overage);
+            assert_eq!(total, i128::from(amount), "{context}");
+            assert!(room.is_none_or(|room| paid.from_allowance <= room), "{context}");
+            assert_eq!(paid.overage > 0, !covered, "{context}");
+            let mut previous = None;
+            for (index, taken) in &paid.from_grants {
+                assert!(*taken > 0 && *taken <= balances[*index], "{context}");
+                // Every earlier grant with a balance was emptied before this one was touched.
+                for (earlier, balance) in balances.iter().enumerate().take(*index) {
+                    let used = paid.from_grants.iter().find(|(i, _)| *i == earlier).map_or(0, |(_, t)| *t);
+                    assert!(*balance == 0 || used == *balance, "{context}: grant {earlier} skipped");
+                }
+                assert!(previous < Some(*index), "{context}");
+                previous = Some(*index);
+            }
+        }
+    }
+
+    #[test]
+    fn split_examples() {
+        // Allowance first, then grants in order; all or nothing.
+        let paid = split(10, Some(3), &[4, 5, 100], false).expect("covered");
+        assert_eq!((paid.from_allowance, paid.from_grants.clone(), paid.overage), (3, vec![(0, 4), (1, 3)], 0));
+        assert_eq!(paid.counted(), 3);
+        assert_eq!(split(10, Some(3), &[4, 2], false), None);
+        // record: the rest is overage, counted in the window.
+        let recorded = split(10, Some(3), &[4, 2], true).expect("record never denies");
+        assert_eq!((recorded.overage, recorded.counted()), (1, 4));
+        assert_eq!(split(5, None, &[1], false), Some(Split::allowance_only(5)));
+        assert_eq!(grants_total(&[i64::MAX, 5]), i64::MAX);
+        assert_eq!(remaining_with_grants(Some(10), 4, 7), Some(13));
+        assert_eq!(remaining_with_grants(None, 4, 7), None);
     }
 
     #[test]
     fn reason_round_trips() {
-        for reason in [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Reset] {
+        for reason in [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Overage, Reason::Reset] {
             assert_eq!(Reason::parse(reason.as_str()), Some(reason));
         }
         assert_eq!(Reason::parse("nope"), None);

@@ -6,6 +6,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::spi::SpiError;
 use pgrx::PgSqlErrorCode;
 
+use crate::batch::BatchError;
 use crate::plan::PlanError;
 use crate::window::WindowError;
 
@@ -36,6 +37,12 @@ impl QuotaError {
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Prefixes the message with where it happened, e.g. "events[3]".
+    pub fn in_context(mut self, context: &str) -> Self {
+        self.message = format!("{context}: {}", self.message);
         self
     }
 
@@ -101,6 +108,14 @@ impl From<WindowError> for QuotaError {
             WindowError::OutOfRange(_) => window_error(error.to_string()),
             _ => QuotaError::invalid(error.to_string()),
         }
+    }
+}
+
+impl From<BatchError> for QuotaError {
+    fn from(error: BatchError) -> Self {
+        QuotaError::invalid(error.to_string()).with_hint(
+            r#"Pass a JSON array such as [{"subject": "<uuid>", "metric": "tokens", "amount": 120, "idempotency_key": "req-1", "occurred_at": "2026-11-22T10:00:00Z", "metadata": {}}]."#,
+        )
     }
 }
 

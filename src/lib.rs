@@ -1,12 +1,14 @@
 //! pg_quota: SaaS usage quotas enforced inside the PostgreSQL transaction.
 //!
 //! Layout: the domain logic is plain Rust (`window`: how a window is computed, `decide`:
-//! limit arithmetic, `plan`: names and plan definitions). The PostgreSQL layer is thin:
+//! limit arithmetic and the split between allowance and grants, `plan`: names and plan
+//! definitions, `batch`: the events of record_batch). The PostgreSQL layer is thin:
 //! `api` holds the SQL entry points, `store` every statement they run, `error` the
 //! SQLSTATEs. Tables, types and hand-written SQL live in `sql/`.
 
 use pgrx::prelude::*;
 
+pub mod batch;
 pub mod decide;
 pub mod plan;
 pub mod window;

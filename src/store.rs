@@ -78,7 +78,7 @@ thread_local! {
     ) };
     static FIND_REPLAY: Kept = const { Kept::new(
         "SELECT metric, amount, from_allowance, from_grants, used, allowance, remaining,
-                window_start, window_end, reason, event_id
+                window_start, window_end, reason, event_id, overage
            FROM quota.events
           WHERE subject = $1 AND idempotency_key = $2 AND kind <> 'denial'",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
@@ -89,14 +89,17 @@ thread_local! {
                 o.subject IS NOT NULL, o.allowance,
                 (SELECT max(r.reset_at) FROM quota.resets AS r
                   WHERE r.subject = $1 AND r.metric = $2 AND r.reset_at <= $3),
-                l.metric IS NOT NULL OR EXISTS (SELECT FROM quota.limits AS k WHERE k.metric = $2)
+                l.metric IS NOT NULL OR EXISTS (SELECT FROM quota.limits AS k WHERE k.metric = $2),
+                (SELECT coalesce(sum(g.remaining), 0)::int8 FROM quota.grants AS g
+                  WHERE g.subject = $1 AND g.metric = $2 AND g.remaining > 0 AND g.revoked_at IS NULL
+                    AND (g.expires_at IS NULL OR g.expires_at > $4))
            FROM (SELECT) AS one
            LEFT JOIN quota.assignments AS a ON a.subject = $1
            LEFT JOIN quota.plans AS p
                   ON p.plan = coalesce(a.plan, (SELECT d.plan FROM quota.plans AS d WHERE d.is_default))
            LEFT JOIN quota.limits AS l ON l.plan = p.plan AND l.metric = $2
            LEFT JOIN quota.overrides AS o ON o.subject = $1 AND o.metric = $2",
-        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
     static ASSIGN_DEFAULT: Kept = const { Kept::new(
         "INSERT INTO quota.assignments (subject, plan, anchor) VALUES ($1, $2, $3)
@@ -116,21 +119,53 @@ thread_local! {
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID,
           PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID],
     ) };
+    // The slow path, when the allowance alone cannot pay: lock the window's counter (creating
+    // it if needed) and return its usage, then lock the usable grants. Always in this order,
+    // so that concurrent consumers cannot deadlock.
+    static LOCK_COUNTER: Kept = const { Kept::new(
+        "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used)
+         VALUES ($1, $2, $3, $4, 0)
+         ON CONFLICT (subject, metric, window_start) DO UPDATE SET used = c.used
+         RETURNING c.used",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID],
+    ) };
+    static ADD_USED: Kept = const { Kept::new(
+        "UPDATE quota.counters SET used = used + $4
+          WHERE subject = $1 AND metric = $2 AND window_start = $3
+         RETURNING used",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID],
+    ) };
+    static LOCK_GRANTS: Kept = const { Kept::new(
+        "SELECT grant_id, remaining FROM quota.grants
+          WHERE subject = $1 AND metric = $2 AND remaining > 0 AND revoked_at IS NULL
+            AND (expires_at IS NULL OR expires_at > $3)
+          ORDER BY priority, expires_at, created_at, grant_id
+            FOR UPDATE",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
+    ) };
+    static SPEND_GRANT: Kept = const { Kept::new(
+        "UPDATE quota.grants SET remaining = remaining - $3 WHERE subject = $1 AND grant_id = $2",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::UUIDOID, PgBuiltInOids::INT8OID],
+    ) };
+    static INSERT_EVENT_GRANT: Kept = const { Kept::new(
+        "INSERT INTO quota.event_grants (subject, event_id, grant_id, amount) VALUES ($1, $2, $3, $4)",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::INT8OID, PgBuiltInOids::UUIDOID, PgBuiltInOids::INT8OID],
+    ) };
     static READ_USED: Kept = const { Kept::new(
         "SELECT used FROM quota.counters WHERE subject = $1 AND metric = $2 AND window_start = $3",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
     static INSERT_EVENT: Kept = const { Kept::new(
-        "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, from_grants,
+        "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, from_grants, overage,
                                    window_start, window_end, used, allowance, remaining, reason,
                                    idempotency_key, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         VALUES ($1, $2, $3, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12, $13, $14)
          RETURNING event_id",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TEXTOID,
           PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID,
           PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID,
           PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID, PgBuiltInOids::TEXTOID,
-          PgBuiltInOids::TEXTOID, PgBuiltInOids::JSONBOID],
+          PgBuiltInOids::TEXTOID, PgBuiltInOids::JSONBOID, PgBuiltInOids::INT8OID],
     ) };
 }
 
@@ -141,8 +176,19 @@ fn query_row<'conn, T>(
     client: &SpiClient<'conn>,
     statement: &'static Statement,
     args: &[DatumWithOid],
-    read: impl FnOnce(&SpiHeapTupleData<'conn>) -> QResult<T>,
+    read: impl Fn(&SpiHeapTupleData<'conn>) -> QResult<T>,
 ) -> QResult<Option<T>> {
+    Ok(query(client, statement, args, Some(1), read)?.into_iter().next())
+}
+
+/// Runs a kept statement and maps its rows (at most `limit`).
+fn query<'conn, T>(
+    client: &SpiClient<'conn>,
+    statement: &'static Statement,
+    args: &[DatumWithOid],
+    limit: Option<i64>,
+    read: impl Fn(&SpiHeapTupleData<'conn>) -> QResult<T>,
+) -> QResult<Vec<T>> {
     statement.with(|kept| {
         if kept.plan.get().is_none() {
             let types: Vec<PgOid> = kept.arg_types.iter().map(|oid| PgOid::BuiltIn(*oid)).collect();
@@ -153,11 +199,7 @@ fn query_row<'conn, T>(
         let Some(plan) = kept.plan.get() else {
             return Err(QuotaError::internal("statement was not prepared"));
         };
-        let mut rows = client.select(plan, Some(1), args)?;
-        match rows.next() {
-            Some(row) => read(&row).map(Some),
-            None => Ok(None),
-        }
+        client.select(plan, limit, args)?.map(|row| read(&row)).collect()
     })
 }
 
@@ -191,6 +233,7 @@ pub fn find_replay(client: &SpiClient, subject: Uuid, key: &str) -> QResult<Opti
             replayed: true,
             reason: Reason::parse(&reason).unwrap_or(Reason::Ok),
             event_id: row.get(11)?,
+            overage: not_null(row, 12)?,
         })
     })
 }
@@ -212,6 +255,8 @@ pub struct Governing {
     pub override_limit: Option<Option<i64>>,
     pub reset_at: Option<Micros>,
     pub metric_known: bool,
+    /// Sum of the grants usable now (informational: the slow path locks and re-reads them).
+    pub grants_left: i64,
 }
 
 impl Governing {
@@ -234,8 +279,10 @@ impl Governing {
     }
 }
 
-pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros) -> QResult<Governing> {
-    let row = query_row(client, &RESOLVE, &[subject.into(), metric.into(), timestamp(at)?.into()], |row| {
+/// What governs (subject, metric) for usage at `at`, with grants usable at `now`.
+pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now: Micros) -> QResult<Governing> {
+    let args = [subject.into(), metric.into(), timestamp(at)?.into(), timestamp(now)?.into()];
+    let row = query_row(client, &RESOLVE, &args, |row| {
         let in_plan: bool = not_null(row, 4)?;
         let overridden: bool = not_null(row, 9)?;
         Ok(Governing {
@@ -249,6 +296,7 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros) -> Q
             override_limit: overridden.then(|| row.get(10)).transpose()?,
             reset_at: row.get::<TimestampWithTimeZone>(11)?.map(|t| to_micros(t, "reset_at")).transpose()?,
             metric_known: not_null(row, 12)?,
+            grants_left: not_null(row, 13)?,
         })
     })?;
     row.ok_or_else(|| QuotaError::internal("resolve returned no row"))
@@ -267,6 +315,33 @@ pub fn bump(client: &SpiClient, subject: Uuid, metric: &str, window: Window, amo
     let end = window.end.map(timestamp).transpose()?;
     let args = [subject.into(), metric.into(), window_key(window.start)?.into(), end.into(), amount.into(), ceiling.into()];
     query_row(client, &BUMP, &args, |row| not_null(row, 1))
+}
+
+/// Locks the window's counter row (creating it) and returns its usage.
+pub fn lock_counter(client: &SpiClient, subject: Uuid, metric: &str, window: Window) -> QResult<i64> {
+    let end = window.end.map(timestamp).transpose()?;
+    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), end.into()];
+    query_row(client, &LOCK_COUNTER, &args, |row| not_null(row, 1))?.ok_or_else(|| QuotaError::internal("counter lock returned no row"))
+}
+
+/// Adds to a locked counter; returns its new usage.
+pub fn add_used(client: &SpiClient, subject: Uuid, metric: &str, window: Window, amount: i64) -> QResult<i64> {
+    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), amount.into()];
+    query_row(client, &ADD_USED, &args, |row| not_null(row, 1))?.ok_or_else(|| QuotaError::internal("counter vanished"))
+}
+
+/// Locks the grants usable at `now`, in spending order: (grant_id, remaining).
+pub fn lock_grants(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<Vec<(Uuid, i64)>> {
+    let args = [subject.into(), metric.into(), timestamp(now)?.into()];
+    query(client, &LOCK_GRANTS, &args, None, |row| Ok((not_null(row, 1)?, not_null(row, 2)?)))
+}
+
+/// Takes `amount` from a locked grant and records which event it paid for.
+pub fn spend_grant(client: &SpiClient, subject: Uuid, event_id: i64, grant_id: Uuid, amount: i64) -> QResult<()> {
+    query(client, &SPEND_GRANT, &[subject.into(), grant_id.into(), amount.into()], None, |_| Ok(()))?;
+    let args = [subject.into(), event_id.into(), grant_id.into(), amount.into()];
+    query(client, &INSERT_EVENT_GRANT, &args, None, |_| Ok(()))?;
+    Ok(())
 }
 
 /// Usage of a window; 0 when nothing was counted in it yet.
@@ -303,6 +378,7 @@ pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<i64> {
         d.reason.as_str().into(),
         event.idempotency_key.into(),
         event.metadata.into(),
+        d.overage.into(),
     ];
     let id = query_row(client, &INSERT_EVENT, &args, |row| not_null(row, 1))?;
     id.ok_or_else(|| QuotaError::internal("event insert returned no row"))

@@ -18,3 +18,6 @@ for workload in *.pgbench; do
     || { cat "/tmp/pgq-$name.log" >&2; exit 1; }
   psql -d "$db" -c "SET pgq.calls = $((CLIENTS * CALLS))" -f "check_$name.sql"
 done
+
+echo "batch: 10,000 recorded events, replayed in another order"
+bash batch_replay.sh "$db"

@@ -8,3 +8,9 @@ SELECT quota.create_plan('burst', '{"units": {"limit": 20, "per": "day"}}', is_d
 SELECT quota.create_plan('open', '{"units": {"limit": null, "per": "day"}}');
 SELECT quota.assign_plan(s(1), 'hammer');
 SELECT quota.assign_plan(s(5000), 'open');
+-- A wallet drawn on by many sessions at once: allowance 0, three grants of 300 units.
+SELECT quota.create_plan('wallet', '{"credits": {"limit": 0, "per": "lifetime"}, "units": {"limit": 50, "per": "day"}}');
+SELECT quota.assign_plan(s(6000), 'wallet');
+SELECT quota.grant(s(6000), 'credits', 300, priority => p) FROM generate_series(1, 3) AS p;
+-- ... and a daily allowance of 50 topped up by a grant of 200, spent by both.
+SELECT quota.grant(s(6000), 'units', 200);
