@@ -1,6 +1,6 @@
 -- pg_quota demo: plans like the ones SaaS and AI apps sell, consumption, a denial, an
 -- idempotent retry, an override, a reset, a bonus grant, a credit wallet, offline usage
--- synced after the fact, and usage a person can read.
+-- synced after the fact, a reservation around an AI call, and usage a person can read.
 \set QUIET on
 \set SHOW_CONTEXT never
 \pset footer off
@@ -84,17 +84,24 @@ SELECT replayed FROM quota.record_batch(jsonb_build_array(
     jsonb_build_object('subject', :alice, 'metric', 'tokens', 'amount', 200, 'idempotency_key', 'phone-2')));
 
 \echo
-\echo '== 10. Bob is on Pro; he creates projects (a lifetime cap, not a window)'
+\echo '== 10. An AI call: reserve an estimate, call the model, settle with what it really used'
+SELECT reservation_id AS hold FROM quota.reserve(:alice, 'tokens', 2000, ttl => '2 minutes') \gset
+SELECT metric, used, reserved, remaining FROM quota.usage(:alice) WHERE metric = 'tokens';
+\echo '   ... the model answered with 1,234 tokens:'
+SELECT allowed, from_allowance, used, reserved, remaining FROM quota.settle(:'hold', 1234);
+
+\echo
+\echo '== 11. Bob is on Pro; he creates projects (a lifetime cap, not a window)'
 SELECT quota.assign_plan(:bob, 'pro') \g /dev/null
 SELECT allowed, used, allowance, resets_at FROM quota.consume(:bob, 'projects', 2);
 
 \echo
-\echo '== 11. What each of them sees in their usage page'
+\echo '== 12. What each of them sees in their usage page'
 \echo 'Alice:'
-SELECT metric, used, allowance, grants_remaining AS bonus, remaining, coalesce(percent_used || '%', '-') AS used_pct, resets_at FROM quota.usage(:alice);
+SELECT metric, used, reserved, allowance, grants_remaining AS bonus, remaining, coalesce(percent_used || '%', '-') AS used_pct, resets_at FROM quota.usage(:alice);
 \echo 'Bob:'
 SELECT metric, used, allowance, remaining, coalesce(percent_used || '%', '-') AS used_pct, resets_at FROM quota.usage(:bob);
 
 \echo
-\echo '== 12. The ledger explains every counter and grant (quota.audit() lists mismatches: none)'
+\echo '== 13. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
 SELECT count(*) AS mismatches FROM quota.audit();

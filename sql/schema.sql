@@ -59,7 +59,9 @@ CREATE TABLE quota.resets (
 
 -- Usage per window. Old windows stay as history; nothing deletes them.
 -- window_start is '-infinity' for a lifetime window that was never reset;
--- window_end is NULL for lifetime windows.
+-- window_end is NULL for lifetime windows. held is the sum of the window's reservations
+-- still marked 'held' (some may have expired since: readers only count those that have
+-- not, so expiry needs no job).
 -- fillfactor leaves room on each page so that the hot UPDATE of "used" stays HOT.
 CREATE TABLE quota.counters (
     subject      uuid NOT NULL,
@@ -67,8 +69,33 @@ CREATE TABLE quota.counters (
     window_start timestamptz NOT NULL,
     window_end   timestamptz,
     used         bigint NOT NULL CHECK (used >= 0),
+    held         bigint NOT NULL DEFAULT 0 CHECK (held >= 0),
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
+
+-- Holds taken by quota.reserve() before slow work (an AI call). A hold counts against what
+-- others can consume in its window until it is settled, released, or expires_at passes.
+-- 'expired' is written lazily by the next writer of the window, or by
+-- quota.expire_reservations(); nothing depends on it.
+CREATE TABLE quota.reservations (
+    subject          uuid NOT NULL,
+    reservation_id   uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    metric           text NOT NULL,
+    amount           bigint NOT NULL CHECK (amount > 0),
+    window_start     timestamptz NOT NULL,
+    window_end       timestamptz,
+    expires_at       timestamptz NOT NULL,
+    status           text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'settled', 'released', 'expired')),
+    idempotency_key  text CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    settle_event_id  bigint,
+    PRIMARY KEY (subject, reservation_id)
+);
+CREATE UNIQUE INDEX reservations_reservation_id ON quota.reservations (reservation_id);
+CREATE UNIQUE INDEX reservations_idempotency_key ON quota.reservations (subject, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX reservations_held ON quota.reservations (subject, metric, window_start, expires_at)
+    WHERE status = 'held';
 
 -- Bonus credits for one (subject, metric). They are spent after the window's allowance:
 -- lowest priority first, then soonest expiry (never-expiring last), then oldest.
@@ -99,7 +126,8 @@ CREATE TABLE quota.events (
     subject          uuid NOT NULL,
     event_id         bigint GENERATED ALWAYS AS IDENTITY (CACHE 64),
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    kind             text NOT NULL CHECK (kind IN ('consume', 'record', 'denial', 'reset')),
+    kind             text NOT NULL CHECK (kind IN ('consume', 'record', 'settle', 'reserve', 'release',
+                                                   'denial', 'reset')),
     metric           text NOT NULL,
     amount           bigint NOT NULL CHECK (amount >= 0),
     from_allowance   bigint NOT NULL DEFAULT 0 CHECK (from_allowance >= 0),
@@ -108,16 +136,20 @@ CREATE TABLE quota.events (
     window_start     timestamptz NOT NULL,
     window_end       timestamptz,
     used             bigint NOT NULL,
+    reserved         bigint NOT NULL DEFAULT 0,
     allowance        bigint,
     remaining        bigint,
     reason           text NOT NULL,
     idempotency_key  text CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     metadata         jsonb,
+    reservation_id   uuid,
     PRIMARY KEY (subject, event_id)
 );
--- Only committed, allowed consumption holds an idempotency key.
+CREATE INDEX events_reservation ON quota.events (reservation_id, kind) WHERE reservation_id IS NOT NULL;
+-- Only committed, allowed consumption holds an idempotency key (reservations keep theirs
+-- in quota.reservations).
 CREATE UNIQUE INDEX events_idempotency_key ON quota.events (subject, idempotency_key)
-    WHERE idempotency_key IS NOT NULL AND kind <> 'denial';
+    WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record');
 
 -- Which grants paid for an event, and how much each: the detail of events.from_grants.
 CREATE TABLE quota.event_grants (
@@ -138,8 +170,9 @@ CREATE TYPE quota.decision AS (
     from_grants     bigint,
     overage         bigint,       -- record/settle only: counted beyond allowance and grants
     used            bigint,       -- in this window, after this call
+    reserved        bigint,       -- active holds in this window (reservations)
     allowance       bigint,       -- NULL = unlimited
-    remaining       bigint,       -- allowance left + usable grants; NULL = unlimited
+    remaining       bigint,       -- allowance left + usable grants - holds; NULL = unlimited
     window_start    timestamptz,  -- NULL for a lifetime window that was never reset
     resets_at       timestamptz,  -- NULL for lifetime windows
     replayed        boolean,
@@ -147,9 +180,27 @@ CREATE TYPE quota.decision AS (
     event_id        bigint        -- the ledger row; NULL for check()
 );
 
+-- The result of reserve().
+CREATE TYPE quota.reservation AS (
+    reservation_id  uuid,         -- NULL when denied
+    allowed         boolean,
+    metric          text,
+    amount          bigint,       -- held
+    expires_at      timestamptz,
+    used            bigint,
+    reserved        bigint,       -- active holds in the window, this one included
+    allowance       bigint,
+    remaining       bigint,
+    window_start    timestamptz,
+    resets_at       timestamptz,
+    replayed        boolean,
+    reason          text
+);
+
 CREATE TYPE quota.usage_row AS (
     metric           text,
     used             bigint,
+    reserved         bigint,
     allowance        bigint,
     remaining        bigint,
     grants_remaining bigint,
@@ -168,6 +219,7 @@ SELECT pg_catalog.pg_extension_config_dump('quota.counters', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.events', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.grants', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.event_grants', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.reservations', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.events_event_id_seq', '');
 
 -- Rows are reached through the functions (SECURITY DEFINER); nobody else sees or writes
@@ -181,3 +233,4 @@ ALTER TABLE quota.counters    ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.events      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.grants      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.event_grants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.reservations ENABLE ROW LEVEL SECURITY;

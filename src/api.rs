@@ -12,12 +12,13 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use pgrx::datum::Interval;
 use pgrx::{AnyNumeric, JsonB, PgTupleDesc, Uuid};
 
 use crate::batch::parse_batch;
 use crate::decide::{
-    ceiling, effective_allowance, grants_total, percent_used, remaining, remaining_with_grants, split, Ceiling, Decision,
-    Reason, Split,
+    after_holds, ceiling, effective_allowance, grants_total, percent_used, remaining, remaining_with_grants, split, Ceiling,
+    Decision, Reason, Split,
 };
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
 use crate::plan::{parse_limits, validate_metric, validate_plan_name, LimitDef};
@@ -120,11 +121,15 @@ fn record_batch(
     })
 }
 
-/// Consume is all or nothing; record never denies and counts what does not fit as overage.
+/// Consume is all or nothing; record and settle never deny (the work is done) and count
+/// what does not fit as overage.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Consume,
     Record,
+    Reserve,
+    Settle,
+    Release,
 }
 
 impl Mode {
@@ -132,8 +137,23 @@ impl Mode {
         match self {
             Mode::Consume => "consume",
             Mode::Record => "record",
+            Mode::Reserve => "reserve",
+            Mode::Settle => "settle",
+            Mode::Release => "release",
         }
     }
+
+    fn overage_allowed(self) -> bool {
+        matches!(self, Mode::Record | Mode::Settle)
+    }
+}
+
+/// A window after a call: its usage, what active holds keep, and the usable grants left.
+#[derive(Debug, Clone, Copy)]
+struct Standing {
+    used: i64,
+    reserved: i64,
+    grants_left: i64,
 }
 
 /// A validated request, decided at the transaction's start instant `now`; usage counts
@@ -164,7 +184,7 @@ impl<'a> Request<'a> {
         Ok(Request { subject, metric, amount, now, at })
     }
 
-    fn decision(&self, paid: Option<&Split>, used: i64, allowance: Option<i64>, grants_left: i64, window: Window) -> Decision {
+    fn decision(&self, paid: Option<&Split>, standing: Standing, allowance: Option<i64>, window: Window) -> Decision {
         let reason = match paid {
             None => Reason::QuotaExceeded,
             Some(split) if split.overage > 0 => Reason::Overage,
@@ -177,9 +197,10 @@ impl<'a> Request<'a> {
             from_allowance: paid.map_or(0, |split| split.from_allowance),
             from_grants: paid.map_or(0, Split::grants_total),
             overage: paid.map_or(0, |split| split.overage),
-            used,
+            used: standing.used,
+            reserved: standing.reserved,
             allowance,
-            remaining: remaining_with_grants(allowance, used, grants_left),
+            remaining: remaining_with_grants(allowance, standing.used, standing.grants_left, standing.reserved),
             window_start: window.start,
             resets_at: window.end,
             replayed: false,
@@ -213,31 +234,86 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         None => Some(0),
     };
     // Without a plan consume is denied outright; record still counts (as overage).
-    let (paid, used, grants_left) = match governing.plan {
-        None if mode == Mode::Consume => (None, 0, governing.grants_left),
-        _ => pay(client, request, mode, &governing, window, allowance)?,
+    let (paid, standing) = match governing.plan {
+        None if mode == Mode::Consume => (None, Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
+        _ => pay(client, request, mode, &governing, window, allowance, None)?,
     };
-    let decision = request.decision(paid.as_ref().map(|(split, _)| split), used, allowance, grants_left, window);
+    let decision = request.decision(paid.as_ref().map(|(split, _)| split), standing, allowance, window);
     let decision = match governing.plan {
         None => Decision { reason: Reason::NoPlan, ..decision },
         Some(_) => decision,
     };
+    write_event(client, request.subject, mode, decision, window, paid.as_ref().map(|(_, grants)| grants.as_slice()), key, metadata, None)
+}
+
+/// Writes the ledger row of a decision, and which grants paid for it.
+#[allow(clippy::too_many_arguments)]
+fn write_event(
+    client: &SpiClient,
+    subject: Uuid,
+    mode: Mode,
+    decision: Decision,
+    window: Window,
+    grants: Option<&[(Uuid, i64)]>,
+    key: Option<&str>,
+    metadata: Option<JsonB>,
+    reservation_id: Option<Uuid>,
+) -> QResult<Decision> {
     let kind = if decision.allowed { mode.event_kind() } else { "denial" };
-    let event = EventRow { subject: request.subject, kind, decision: &decision, window, idempotency_key: key, metadata };
+    let event = EventRow { subject, kind, decision: &decision, window, idempotency_key: key, metadata, reservation_id };
     let event_id = store::insert_event(client, event)?;
-    if let Some((_, grants)) = &paid {
-        for (grant_id, taken) in grants {
-            store::spend_grant(client, request.subject, event_id, *grant_id, *taken)?;
-        }
+    for (grant_id, taken) in grants.unwrap_or_default() {
+        store::spend_grant(client, subject, event_id, *grant_id, *taken)?;
     }
     Ok(Decision { event_id: Some(event_id), ..decision })
 }
 
 const LIFETIME: Window = Window { start: None, end: None };
 
-/// Pays the amount from the window's allowance, then grants, then (record) overage.
-/// Returns how it was paid (None = denied) with the grants taken, the window's usage after,
-/// and the grants left.
+/// What a window can still give, read under its counter lock.
+struct Capacity {
+    counter: store::Counter,
+    /// Holds that had expired and were just marked so: `held` must drop by this much.
+    expired: i64,
+    /// What the window's unexpired holds keep (but the one being settled).
+    reserved: i64,
+    /// Usable grants in spending order: (id, remaining).
+    grants: Vec<(Uuid, i64)>,
+    /// Allowance room and grant balances left for this call once holds have their share.
+    room: Option<i64>,
+    balances: Vec<i64>,
+}
+
+/// Locks the counter, then the grants (always in this order, so writers cannot deadlock),
+/// and works out what is free once the active holds are set aside.
+fn lock_capacity(
+    client: &SpiClient,
+    request: &Request,
+    window: Window,
+    allowance: Option<i64>,
+    settling: Option<Uuid>,
+) -> QResult<Capacity> {
+    let (subject, metric) = (request.subject, request.metric);
+    let counter = store::lock_counter(client, subject, metric, window)?;
+    let (expired, reserved) = match counter.held {
+        0 => (0, 0),
+        _ => store::expire_and_sum_holds(client, subject, metric, window, request.now, settling)?,
+    };
+    let grants = store::lock_grants(client, subject, metric, request.now)?;
+    let mut balances: Vec<i64> = grants.iter().map(|(_, remaining)| *remaining).collect();
+    let room = after_holds(remaining(allowance, counter.used), &mut balances, reserved);
+    Ok(Capacity { counter, expired, reserved, grants, room, balances })
+}
+
+impl Capacity {
+    fn grants_total(&self) -> i64 {
+        grants_total(&self.grants.iter().map(|(_, remaining)| *remaining).collect::<Vec<_>>())
+    }
+}
+
+/// Pays the amount from the window's allowance, then grants, then (record, settle) overage.
+/// Returns how it was paid (None = denied) with the grants taken, and the window after.
+/// `settling` is the hold being settled: it is released in the same update.
 #[allow(clippy::type_complexity)]
 fn pay(
     client: &SpiClient,
@@ -246,38 +322,48 @@ fn pay(
     governing: &Governing,
     window: Window,
     allowance: Option<i64>,
-) -> QResult<(Option<(Split, Vec<(Uuid, i64)>)>, i64, i64)> {
+    settling: Option<&store::Reservation>,
+) -> QResult<(Option<(Split, Vec<(Uuid, i64)>)>, Standing)> {
     let (subject, metric, amount) = (request.subject, request.metric, request.amount);
-    // Fast path: the allowance alone pays, in one conditional upsert.
-    let max_used = match ceiling(allowance, amount) {
-        Ceiling::Never => None,
-        Ceiling::Unlimited => Some(None),
-        Ceiling::AtMost(max_used) => Some(Some(max_used)),
-    };
-    if let Some(max_used) = max_used {
-        if let Some(used) = store::bump(client, subject, metric, window, amount, max_used)? {
-            return Ok((Some((Split::allowance_only(amount), Vec::new())), used, governing.grants_left));
+    if settling.is_none() {
+        // Fast path: the allowance alone pays, in one conditional upsert.
+        let max_used = match ceiling(allowance, amount) {
+            Ceiling::Never => None,
+            Ceiling::Unlimited => Some(None),
+            Ceiling::AtMost(max_used) => Some(Some(max_used)),
+        };
+        if let Some(max_used) = max_used {
+            if let Some(used) = store::bump(client, subject, metric, window, amount, max_used)? {
+                let standing = Standing { used, reserved: 0, grants_left: governing.grants_left };
+                return Ok((Some((Split::allowance_only(amount), Vec::new())), standing));
+            }
+        }
+        if mode == Mode::Consume && governing.grants_left == 0 {
+            let counter = store::read_counter(client, subject, metric, window)?;
+            if counter.held == 0 {
+                return Ok((None, Standing { used: counter.used, reserved: 0, grants_left: 0 }));
+            }
         }
     }
-    if governing.grants_left == 0 && mode == Mode::Consume {
-        let used = store::read_used(client, subject, metric, window)?;
-        return Ok((None, used, 0));
-    }
-    // Slow path: lock the counter, then the grants, and split between them.
-    let used = store::lock_counter(client, subject, metric, window)?;
-    let grants = store::lock_grants(client, subject, metric, request.now)?;
-    let balances: Vec<i64> = grants.iter().map(|(_, remaining)| *remaining).collect();
-    let available = grants_total(&balances);
-    let Some(split) = split(amount, remaining(allowance, used), &balances, mode == Mode::Record) else {
-        return Ok((None, used, available));
+    // Slow path: under the counter lock, with holds and grants.
+    let capacity = lock_capacity(client, request, window, allowance, settling.map(|r| r.id))?;
+    let released = settling.map_or(0, |r| r.amount);
+    let held_change = -(capacity.expired + released);
+    let grants_total = capacity.grants_total();
+    let Some(split) = split(amount, capacity.room, &capacity.balances, mode.overage_allowed()) else {
+        if held_change != 0 {
+            store::adjust_counter(client, subject, metric, window, 0, held_change)?;
+        }
+        let standing = Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: grants_total };
+        return Ok((None, standing));
     };
-    let used = match split.counted() {
-        0 => used,
-        counted => store::add_used(client, subject, metric, window, counted)?,
+    let used = match (split.counted(), held_change) {
+        (0, 0) => capacity.counter.used,
+        (counted, held_change) => store::adjust_counter(client, subject, metric, window, counted, held_change)?,
     };
-    let taken: Vec<(Uuid, i64)> = split.from_grants.iter().map(|(index, taken)| (grants[*index].0, *taken)).collect();
-    let left = available.saturating_sub(split.grants_total());
-    Ok((Some((split, taken)), used, left))
+    let taken = split.from_grants.iter().map(|(index, taken)| (capacity.grants[*index].0, *taken)).collect();
+    let standing = Standing { used, reserved: capacity.reserved, grants_left: grants_total.saturating_sub(split.grants_total()) };
+    Ok((Some((split, taken)), standing))
 }
 
 /// The original decision for a retried key, or 23505 (HTTP 409) when the key is reused
@@ -322,22 +408,200 @@ fn resolve_known(client: &SpiClient, request: &Request) -> QResult<Governing> {
 fn check_in(client: &SpiClient, request: &Request) -> QResult<Decision> {
     let governing = resolve_known(client, request)?;
     if governing.plan.is_none() {
-        let denied = request.decision(None, 0, Some(0), governing.grants_left, LIFETIME);
+        let standing = Standing { used: 0, reserved: 0, grants_left: governing.grants_left };
+        let denied = request.decision(None, standing, Some(0), LIFETIME);
         return Ok(Decision { reason: Reason::NoPlan, ..denied });
     }
     let allowance = effective_allowance(governing.plan_limit, governing.override_limit);
     let window = governing.window_at(request.at)?;
-    let used = store::read_used(client, request.subject, request.metric, window)?;
+    let counter = store::read_counter(client, request.subject, request.metric, window)?;
+    let reserved = match counter.held {
+        0 => 0,
+        _ => store::active_holds(client, request.subject, request.metric, window, request.now)?,
+    };
     // Grants count as one balance here: check reports the split, it does not take it.
-    let grants = [governing.grants_left];
-    match split(request.amount, remaining(allowance, used), &grants, false) {
+    let mut grants = [governing.grants_left];
+    let room = after_holds(remaining(allowance, counter.used), &mut grants, reserved);
+    let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
+    match split(request.amount, room, &grants, false) {
         Some(paid) => {
-            let used_after = used.checked_add(paid.counted()).ok_or_else(|| QuotaError::overflow("used + amount"))?;
+            let used = counter.used.checked_add(paid.counted()).ok_or_else(|| QuotaError::overflow("used + amount"))?;
             let grants_left = governing.grants_left.saturating_sub(paid.grants_total());
-            Ok(request.decision(Some(&paid), used_after, allowance, grants_left, window))
+            Ok(request.decision(Some(&paid), Standing { used, grants_left, ..standing }, allowance, window))
         }
-        None => Ok(request.decision(None, used, allowance, governing.grants_left, window)),
+        None => Ok(request.decision(None, standing, allowance, window)),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// reservations
+
+/// Holds units before slow work (an AI call) so that concurrent callers cannot spend them.
+/// A denied reservation holds nothing and is kept in the ledger as a denial.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn reserve(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: Option<i64>,
+    ttl: default!(Option<Interval>, "'15 minutes'"),
+    idempotency_key: default!(Option<&str>, "NULL"),
+) -> Result<pgrx::composite_type!('static, "quota.reservation"), ErrorReport> {
+    sql_call(|| {
+        let request = Request::new(subject, metric, amount, None)?;
+        let ttl = ttl_micros(required(ttl, "ttl")?)?;
+        let key = idempotency_key.map(validate_idempotency_key).transpose()?;
+        let (held, decision) = Spi::connect(|client| reserve_in(client, &request, ttl, key))?;
+        reservation_tuple(held, &decision)
+    })
+}
+
+/// Consumes the actual amount (default: what was held) in the reservation's window and
+/// frees the hold. More than held is charged, as overage if it does not fit: the work is
+/// done. Settling again with the same amount replays the decision.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn settle(
+    reservation_id: Option<Uuid>,
+    actual: default!(Option<i64>, "NULL"),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let id = required(reservation_id, "reservation_id")?;
+        if let Some(actual) = actual.filter(|actual| *actual < 0) {
+            return Err(QuotaError::invalid(format!("actual must not be negative, got {actual}"))
+                .with_hint("Pass what the work really used; 0 frees the whole hold."));
+        }
+        let now = transaction_now()?;
+        let decision = Spi::connect(|client| settle_in(client, id, actual, now))?;
+        decision_tuple(&decision)
+    })
+}
+
+/// Frees a hold that will not be used (the work failed).
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn release(reservation_id: Option<Uuid>) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let id = required(reservation_id, "reservation_id")?;
+        let now = transaction_now()?;
+        Spi::connect(|client| release_in(client, id, now))
+    })
+}
+
+/// A hold's lifetime: days, hours, minutes and seconds (months have no fixed length).
+fn ttl_micros(ttl: Interval) -> QResult<Micros> {
+    let invalid = || {
+        QuotaError::invalid(format!("ttl must be a positive interval of days, hours, minutes or seconds, got {ttl}"))
+            .with_hint("For example '15 minutes' or '2 hours'.")
+    };
+    if ttl.months() != 0 {
+        return Err(invalid());
+    }
+    let micros = i64::from(ttl.days()).checked_mul(86_400_000_000).and_then(|days| days.checked_add(ttl.micros()));
+    micros.filter(|micros| *micros > 0).ok_or_else(invalid)
+}
+
+fn reserve_in(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -> QResult<(Option<(Uuid, Micros)>, Decision)> {
+    let subject = request.subject;
+    if let Some(key) = key {
+        store::lock_idempotency_key(client, subject, key)?;
+        if let Some(held) = store::find_reservation(client, None, Some((subject, key)))? {
+            let original = store::find_reservation_event(client, held.id, "reserve")?
+                .ok_or_else(|| QuotaError::internal("reservation without its reserve event"))?;
+            return Ok((Some((held.id, held.expires_at)), replay(original, request, key)?));
+        }
+    }
+    let governing = governing_with_assignment(client, request)?;
+    if governing.plan.is_none() {
+        let standing = Standing { used: 0, reserved: 0, grants_left: governing.grants_left };
+        let denied = Decision { reason: Reason::NoPlan, ..request.decision(None, standing, Some(0), LIFETIME) };
+        return Ok((None, write_event(client, subject, Mode::Reserve, denied, LIFETIME, None, key, None, None)?));
+    }
+    let allowance = effective_allowance(governing.plan_limit, governing.override_limit);
+    let window = governing.window_at(request.now)?;
+    let capacity = lock_capacity(client, request, window, allowance, None)?;
+    let standing = Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
+    if split(request.amount, capacity.room, &capacity.balances, false).is_none() {
+        if capacity.expired != 0 {
+            store::adjust_counter(client, subject, request.metric, window, 0, -capacity.expired)?;
+        }
+        let denied = request.decision(None, standing, allowance, window);
+        return Ok((None, write_event(client, subject, Mode::Reserve, denied, window, None, key, None, None)?));
+    }
+    let expires_at = request.now.checked_add(ttl).ok_or_else(|| QuotaError::overflow("expires_at"))?;
+    let id = store::insert_reservation(client, subject, request.metric, request.amount, window, expires_at, key)?;
+    store::adjust_counter(client, subject, request.metric, window, 0, request.amount - capacity.expired)?;
+    // A hold pays nothing yet: the decision shows what it keeps.
+    let reserved = capacity.reserved.saturating_add(request.amount);
+    let held = request.decision(None, Standing { reserved, ..standing }, allowance, window);
+    let held = Decision { allowed: true, reason: Reason::Ok, ..held };
+    Ok((Some((id, expires_at)), write_event(client, subject, Mode::Reserve, held, window, None, key, None, Some(id))?))
+}
+
+/// A reservation that can still be settled or released, or the error that says why not.
+fn holding(held: &store::Reservation, now: Micros) -> QResult<()> {
+    let conflict = |what: &str| QuotaError::invalid(format!("reservation {} was {what}", held.id));
+    match held.status.as_str() {
+        "released" => Err(conflict("released").with_hint("A released hold is gone; reserve again for new work.")),
+        "settled" => Err(conflict("settled already")),
+        _ if held.status == "expired" || held.expires_at <= now => Err(QuotaError::invalid(format!(
+            "reservation {} expired at {}",
+            held.id,
+            format_instant(held.expires_at)
+        ))
+        .with_hint("An expired hold holds nothing. Record usage that happened anyway with quota.record().")),
+        _ => Ok(()),
+    }
+}
+
+fn unknown_reservation(id: Uuid) -> QuotaError {
+    QuotaError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown reservation {id}"))
+}
+
+fn settle_in(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Micros) -> QResult<Decision> {
+    let held = store::find_reservation(client, Some(id), None)?.ok_or_else(|| unknown_reservation(id))?;
+    let actual = actual.unwrap_or(held.amount);
+    if held.status == "settled" {
+        let original = store::find_reservation_event(client, id, "settle")?
+            .ok_or_else(|| QuotaError::internal("settled reservation without its settle event"))?;
+        if original.amount == actual {
+            return Ok(original);
+        }
+        return Err(QuotaError::new(
+            PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            format!("reservation {id} was already settled with {}, not {actual}", original.amount),
+        ));
+    }
+    holding(&held, now)?;
+    let request = Request { subject: held.subject, metric: &held.metric, amount: actual, now, at: now };
+    let governing = resolve_known(client, &request)?;
+    let allowance = match governing.plan {
+        Some(_) => effective_allowance(governing.plan_limit, governing.override_limit),
+        None => Some(0),
+    };
+    let (paid, standing) = pay(client, &request, Mode::Settle, &governing, held.window, allowance, Some(&held))?;
+    store::set_reservation_status(client, &held, "settled")?;
+    let decision = request.decision(paid.as_ref().map(|(split, _)| split), standing, allowance, held.window);
+    let grants = paid.as_ref().map(|(_, grants)| grants.as_slice());
+    write_event(client, held.subject, Mode::Settle, decision, held.window, grants, None, None, Some(id))
+}
+
+fn release_in(client: &SpiClient, id: Uuid, now: Micros) -> QResult<()> {
+    let held = store::find_reservation(client, Some(id), None)?.ok_or_else(|| unknown_reservation(id))?;
+    holding(&held, now)?;
+    let request = Request { subject: held.subject, metric: &held.metric, amount: held.amount, now, at: now };
+    let governing = resolve_known(client, &request)?;
+    let allowance = effective_allowance(governing.plan_limit, governing.override_limit);
+    let capacity = lock_capacity(client, &request, held.window, allowance, Some(id))?;
+    let used = store::adjust_counter(client, held.subject, &held.metric, held.window, 0, -(held.amount + capacity.expired))?;
+    store::set_reservation_status(client, &held, "released")?;
+    let standing = Standing { used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
+    let released = Decision { allowed: true, reason: Reason::Ok, ..request.decision(None, standing, allowance, held.window) };
+    write_event(client, held.subject, Mode::Release, released, held.window, None, None, None, Some(id)).map(drop)
+}
+
+fn format_instant(micros: Micros) -> String {
+    chrono::DateTime::from_timestamp_micros(micros).map_or_else(|| micros.to_string(), |instant| instant.to_rfc3339())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -346,6 +610,7 @@ fn check_in(client: &SpiClient, request: &Request) -> QResult<Decision> {
 struct UsageRow {
     metric: String,
     used: i64,
+    reserved: i64,
     allowance: Option<i64>,
     grants_left: i64,
     window: Window,
@@ -370,9 +635,13 @@ fn usage_in(client: &SpiClient, subject: Uuid, now: Micros) -> QResult<Vec<Usage
         .map(|metric| {
             let governing = store::resolve(client, subject, &metric, now, now)?;
             let window = governing.window_at(now)?;
-            let used = store::read_used(client, subject, &metric, window)?;
+            let counter = store::read_counter(client, subject, &metric, window)?;
+            let reserved = match counter.held {
+                0 => 0,
+                _ => store::active_holds(client, subject, &metric, window, now)?,
+            };
             let allowance = effective_allowance(governing.plan_limit, governing.override_limit);
-            Ok(UsageRow { metric, used, allowance, grants_left: governing.grants_left, window })
+            Ok(UsageRow { metric, used: counter.used, reserved, allowance, grants_left: governing.grants_left, window })
         })
         .collect()
 }
@@ -668,7 +937,8 @@ fn reset_metric(client: &mut SpiClient, subject: Uuid, metric: &str, now: Micros
         from_allowance: 0,
         from_grants: 0,
         overage: 0,
-        used: store::read_used(client, subject, metric, window)?,
+        used: store::read_counter(client, subject, metric, window)?.used,
+        reserved: 0,
         allowance,
         remaining: remaining(allowance, 0),
         window_start: window.start,
@@ -679,7 +949,7 @@ fn reset_metric(client: &mut SpiClient, subject: Uuid, metric: &str, now: Micros
     };
     store::insert_event(
         client,
-        EventRow { subject, kind: "reset", decision: &decision, window, idempotency_key: None, metadata: None },
+        EventRow { subject, kind: "reset", decision: &decision, window, idempotency_key: None, metadata: None, reservation_id: None },
     )?;
     Ok(())
 }
@@ -692,6 +962,7 @@ thread_local! {
     // pg_type changes (e.g. DROP EXTENSION and CREATE EXTENSION in the same session).
     static DECISION_OID: Cell<Oid> = const { Cell::new(Oid::INVALID) };
     static USAGE_ROW_OID: Cell<Oid> = const { Cell::new(Oid::INVALID) };
+    static RESERVATION_OID: Cell<Oid> = const { Cell::new(Oid::INVALID) };
     static INVALIDATION_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -699,6 +970,7 @@ thread_local! {
 unsafe extern "C-unwind" fn forget_type_oids(_arg: pg_sys::Datum, _cache_id: std::ffi::c_int, _hash: u32) {
     DECISION_OID.with(|oid| oid.set(Oid::INVALID));
     USAGE_ROW_OID.with(|oid| oid.set(Oid::INVALID));
+    RESERVATION_OID.with(|oid| oid.set(Oid::INVALID));
 }
 
 fn composite_desc(cache: &'static std::thread::LocalKey<Cell<Oid>>, name: &str) -> QResult<PgTupleDesc<'static>> {
@@ -747,6 +1019,7 @@ fn decision_tuple(d: &Decision) -> QResult<DecisionTuple> {
             d.from_grants.into_datum(),
             d.overage.into_datum(),
             d.used.into_datum(),
+            d.reserved.into_datum(),
             d.allowance.into_datum(),
             d.remaining.into_datum(),
             optional_timestamp(d.window_start)?.into_datum(),
@@ -754,6 +1027,28 @@ fn decision_tuple(d: &Decision) -> QResult<DecisionTuple> {
             d.replayed.into_datum(),
             d.reason.as_str().into_datum(),
             d.event_id.into_datum(),
+        ],
+    )
+}
+
+fn reservation_tuple(held: Option<(Uuid, Micros)>, d: &Decision) -> QResult<PgHeapTuple<'static, AllocatedByRust>> {
+    composite(
+        &RESERVATION_OID,
+        "quota.reservation",
+        vec![
+            held.map(|(id, _)| id).into_datum(),
+            d.allowed.into_datum(),
+            d.metric.as_str().into_datum(),
+            d.amount.into_datum(),
+            optional_timestamp(held.map(|(_, expires_at)| expires_at))?.into_datum(),
+            d.used.into_datum(),
+            d.reserved.into_datum(),
+            d.allowance.into_datum(),
+            d.remaining.into_datum(),
+            optional_timestamp(d.window_start)?.into_datum(),
+            optional_timestamp(d.resets_at)?.into_datum(),
+            d.replayed.into_datum(),
+            d.reason.as_str().into_datum(),
         ],
     )
 }
@@ -769,8 +1064,9 @@ fn usage_tuple(row: &UsageRow) -> QResult<UsageTuple> {
         vec![
             row.metric.as_str().into_datum(),
             row.used.into_datum(),
+            row.reserved.into_datum(),
             row.allowance.into_datum(),
-            remaining_with_grants(row.allowance, row.used, row.grants_left).into_datum(),
+            remaining_with_grants(row.allowance, row.used, row.grants_left, row.reserved).into_datum(),
             row.grants_left.into_datum(),
             optional_timestamp(row.window.start)?.into_datum(),
             optional_timestamp(row.window.end)?.into_datum(),

@@ -46,6 +46,8 @@ pub struct Decision {
     pub overage: i64,
     /// Usage of the window after this call.
     pub used: i64,
+    /// What active holds (reservations) keep in the window.
+    pub reserved: i64,
     /// None = unlimited.
     pub allowance: Option<i64>,
     /// Allowance left plus usable grants; None = unlimited.
@@ -160,9 +162,24 @@ pub fn grants_total(balances: &[i64]) -> i64 {
     balances.iter().fold(0i64, |sum, balance| sum.saturating_add((*balance).max(0)))
 }
 
-/// What a decision reports as remaining: allowance left plus usable grants.
-pub fn remaining_with_grants(allowance: Option<i64>, used: i64, grants_left: i64) -> Option<i64> {
-    remaining(allowance, used).map(|left| left.saturating_add(grants_left))
+/// What a decision reports as remaining: allowance left plus usable grants, less what
+/// active holds (reservations) keep for themselves. None = unlimited.
+pub fn remaining_with_grants(allowance: Option<i64>, used: i64, grants_left: i64, reserved: i64) -> Option<i64> {
+    remaining(allowance, used).map(|left| left.saturating_add(grants_left).saturating_sub(reserved).max(0))
+}
+
+/// Active holds take capacity in spending order, as if they were spent: the allowance's
+/// room first, then grants. Returns the room left and lowers `balances` in place.
+pub fn after_holds(room: Option<i64>, balances: &mut [i64], holds: i64) -> Option<i64> {
+    let room = room?;
+    let from_room = holds.min(room).max(0);
+    let mut rest = holds - from_room;
+    for balance in balances.iter_mut() {
+        let taken = rest.min(*balance).max(0);
+        *balance -= taken;
+        rest -= taken;
+    }
+    Some(room - from_room)
 }
 
 /// Allowance left in the window; never negative (an allowance can be lowered below what
@@ -315,8 +332,36 @@ mod tests {
         assert_eq!((recorded.overage, recorded.counted()), (1, 4));
         assert_eq!(split(5, None, &[1], false), Some(Split::allowance_only(5)));
         assert_eq!(grants_total(&[i64::MAX, 5]), i64::MAX);
-        assert_eq!(remaining_with_grants(Some(10), 4, 7), Some(13));
-        assert_eq!(remaining_with_grants(None, 4, 7), None);
+        assert_eq!(remaining_with_grants(Some(10), 4, 7, 0), Some(13));
+        assert_eq!(remaining_with_grants(Some(10), 4, 7, 20), Some(0));
+        assert_eq!(remaining_with_grants(None, 4, 7, 3), None);
+    }
+
+    /// Holds reduce what split can use by exactly their amount, allowance first.
+    #[test]
+    fn holds_take_capacity_in_spending_order() {
+        let mut balances = [4, 5];
+        assert_eq!(after_holds(Some(3), &mut balances, 6), Some(0));
+        assert_eq!(balances, [1, 5]);
+        let mut balances = [4];
+        assert_eq!(after_holds(Some(10), &mut balances, 6), Some(4));
+        assert_eq!(balances, [4]);
+        let mut balances = [4];
+        assert_eq!(after_holds(None, &mut balances, 6), None);
+        let mut balances = [1, 1];
+        assert_eq!(after_holds(Some(0), &mut balances, 5), Some(0));
+        assert_eq!(balances, [0, 0]);
+        let mut rng = Rng(0x5EED_0004);
+        for case in 0..20_000 {
+            let room = rng.edgy_non_negative() % 1_000_000;
+            let mut balances: Vec<i64> = (0..rng.next() % 4).map(|_| rng.edgy_non_negative() % 1_000_000).collect();
+            let before: i64 = room + balances.iter().sum::<i64>();
+            let holds = rng.edgy_non_negative() % 3_000_000;
+            let left = after_holds(Some(room), &mut balances, holds).expect("limited");
+            let after: i64 = left + balances.iter().sum::<i64>();
+            assert_eq!(after, (before - holds).max(0), "case {case}");
+            assert_eq!(remaining_with_grants(Some(room), 0, before - room, holds), Some(after), "case {case}");
+        }
     }
 
     #[test]

@@ -70,6 +70,14 @@ impl Kept {
     }
 }
 
+/// The columns of an event that make up its decision, read by `decision_from_row`.
+macro_rules! decision_columns {
+    () => {
+        "metric, amount, from_allowance, from_grants, used, allowance, remaining,
+         window_start, window_end, reason, event_id, overage, reserved"
+    };
+}
+
 thread_local! {
     static LOCK_KEY: Kept = const { Kept::new(
         // Two-int form: its lock space is apart from applications' bigint advisory locks.
@@ -77,10 +85,12 @@ thread_local! {
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
     ) };
     static FIND_REPLAY: Kept = const { Kept::new(
-        "SELECT metric, amount, from_allowance, from_grants, used, allowance, remaining,
-                window_start, window_end, reason, event_id, overage
-           FROM quota.events
-          WHERE subject = $1 AND idempotency_key = $2 AND kind <> 'denial'",
+        concat!("SELECT ", decision_columns!(), " FROM quota.events
+          WHERE subject = $1 AND idempotency_key = $2 AND kind IN ('consume', 'record')"),
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
+    ) };
+    static FIND_RESERVATION_EVENT: Kept = const { Kept::new(
+        concat!("SELECT ", decision_columns!(), " FROM quota.events WHERE reservation_id = $1 AND kind = $2"),
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
     ) };
     static RESOLVE: Kept = const { Kept::new(
@@ -109,12 +119,13 @@ thread_local! {
     ) };
     // The whole check-and-increment is this one statement: the row lock of ON CONFLICT
     // serializes concurrent consumers, and the WHERE is re-checked on the newest row.
+    // A window with holds takes the slow path, which counts only the unexpired ones.
     static BUMP: Kept = const { Kept::new(
         "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (subject, metric, window_start)
          DO UPDATE SET used = c.used + excluded.used
-               WHERE $6::int8 IS NULL OR c.used <= $6::int8
+               WHERE $6::int8 IS NULL OR (c.held = 0 AND c.used <= $6::int8)
          RETURNING c.used",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID,
           PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID],
@@ -126,14 +137,52 @@ thread_local! {
         "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used)
          VALUES ($1, $2, $3, $4, 0)
          ON CONFLICT (subject, metric, window_start) DO UPDATE SET used = c.used
-         RETURNING c.used",
+         RETURNING c.used, c.held",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
-    static ADD_USED: Kept = const { Kept::new(
-        "UPDATE quota.counters SET used = used + $4
+    static ADJUST_COUNTER: Kept = const { Kept::new(
+        "UPDATE quota.counters SET used = used + $4, held = held + $5
           WHERE subject = $1 AND metric = $2 AND window_start = $3
          RETURNING used",
-        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID],
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID,
+          PgBuiltInOids::INT8OID],
+    ) };
+    // Under the counter lock: marks the window's expired holds, and sums those still active
+    // (but for $5, the reservation being settled).
+    static HOLDS: Kept = const { Kept::new(
+        "WITH expired AS (
+             UPDATE quota.reservations SET status = 'expired'
+              WHERE subject = $1 AND metric = $2 AND window_start = $3 AND status = 'held' AND expires_at <= $4
+             RETURNING amount)
+         SELECT (SELECT coalesce(sum(amount), 0) FROM expired)::int8,
+                (SELECT coalesce(sum(amount), 0) FROM quota.reservations
+                  WHERE subject = $1 AND metric = $2 AND window_start = $3 AND status = 'held'
+                    AND expires_at > $4 AND reservation_id IS DISTINCT FROM $5)::int8",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID,
+          PgBuiltInOids::UUIDOID],
+    ) };
+    static ACTIVE_HOLDS: Kept = const { Kept::new(
+        "SELECT coalesce(sum(amount), 0)::int8 FROM quota.reservations
+          WHERE subject = $1 AND metric = $2 AND window_start = $3 AND status = 'held' AND expires_at > $4",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID],
+    ) };
+    static INSERT_RESERVATION: Kept = const { Kept::new(
+        "INSERT INTO quota.reservations (subject, metric, amount, window_start, window_end, expires_at, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING reservation_id",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::INT8OID, PgBuiltInOids::TIMESTAMPTZOID,
+          PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TEXTOID],
+    ) };
+    static FIND_RESERVATION: Kept = const { Kept::new(
+        "SELECT reservation_id, subject, metric, amount, window_start, window_end, expires_at, status
+           FROM quota.reservations
+          WHERE reservation_id = $1 OR (subject = $2 AND idempotency_key = $3)
+            FOR UPDATE",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
+    ) };
+    static SET_RESERVATION_STATUS: Kept = const { Kept::new(
+        "UPDATE quota.reservations SET status = $3 WHERE subject = $1 AND reservation_id = $2",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
     ) };
     static LOCK_GRANTS: Kept = const { Kept::new(
         "SELECT grant_id, remaining FROM quota.grants
@@ -151,21 +200,22 @@ thread_local! {
         "INSERT INTO quota.event_grants (subject, event_id, grant_id, amount) VALUES ($1, $2, $3, $4)",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::INT8OID, PgBuiltInOids::UUIDOID, PgBuiltInOids::INT8OID],
     ) };
-    static READ_USED: Kept = const { Kept::new(
-        "SELECT used FROM quota.counters WHERE subject = $1 AND metric = $2 AND window_start = $3",
+    static READ_COUNTER: Kept = const { Kept::new(
+        "SELECT used, held FROM quota.counters WHERE subject = $1 AND metric = $2 AND window_start = $3",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
     static INSERT_EVENT: Kept = const { Kept::new(
         "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, from_grants, overage,
                                    window_start, window_end, used, allowance, remaining, reason,
-                                   idempotency_key, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12, $13, $14)
+                                   idempotency_key, metadata, reserved, reservation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12, $13, $14, $16, $17)
          RETURNING event_id",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TEXTOID,
           PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID,
           PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID,
           PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID, PgBuiltInOids::TEXTOID,
-          PgBuiltInOids::TEXTOID, PgBuiltInOids::JSONBOID, PgBuiltInOids::INT8OID],
+          PgBuiltInOids::TEXTOID, PgBuiltInOids::JSONBOID, PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID,
+          PgBuiltInOids::UUIDOID],
     ) };
 }
 
@@ -214,27 +264,35 @@ pub fn lock_idempotency_key(client: &SpiClient, subject: Uuid, key: &str) -> QRe
     query_row(client, &LOCK_KEY, &[subject.into(), key.into()], |_| Ok(())).map(drop)
 }
 
-/// The decision an earlier committed call made under this key, and the metric and amount
-/// it was made for.
+/// The decision an earlier committed consume or record made under this key.
 pub fn find_replay(client: &SpiClient, subject: Uuid, key: &str) -> QResult<Option<Decision>> {
-    query_row(client, &FIND_REPLAY, &[subject.into(), key.into()], |row| {
-        let reason: String = not_null(row, 10)?;
-        Ok(Decision {
-            allowed: true,
-            metric: not_null(row, 1)?,
-            amount: not_null(row, 2)?,
-            from_allowance: not_null(row, 3)?,
-            from_grants: not_null(row, 4)?,
-            used: not_null(row, 5)?,
-            allowance: row.get(6)?,
-            remaining: row.get(7)?,
-            window_start: from_window_key(not_null(row, 8)?)?,
-            resets_at: row.get::<TimestampWithTimeZone>(9)?.map(|t| to_micros(t, "window_end")).transpose()?,
-            replayed: true,
-            reason: Reason::parse(&reason).unwrap_or(Reason::Ok),
-            event_id: row.get(11)?,
-            overage: not_null(row, 12)?,
-        })
+    query_row(client, &FIND_REPLAY, &[subject.into(), key.into()], decision_from_row)
+}
+
+/// The decision that a reservation's reserve or settle event recorded.
+pub fn find_reservation_event(client: &SpiClient, reservation_id: Uuid, kind: &str) -> QResult<Option<Decision>> {
+    query_row(client, &FIND_RESERVATION_EVENT, &[reservation_id.into(), kind.into()], decision_from_row)
+}
+
+/// Reads the columns of `decision_columns!()` back into the decision they recorded.
+fn decision_from_row(row: &SpiHeapTupleData) -> QResult<Decision> {
+    let reason: String = not_null(row, 10)?;
+    Ok(Decision {
+        allowed: true,
+        metric: not_null(row, 1)?,
+        amount: not_null(row, 2)?,
+        from_allowance: not_null(row, 3)?,
+        from_grants: not_null(row, 4)?,
+        overage: not_null(row, 12)?,
+        used: not_null(row, 5)?,
+        reserved: not_null(row, 13)?,
+        allowance: row.get(6)?,
+        remaining: row.get(7)?,
+        window_start: from_window_key(not_null(row, 8)?)?,
+        resets_at: row.get::<TimestampWithTimeZone>(9)?.map(|t| to_micros(t, "window_end")).transpose()?,
+        replayed: true,
+        reason: Reason::parse(&reason).unwrap_or(Reason::Ok),
+        event_id: row.get(11)?,
     })
 }
 
@@ -317,17 +375,102 @@ pub fn bump(client: &SpiClient, subject: Uuid, metric: &str, window: Window, amo
     query_row(client, &BUMP, &args, |row| not_null(row, 1))
 }
 
-/// Locks the window's counter row (creating it) and returns its usage.
-pub fn lock_counter(client: &SpiClient, subject: Uuid, metric: &str, window: Window) -> QResult<i64> {
-    let end = window.end.map(timestamp).transpose()?;
-    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), end.into()];
-    query_row(client, &LOCK_COUNTER, &args, |row| not_null(row, 1))?.ok_or_else(|| QuotaError::internal("counter lock returned no row"))
+/// A window's counter: usage, and the sum of its reservations still marked held.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counter {
+    pub used: i64,
+    pub held: i64,
 }
 
-/// Adds to a locked counter; returns its new usage.
-pub fn add_used(client: &SpiClient, subject: Uuid, metric: &str, window: Window, amount: i64) -> QResult<i64> {
-    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), amount.into()];
-    query_row(client, &ADD_USED, &args, |row| not_null(row, 1))?.ok_or_else(|| QuotaError::internal("counter vanished"))
+/// Locks the window's counter row (creating it) and returns it.
+pub fn lock_counter(client: &SpiClient, subject: Uuid, metric: &str, window: Window) -> QResult<Counter> {
+    let end = window.end.map(timestamp).transpose()?;
+    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), end.into()];
+    let counter = query_row(client, &LOCK_COUNTER, &args, |row| Ok(Counter { used: not_null(row, 1)?, held: not_null(row, 2)? }))?;
+    counter.ok_or_else(|| QuotaError::internal("counter lock returned no row"))
+}
+
+/// Changes a locked counter; returns its new usage.
+pub fn adjust_counter(client: &SpiClient, subject: Uuid, metric: &str, window: Window, used: i64, held: i64) -> QResult<i64> {
+    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), used.into(), held.into()];
+    query_row(client, &ADJUST_COUNTER, &args, |row| not_null(row, 1))?.ok_or_else(|| QuotaError::internal("counter vanished"))
+}
+
+/// Under the counter lock: marks expired holds of the window and returns (what they held,
+/// what the unexpired ones other than `except` hold).
+pub fn expire_and_sum_holds(
+    client: &SpiClient,
+    subject: Uuid,
+    metric: &str,
+    window: Window,
+    now: Micros,
+    except: Option<Uuid>,
+) -> QResult<(i64, i64)> {
+    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), timestamp(now)?.into(), except.into()];
+    let sums = query_row(client, &HOLDS, &args, |row| Ok((not_null(row, 1)?, not_null(row, 2)?)))?;
+    sums.ok_or_else(|| QuotaError::internal("holds returned no row"))
+}
+
+/// What the window's unexpired holds keep (read only).
+pub fn active_holds(client: &SpiClient, subject: Uuid, metric: &str, window: Window, now: Micros) -> QResult<i64> {
+    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), timestamp(now)?.into()];
+    Ok(query_row(client, &ACTIVE_HOLDS, &args, |row| not_null(row, 1))?.unwrap_or(0))
+}
+
+/// A reservation, locked.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub id: Uuid,
+    pub subject: Uuid,
+    pub metric: String,
+    pub amount: i64,
+    pub window: Window,
+    pub expires_at: Micros,
+    pub status: String,
+}
+
+pub fn insert_reservation(
+    client: &SpiClient,
+    subject: Uuid,
+    metric: &str,
+    amount: i64,
+    window: Window,
+    expires_at: Micros,
+    key: Option<&str>,
+) -> QResult<Uuid> {
+    let end = window.end.map(timestamp).transpose()?;
+    let args = [
+        subject.into(),
+        metric.into(),
+        amount.into(),
+        window_key(window.start)?.into(),
+        end.into(),
+        timestamp(expires_at)?.into(),
+        key.into(),
+    ];
+    query_row(client, &INSERT_RESERVATION, &args, |row| not_null(row, 1))?.ok_or_else(|| QuotaError::internal("reservation insert returned no row"))
+}
+
+/// Finds and locks a reservation by id, or by a subject's idempotency key.
+pub fn find_reservation(client: &SpiClient, id: Option<Uuid>, key: Option<(Uuid, &str)>) -> QResult<Option<Reservation>> {
+    let args = [id.into(), key.map(|(subject, _)| subject).into(), key.map(|(_, key)| key).into()];
+    query_row(client, &FIND_RESERVATION, &args, |row| {
+        let end = row.get::<TimestampWithTimeZone>(6)?.map(|t| to_micros(t, "window_end")).transpose()?;
+        Ok(Reservation {
+            id: not_null(row, 1)?,
+            subject: not_null(row, 2)?,
+            metric: not_null(row, 3)?,
+            amount: not_null(row, 4)?,
+            window: Window { start: from_window_key(not_null(row, 5)?)?, end },
+            expires_at: to_micros(not_null(row, 7)?, "expires_at")?,
+            status: not_null(row, 8)?,
+        })
+    })
+}
+
+pub fn set_reservation_status(client: &SpiClient, reservation: &Reservation, status: &str) -> QResult<()> {
+    let args = [reservation.subject.into(), reservation.id.into(), status.into()];
+    query(client, &SET_RESERVATION_STATUS, &args, None, |_| Ok(())).map(drop)
 }
 
 /// Locks the grants usable at `now`, in spending order: (grant_id, remaining).
@@ -344,10 +487,11 @@ pub fn spend_grant(client: &SpiClient, subject: Uuid, event_id: i64, grant_id: U
     Ok(())
 }
 
-/// Usage of a window; 0 when nothing was counted in it yet.
-pub fn read_used(client: &SpiClient, subject: Uuid, metric: &str, window: Window) -> QResult<i64> {
+/// A window's counter; zero when nothing was counted in it yet.
+pub fn read_counter(client: &SpiClient, subject: Uuid, metric: &str, window: Window) -> QResult<Counter> {
     let args = [subject.into(), metric.into(), window_key(window.start)?.into()];
-    Ok(query_row(client, &READ_USED, &args, |row| not_null(row, 1))?.unwrap_or(0))
+    let counter = query_row(client, &READ_COUNTER, &args, |row| Ok(Counter { used: not_null(row, 1)?, held: not_null(row, 2)? }))?;
+    Ok(counter.unwrap_or_default())
 }
 
 /// The ledger row of one decision.
@@ -358,6 +502,7 @@ pub struct EventRow<'a> {
     pub window: Window,
     pub idempotency_key: Option<&'a str>,
     pub metadata: Option<JsonB>,
+    pub reservation_id: Option<Uuid>,
 }
 
 pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<i64> {
@@ -379,6 +524,8 @@ pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<i64> {
         event.idempotency_key.into(),
         event.metadata.into(),
         d.overage.into(),
+        d.reserved.into(),
+        event.reservation_id.into(),
     ];
     let id = query_row(client, &INSERT_EVENT, &args, |row| not_null(row, 1))?;
     id.ok_or_else(|| QuotaError::internal("event insert returned no row"))

@@ -14,3 +14,6 @@ SELECT quota.assign_plan(s(6000), 'wallet');
 SELECT quota.grant(s(6000), 'credits', 300, priority => p) FROM generate_series(1, 3) AS p;
 -- ... and a daily allowance of 50 topped up by a grant of 200, spent by both.
 SELECT quota.grant(s(6000), 'units', 200);
+-- Reservations against one subject: 1,000 tokens a day.
+SELECT quota.create_plan('llm', '{"tokens": {"limit": 1000, "per": "day"}}');
+SELECT quota.assign_plan(s(8000), 'llm');
