@@ -12,7 +12,7 @@ RUNAS     := $(if $(filter 0,$(shell id -u)),--runas postgres,)
 SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rust test-sql cluster-start cluster-stop
+.PHONY: deps install demo test test-rust test-sql cluster-start cluster-stop bench-signup
 
 deps:
 	@bash scripts/deps.sh
@@ -42,3 +42,7 @@ test-rust:
 # pg_regress suites and concurrency tests against a real running server.
 test-sql: cluster-start
 	@bash tests/run-sql-tests.sh $(CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+
+# What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).
+bench-signup: install cluster-start
+	@bash bench/signup.sh $(CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status

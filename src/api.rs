@@ -16,6 +16,7 @@ use pgrx::datum::Interval;
 use pgrx::{AnyNumeric, JsonB, PgTupleDesc, Uuid};
 
 use crate::batch::parse_batch;
+use crate::claims::subject_from_claims;
 use crate::decide::{
     after_holds, ceiling, effective_allowance, grants_total, percent_used, remaining, remaining_with_grants, split, Ceiling,
     Decision, Reason, Split,
@@ -618,14 +619,17 @@ struct UsageRow {
 
 #[pg_extern(stable, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn usage(subject: Option<Uuid>) -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.usage_row")>, ErrorReport> {
-    sql_call(|| {
-        let subject = required(subject, "subject")?;
-        let now = transaction_now()?;
-        let rows = Spi::connect(|client| usage_in(client, subject, now))?;
-        let tuples = rows.iter().map(usage_tuple).collect::<QResult<Vec<_>>>()?;
-        Ok(SetOfIterator::new(tuples))
-    })
+fn usage(
+    subject: Option<Uuid>,
+) -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.usage_row")>, ErrorReport> {
+    sql_call(|| usage_of(required(subject, "subject")?))
+}
+
+fn usage_of(subject: Uuid) -> QResult<SetOfIterator<'static, PgHeapTuple<'static, AllocatedByRust>>> {
+    let now = transaction_now()?;
+    let rows = Spi::connect(|client| usage_in(client, subject, now))?;
+    let tuples = rows.iter().map(usage_tuple).collect::<QResult<Vec<_>>>()?;
+    Ok(SetOfIterator::new(tuples))
 }
 
 fn usage_in(client: &SpiClient, subject: Uuid, now: Micros) -> QResult<Vec<UsageRow>> {
@@ -657,6 +661,53 @@ fn plan_metrics(client: &SpiClient, subject: Uuid) -> QResult<Vec<String>> {
         &[subject.into()],
     )?;
     rows.map(|row| row.get::<String>(1)?.ok_or_else(|| QuotaError::internal("metric is NULL"))).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// end-user surface: safe to grant to Supabase's `authenticated`. None takes a subject, and
+// all are SECURITY INVOKER: they read the tables as the caller, through row level
+// security, so they can only ever see the caller's own rows.
+
+/// The caller's subject: `sub` of the JWT claims PostgREST sets; NULL when absent, empty
+/// (a pooled connection after a request) or not a uuid.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn current_subject() -> Option<Uuid> {
+    // SAFETY: with missing_ok, GetConfigOption returns NULL or a valid C string that lives
+    // until the setting changes; it is copied before anything else runs.
+    let claims = unsafe {
+        let value = pg_sys::GetConfigOption(c"request.jwt.claims".as_ptr(), true, false);
+        (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+    };
+    subject_from_claims(claims.as_deref()).map(|subject| Uuid::from_bytes(*subject.as_bytes()))
+}
+
+fn signed_in() -> QResult<Uuid> {
+    current_subject().ok_or_else(|| {
+        QuotaError::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, "no signed-in user")
+            .with_hint("Call with a user's JWT: request.jwt.claims has no uuid in sub.")
+    })
+}
+
+/// quota.usage() of the caller.
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn my_usage() -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.usage_row")>, ErrorReport> {
+    sql_call(|| usage_of(signed_in()?))
+}
+
+/// quota.check() for the caller: what a consume would decide now. Writes nothing.
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn my_check(
+    metric: Option<&str>,
+    amount: default!(Option<i64>, 1),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let request = Request::new(Some(signed_in()?), metric, amount, None)?;
+        let decision = Spi::connect(|client| check_in(client, &request))?;
+        decision_tuple(&decision)
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,13 +2,14 @@
 //!
 //! Layout: the domain logic is plain Rust (`window`: how a window is computed, `decide`:
 //! limit arithmetic and the split between allowance and grants, `plan`: names and plan
-//! definitions, `batch`: the events of record_batch). The PostgreSQL layer is thin:
+//! definitions, `batch`: the events of record_batch, `claims`: who is calling). The PostgreSQL layer is thin:
 //! `api` holds the SQL entry points, `store` every statement they run, `error` the
 //! SQLSTATEs. Tables, types and hand-written SQL live in `sql/`.
 
 use pgrx::prelude::*;
 
 pub mod batch;
+pub mod claims;
 pub mod decide;
 pub mod plan;
 pub mod window;
