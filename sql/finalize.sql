@@ -44,7 +44,7 @@ $$;
 
 -- Recomputes every counter and every grant balance from the ledger and returns what
 -- disagrees: a window whose counter is not the sum of its consume/record/settle events
--- (from_allowance + overage), a window whose held is not the sum of its held
+-- (from_allowance + overage) less its give_back events, a window whose held is not the sum of its held
 -- reservations, a grant whose remaining is not its amount less what event_grants says it
 -- paid, or an event whose from_grants is not what event_grants lists. Returns no rows on a
 -- healthy database.
@@ -55,9 +55,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT subject, metric, 'window ' || window_start, c.used, e.used
     FROM quota.counters AS c
-    FULL JOIN (SELECT subject, metric, window_start, sum(from_allowance + overage) AS used
+    FULL JOIN (SELECT subject, metric, window_start,
+                      sum(CASE kind WHEN 'give_back' THEN -from_allowance ELSE from_allowance + overage END) AS used
                FROM quota.events
-               WHERE kind IN ('consume', 'record', 'settle')
+               WHERE kind IN ('consume', 'record', 'settle', 'give_back')
                GROUP BY subject, metric, window_start) AS e
          USING (subject, metric, window_start)
     WHERE coalesce(c.used, 0) <> coalesce(e.used, 0)
@@ -116,6 +117,162 @@ BEGIN
     )
     SELECT count(*) INTO expired FROM done;
     RETURN expired;
+END
+$$;
+
+-- Trigger function that enforces a quota on an app table:
+--   quota.enforce(metric [, subject_column [, amount]])
+-- subject_column (default user_id) holds the subject; amount is a number (default 1) or the
+-- name of a numeric column (NULL or 0: nothing to count). BEFORE INSERT it requires quota
+-- (a denial fails the statement with PT429); for lifetime metrics ("at most 3 projects"),
+-- AFTER DELETE gives the unit back and a BEFORE UPDATE that moves a row to another subject
+-- moves the unit. It runs in the writer's transaction, so a rolled-back insert costs
+-- nothing. SECURITY DEFINER: the writer (say, authenticated through PostgREST) needs no
+-- privilege on schema quota. Attach it with quota.enforce_on().
+CREATE FUNCTION quota.enforce() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    metric text := TG_ARGV[0];
+    subject_column text := coalesce(TG_ARGV[1], 'user_id');
+    amount_spec text := coalesce(TG_ARGV[2], '1');
+    old_subject uuid;
+    new_subject uuid;
+    amount bigint;
+BEGIN
+    IF TG_LEVEL <> 'ROW' OR TG_NARGS NOT BETWEEN 1 AND 3
+       OR (TG_OP, TG_WHEN) NOT IN (('INSERT', 'BEFORE'), ('UPDATE', 'BEFORE'), ('DELETE', 'AFTER')) THEN
+        RAISE EXCEPTION 'quota.enforce(metric [, subject_column [, amount]]) must run FOR EACH ROW, BEFORE INSERT OR UPDATE or AFTER DELETE (trigger % on %)',
+            TG_NAME, TG_TABLE_NAME
+            USING ERRCODE = '22023', HINT = 'Attach it with quota.enforce_on(table, metric, subject_column).';
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        new_subject := quota.enforced_subject(to_jsonb(NEW), subject_column, TG_TABLE_NAME);
+        amount := quota.enforced_amount(to_jsonb(NEW), amount_spec, TG_TABLE_NAME);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        old_subject := quota.enforced_subject(to_jsonb(OLD), subject_column, TG_TABLE_NAME);
+        amount := coalesce(amount, quota.enforced_amount(to_jsonb(OLD), amount_spec, TG_TABLE_NAME));
+    END IF;
+    IF amount = 0 THEN
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        PERFORM quota.require(new_subject, metric, amount);
+        RETURN NEW;
+    END IF;
+    -- Only lifetime counts (live rows) follow deletes and moves; a monthly export stays spent.
+    IF (SELECT d.resets_at IS NOT NULL FROM quota.check(old_subject, metric) AS d) THEN
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        PERFORM quota.give_back(old_subject, metric, amount);
+        RETURN OLD;
+    END IF;
+    IF new_subject IS DISTINCT FROM old_subject THEN
+        PERFORM quota.require(new_subject, metric, amount);
+        PERFORM quota.give_back(old_subject, metric, amount);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- The subject of a row for quota.enforce(): the uuid in subject_column.
+CREATE FUNCTION quota.enforced_subject(row_data jsonb, subject_column text, table_name text) RETURNS uuid
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT row_data ? subject_column THEN
+        RAISE EXCEPTION 'quota.enforce: table % has no column %', table_name, subject_column
+            USING ERRCODE = '42703', HINT = 'Pass the subject column as the second trigger argument.';
+    END IF;
+    IF row_data ->> subject_column IS NULL THEN
+        RAISE EXCEPTION 'quota.enforce: %.% is NULL, so the row has no subject to charge', table_name, subject_column
+            USING ERRCODE = '23502';
+    END IF;
+    RETURN (row_data ->> subject_column)::uuid;
+EXCEPTION WHEN invalid_text_representation THEN
+    RAISE EXCEPTION 'quota.enforce: %.% is not a uuid', table_name, subject_column USING ERRCODE = '42804';
+END
+$$;
+
+-- The amount of a row for quota.enforce(): a number, or the value of a numeric column.
+CREATE FUNCTION quota.enforced_amount(row_data jsonb, amount_spec text, table_name text) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    amount bigint;
+BEGIN
+    IF amount_spec ~ '^[0-9]+$' THEN
+        RETURN amount_spec::bigint;
+    END IF;
+    IF NOT row_data ? amount_spec THEN
+        RAISE EXCEPTION 'quota.enforce: amount % is neither a number nor a column of table %', amount_spec, table_name
+            USING ERRCODE = '42703';
+    END IF;
+    amount := coalesce((row_data ->> amount_spec)::numeric, 0)::bigint;
+    IF amount < 0 THEN
+        RAISE EXCEPTION 'quota.enforce: %.% is negative (%)', table_name, amount_spec, amount USING ERRCODE = '22023';
+    END IF;
+    RETURN amount;
+EXCEPTION WHEN invalid_text_representation THEN
+    RAISE EXCEPTION 'quota.enforce: %.% is not a number', table_name, amount_spec USING ERRCODE = '42804';
+END
+$$;
+
+-- Attaches quota.enforce() to a table, checking its arguments first: the subject column
+-- exists and is a uuid, the metric exists, the amount is a number or a numeric column.
+-- Runs as the caller, who must own the table (and have EXECUTE on quota.enforce).
+CREATE FUNCTION quota.enforce_on(target regclass, metric text, subject_column text DEFAULT 'user_id',
+                                 amount text DEFAULT '1') RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    subject_type regtype;
+    amount_type regtype;
+BEGIN
+    IF target IS NULL OR metric IS NULL OR subject_column IS NULL OR amount IS NULL THEN
+        RAISE EXCEPTION 'quota.enforce_on: arguments must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF NOT EXISTS (SELECT FROM quota.limits AS l WHERE l.metric = enforce_on.metric) THEN
+        RAISE EXCEPTION 'unknown metric "%"', metric
+            USING ERRCODE = '42704', HINT = 'A metric exists once a plan has a limit for it: see quota.create_plan().';
+    END IF;
+    SELECT a.atttypid INTO subject_type FROM pg_catalog.pg_attribute AS a
+     WHERE a.attrelid = target AND a.attname = subject_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF subject_type IS NULL THEN
+        RAISE EXCEPTION 'table % has no column %', target, subject_column USING ERRCODE = '42703';
+    ELSIF subject_type <> 'uuid'::regtype THEN
+        RAISE EXCEPTION 'column %.% is %, not uuid', target, subject_column, subject_type USING ERRCODE = '42804';
+    END IF;
+    IF amount !~ '^[0-9]+$' THEN
+        SELECT a.atttypid INTO amount_type FROM pg_catalog.pg_attribute AS a
+         WHERE a.attrelid = target AND a.attname = amount AND a.attnum > 0 AND NOT a.attisdropped;
+        IF amount_type IS NULL THEN
+            RAISE EXCEPTION 'amount % is neither a number nor a column of table %', amount, target USING ERRCODE = '42703';
+        ELSIF amount_type NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype) THEN
+            RAISE EXCEPTION 'column %.% is %, not an integer type', target, amount, amount_type USING ERRCODE = '42804';
+        END IF;
+    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION quota.enforce(%L, %L, %L)',
+                   'quota_enforce_' || metric, subject_column, target, metric, subject_column, amount);
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s FOR EACH ROW EXECUTE FUNCTION quota.enforce(%L, %L, %L)',
+                   'quota_enforce_' || metric || '_delete', target, metric, subject_column, amount);
+END
+$$;
+
+-- Removes what quota.enforce_on() attached.
+CREATE FUNCTION quota.enforce_off(target regclass, metric text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'quota_enforce_' || metric, target);
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'quota_enforce_' || metric || '_delete', target);
 END
 $$;
 

@@ -117,8 +117,9 @@ CREATE UNIQUE INDEX grants_grant_id ON quota.grants (grant_id);
 CREATE INDEX grants_spending_order ON quota.grants (subject, metric, priority, expires_at, created_at, grant_id)
     WHERE remaining > 0 AND revoked_at IS NULL;
 
--- The ledger: one row per consume, record, denial and reset. Counters always equal the
--- sum of from_allowance + overage of the committed events of their window, and every
+-- The ledger: one row per consume, record, reserve, settle, release, give_back, denial and
+-- reset. Counters always equal the sum of from_allowance + overage of the committed
+-- consume/record/settle events of their window, less what give_back events returned; every
 -- grant's remaining equals its amount less what event_grants says it paid (quota.audit()).
 -- A consume event also keeps the decision it returned, so that a retry with the same
 -- idempotency key replays it exactly.
@@ -127,7 +128,7 @@ CREATE TABLE quota.events (
     event_id         bigint GENERATED ALWAYS AS IDENTITY (CACHE 64),
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     kind             text NOT NULL CHECK (kind IN ('consume', 'record', 'settle', 'reserve', 'release',
-                                                   'denial', 'reset')),
+                                                   'give_back', 'denial', 'reset')),
     metric           text NOT NULL,
     amount           bigint NOT NULL CHECK (amount >= 0),
     from_allowance   bigint NOT NULL DEFAULT 0 CHECK (from_allowance >= 0),

@@ -131,6 +131,7 @@ enum Mode {
     Reserve,
     Settle,
     Release,
+    GiveBack,
 }
 
 impl Mode {
@@ -141,6 +142,7 @@ impl Mode {
             Mode::Reserve => "reserve",
             Mode::Settle => "settle",
             Mode::Release => "release",
+            Mode::GiveBack => "give_back",
         }
     }
 
@@ -432,6 +434,50 @@ fn check_in(client: &SpiClient, request: &Request) -> QResult<Decision> {
         }
         None => Ok(request.decision(None, standing, allowance, window)),
     }
+}
+
+/// Gives units back to the subject's current window (a deleted project frees its slot):
+/// the window's usage drops by `amount`, never below zero. Grants are not refilled.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn give_back(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: default!(Option<i64>, 1),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let request = Request::new(subject, metric, amount, None)?;
+        let decision = Spi::connect(|client| give_back_in(client, &request))?;
+        decision_tuple(&decision)
+    })
+}
+
+fn give_back_in(client: &SpiClient, request: &Request) -> QResult<Decision> {
+    let governing = resolve_known(client, request)?;
+    let (window, allowance) = match governing.plan {
+        Some(_) => (governing.window_at(request.now)?, effective_allowance(governing.plan_limit, governing.override_limit)),
+        None => (LIFETIME, Some(0)),
+    };
+    let counter = store::lock_counter(client, request.subject, request.metric, window)?;
+    let returned = request.amount.min(counter.used);
+    let used = match returned {
+        0 => counter.used,
+        _ => store::adjust_counter(client, request.subject, request.metric, window, -returned, 0)?,
+    };
+    let reserved = match counter.held {
+        0 => 0,
+        _ => store::active_holds(client, request.subject, request.metric, window, request.now)?,
+    };
+    let standing = Standing { used, reserved, grants_left: governing.grants_left };
+    // The ledger row records what was given back as from_allowance, so audit() can subtract it.
+    let given = Decision {
+        allowed: true,
+        reason: Reason::Ok,
+        amount: returned,
+        from_allowance: returned,
+        ..request.decision(None, standing, allowance, window)
+    };
+    write_event(client, request.subject, Mode::GiveBack, given, window, None, None, None, None)
 }
 
 // ---------------------------------------------------------------------------------------

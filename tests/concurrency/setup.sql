@@ -17,3 +17,16 @@ SELECT quota.grant(s(6000), 'units', 200);
 -- Reservations against one subject: 1,000 tokens a day.
 SELECT quota.create_plan('llm', '{"tokens": {"limit": 1000, "per": "day"}}');
 SELECT quota.assign_plan(s(8000), 'llm');
+-- At most 3 projects, enforced by a trigger on an app table.
+SELECT quota.create_plan('builder', '{"projects": {"limit": 3, "per": "lifetime"}}');
+SELECT quota.assign_plan(s(9000), 'builder');
+CREATE TABLE public.projects (id bigserial PRIMARY KEY, user_id uuid NOT NULL, name text);
+SELECT quota.enforce_on('public.projects', 'projects');
+-- pgbench aborts a client on any error: a denial is expected here, so it is caught.
+CREATE FUNCTION public.try_insert_project() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.projects (user_id, name) VALUES (public.s(9000), 'p');
+    RETURN true;
+EXCEPTION WHEN SQLSTATE 'PT429' THEN
+    RETURN false;
+END $$;

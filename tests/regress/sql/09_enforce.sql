@@ -1,0 +1,89 @@
+-- quota.enforce(): limits on app tables that clients cannot walk past.
+SELECT quota.create_plan('app', '{"projects": {"limit": 3, "per": "lifetime"},
+                                  "exports": {"limit": 20, "per": "month"},
+                                  "storage_mb": {"limit": 100, "per": "lifetime"}}');
+SELECT quota.assign_plan(s(n), 'app') FROM generate_series(90, 93) AS n;
+CREATE TABLE public.projects (id serial PRIMARY KEY, user_id uuid NOT NULL, name text);
+CREATE TABLE public.exports (id serial PRIMARY KEY, owner uuid, size_mb int);
+SELECT quota.enforce_on('public.projects', 'projects');
+SELECT quota.enforce_on('public.exports', 'exports', subject_column => 'owner');
+SELECT quota.enforce_on('public.exports', 'storage_mb', subject_column => 'owner', amount => 'size_mb');
+SELECT tgname FROM pg_trigger WHERE tgrelid IN ('public.projects'::regclass, 'public.exports'::regclass) ORDER BY 1;
+
+-- At most 3 projects: the fourth insert fails with PT429 (HTTP 429 through PostgREST).
+INSERT INTO projects (user_id, name) VALUES (s(90), 'a'), (s(90), 'b'), (s(90), 'c');
+SELECT try($$INSERT INTO projects (user_id, name) VALUES (s(90), 'd')$$);
+-- Deleting one frees its slot; a row inserted and deleted in one transaction costs nothing.
+DELETE FROM projects WHERE name = 'c';
+SELECT used FROM quota.usage(s(90)) WHERE metric = 'projects';
+BEGIN;
+INSERT INTO projects (user_id, name) VALUES (s(90), 'temp');
+DELETE FROM projects WHERE name = 'temp';
+COMMIT;
+SELECT used FROM quota.usage(s(90)) WHERE metric = 'projects';
+INSERT INTO projects (user_id, name) VALUES (s(90), 'c2');
+-- A rolled-back insert consumes nothing; a savepoint rolls back exactly its rows.
+BEGIN;
+DELETE FROM projects WHERE name = 'c2';
+SAVEPOINT s1;
+INSERT INTO projects (user_id, name) VALUES (s(90), 'x');
+ROLLBACK TO SAVEPOINT s1;
+SELECT used FROM quota.usage(s(90)) WHERE metric = 'projects';
+ROLLBACK;
+SELECT used, (SELECT count(*) FROM projects WHERE user_id = s(90)) AS live_rows
+  FROM quota.usage(s(90)) WHERE metric = 'projects';
+
+-- Multi-row statements are all or nothing: 4 rows for a user with room for 3 insert none.
+SELECT try($$INSERT INTO projects (user_id, name) SELECT s(91), 'p' || n FROM generate_series(1, 4) AS n$$);
+SELECT count(*) AS rows_of_91, (SELECT used FROM quota.usage(s(91)) WHERE metric = 'projects') AS used FROM projects WHERE user_id = s(91);
+-- COPY goes through the same trigger.
+COPY projects (user_id, name) FROM STDIN;
+00000000-0000-0000-0000-000000000091	copied-1
+00000000-0000-0000-0000-000000000091	copied-2
+\.
+SELECT count(*) AS rows_of_91 FROM projects WHERE user_id = s(91);
+
+-- An UPDATE that moves a project to another user moves the unit (and needs room there).
+UPDATE projects SET user_id = s(91) WHERE name = 'a';
+SELECT metric, used FROM quota.usage(s(90)) WHERE metric = 'projects'
+UNION ALL SELECT metric, used FROM quota.usage(s(91)) WHERE metric = 'projects';
+SELECT try($$UPDATE projects SET user_id = s(91) WHERE name = 'b'$$);
+UPDATE projects SET name = 'renamed' WHERE name = 'b';
+
+-- 20 exports a month: a monthly limit does not come back on delete.
+INSERT INTO exports (owner, size_mb) SELECT s(92), 1 FROM generate_series(1, 20);
+SELECT regexp_replace(try($$INSERT INTO exports (owner, size_mb) VALUES (s(92), 1)$$), '\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', '<reset>');
+DELETE FROM exports WHERE owner = s(92);
+SELECT metric, used FROM quota.usage(s(92)) WHERE metric IN ('exports', 'storage_mb') ORDER BY 1;
+-- The amount can come from a column: 100 MB of storage in total, given back on delete.
+INSERT INTO exports (owner, size_mb) VALUES (s(93), 60);
+SELECT try($$INSERT INTO exports (owner, size_mb) VALUES (s(93), 41)$$);
+INSERT INTO exports (owner, size_mb) VALUES (s(93), 40), (s(93), NULL), (s(93), 0);
+SELECT metric, used FROM quota.usage(s(93)) WHERE metric IN ('exports', 'storage_mb') ORDER BY 1;
+
+-- Wrong arguments fail when attaching, or on first use, with a clear message.
+SELECT try($$SELECT quota.enforce_on('public.projects', 'nope')$$);
+SELECT try($$SELECT quota.enforce_on('public.projects', 'projects', 'owner')$$);
+SELECT try($$SELECT quota.enforce_on('public.projects', 'projects', 'name')$$);
+SELECT try($$SELECT quota.enforce_on('public.exports', 'exports', 'owner', 'nosuch')$$);
+SELECT try($$SELECT quota.enforce_on('public.projects', 'projects', 'user_id', 'name')$$);
+SELECT try($$SELECT quota.enforce_on('public.nosuchtable', 'projects')$$);
+CREATE TABLE public.notes (id serial, author uuid, body text);
+CREATE TRIGGER by_hand BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('projects');
+SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'x')$$);
+DROP TRIGGER by_hand ON notes;
+CREATE TRIGGER by_hand BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('projects', 'body');
+SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'not a uuid')$$);
+DROP TRIGGER by_hand ON notes;
+CREATE TRIGGER by_hand AFTER INSERT ON notes FOR EACH STATEMENT EXECUTE FUNCTION quota.enforce('projects', 'author');
+SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'x')$$);
+DROP TRIGGER by_hand ON notes;
+CREATE TRIGGER by_hand BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('nope', 'author');
+SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'x')$$);
+SELECT try($$INSERT INTO projects (user_id, name) VALUES (NULL, 'orphan')$$);
+DROP TABLE notes;
+
+-- enforce_off removes it.
+SELECT quota.enforce_off('public.exports', 'exports');
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.exports'::regclass ORDER BY 1;
+SELECT count(*) AS audit_mismatches FROM quota.audit();
