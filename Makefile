@@ -12,7 +12,7 @@ RUNAS     := $(if $(filter 0,$(shell id -u)),--runas postgres,)
 SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rust test-sql cluster-start cluster-stop bench-signup
+.PHONY: deps install demo test test-rust test-sql cluster-start cluster-stop bench bench-signup
 
 deps:
 	@bash scripts/deps.sh
@@ -42,6 +42,14 @@ test-rust:
 # pg_regress suites and concurrency tests against a real running server.
 test-sql: cluster-start
 	@bash tests/run-sql-tests.sh $(CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+
+# pg_quota against the hand-written floor and PL/pgSQL (docs/benchmarks.md). A separate
+# cluster with fsync on, so that commits cost what they cost. Takes about 15 minutes.
+BENCH_CLUSTER ?= /tmp/pgq-bench
+bench: install
+	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
+	@FSYNC=on bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
+	@bash bench/run.sh $(BENCH_CLUSTER) $(PORT) full; status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
 
 # What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).
 bench-signup: install cluster-start

@@ -2,6 +2,7 @@
 # A throwaway PostgreSQL 15 cluster for the demo and the SQL-level tests.
 #   scripts/cluster.sh start DIR PORT   initdb (if needed) and start; socket in DIR
 #   scripts/cluster.sh stop DIR         stop immediately
+# Tests run with fsync=off; benchmarks set FSYNC=on so that commits cost what they cost.
 # initdb refuses to run as root, so as root the cluster belongs to the postgres user.
 set -euo pipefail
 
@@ -21,7 +22,7 @@ start)
       || { cat "$dir/initdb.log" >&2; exit 1; }
   fi
   as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-    -o "-k $dir -p $port -c listen_addresses='' -c fsync=off -c max_connections=100 -c shared_buffers=256MB" >/dev/null \
+    -o "-k $dir -p $port -c listen_addresses='' -c fsync=${FSYNC:-off} -c max_connections=100 -c shared_buffers=256MB" >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
   ;;
 stop)

@@ -1,0 +1,24 @@
+-- After every benchmark run: no counter above its limit and every counter equal to its
+-- ledger, for each variant (check-then-act is measured separately, for its overspend).
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM floor_counters WHERE used > allowance) THEN
+        RAISE EXCEPTION 'floor: a counter is above its limit';
+    END IF;
+    IF (SELECT sum(used) FROM floor_counters) <> (SELECT count(*) FILTER (WHERE allowed) FROM floor_events) + 10 * 10000 THEN
+        RAISE EXCEPTION 'floor: counters differ from the ledger';
+    END IF;
+    IF EXISTS (SELECT FROM plp_usage u JOIN plp_subscriptions s USING (subject) JOIN plp_limits l USING (plan, metric)
+                WHERE u.used > l.allowance) THEN
+        RAISE EXCEPTION 'plpgsql: a counter is above its limit';
+    END IF;
+    IF (SELECT sum(used) FROM plp_usage) <> (SELECT count(*) FILTER (WHERE allowed) FROM plp_events) + 10 * 10000 THEN
+        RAISE EXCEPTION 'plpgsql: counters differ from the ledger';
+    END IF;
+    IF EXISTS (SELECT FROM quota.counters c JOIN quota.assignments a USING (subject) WHERE a.plan = 'tight' AND c.used > 10) THEN
+        RAISE EXCEPTION 'pg_quota: a counter is above its limit';
+    END IF;
+    IF EXISTS (SELECT FROM quota.audit()) THEN
+        RAISE EXCEPTION 'pg_quota: quota.audit() found counters that differ from the ledger';
+    END IF;
+END $$;

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# make bench: pg_quota side by side with the hand-written floor and the PL/pgSQL users write,
+# in one run, on one server. pgbench -M prepared, same -c/-j for every variant, several
+# runs per cell, median tps and latency percentiles from pgbench's per-transaction logs.
+# Correctness is checked after every cell. Nothing here fails on a timing.
+#   bench/run.sh SOCKET_DIR PORT [full|smoke]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PGHOST=$1 PGPORT=$2 PGUSER=postgres PGOPTIONS='-c client_min_messages=warning'
+mode=${3:-full}
+clients=${BENCH_CLIENTS:-8} threads=2
+case "$mode" in
+  full)  seconds=${BENCH_SECONDS:-5} runs=${BENCH_RUNS:-3} workloads="uniform hot near" syncs="off on" ;;
+  smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
+  *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
+esac
+variants="floor plpgsql pg_quota pg_quota_key"
+db=pgq_bench out=target/bench
+rm -rf "$out" && mkdir -p "$out/logs"
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+psql -d "$db" -f bench/setup.sql >/dev/null
+
+declare -A subject=([uniform]='random(1, 10000)' [hot]='0' [near]='random(20001, 30000)')
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+percentiles() {  # p50 p95 p99 of the latency column (us) of pgbench logs, in ms
+  cat "$@" | awk '{print $3}' | sort -n | awk '{v[NR]=$1} END {
+    printf "%.2f %.2f %.2f", v[int(NR*0.50)]/1000, v[int(NR*0.95)]/1000, v[int(NR*0.99)]/1000}'
+}
+
+table=$out/results.tsv
+printf 'sync\tworkload\tvariant\ttps\tp50_ms\tp95_ms\tp99_ms\n' >"$table"
+declare -A tps_of
+for sync in $syncs; do
+  for workload in $workloads; do
+    for variant in $variants; do
+      script=$out/$variant-$workload.pgbench
+      { echo "\\set n ${subject[$workload]}"; cat "bench/scripts/$variant.pgbench"; } >"$script"
+      runs_tps=()
+      for run in $(seq "$runs"); do
+        prefix=$out/logs/$sync-$workload-$variant-$run
+        tps=$(PGOPTIONS="$PGOPTIONS -c synchronous_commit=$sync" command pgbench -n -M prepared \
+                -c "$clients" -j "$threads" -T "$seconds" -l --log-prefix="$prefix" -f "$script" "$db" 2>&1 \
+              | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+        [ -n "$tps" ] || { echo "bench: pgbench failed for $variant/$workload" >&2; exit 1; }
+        runs_tps+=("$tps")
+      done
+      psql -d "$db" -f bench/check.sql
+      tps=$(median "${runs_tps[@]}")
+      tps_of[$sync-$workload-$variant]=$tps
+      read -r p50 p95 p99 <<<"$(percentiles "$out"/logs/"$sync-$workload-$variant"-*)"
+      printf '%s\t%s\t%s\t%.0f\t%s\t%s\t%s\n' "$sync" "$workload" "$variant" "$tps" "$p50" "$p95" "$p99" | tee -a "$table"
+    done
+  done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo
+echo "ratios (median tps):"
+for sync in $syncs; do
+  for workload in $workloads; do
+    q=${tps_of[$sync-$workload-pg_quota]}
+    echo "  synchronous_commit=$sync $workload: pg_quota/floor $(ratio "$q" "${tps_of[$sync-$workload-floor]}")," \
+         "pg_quota/plpgsql $(ratio "$q" "${tps_of[$sync-$workload-plpgsql]}")," \
+         "with keys/without $(ratio "${tps_of[$sync-$workload-pg_quota_key]}" "$q")"
+  done
+  if [[ " $workloads " == *" hot "* ]]; then
+    echo "  synchronous_commit=$sync pg_quota hot/uniform: $(ratio "${tps_of[$sync-hot-pg_quota]}" "${tps_of[$sync-uniform-pg_quota]}")"
+  fi
+done
+
+# check-then-act: how much the racy two-step version overspends a limit of 1,000.
+calls=$((clients * 500))
+[ "$mode" = smoke ] && calls=$((clients * 50))
+command pgbench -n -M prepared -c "$clients" -j "$threads" -t $((calls / clients)) -f bench/scripts/check_then_act.pgbench "$db" >/dev/null 2>&1
+used=$(command psql -X -qtA -d "$db" -c "SELECT used FROM cta_counters WHERE subject = s(0)")
+echo
+echo "check-then-act, $clients sessions, $calls calls on one subject with a limit of 1000: used $used (overspent by $((used - 1000)))"
+
+[ "$mode" = full ] || exit 0
+
+# Scaling: consume throughput with 10 million events in the ledger, against the run above.
+psql -d "$db" -c "INSERT INTO quota.events (subject, kind, metric, amount, window_start, used, reason)
+                  SELECT s(900000 + n % 100000), 'denial', 'calls', 1, '-infinity', 0, 'quota_exceeded'
+                    FROM generate_series(1, 10000000) AS n" -c "VACUUM ANALYZE quota.events"
+{ echo "\\set n ${subject[uniform]}"; cat bench/scripts/pg_quota.pgbench; } >"$out/scaling.pgbench"
+scaled=()
+for run in $(seq "$runs"); do
+  scaled+=("$(PGOPTIONS="$PGOPTIONS -c synchronous_commit=off" command pgbench -n -M prepared -c "$clients" -j "$threads" \
+               -T "$seconds" -f "$out/scaling.pgbench" "$db" 2>&1 | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')")
+done
+at_10m=$(median "${scaled[@]}")
+echo "ledger at 10M events: pg_quota uniform $(printf '%.0f' "$at_10m") tps," \
+     "$(ratio "$at_10m" "${tps_of[off-uniform-pg_quota]}") of the same run before the 10M insert"
+
+# Memory: the backend's private memory (RssAnon; VmRSS also counts the shared buffers it
+# touched) after 1,000 consumes, then after 1,000,000 more, in one session that commits
+# every 100 calls as an application would.
+psql -d "$db" -qtA <<'SQL'
+SET synchronous_commit = off;
+CREATE TEMP TABLE rss (after bigint, private_kb bigint, rss_kb bigint);
+CREATE PROCEDURE pg_temp.consume_many(calls int) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..calls LOOP
+        PERFORM quota.consume(s(1 + i % 10000), 'calls');
+        IF i % 100 = 0 THEN COMMIT; END IF;
+    END LOOP;
+END $$;
+CREATE FUNCTION pg_temp.memory(after bigint) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO rss SELECT after,
+        substring(pg_read_file('/proc/self/status') FROM 'RssAnon:\s+(\d+) kB')::bigint,
+        substring(pg_read_file('/proc/self/status') FROM 'VmRSS:\s+(\d+) kB')::bigint
+$$;
+CALL pg_temp.consume_many(1000);
+SELECT pg_temp.memory(1000);
+CALL pg_temp.consume_many(1000000);
+SELECT pg_temp.memory(1001000);
+SELECT 'backend memory after ' || string_agg(after || ' consumes: private ' || private_kb || ' kB (RSS ' || rss_kb || ' kB)', ', ' ORDER BY after) FROM rss;
+SQL

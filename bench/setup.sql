@@ -1,0 +1,62 @@
+-- Benchmark database: pg_quota and the hand-written baselines it is measured against, on
+-- the same subjects. s(0) is the hot subject, s(1..10000) the uniform ones, and
+-- s(20001..30000) are at their limit of 10 a day (every call is denied).
+CREATE EXTENSION pg_quota;
+CREATE FUNCTION public.s(n int) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
+
+-- pg_quota
+SELECT quota.create_plan('bench', '{"calls": {"limit": 1000000000000, "per": "day"}}', is_default => true);
+SELECT quota.create_plan('tight', '{"calls": {"limit": 10, "per": "day"}}');
+SELECT count(quota.assign_plan(s(n), 'bench')) FROM generate_series(0, 10000) AS n;
+SELECT count(quota.assign_plan(s(n), 'tight')) FROM generate_series(20001, 30000) AS n;
+SELECT count(quota.consume(s(n), 'calls')) FROM generate_series(0, 10000) AS n;
+SELECT count(quota.consume(s(n), 'calls', 10)) FROM generate_series(20001, 30000) AS n;
+
+-- floor: the bare statements that do the same durable work as one consume: a conditional
+-- counter update and a ledger insert, in one statement.
+CREATE TABLE floor_counters (subject uuid, metric text, window_start timestamptz, used bigint NOT NULL,
+                             allowance bigint NOT NULL, PRIMARY KEY (subject, metric, window_start))
+    WITH (fillfactor = 80);
+CREATE TABLE floor_events (subject uuid, event_id bigint GENERATED ALWAYS AS IDENTITY (CACHE 64), metric text,
+                           amount bigint, allowed boolean, used bigint, created_at timestamptz DEFAULT now(),
+                           PRIMARY KEY (subject, event_id));
+INSERT INTO floor_counters SELECT s(n), 'calls', date_trunc('day', now()), 0, 1000000000000 FROM generate_series(0, 10000) AS n;
+INSERT INTO floor_counters SELECT s(n), 'calls', date_trunc('day', now()), 10, 10 FROM generate_series(20001, 30000) AS n;
+
+-- plpgsql: the check-and-consume function users write today: plan lookup, conditional
+-- upsert of the counter, event insert.
+CREATE TABLE plp_limits (plan text, metric text, allowance bigint, PRIMARY KEY (plan, metric));
+CREATE TABLE plp_subscriptions (subject uuid PRIMARY KEY, plan text NOT NULL);
+CREATE TABLE plp_usage (subject uuid, metric text, period_start date, used bigint NOT NULL,
+                        PRIMARY KEY (subject, metric, period_start)) WITH (fillfactor = 80);
+CREATE TABLE plp_events (id bigserial PRIMARY KEY, subject uuid, metric text, amount bigint, allowed boolean,
+                         created_at timestamptz DEFAULT now());
+INSERT INTO plp_limits VALUES ('bench', 'calls', 1000000000000), ('tight', 'calls', 10);
+INSERT INTO plp_subscriptions SELECT s(n), 'bench' FROM generate_series(0, 10000) AS n;
+INSERT INTO plp_subscriptions SELECT s(n), 'tight' FROM generate_series(20001, 30000) AS n;
+INSERT INTO plp_usage SELECT s(n), 'calls', current_date, 0 FROM generate_series(0, 10000) AS n;
+INSERT INTO plp_usage SELECT s(n), 'calls', current_date, 10 FROM generate_series(20001, 30000) AS n;
+CREATE FUNCTION plp_consume(p_subject uuid, p_metric text, p_amount bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_allowance bigint;
+    v_used bigint;
+BEGIN
+    SELECT l.allowance INTO v_allowance
+      FROM plp_subscriptions s JOIN plp_limits l ON l.plan = s.plan AND l.metric = p_metric
+     WHERE s.subject = p_subject;
+    IF v_allowance IS NOT NULL THEN
+        INSERT INTO plp_usage AS u VALUES (p_subject, p_metric, current_date, p_amount)
+        ON CONFLICT (subject, metric, period_start)
+        DO UPDATE SET used = u.used + excluded.used WHERE u.used + excluded.used <= v_allowance
+        RETURNING used INTO v_used;
+    END IF;
+    INSERT INTO plp_events (subject, metric, amount, allowed) VALUES (p_subject, p_metric, p_amount, v_used IS NOT NULL);
+    RETURN v_used IS NOT NULL;
+END $$;
+
+-- check-then-act: the racy two-step version, on its own counter of 1,000.
+CREATE TABLE cta_counters (subject uuid PRIMARY KEY, used bigint NOT NULL, allowance bigint NOT NULL);
+INSERT INTO cta_counters VALUES (s(0), 0, 1000);
+VACUUM ANALYZE;
