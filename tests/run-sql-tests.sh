@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export PGHOST=$1 PGPORT=$2 PGUSER=postgres
 PKGLIB=$(pg_config --pkglibdir)
 out=target/regress
-rm -rf "$out" && mkdir -p "$out"
+rm -rf "$out" target/isolation && mkdir -p "$out" target/isolation
 
 suites=$(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//')
 if ! "$PKGLIB/pgxs/src/test/regress/pg_regress" --inputdir=tests/regress --outputdir="$out" \
@@ -16,8 +16,18 @@ if ! "$PKGLIB/pgxs/src/test/regress/pg_regress" --inputdir=tests/regress --outpu
 fi
 regress_count=$(echo $suites | wc -w)
 
+# Isolation specs: every interleaving of the listed steps has a pinned outcome.
+specs=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//')
+if ! "$PKGLIB/pgxs/src/test/isolation/pg_isolation_regress" --inputdir=tests/isolation --outputdir=target/isolation \
+      --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=pg_quota_isolation $specs; then
+  cat target/isolation/regression.diffs >&2
+  exit 1
+fi
+regress_count=$((regress_count + $(echo $specs | wc -w)))
+
 bash tests/concurrency/run.sh
+bash tests/dump_restore.sh
 # Keeps make bench working: a seconds-long run of the same harness (figures not kept).
 bash bench/run.sh "$PGHOST" "$PGPORT" smoke >/dev/null
 echo "bench smoke: ok"
-echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 2)) passed, 0 failed"
+echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 3)) passed, 0 failed"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# pg_dump of a database using pg_quota, restored into a new database: plans, assignments,
+# overrides, resets, counters, grants, reservations and the ledger survive, and
+# consumption continues correctly (limits, idempotency keys, new event ids, audit).
+set -euo pipefail
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+src=pgq_dump_source dst=pgq_dump_restored
+psql -d postgres -c "DROP DATABASE IF EXISTS $src" -c "DROP DATABASE IF EXISTS $dst" -c "CREATE DATABASE $src" -c "CREATE DATABASE $dst"
+psql -d "$src" >/dev/null <<'SQL'
+CREATE EXTENSION pg_quota;
+SELECT quota.create_plan('free', '{"calls": {"limit": 10, "per": "day"}, "credits": {"limit": 0, "per": "lifetime"}}', is_default => true);
+SELECT quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 4, idempotency_key => 'before-dump');
+SELECT quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 20);
+SELECT quota.set_override('00000000-0000-0000-0000-000000000002', 'calls', 5);
+SELECT quota.reset('00000000-0000-0000-0000-000000000002', 'calls');
+SELECT quota.grant('00000000-0000-0000-0000-000000000001', 'credits', 100);
+SELECT quota.consume('00000000-0000-0000-0000-000000000001', 'credits', 30);
+SELECT quota.reserve('00000000-0000-0000-0000-000000000001', 'calls', 3, ttl => '1 day');
+SELECT quota.record('00000000-0000-0000-0000-000000000003', 'calls', 2, occurred_at => now() - interval '1 day');
+SQL
+fingerprint() {
+  command psql -X -qtA -d "$1" -c "
+    SELECT string_agg(t || '=' || n, ' ' ORDER BY t) FROM (
+      SELECT 'plans' AS t, count(*) AS n FROM quota.plans UNION ALL
+      SELECT 'limits', count(*) FROM quota.limits UNION ALL
+      SELECT 'assignments', count(*) FROM quota.assignments UNION ALL
+      SELECT 'overrides', count(*) FROM quota.overrides UNION ALL
+      SELECT 'resets', count(*) FROM quota.resets UNION ALL
+      SELECT 'counters', sum(used + held) FROM quota.counters UNION ALL
+      SELECT 'grants', sum(remaining) FROM quota.grants UNION ALL
+      SELECT 'event_grants', count(*) FROM quota.event_grants UNION ALL
+      SELECT 'reservations', count(*) FILTER (WHERE status = 'held') FROM quota.reservations UNION ALL
+      SELECT 'events', count(*) FROM quota.events) AS f"
+}
+before=$(fingerprint "$src")
+pg_dump -Fc -d "$src" | pg_restore -d "$dst"
+after=$(fingerprint "$dst")
+if [ "$before" != "$after" ]; then
+  echo "dump/restore changed the data: before [$before] after [$after]" >&2
+  exit 1
+fi
+psql -d "$dst" <<'SQL'
+DO $$
+DECLARE
+    d quota.decision;
+    max_before bigint := (SELECT max(event_id) FROM quota.events);
+BEGIN
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 4, idempotency_key => 'before-dump');
+    IF NOT d.replayed THEN RAISE EXCEPTION 'the idempotency key was lost in the dump'; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 3);
+    IF NOT d.allowed OR d.used <> 7 OR d.reserved <> 3 THEN RAISE EXCEPTION 'consumption did not continue: %', d; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 1);
+    IF d.allowed THEN RAISE EXCEPTION 'the hold was lost: %', d; END IF;
+    IF d.event_id <= max_before THEN RAISE EXCEPTION 'event ids restarted: % <= %', d.event_id, max_before; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'credits', 70);
+    IF NOT d.allowed OR d.from_grants <> 70 THEN RAISE EXCEPTION 'grant balance was lost: %', d; END IF;
+    IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after restore'; END IF;
+END $$;
+SQL
+echo "dump/restore: [$after] restored, consumption continues"
