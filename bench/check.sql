@@ -18,6 +18,16 @@ BEGIN
     IF EXISTS (SELECT FROM quota.counters c JOIN quota.assignments a USING (subject) WHERE a.plan = 'tight' AND c.used > 10) THEN
         RAISE EXCEPTION 'pg_quota: a counter is above its limit';
     END IF;
+    IF EXISTS (SELECT FROM quota.counters c JOIN quota.assignments a USING (subject)
+                WHERE a.plan = 'tight' AND c.metric = 'items' AND c.used > 10) THEN
+        RAISE EXCEPTION 'pg_quota enforce: a counter is above its limit';
+    END IF;
+    IF (SELECT count(*) FROM bench_items) <> (SELECT coalesce(sum(used), 0) FROM quota.counters WHERE metric = 'items') - 10 * 10000 THEN
+        RAISE EXCEPTION 'pg_quota enforce: rows differ from the counters';
+    END IF;
+    IF EXISTS (SELECT FROM quota.reservations WHERE status = 'held') THEN
+        RAISE EXCEPTION 'pg_quota reserve: a hold was left behind';
+    END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN
         RAISE EXCEPTION 'pg_quota: quota.audit() found counters that differ from the ledger';
     END IF;

@@ -10,11 +10,11 @@ export PGHOST=$1 PGPORT=$2 PGUSER=postgres PGOPTIONS='-c client_min_messages=war
 mode=${3:-full}
 clients=${BENCH_CLIENTS:-8} threads=2
 case "$mode" in
-  full)  seconds=${BENCH_SECONDS:-5} runs=${BENCH_RUNS:-3} workloads="uniform hot near" syncs="off on" ;;
+  full)  seconds=${BENCH_SECONDS:-5} runs=${BENCH_RUNS:-3} workloads="uniform hot near" syncs=${BENCH_SYNCS:-"off on"} ;;
   smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
   *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
 esac
-variants="floor plpgsql pg_quota pg_quota_key"
+variants=${BENCH_VARIANTS:-"floor plpgsql pg_quota pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce"}
 db=pgq_bench out=target/bench
 rm -rf "$out" && mkdir -p "$out/logs"
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
@@ -62,7 +62,10 @@ for sync in $syncs; do
     q=${tps_of[$sync-$workload-pg_quota]}
     echo "  synchronous_commit=$sync $workload: pg_quota/floor $(ratio "$q" "${tps_of[$sync-$workload-floor]}")," \
          "pg_quota/plpgsql $(ratio "$q" "${tps_of[$sync-$workload-plpgsql]}")," \
-         "with keys/without $(ratio "${tps_of[$sync-$workload-pg_quota_key]}" "$q")"
+         "with keys/without $(ratio "${tps_of[$sync-$workload-pg_quota_key]}" "$q")," \
+         "paid by a grant/by the allowance $(ratio "${tps_of[$sync-$workload-pg_quota_grants]}" "$q")," \
+         "reserve+settle/consume $(ratio "${tps_of[$sync-$workload-pg_quota_reserve]}" "$q")," \
+         "insert under quota.enforce/consume $(ratio "${tps_of[$sync-$workload-pg_quota_enforce]}" "$q")"
   done
   if [[ " $workloads " == *" hot "* ]]; then
     echo "  synchronous_commit=$sync pg_quota hot/uniform: $(ratio "${tps_of[$sync-hot-pg_quota]}" "${tps_of[$sync-uniform-pg_quota]}")"
@@ -77,7 +80,7 @@ used=$(command psql -X -qtA -d "$db" -c "SELECT used FROM cta_counters WHERE sub
 echo
 echo "check-then-act, $clients sessions, $calls calls on one subject with a limit of 1000: used $used (overspent by $((used - 1000)))"
 
-[ "$mode" = full ] || exit 0
+[ "$mode" = full ] && [ "${BENCH_SCALING:-1}" = 1 ] || exit 0
 
 # Scaling: consume throughput with 10 million events in the ledger, against the run above.
 psql -d "$db" -c "INSERT INTO quota.events (subject, kind, metric, amount, window_start, used, reason)

@@ -6,12 +6,29 @@ CREATE FUNCTION public.s(n int) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAF
     AS $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
 
 -- pg_quota
-SELECT quota.create_plan('bench', '{"calls": {"limit": 1000000000000, "per": "day"}}', is_default => true);
-SELECT quota.create_plan('tight', '{"calls": {"limit": 10, "per": "day"}}');
+SELECT quota.create_plan('bench', '{"calls": {"limit": 1000000000000, "per": "day"},
+                                   "credits": {"limit": 0, "per": "lifetime"},
+                                   "items": {"limit": 1000000000000, "per": "lifetime"}}', is_default => true);
+SELECT quota.create_plan('tight', '{"calls": {"limit": 10, "per": "day"},
+                                   "credits": {"limit": 0, "per": "lifetime"},
+                                   "items": {"limit": 10, "per": "lifetime"}}');
 SELECT count(quota.assign_plan(s(n), 'bench')) FROM generate_series(0, 10000) AS n;
 SELECT count(quota.assign_plan(s(n), 'tight')) FROM generate_series(20001, 30000) AS n;
 SELECT count(quota.consume(s(n), 'calls')) FROM generate_series(0, 10000) AS n;
 SELECT count(quota.consume(s(n), 'calls', 10)) FROM generate_series(20001, 30000) AS n;
+-- Feature variants: a credit wallet paid by a grant; an app table under quota.enforce.
+SELECT count(quota.grant(s(n), 'credits', 1000000000000)) FROM generate_series(0, 10000) AS n;
+CREATE TABLE bench_items (id bigserial PRIMARY KEY, user_id uuid NOT NULL);
+SELECT quota.enforce_on('bench_items', 'items');
+SELECT count(quota.consume(s(n), 'items', 10)) FROM generate_series(20001, 30000) AS n;
+-- A denial raises PT429 in the trigger; pgbench would abort the client, so it is caught.
+CREATE FUNCTION bench_insert_item(subject uuid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bench_items (user_id) VALUES (subject);
+    RETURN true;
+EXCEPTION WHEN SQLSTATE 'PT429' THEN
+    RETURN false;
+END $$;
 
 -- floor: the bare statements that do the same durable work as one consume: a conditional
 -- counter update and a ledger insert, in one statement.
