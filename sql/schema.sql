@@ -62,6 +62,11 @@ CREATE TABLE quota.resets (
 -- window_end is NULL for lifetime windows. held is the sum of the window's reservations
 -- still marked 'held' (some may have expired since: readers only count those that have
 -- not, so expiry needs no job).
+-- fast marks the row consume's one-statement fast path may decide on alone: it is the
+-- subject's current window, allowance is the effective allowance (NULL = unlimited), and
+-- the subject had no usable grants when it was marked. Whatever could change that unmarks
+-- the row (quota.forget_fast_path(), sql/finalize.sql); at most one row of a (subject,
+-- metric) is marked.
 -- fillfactor leaves room on each page so that the hot UPDATE of "used" stays HOT.
 CREATE TABLE quota.counters (
     subject      uuid NOT NULL,
@@ -70,8 +75,11 @@ CREATE TABLE quota.counters (
     window_end   timestamptz,
     used         bigint NOT NULL CHECK (used >= 0),
     held         bigint NOT NULL DEFAULT 0 CHECK (held >= 0),
+    allowance    bigint,
+    fast         boolean NOT NULL DEFAULT false,
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
+CREATE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;
 
 -- Holds taken by quota.reserve() before slow work (an AI call). A hold counts against what
 -- others can consume in its window until it is settled, released, or expires_at passes.

@@ -230,12 +230,32 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
             return replay(original, request, key);
         }
     }
-    let governing = governing_with_assignment(client, request)?;
+    let fast_path = mode == Mode::Consume && store::fast_path_installed(client)?;
+    if fast_path {
+        let metadata = metadata.as_ref().map(|m| JsonB(m.0.clone()));
+        if let Some(decided) = store::fast_consume(client, request.subject, request.metric, request.amount, request.now, key, metadata)? {
+            return Ok(decided);
+        }
+    }
+    let mut governing = governing_with_assignment(client, request)?;
+    // A window the fast path could decide on is marked, from a configuration resolved
+    // again after the lock that configuration changes take exclusively: that snapshot sees
+    // every change committed before. Only at READ COMMITTED, whose snapshots are fresh.
+    let fast_path_can_decide = |governing: &Governing| governing.assigned && governing.plan.is_some() && governing.grants_left == 0;
+    let mut mark = fast_path && !transaction_snapshot_is_fixed() && fast_path_can_decide(&governing);
+    if mark {
+        store::lock_fast_path(client, request.subject)?;
+        governing = resolve_known(client, request)?;
+        mark = fast_path_can_decide(&governing);
+    }
     let window = if governing.plan.is_some() { governing.window_at(request.at)? } else { LIFETIME };
     let allowance = match governing.plan {
         Some(_) => effective_allowance(governing.plan_limit, governing.override_limit),
         None => Some(0),
     };
+    if mark {
+        store::mark_fast(client, request.subject, request.metric, window, allowance)?;
+    }
     // Without a plan consume is denied outright; record still counts (as overage).
     let (paid, standing) = match governing.plan {
         None if mode == Mode::Consume => (None, Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
@@ -247,6 +267,12 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         Some(_) => decision,
     };
     write_event(client, request.subject, mode, decision, window, paid.as_ref().map(|(_, grants)| grants.as_slice()), key, metadata, None)
+}
+
+/// REPEATABLE READ and SERIALIZABLE transactions read one snapshot throughout.
+fn transaction_snapshot_is_fixed() -> bool {
+    // SAFETY: a backend global, set for the running transaction.
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
 }
 
 /// Writes the ledger row of a decision, and which grants paid for it.

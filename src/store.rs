@@ -6,7 +6,7 @@
 //! "mutating", which makes SPI take a fresh snapshot for every statement: after waiting on
 //! a lock, the next statement sees what the lock holder committed (READ COMMITTED).
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgBuiltInOids, PgOid};
@@ -74,7 +74,7 @@ impl Kept {
 macro_rules! decision_columns {
     () => {
         "metric, amount, from_allowance, from_grants, used, allowance, remaining,
-         window_start, window_end, reason, event_id, overage, reserved"
+         window_start, window_end, reason, event_id, overage, reserved, kind"
     };
 }
 
@@ -92,6 +92,62 @@ thread_local! {
     static FIND_RESERVATION_EVENT: Kept = const { Kept::new(
         concat!("SELECT ", decision_columns!(), " FROM quota.events WHERE reservation_id = $1 AND kind = $2"),
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
+    ) };
+    // consume's fast path: on the subject's current window, if marked fast (see
+    // quota.counters), take the amount from the cached allowance or deny, and write the
+    // ledger row, in one statement. A denial is decided on the row as the statement's
+    // snapshot saw it, as any read would be. Returns no row when the row is missing,
+    // unmarked, has holds, or a concurrent consumer took what the snapshot saw as free: the
+    // slow path then decides.
+    static FAST_CONSUME: Kept = const { Kept::new(
+        concat!("WITH current AS (
+             SELECT window_start, window_end, used, allowance, held FROM quota.counters
+              WHERE subject = $1 AND metric = $2 AND fast
+                AND window_start <= $4 AND (window_end IS NULL OR window_end > $4)),
+         taken AS (
+             UPDATE quota.counters AS c SET used = c.used + $3
+               FROM current
+              WHERE c.subject = $1 AND c.metric = $2 AND c.window_start = current.window_start
+                AND c.fast AND c.held = 0 AND (c.allowance IS NULL OR c.used <= c.allowance - $3)
+             RETURNING c.used),
+         decided AS (
+             SELECT current.window_start, current.window_end, current.allowance,
+                    taken.used IS NOT NULL AS allowed, coalesce(taken.used, current.used) AS used
+               FROM current LEFT JOIN taken ON true
+              WHERE taken.used IS NOT NULL
+                 OR (current.held = 0 AND current.used > current.allowance - $3))
+         INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, from_grants, overage,
+                                   window_start, window_end, used, allowance, remaining, reason,
+                                   idempotency_key, metadata, reserved)
+         SELECT $1, CASE WHEN allowed THEN 'consume' ELSE 'denial' END, $2, $3,
+                CASE WHEN allowed THEN $3 ELSE 0 END, 0, 0, window_start, window_end, used, allowance,
+                CASE WHEN allowance IS NOT NULL THEN GREATEST(allowance - used, 0) END,
+                CASE WHEN allowed THEN 'ok' ELSE 'quota_exceeded' END, $5, $6, 0
+           FROM decided
+         RETURNING ", decision_columns!()),
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::INT8OID, PgBuiltInOids::TIMESTAMPTZOID,
+          PgBuiltInOids::TEXTOID, PgBuiltInOids::JSONBOID],
+    ) };
+    // Taken before a consume resolves what governs it, so that it may mark its window for
+    // the fast path: quota.forget_fast_path() takes the same keys exclusively.
+    static LOCK_FAST_PATH: Kept = const { Kept::new(
+        "SELECT pg_catalog.pg_advisory_xact_lock_shared(1903127, pg_catalog.hashtext($1::text)),
+                pg_catalog.pg_advisory_xact_lock_shared(1903128, 0)",
+        &[PgBuiltInOids::UUIDOID],
+    ) };
+    // Marks the current window for the fast path with its effective allowance (creating the
+    // row for a first denial) and unmarks the subject's other windows of the metric.
+    static MARK_FAST: Kept = const { Kept::new(
+        "WITH unmarked AS (
+             UPDATE quota.counters SET fast = false
+              WHERE subject = $1 AND metric = $2 AND fast AND window_start <> $3)
+         INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used, allowance, fast)
+         VALUES ($1, $2, $3, $4, 0, $5, true)
+         ON CONFLICT (subject, metric, window_start)
+         DO UPDATE SET fast = true, allowance = $5
+               WHERE NOT (c.fast AND c.allowance IS NOT DISTINCT FROM $5)",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID,
+          PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID],
     ) };
     static RESOLVE: Kept = const { Kept::new(
         "SELECT p.plan, a.subject IS NOT NULL, a.anchor,
@@ -274,11 +330,13 @@ pub fn find_reservation_event(client: &SpiClient, reservation_id: Uuid, kind: &s
     query_row(client, &FIND_RESERVATION_EVENT, &[reservation_id.into(), kind.into()], decision_from_row)
 }
 
-/// Reads the columns of `decision_columns!()` back into the decision they recorded.
+/// Reads the columns of `decision_columns!()` back into the decision they recorded, as
+/// a replay of it.
 fn decision_from_row(row: &SpiHeapTupleData) -> QResult<Decision> {
     let reason: String = not_null(row, 10)?;
+    let kind: String = not_null(row, 14)?;
     Ok(Decision {
-        allowed: true,
+        allowed: kind != "denial",
         metric: not_null(row, 1)?,
         amount: not_null(row, 2)?,
         from_allowance: not_null(row, 3)?,
@@ -294,6 +352,71 @@ fn decision_from_row(row: &SpiHeapTupleData) -> QResult<Decision> {
         reason: Reason::parse(&reason).unwrap_or(Reason::Ok),
         event_id: row.get(11)?,
     })
+}
+
+thread_local! {
+    // Whether the database's pg_quota schema has the fast path (0.2.0 and later). A new
+    // library can meet a database still on an older version's SQL until ALTER EXTENSION
+    // UPDATE runs; it then decides every consume on the slow path. Forgotten on every
+    // relcache invalidation, which ALTER TABLE (the upgrade) and DROP EXTENSION cause.
+    static FAST_PATH_INSTALLED: Cell<Option<bool>> = const { Cell::new(None) };
+    static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_schema_version(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    FAST_PATH_INSTALLED.with(|installed| installed.set(None));
+}
+
+/// Whether counters have the fast path's columns (see FAST_PATH_INSTALLED).
+pub fn fast_path_installed(client: &SpiClient) -> QResult<bool> {
+    if !RELCACHE_CALLBACK.with(Cell::get) {
+        // SAFETY: registering a relcache callback is allowed at any time in a backend.
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_schema_version), pg_sys::Datum::from(0)) };
+        RELCACHE_CALLBACK.with(|registered| registered.set(true));
+    }
+    if let Some(installed) = FAST_PATH_INSTALLED.with(Cell::get) {
+        return Ok(installed);
+    }
+    let installed = client
+        .select(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                             WHERE attrelid = 'quota.counters'::pg_catalog.regclass AND attname = 'fast' AND NOT attisdropped)",
+            None,
+            &[],
+        )?
+        .first()
+        .get_one::<bool>()?
+        .unwrap_or(false);
+    FAST_PATH_INSTALLED.with(|cached| cached.set(Some(installed)));
+    Ok(installed)
+}
+
+/// consume's fast path: the decision, or None when the slow path must decide.
+pub fn fast_consume(
+    client: &SpiClient,
+    subject: Uuid,
+    metric: &str,
+    amount: i64,
+    now: Micros,
+    key: Option<&str>,
+    metadata: Option<JsonB>,
+) -> QResult<Option<Decision>> {
+    let args = [subject.into(), metric.into(), amount.into(), timestamp(now)?.into(), key.into(), metadata.into()];
+    let decided = query_row(client, &FAST_CONSUME, &args, decision_from_row)?;
+    Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
+}
+
+/// Waits for configuration changes of the subject in flight (see LOCK_FAST_PATH).
+pub fn lock_fast_path(client: &SpiClient, subject: Uuid) -> QResult<()> {
+    query_row(client, &LOCK_FAST_PATH, &[subject.into()], |_| Ok(())).map(drop)
+}
+
+/// Marks `window` as the (subject, metric)'s fast-path window with its effective allowance.
+pub fn mark_fast(client: &SpiClient, subject: Uuid, metric: &str, window: Window, allowance: Option<i64>) -> QResult<()> {
+    let end = window.end.map(timestamp).transpose()?;
+    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), end.into(), allowance.into()];
+    query(client, &MARK_FAST, &args, None, |_| Ok(())).map(drop)
 }
 
 /// What governs one (subject, metric) at an instant: the plan, the limit, the override,
