@@ -27,7 +27,8 @@ regress_count=$((regress_count + $(echo $specs | wc -w)))
 
 bash tests/concurrency/run.sh
 bash tests/dump_restore.sh
+bash tests/upgrade.sh
 # Keeps make bench working: a seconds-long run of the same harness (figures not kept).
 bash bench/run.sh "$PGHOST" "$PGPORT" smoke >/dev/null
 echo "bench smoke: ok"
-echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 3)) passed, 0 failed"
+echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 4)) passed, 0 failed"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# ALTER EXTENSION pg_quota UPDATE from every earlier release kept in tests/upgrade
+# (pg_quota--<version>.sql: that release's install script, as cargo pgrx generated it).
+# For each: install the old version, fill it with plans, usage, grants, holds, keys and the
+# ledger through its own functions, update, then check that every row is kept, that the
+# schema is exactly a fresh install's, and that consumption continues on the old data.
+# Needs write access to the server's extension directory (root, or sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+extdir="$(pg_config --sharedir)/extension"
+current=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+tables="plans limits assignments overrides resets counters grants event_grants reservations events"
+
+# The rows of every table, without the columns a later version added.
+rows() {
+  local db=$1 t
+  for t in $tables; do
+    echo "== $t"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' FROM quota.$t AS x ORDER BY 1::text"
+  done
+}
+
+psql -d postgres -c "DROP DATABASE IF EXISTS pgq_upgrade_fresh" -c "CREATE DATABASE pgq_upgrade_fresh"
+psql -d pgq_upgrade_fresh -c "CREATE EXTENSION pg_quota"
+command psql -X -qtA -d pgq_upgrade_fresh -f tests/upgrade/catalog.sql >target/upgrade-fresh.catalog
+
+upgraded=0
+for script in tests/upgrade/pg_quota--*.sql; do
+  old=$(basename "$script" .sql); old=${old#pg_quota--}
+  if [ ! -f "$extdir/pg_quota--$old.sql" ]; then
+    cp "$script" "$extdir/" 2>/dev/null || sudo cp "$script" "$extdir/"
+  fi
+  db=pgq_upgrade_from_${old//./_}
+  psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  psql -d "$db" >/dev/null <<SQL
+CREATE EXTENSION pg_quota VERSION '$old';
+SELECT quota.create_plan('free', '{"calls": {"limit": 10, "per": "day"}, "credits": {"limit": 0, "per": "lifetime"}}', is_default => true);
+SELECT quota.create_plan('pro', '{"calls": {"limit": 100, "per": "month", "anchor": "subscription"}}');
+SELECT quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 4, idempotency_key => 'before-upgrade');
+SELECT quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 20);
+SELECT quota.set_override('00000000-0000-0000-0000-000000000002', 'calls', 5);
+SELECT quota.consume('00000000-0000-0000-0000-000000000002', 'calls', 5);
+SELECT quota.reset('00000000-0000-0000-0000-000000000002', 'calls');
+SELECT quota.grant('00000000-0000-0000-0000-000000000001', 'credits', 100);
+SELECT quota.consume('00000000-0000-0000-0000-000000000001', 'credits', 30);
+SELECT quota.reserve('00000000-0000-0000-0000-000000000001', 'calls', 3, ttl => '1 day', idempotency_key => 'held-over');
+SELECT quota.record('00000000-0000-0000-0000-000000000003', 'calls', 2, occurred_at => now() - interval '1 day');
+SELECT quota.assign_plan('00000000-0000-0000-0000-000000000004', 'pro', now() - interval '40 days');
+SELECT quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 7);
+SQL
+  rows "$db" >target/upgrade-before.rows
+  psql -d "$db" -c "ALTER EXTENSION pg_quota UPDATE"
+  version=$(command psql -X -qtA -d "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_quota'")
+  [ "$version" = "$current" ] || { echo "upgrade from $old ended at version $version, not $current" >&2; exit 1; }
+  rows "$db" >target/upgrade-after.rows
+  if ! diff -u target/upgrade-before.rows target/upgrade-after.rows >&2; then
+    echo "upgrade from $old changed the data" >&2; exit 1
+  fi
+  command psql -X -qtA -d "$db" -f tests/upgrade/catalog.sql >target/upgrade-upgraded.catalog
+  if ! diff -u target/upgrade-fresh.catalog target/upgrade-upgraded.catalog >&2; then
+    echo "the schema after upgrading from $old differs from a fresh install of $current" >&2; exit 1
+  fi
+  psql -d "$db" <<'SQL'
+DO $$
+DECLARE
+    d quota.decision;
+    r quota.reservation;
+BEGIN
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 4, idempotency_key => 'before-upgrade');
+    IF NOT d.replayed THEN RAISE EXCEPTION 'an idempotency key was lost: %', d; END IF;
+    r := quota.reserve('00000000-0000-0000-0000-000000000001', 'calls', 3, ttl => '1 day', idempotency_key => 'held-over');
+    IF NOT r.replayed THEN RAISE EXCEPTION 'a reservation key was lost: %', r; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 3);
+    IF NOT d.allowed OR d.used <> 7 OR d.reserved <> 3 THEN RAISE EXCEPTION 'consumption did not continue: %', d; END IF;
+    d := quota.settle(r.reservation_id, 2);
+    IF NOT d.allowed OR d.used <> 9 THEN RAISE EXCEPTION 'the hold did not settle: %', d; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 1);
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'calls', 1);
+    IF d.allowed OR d.used <> 10 THEN RAISE EXCEPTION 'the limit was lost: %', d; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000002', 'calls', 5);
+    d := quota.consume('00000000-0000-0000-0000-000000000002', 'calls', 1);
+    IF d.allowed OR d.allowance <> 5 THEN RAISE EXCEPTION 'the override or the reset was lost: %', d; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'credits', 70);
+    IF NOT d.allowed OR d.from_grants <> 70 THEN RAISE EXCEPTION 'a grant balance was lost: %', d; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 1);
+    IF d.used <> 8 OR d.window_start <> (SELECT anchor FROM quota.assignments
+                                          WHERE subject = '00000000-0000-0000-0000-000000000004') + interval '1 month'
+    THEN RAISE EXCEPTION 'the subscription window moved: %', d; END IF;
+    IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after the upgrade'; END IF;
+END $$;
+SQL
+  upgraded=$((upgraded + 1))
+  echo "upgrade: $old -> $current keeps every row, matches a fresh install, consumption continues"
+done
+[ "$upgraded" -gt 0 ] || { echo "upgrade: no earlier release in tests/upgrade" >&2; exit 1; }
