@@ -13,7 +13,9 @@ use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::datum::Interval;
-use pgrx::{AnyNumeric, JsonB, PgTupleDesc, Uuid};
+use pgrx::{AnyNumeric, PgTupleDesc, Uuid};
+
+use crate::jsonb::Jsonb;
 
 use crate::batch::parse_batch;
 use crate::claims::subject_from_claims;
@@ -39,7 +41,7 @@ fn consume(
     metric: Option<&str>,
     amount: default!(Option<i64>, 1),
     idempotency_key: default!(Option<&str>, "NULL"),
-    metadata: default!(Option<JsonB>, "NULL"),
+    metadata: default!(Option<Jsonb>, "NULL"),
 ) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
     sql_call(|| {
         let request = Request::new(subject, metric, amount, None)?;
@@ -74,7 +76,7 @@ fn record(
     amount: Option<i64>,
     idempotency_key: default!(Option<&str>, "NULL"),
     occurred_at: default!(Option<TimestampWithTimeZone>, "pg_catalog.now()"),
-    metadata: default!(Option<JsonB>, "NULL"),
+    metadata: default!(Option<Jsonb>, "NULL"),
 ) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
     sql_call(|| {
         let occurred_at = to_micros(required(occurred_at, "occurred_at")?, "occurred_at")?;
@@ -89,10 +91,10 @@ fn record(
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn record_batch(
-    events: Option<JsonB>,
+    events: Option<Jsonb>,
 ) -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.decision")>, ErrorReport> {
     sql_call(|| {
-        let events = parse_batch(&required(events, "events")?.0)?;
+        let events = parse_batch(&required(events, "events")?.parse("events")?)?;
         // Every event is validated before the first one is written.
         let requests = events
             .iter()
@@ -111,8 +113,12 @@ fn record_batch(
                 .zip(&events)
                 .enumerate()
                 .map(|(index, ((request, key), event))| {
-                    let metadata = event.metadata.clone().map(JsonB);
-                    spend(client, request, Mode::Record, *key, metadata)
+                    event
+                        .metadata
+                        .clone()
+                        .map(Jsonb::from_value)
+                        .transpose()
+                        .and_then(|metadata| spend(client, request, Mode::Record, *key, metadata))
                         .map_err(|error| error.in_context(&format!("events[{index}]")))
                 })
                 .collect::<QResult<Vec<_>>>()
@@ -223,7 +229,7 @@ fn validate_idempotency_key(key: &str) -> QResult<&str> {
 }
 
 /// consume and record: decide, pay, and write the ledger row.
-fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, metadata: Option<JsonB>) -> QResult<Decision> {
+fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Decision> {
     if let Some(key) = key {
         store::lock_idempotency_key(client, request.subject, key)?;
         if let Some(original) = store::find_replay(client, request.subject, key)? {
@@ -232,7 +238,6 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     }
     let fast_path = mode == Mode::Consume && store::fast_path_installed(client)?;
     if fast_path {
-        let metadata = metadata.as_ref().map(|m| JsonB(m.0.clone()));
         if let Some(decided) = store::fast_consume(client, request.subject, request.metric, request.amount, request.now, key, metadata)? {
             return Ok(decided);
         }
@@ -285,7 +290,7 @@ fn write_event(
     window: Window,
     grants: Option<&[(Uuid, i64)]>,
     key: Option<&str>,
-    metadata: Option<JsonB>,
+    metadata: Option<Jsonb>,
     reservation_id: Option<Uuid>,
 ) -> QResult<Decision> {
     let kind = if decision.allowed { mode.event_kind() } else { "denial" };
@@ -791,13 +796,13 @@ fn my_check(
 #[search_path(pg_catalog, pg_temp)]
 fn create_plan(
     plan: Option<&str>,
-    limits: default!(Option<JsonB>, "'{}'"),
+    limits: default!(Option<Jsonb>, "'{}'"),
     is_default: default!(Option<bool>, false),
 ) -> Result<(), ErrorReport> {
     sql_call(|| {
         let plan = required(plan, "plan")?;
         validate_plan_name(plan)?;
-        let limits = parse_limits(&required(limits, "limits")?.0)?;
+        let limits = parse_limits(&required(limits, "limits")?.parse("limits")?)?;
         let is_default = required(is_default, "is_default")?;
         Spi::connect_mut(|client| {
             if is_default {
@@ -820,10 +825,10 @@ fn create_plan(
 /// Adds or replaces limits of an existing plan; metrics not named keep their limits.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn set_limits(plan: Option<&str>, limits: Option<JsonB>) -> Result<(), ErrorReport> {
+fn set_limits(plan: Option<&str>, limits: Option<Jsonb>) -> Result<(), ErrorReport> {
     sql_call(|| {
         let plan = required(plan, "plan")?;
-        let limits = parse_limits(&required(limits, "limits")?.0)?;
+        let limits = parse_limits(&required(limits, "limits")?.parse("limits")?)?;
         Spi::connect_mut(|client| {
             require_plan(client, plan)?;
             upsert_limits(client, plan, &limits)

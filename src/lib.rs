@@ -16,6 +16,7 @@ pub mod window;
 
 mod api;
 mod error;
+mod jsonb;
 mod store;
 
 ::pgrx::pg_module_magic!(name, version);

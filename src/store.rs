@@ -12,7 +12,9 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use pgrx::{JsonB, Uuid};
+use pgrx::Uuid;
+
+use crate::jsonb::Jsonb;
 
 use crate::decide::{Decision, Reason};
 use crate::error::{QResult, QuotaError};
@@ -181,7 +183,7 @@ thread_local! {
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (subject, metric, window_start)
          DO UPDATE SET used = c.used + excluded.used
-               WHERE $6::int8 IS NULL OR (c.held = 0 AND c.used <= $6::int8)
+               WHERE c.held = 0 AND ($6::int8 IS NULL OR c.used <= $6::int8)
          RETURNING c.used",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID,
           PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID],
@@ -400,7 +402,7 @@ pub fn fast_consume(
     amount: i64,
     now: Micros,
     key: Option<&str>,
-    metadata: Option<JsonB>,
+    metadata: Option<Jsonb>,
 ) -> QResult<Option<Decision>> {
     let args = [subject.into(), metric.into(), amount.into(), timestamp(now)?.into(), key.into(), metadata.into()];
     let decided = query_row(client, &FAST_CONSUME, &args, decision_from_row)?;
@@ -624,7 +626,7 @@ pub struct EventRow<'a> {
     pub decision: &'a Decision,
     pub window: Window,
     pub idempotency_key: Option<&'a str>,
-    pub metadata: Option<JsonB>,
+    pub metadata: Option<Jsonb>,
     pub reservation_id: Option<Uuid>,
 }
 

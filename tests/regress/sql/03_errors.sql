@@ -75,3 +75,11 @@ SELECT regexp_replace(try($$SELECT quota.require(s(33), 'calls')$$), '\d{4}-\d\d
 UPDATE quota.plans SET is_default = false;
 SELECT try($$SELECT quota.require(s(34), 'calls')$$);
 SELECT count(*) AS audit_mismatches FROM quota.audit();
+
+-- JSON nested deeper than 128 levels (found by the fuzzer: it used to be XX000) is a
+-- client error; metadata is stored as it came, however deep.
+SELECT try(format('SELECT quota.set_limits(%L, %L)', 'errs', repeat('[', 200) || repeat(']', 200)));
+SELECT try(format('SELECT quota.record_batch(%L)', repeat('[', 200) || repeat(']', 200)));
+SELECT quota.assign_plan(s(35), 'errs');
+SELECT allowed FROM quota.consume(s(35), 'calls', 1, metadata => (repeat('[', 200) || repeat(']', 200))::jsonb);
+SELECT jsonb_typeof(metadata) FROM quota.events WHERE subject = s(35) AND kind = 'consume';

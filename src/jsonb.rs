@@ -1,0 +1,80 @@
+//! jsonb arguments kept as PostgreSQL's own values.
+//!
+//! pgrx's `JsonB` converts every argument to a `serde_json::Value` before the function
+//! runs, and panics (SQLSTATE XX000) on JSON that serde_json refuses, such as arrays nested
+//! deeper than 128 levels. `Jsonb` keeps the datum: metadata is passed on to SQL as it came,
+//! without a round trip, and only what pg_quota reads (limits, batches) is parsed, with a
+//! 22023 error instead of a panic.
+
+use std::ffi::CStr;
+
+use pgrx::callconv::{Arg, ArgAbi};
+use pgrx::nullable::Nullable;
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin};
+use pgrx::{FromDatum, IntoDatum, JsonB};
+
+use crate::error::{QResult, QuotaError};
+
+/// A non-NULL jsonb value, valid for the duration of the SQL call that received or made it.
+#[derive(Debug, Clone, Copy)]
+pub struct Jsonb(Datum);
+
+impl Jsonb {
+    /// A jsonb made from a parsed value (e.g. one event's metadata in record_batch).
+    pub fn from_value(value: serde_json::Value) -> QResult<Self> {
+        JsonB(value).into_datum().map(Jsonb).ok_or_else(|| QuotaError::internal("jsonb conversion returned NULL"))
+    }
+
+    /// The value, parsed; `what` names the argument in the error.
+    pub fn parse(self, what: &str) -> QResult<serde_json::Value> {
+        // SAFETY: self.0 is a jsonb datum alive for this call; jsonb_out detoasts it and
+        // returns a palloc'd C string.
+        let text = unsafe {
+            let Some(out) = pgrx::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(self.0)]) else {
+                return Err(QuotaError::internal("jsonb_out returned NULL"));
+            };
+            CStr::from_ptr(out.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy().into_owned()
+        };
+        serde_json::from_str(&text).map_err(|error| {
+            QuotaError::invalid(format!("{what} cannot be read: {error}"))
+                .with_hint("JSON nested more than 128 levels deep is not accepted.")
+        })
+    }
+}
+
+impl FromDatum for Jsonb {
+    unsafe fn from_polymorphic_datum(datum: Datum, is_null: bool, _typoid: Oid) -> Option<Self> {
+        (!is_null).then_some(Jsonb(datum))
+    }
+}
+
+impl IntoDatum for Jsonb {
+    fn into_datum(self) -> Option<Datum> {
+        Some(self.0)
+    }
+
+    fn type_oid() -> Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+// SAFETY: the argument is a jsonb datum, which is all FromDatum reads.
+unsafe impl<'fcx> ArgAbi<'fcx> for Jsonb {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+// SAFETY: maps to SQL's jsonb, the type FromDatum and IntoDatum handle.
+unsafe impl SqlTranslatable for Jsonb {
+    const TYPE_IDENT: &'static str = concat!(module_path!(), "::Jsonb");
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+}
