@@ -14,7 +14,7 @@ RUNAS     := $(if $(filter 0,$(shell id -u)),--runas postgres,)
 SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-signup
+.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-signup reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -40,6 +40,7 @@ test: deps test-rust install test-sql test-pg18
 test-rust:
 	@mkdir -p $(PGRX_DATA) && { [ -z "$(RUNAS)" ] || chown postgres $(PGRX_DATA); }
 	cargo pgrx test pg15 $(RUNAS) --pgdata $(PGRX_DATA)/data
+	cargo test --release -q --manifest-path tests/harness/Cargo.toml
 
 # pg_regress suites and concurrency tests against a real running server.
 test-sql: cluster-start
@@ -67,3 +68,14 @@ test-pg18:
 # What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).
 bench-signup: install cluster-start
 	@bash bench/signup.sh $(CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+
+# The long forms of the simulator, the fuzzer and the crash test (docs/reliability.md), on
+# PostgreSQL 15 with the release build: about 15 minutes.
+LONG_SEEDS ?= 1 2 3 4 5
+reliability-long: install cluster-start
+	@export PGHOST=$(CLUSTER) PGPORT=$(PORT) PGUSER=postgres; status=0; \
+	  cargo build --release -q --manifest-path tests/harness/Cargo.toml && \
+	  for seed in $(LONG_SEEDS); do tests/harness/target/release/simulate --seed $$seed --ops 25000 --connections 8 || status=1; done; \
+	  tests/harness/target/release/fuzz --calls 500000 || status=1; \
+	  CRASHES=20 bash tests/crash.sh $(CLUSTER)-crash $$(($(PORT) + 100)) || status=1; \
+	  bash scripts/cluster.sh stop $(CLUSTER); exit $$status

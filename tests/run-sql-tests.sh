@@ -28,7 +28,15 @@ regress_count=$((regress_count + $(echo $specs | wc -w)))
 bash tests/concurrency/run.sh
 bash tests/dump_restore.sh
 bash tests/upgrade.sh
+# Seeded randomized simulation against a reference model, bad-input fuzzing, and crashes
+# under load (tests/harness; long forms: make reliability-long). A seed is random unless
+# SEED is set; every run prints it.
+cargo build --release -q --manifest-path tests/harness/Cargo.toml
+harness=tests/harness/target/release
+"$harness/simulate" ${SEED:+--seed "$SEED"} --ops "${SIM_OPS:-2000}" --connections 4
+"$harness/fuzz" ${SEED:+--seed "$SEED"} --calls "${FUZZ_CALLS:-10000}"
+bash tests/crash.sh "$PGHOST-crash" $((PGPORT + 100))
 # Keeps make bench working: a seconds-long run of the same harness (figures not kept).
 bash bench/run.sh "$PGHOST" "$PGPORT" smoke >/dev/null
 echo "bench smoke: ok"
-echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 4)) passed, 0 failed"
+echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 7)) passed, 0 failed"

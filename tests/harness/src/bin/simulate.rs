@@ -1,0 +1,739 @@
+//! Seeded randomized simulation of pg_quota against a reference model.
+//!
+//!     simulate [--seed N] [--ops N] [--connections N] [--db NAME]
+//!
+//! Each connection (one thread) owns a disjoint set of subjects and applies a random
+//! sequence of operations to them, generated from the seed: consume, check, record,
+//! grant, revoke, reserve, settle, release, reset, plan changes, overrides, retries with
+//! the same idempotency key, transactions and savepoints rolled back, bad input. The model
+//! below (written from the product contract, not from the extension's code) predicts every
+//! decision on owned subjects exactly, whatever the interleaving. All connections also
+//! hammer a few shared subjects, where only invariants can be checked. At the end every
+//! invariant is checked through SQL and the database is compared with the model.
+//! A failure prints the seed and the command that replays the same operations.
+
+use std::collections::HashMap;
+use std::thread;
+
+use pg_quota_harness::{connect, seed_from, sqlstate, Rng};
+use postgres::{Client, Row};
+use uuid::Uuid;
+
+const METRICS: [&str; 3] = ["calls", "tokens", "free"];
+/// Plan limits per metric: None = the plan lacks the metric (allowance 0), Some(None) =
+/// unlimited. "calls" and "free" are lifetime windows, "tokens" yearly: none rolls over
+/// during a run.
+const PLANS: [(&str, [Option<Option<i64>>; 3]); 2] =
+    [("sim_a", [Some(Some(20)), Some(Some(1000)), Some(None)]), ("sim_b", [Some(Some(50)), Some(Some(200)), None])];
+const EXPIRIES: [Option<&str>; 3] = [None, Some("2100-01-01 00:00:00+00"), Some("2101-01-01 00:00:00+00")];
+const SHARED_SUBJECTS: usize = 2;
+const SHARED_ALLOWANCE: i64 = 20; // sim_a calls
+
+type Fail = String;
+
+fn fail<T>(what: impl Into<String>) -> Result<T, Fail> {
+    Err(what.into())
+}
+
+fn db(e: postgres::Error) -> Fail {
+    format!("unexpected error: {e} (SQLSTATE {:?})", sqlstate(&e))
+}
+
+#[derive(Debug, Clone)]
+struct Grant {
+    id: Uuid,
+    metric: usize,
+    remaining: i64,
+    priority: i32,
+    expiry: usize,
+    seq: u64,
+    revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Hold {
+    id: Uuid,
+    metric: usize,
+    amount: i64,
+    epoch: usize,
+    open: bool,
+}
+
+/// What the model says a call decides.
+#[derive(Debug, Clone, PartialEq)]
+struct Expected {
+    allowed: bool,
+    from_allowance: i64,
+    from_grants: i64,
+    overage: i64,
+    used: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Subject {
+    id: Uuid,
+    plan: usize,
+    /// Usage per window of each metric; a reset starts a new one.
+    used: [Vec<i64>; 3],
+    overrides: [Option<Option<i64>>; 3],
+    grants: Vec<Grant>,
+    holds: Vec<Hold>,
+    /// Committed keys: (metric, amount, decision).
+    keys: HashMap<String, (usize, i64, Expected)>,
+}
+
+/// How a payment is made: allowance, then grants in spending order, then overage.
+struct Payment {
+    expected: Expected,
+    taken: Vec<(usize, i64)>,
+}
+
+impl Subject {
+    fn new(id: Uuid) -> Self {
+        Subject {
+            id,
+            plan: 0,
+            used: [vec![0], vec![0], vec![0]],
+            overrides: [None; 3],
+            grants: Vec::new(),
+            holds: Vec::new(),
+            keys: HashMap::new(),
+        }
+    }
+
+    fn allowance(&self, metric: usize) -> Option<i64> {
+        match self.overrides[metric] {
+            Some(allowance) => allowance,
+            None => PLANS[self.plan].1[metric].unwrap_or(Some(0)),
+        }
+    }
+
+    fn epoch(&self, metric: usize) -> usize {
+        self.used[metric].len() - 1
+    }
+
+    /// Usable grants of a metric in spending order (indexes into self.grants).
+    fn spending_order(&self, metric: usize) -> Vec<usize> {
+        let mut usable: Vec<usize> = (0..self.grants.len())
+            .filter(|&i| self.grants[i].metric == metric && !self.grants[i].revoked && self.grants[i].remaining > 0)
+            .collect();
+        // Lower priority first, then soonest expiry (never-expiring last), then oldest.
+        let expiry_rank = |g: &Grant| if EXPIRIES[g.expiry].is_none() { usize::MAX } else { g.expiry };
+        usable.sort_by_key(|&i| (self.grants[i].priority, expiry_rank(&self.grants[i]), self.grants[i].seq));
+        usable
+    }
+
+    fn held(&self, metric: usize, epoch: usize, except: Option<Uuid>) -> i64 {
+        self.holds.iter().filter(|h| h.open && h.metric == metric && h.epoch == epoch && Some(h.id) != except).map(|h| h.amount).sum()
+    }
+
+    fn grants_left(&self, metric: usize) -> i64 {
+        self.spending_order(metric).iter().map(|&i| self.grants[i].remaining).sum()
+    }
+
+    /// Pays `amount` in window `epoch` after the holds there take their share (allowance room
+    /// first, then grants). None when it cannot be paid and overage is not allowed.
+    fn pay(&self, metric: usize, epoch: usize, amount: i64, overage_allowed: bool, except: Option<Uuid>) -> Option<Payment> {
+        let order = self.spending_order(metric);
+        let mut balances: Vec<i64> = order.iter().map(|&i| self.grants[i].remaining).collect();
+        let used = self.used[metric][epoch];
+        let mut rest_holds = self.held(metric, epoch, except);
+        let room = self.allowance(metric).map(|allowance| {
+            let room = (allowance - used).max(0);
+            let from_room = rest_holds.min(room);
+            rest_holds -= from_room;
+            for balance in balances.iter_mut() {
+                let taken = rest_holds.min(*balance);
+                *balance -= taken;
+                rest_holds -= taken;
+            }
+            room - from_room
+        });
+        let from_allowance = room.map_or(amount, |room| amount.min(room));
+        let mut rest = amount - from_allowance;
+        let mut taken = Vec::new();
+        for (position, balance) in balances.iter().enumerate() {
+            let take = rest.min(*balance);
+            if take > 0 {
+                taken.push((order[position], take));
+                rest -= take;
+            }
+        }
+        if rest > 0 && !overage_allowed {
+            return None;
+        }
+        let from_grants = amount - from_allowance - rest;
+        let expected = Expected { allowed: true, from_allowance, from_grants, overage: rest, used: used + from_allowance + rest };
+        Some(Payment { expected, taken })
+    }
+
+    fn apply(&mut self, metric: usize, epoch: usize, payment: &Payment) {
+        self.used[metric][epoch] = payment.expected.used;
+        for (grant, take) in &payment.taken {
+            self.grants[*grant].remaining -= take;
+        }
+    }
+
+    fn denial(&self, metric: usize) -> Expected {
+        let used = self.used[metric][self.epoch(metric)];
+        Expected { allowed: false, from_allowance: 0, from_grants: 0, overage: 0, used }
+    }
+}
+
+fn decision(row: &Row) -> Expected {
+    Expected {
+        allowed: row.get("allowed"),
+        from_allowance: row.get("from_allowance"),
+        from_grants: row.get("from_grants"),
+        overage: row.get("overage"),
+        used: row.get("used"),
+    }
+}
+
+const DECISION: &str = "allowed, from_allowance, from_grants, overage, used, remaining, reserved, replayed";
+
+fn compare(op: &str, expected: &Expected, got: &Expected) -> Result<(), Fail> {
+    if expected == got {
+        Ok(())
+    } else {
+        fail(format!("{op}: model expected {expected:?}, pg_quota returned {got:?}"))
+    }
+}
+
+/// One connection's share of the run.
+struct Worker {
+    index: usize,
+    rng: Rng,
+    client: Client,
+    subjects: Vec<Subject>,
+    shared: Vec<Uuid>,
+    grant_seq: u64,
+    key_seq: u64,
+    counts: HashMap<&'static str, u64>,
+    /// Shared-subject calls acknowledged: (event_id, from_allowance, from_grants, overage, kind).
+    acknowledged: Vec<(i64, i64, i64, i64, &'static str)>,
+    granted_shared: i64,
+    /// The operations applied, printed when one fails.
+    trace: Vec<String>,
+}
+
+impl Worker {
+    fn count(&mut self, kind: &'static str) {
+        *self.counts.entry(kind).or_default() += 1;
+        self.trace.push(kind.to_string());
+    }
+
+    fn new_key(&mut self) -> String {
+        self.key_seq += 1;
+        // Keys with odd characters too: they are opaque text.
+        format!("w{}-k{}-ключ-🔑", self.index, self.key_seq)
+    }
+
+    fn step(&mut self) -> Result<(), Fail> {
+        if self.rng.chance(15) {
+            return self.shared_step();
+        }
+        let s = self.rng.below(self.subjects.len() as u64) as usize;
+        let metric = self.rng.below(3) as usize;
+        self.trace.push(format!("subject {s} {}:", METRICS[metric]));
+        match self.rng.below(100) {
+            0..=29 => self.consume(s, metric),
+            30..=37 => self.check(s, metric),
+            38..=45 => self.record(s, metric),
+            46..=53 => self.grant(s, metric),
+            54..=56 => self.revoke(s),
+            57..=64 => self.reserve(s, metric),
+            65..=70 => self.settle(s),
+            71..=74 => self.release(s),
+            75..=77 => self.reset(s, metric),
+            78..=80 => self.assign(s),
+            81..=85 => self.set_override(s, metric),
+            86..=91 => self.rolled_back(s, metric),
+            92..=95 => self.savepoint(s, metric),
+            _ => self.bad_input(s),
+        }
+    }
+
+    fn consume(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("consume");
+        let amount = self.rng.range(1, 8);
+        // A retry of an earlier key (same or different request), a new key, or none.
+        let earlier: Vec<String> = self.subjects[s].keys.keys().cloned().collect();
+        if !earlier.is_empty() && self.rng.chance(15) {
+            let key = self.rng.pick(&earlier).clone();
+            let (k_metric, k_amount, original) = self.subjects[s].keys[&key].clone();
+            let same = self.rng.chance(70);
+            let (metric, amount) = if same { (k_metric, k_amount) } else { (k_metric, k_amount + 1) };
+            let sql = format!("SELECT {DECISION} FROM quota.consume($1, $2, $3, $4)");
+            let result = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount, &key]);
+            return match (same, result) {
+                (true, Ok(row)) if row.get::<_, bool>("replayed") => compare("consume retry", &original, &decision(&row)),
+                (true, Ok(_)) => fail(format!("consume retry with key {key}: not replayed")),
+                (false, Err(e)) if sqlstate(&e).as_deref() == Some("23505") => {
+                    self.count("key reused: 23505");
+                    Ok(())
+                }
+                (false, other) => fail(format!("key {key} reused for another amount: expected 23505, got {other:?}")),
+                (true, Err(e)) => Err(db(e)),
+            };
+        }
+        let key = if self.rng.chance(40) { Some(self.new_key()) } else { None };
+        let sql = format!("SELECT {DECISION} FROM quota.consume($1, $2, $3, $4)");
+        let row = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount, &key]).map_err(db)?;
+        let subject = &mut self.subjects[s];
+        let epoch = subject.epoch(metric);
+        let expected = match subject.pay(metric, epoch, amount, false, None) {
+            Some(payment) => {
+                subject.apply(metric, epoch, &payment);
+                payment.expected
+            }
+            None => subject.denial(metric),
+        };
+        let got = decision(&row);
+        compare(&format!("consume {} {} {amount}", subject.id, METRICS[metric]), &expected, &got)?;
+        let (allowance, reserved) = (subject.allowance(metric), subject.held(metric, epoch, None));
+        let remaining = allowance.map(|a| ((a - expected.used).max(0) + subject.grants_left(metric) - reserved).max(0));
+        if row.get::<_, Option<i64>>("remaining") != remaining || row.get::<_, i64>("reserved") != reserved {
+            return fail(format!("consume: remaining/reserved {:?}/{} expected {remaining:?}/{reserved}", row.get::<_, Option<i64>>("remaining"), row.get::<_, i64>("reserved")));
+        }
+        if let (Some(key), true) = (key, expected.allowed) {
+            subject.keys.insert(key, (metric, amount, expected));
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("check");
+        let amount = self.rng.range(1, 10);
+        let sql = format!("SELECT {DECISION} FROM quota.check($1, $2, $3)");
+        let row = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount]).map_err(db)?;
+        let subject = &self.subjects[s];
+        let epoch = subject.epoch(metric);
+        let expected = subject.pay(metric, epoch, amount, false, None).map_or_else(|| subject.denial(metric), |p| p.expected);
+        compare("check", &expected, &decision(&row))
+    }
+
+    fn record(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("record");
+        let amount = self.rng.range(1, 10);
+        let key = if self.rng.chance(30) { Some(self.new_key()) } else { None };
+        let sql = format!("SELECT {DECISION} FROM quota.record($1, $2, $3, $4)");
+        let row = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount, &key]).map_err(db)?;
+        let subject = &mut self.subjects[s];
+        let epoch = subject.epoch(metric);
+        let payment = subject.pay(metric, epoch, amount, true, None).ok_or("record must never be denied")?;
+        subject.apply(metric, epoch, &payment);
+        compare("record", &payment.expected, &decision(&row))?;
+        if let Some(key) = key {
+            subject.keys.insert(key, (metric, amount, payment.expected));
+        }
+        Ok(())
+    }
+
+    fn grant(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("grant");
+        let (amount, priority, expiry) = (self.rng.range(1, 20), self.rng.range(0, 2) as i32, self.rng.below(3) as usize);
+        let id: Uuid = self
+            .client
+            .query_one(
+                "SELECT quota.grant($1, $2, $3, $4::text::timestamptz, $5)",
+                &[&self.subjects[s].id, &METRICS[metric], &amount, &EXPIRIES[expiry], &priority],
+            )
+            .map_err(db)?
+            .get(0);
+        self.grant_seq += 1;
+        let seq = self.grant_seq;
+        self.subjects[s].grants.push(Grant { id, metric, remaining: amount, priority, expiry, seq, revoked: false });
+        Ok(())
+    }
+
+    fn revoke(&mut self, s: usize) -> Result<(), Fail> {
+        let open: Vec<usize> = (0..self.subjects[s].grants.len()).filter(|&i| !self.subjects[s].grants[i].revoked).collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        self.count("revoke_grant");
+        let g = *self.rng.pick(&open);
+        self.client.execute("SELECT quota.revoke_grant($1)", &[&self.subjects[s].grants[g].id]).map_err(db)?;
+        self.subjects[s].grants[g].revoked = true;
+        Ok(())
+    }
+
+    fn reserve(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("reserve");
+        let amount = self.rng.range(1, 8);
+        let row = self
+            .client
+            .query_one(
+                "SELECT reservation_id, allowed, reserved FROM quota.reserve($1, $2, $3, interval '1 hour')",
+                &[&self.subjects[s].id, &METRICS[metric], &amount],
+            )
+            .map_err(db)?;
+        let subject = &mut self.subjects[s];
+        let epoch = subject.epoch(metric);
+        let allowed = subject.pay(metric, epoch, amount, false, None).is_some();
+        if row.get::<_, bool>("allowed") != allowed {
+            return fail(format!("reserve {amount} {}: model says allowed={allowed}, pg_quota {}", METRICS[metric], !allowed));
+        }
+        if allowed {
+            let id: Uuid = row.get("reservation_id");
+            subject.holds.push(Hold { id, metric, amount, epoch, open: true });
+            if row.get::<_, i64>("reserved") != subject.held(metric, epoch, None) {
+                return fail("reserve: reserved differs from the model's holds");
+            }
+        }
+        Ok(())
+    }
+
+    fn pick_hold(&mut self, s: usize) -> Option<usize> {
+        let open: Vec<usize> = (0..self.subjects[s].holds.len()).filter(|&i| self.subjects[s].holds[i].open).collect();
+        (!open.is_empty()).then(|| *self.rng.pick(&open))
+    }
+
+    fn settle(&mut self, s: usize) -> Result<(), Fail> {
+        let Some(h) = self.pick_hold(s) else { return Ok(()) };
+        self.count("settle");
+        let hold = self.subjects[s].holds[h].clone();
+        let actual = if self.rng.chance(30) { None } else { Some(self.rng.range(1, 12)) };
+        let sql = format!("SELECT {DECISION} FROM quota.settle($1, $2)");
+        let row = self.client.query_one(&sql, &[&hold.id, &actual]).map_err(db)?;
+        let subject = &mut self.subjects[s];
+        let amount = actual.unwrap_or(hold.amount);
+        let payment = subject.pay(hold.metric, hold.epoch, amount, true, Some(hold.id)).ok_or("settle must never be refused")?;
+        subject.apply(hold.metric, hold.epoch, &payment);
+        subject.holds[h].open = false;
+        compare("settle", &payment.expected, &decision(&row))?;
+        // Settling again with the same amount replays; with another one is a conflict.
+        let again = self.client.query_one(&sql, &[&hold.id, &Some(amount)]).map_err(db)?;
+        compare("settle replay", &payment.expected, &decision(&again))
+    }
+
+    fn release(&mut self, s: usize) -> Result<(), Fail> {
+        let Some(h) = self.pick_hold(s) else { return Ok(()) };
+        self.count("release");
+        let id = self.subjects[s].holds[h].id;
+        self.client.execute("SELECT quota.release($1)", &[&id]).map_err(db)?;
+        self.subjects[s].holds[h].open = false;
+        match self.client.execute("SELECT quota.release($1)", &[&id]) {
+            Err(e) if sqlstate(&e).as_deref() == Some("22023") => Ok(()),
+            other => fail(format!("release twice: expected 22023, got {other:?}")),
+        }
+    }
+
+    fn reset(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("reset");
+        self.client.execute("SELECT quota.reset($1, $2)", &[&self.subjects[s].id, &METRICS[metric]]).map_err(db)?;
+        self.subjects[s].used[metric].push(0);
+        Ok(())
+    }
+
+    fn assign(&mut self, s: usize) -> Result<(), Fail> {
+        self.count("assign_plan");
+        let plan = 1 - self.subjects[s].plan;
+        self.client.execute("SELECT quota.assign_plan($1, $2)", &[&self.subjects[s].id, &PLANS[plan].0]).map_err(db)?;
+        self.subjects[s].plan = plan;
+        Ok(())
+    }
+
+    fn set_override(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        let id = self.subjects[s].id;
+        if self.subjects[s].overrides[metric].is_some() && self.rng.chance(40) {
+            self.count("clear_override");
+            self.client.execute("SELECT quota.clear_override($1, $2)", &[&id, &METRICS[metric]]).map_err(db)?;
+            self.subjects[s].overrides[metric] = None;
+            return Ok(());
+        }
+        self.count("set_override");
+        let allowance = if self.rng.chance(15) { None } else { Some(self.rng.range(0, 30)) };
+        self.client.execute("SELECT quota.set_override($1, $2, $3)", &[&id, &METRICS[metric], &allowance]).map_err(db)?;
+        self.subjects[s].overrides[metric] = Some(allowance);
+        Ok(())
+    }
+
+    /// A transaction that consumes, grants and resets, then rolls back: nothing may stay.
+    fn rolled_back(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("rolled back");
+        let before = self.subjects[s].clone();
+        let (key, amount) = (self.new_key(), self.rng.range(1, 8));
+        let id = before.id;
+        self.client.batch_execute("BEGIN").map_err(db)?;
+        let sql = format!("SELECT {DECISION} FROM quota.consume($1, $2, $3, $4)");
+        let row = self.client.query_one(&sql, &[&id, &METRICS[metric], &amount, &key]).map_err(db)?;
+        let epoch = before.epoch(metric);
+        let expected = before.pay(metric, epoch, amount, false, None).map_or_else(|| before.denial(metric), |p| p.expected);
+        compare("consume in a rolled-back transaction", &expected, &decision(&row))?;
+        self.client.execute("SELECT quota.grant($1, $2, 100)", &[&id, &METRICS[metric]]).map_err(db)?;
+        self.client.execute("SELECT quota.reset($1, $2)", &[&id, &METRICS[metric]]).map_err(db)?;
+        self.client.batch_execute("ROLLBACK").map_err(db)?;
+        // The key was never committed: the same key is decided afresh, on the old state.
+        let check = format!("SELECT {DECISION} FROM quota.check($1, $2, $3)");
+        let row = self.client.query_one(&check, &[&id, &METRICS[metric], &amount]).map_err(db)?;
+        compare("check after rollback", &expected, &decision(&row))
+    }
+
+    /// A savepoint rolled back inside a committed transaction: only what follows it counts.
+    fn savepoint(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("savepoint");
+        let id = self.subjects[s].id;
+        let (lost, kept) = (self.rng.range(1, 8), self.rng.range(1, 8));
+        let sql = format!("SELECT {DECISION} FROM quota.consume($1, $2, $3)");
+        self.client.batch_execute("BEGIN; SAVEPOINT s").map_err(db)?;
+        self.client.query_one(&sql, &[&id, &METRICS[metric], &lost]).map_err(db)?;
+        self.client.batch_execute("ROLLBACK TO SAVEPOINT s").map_err(db)?;
+        let row = self.client.query_one(&sql, &[&id, &METRICS[metric], &kept]).map_err(db)?;
+        self.client.batch_execute("COMMIT").map_err(db)?;
+        let subject = &mut self.subjects[s];
+        let epoch = subject.epoch(metric);
+        let expected = match subject.pay(metric, epoch, kept, false, None) {
+            Some(payment) => {
+                subject.apply(metric, epoch, &payment);
+                payment.expected
+            }
+            None => subject.denial(metric),
+        };
+        compare("consume after a rolled-back savepoint", &expected, &decision(&row))
+    }
+
+    fn bad_input(&mut self, s: usize) -> Result<(), Fail> {
+        self.count("bad input");
+        let id = self.subjects[s].id;
+        let cases: [(&str, i64, &str); 4] =
+            [("calls", 0, "22023"), ("calls", -5, "22023"), ("no_such_metric", 1, "42704"), ("Bad Name", 1, "22023")];
+        let (metric, amount, state) = *self.rng.pick(&cases);
+        match self.client.query_one("SELECT allowed FROM quota.consume($1, $2, $3)", &[&id, &metric, &amount]) {
+            Err(e) if sqlstate(&e).as_deref() == Some(state) => Ok(()),
+            other => fail(format!("consume({metric}, {amount}): expected SQLSTATE {state}, got {other:?}")),
+        }
+    }
+
+    /// Shared subjects: every connection at once; only what is acknowledged is remembered.
+    fn shared_step(&mut self) -> Result<(), Fail> {
+        let subject = *self.rng.pick(&self.shared);
+        let amount = self.rng.range(1, 5);
+        let (kind, sql) = match self.rng.below(10) {
+            0 => {
+                self.count("shared grant");
+                self.client.execute("SELECT quota.grant($1, 'calls', $2)", &[&subject, &amount]).map_err(db)?;
+                self.granted_shared += amount;
+                return Ok(());
+            }
+            1 => ("record", "SELECT event_id, from_allowance, from_grants, overage, allowed FROM quota.record($1, 'calls', $2)"),
+            _ => ("consume", "SELECT event_id, from_allowance, from_grants, overage, allowed FROM quota.consume($1, 'calls', $2)"),
+        };
+        self.count(if kind == "record" { "shared record" } else { "shared consume" });
+        let row = self.client.query_one(sql, &[&subject, &amount]).map_err(db)?;
+        let kind = if row.get::<_, bool>("allowed") { kind } else { "denial" };
+        self.acknowledged.push((row.get(0), row.get(1), row.get(2), row.get(3), kind));
+        Ok(())
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
+    let mut admin = connect("postgres").map_err(db)?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname}")).map_err(db)?;
+    admin.batch_execute(&format!("CREATE DATABASE {dbname}")).map_err(db)?;
+    let mut client = connect(dbname).map_err(db)?;
+    client.batch_execute("CREATE EXTENSION pg_quota").map_err(db)?;
+    for (index, (plan, limits)) in PLANS.iter().enumerate() {
+        let mut json = serde_json::Map::new();
+        for (metric, limit) in METRICS.iter().zip(limits) {
+            if let Some(limit) = limit {
+                let per = if *metric == "tokens" { "year" } else { "lifetime" };
+                json.insert(metric.to_string(), serde_json::json!({"limit": limit, "per": per}));
+            }
+        }
+        client
+            .execute("SELECT quota.create_plan($1, $2, $3)", &[plan, &serde_json::Value::Object(json), &(index == 0)])
+            .map_err(db)?;
+    }
+    for subject in shared {
+        client.execute("SELECT quota.assign_plan($1, 'sim_a')", &[subject]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Invariants over the whole database, and the owned subjects against the model.
+fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<(), Fail> {
+    let mismatches = client.query("SELECT subject, metric, item, stored::text, from_ledger::text FROM quota.audit()", &[]).map_err(db)?;
+    if let Some(row) = mismatches.first() {
+        let (subject, metric, item): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
+        return fail(format!("quota.audit(): {} mismatches, first {subject} {metric} {item}", mismatches.len()));
+    }
+    let twice: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT FROM quota.events WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record')
+              GROUP BY subject, idempotency_key HAVING count(*) > 1) AS t",
+            &[],
+        )
+        .map_err(db)?
+        .get(0);
+    if twice > 0 {
+        return fail(format!("{twice} idempotency keys charged more than once"));
+    }
+    for worker in workers {
+        for subject in &worker.subjects {
+            for (metric, name) in METRICS.iter().enumerate() {
+                let epoch = subject.epoch(metric);
+                let row = client
+                    .query_opt("SELECT used, reserved FROM quota.usage($1) WHERE metric = $2", &[&subject.id, name])
+                    .map_err(db)?;
+                let in_plan = PLANS[subject.plan].1[metric].is_some();
+                if let Some(row) = row {
+                    let (used, reserved): (i64, i64) = (row.get(0), row.get(1));
+                    if used != subject.used[metric][epoch] || reserved != subject.held(metric, epoch, None) {
+                        return fail(format!(
+                            "{} {name}: database used/reserved {used}/{reserved}, model {}/{}",
+                            subject.id,
+                            subject.used[metric][epoch],
+                            subject.held(metric, epoch, None)
+                        ));
+                    }
+                } else if in_plan {
+                    return fail(format!("{} {name}: missing from quota.usage()", subject.id));
+                }
+                let keys = client
+                    .query("SELECT idempotency_key, amount FROM quota.events WHERE subject = $1 AND metric = $2 AND idempotency_key IS NOT NULL AND kind IN ('consume', 'record')", &[&subject.id, name])
+                    .map_err(db)?;
+                let expected_keys = subject.keys.values().filter(|(m, _, _)| *m == metric).count();
+                if keys.len() != expected_keys {
+                    return fail(format!("{} {name}: {} keys in the ledger, model {expected_keys}", subject.id, keys.len()));
+                }
+            }
+            for grant in &subject.grants {
+                let remaining: i64 =
+                    client.query_one("SELECT remaining FROM quota.grants WHERE grant_id = $1", &[&grant.id]).map_err(db)?.get(0);
+                if remaining != grant.remaining {
+                    return fail(format!("grant {}: remaining {remaining}, model {}", grant.id, grant.remaining));
+                }
+            }
+        }
+    }
+    // Shared subjects: every acknowledged call is in the ledger as it was answered, and
+    // nothing else is; the allowance was never exceeded; grants paid no more than given.
+    let mut acknowledged: Vec<(i64, i64, i64, i64, &str)> = workers.iter().flat_map(|w| w.acknowledged.iter().cloned()).collect();
+    acknowledged.sort();
+    let ledger: Vec<(i64, i64, i64, i64, String)> = client
+        .query(
+            "SELECT event_id, from_allowance, from_grants, overage, kind FROM quota.events
+              WHERE subject = ANY($1) AND kind IN ('consume', 'record', 'denial') ORDER BY event_id",
+            &[&shared],
+        )
+        .map_err(db)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let ledger_view: Vec<(i64, i64, i64, i64, &str)> = ledger.iter().map(|(a, b, c, d, k)| (*a, *b, *c, *d, k.as_str())).collect();
+    if ledger_view != acknowledged {
+        return fail(format!("shared subjects: {} acknowledged calls, {} ledger rows, or they differ", acknowledged.len(), ledger.len()));
+    }
+    for subject in shared {
+        let (from_allowance, from_grants): (i64, i64) = {
+            let row = client
+                .query_one(
+                    "SELECT coalesce(sum(from_allowance), 0)::int8, coalesce(sum(from_grants), 0)::int8 FROM quota.events
+                      WHERE subject = $1 AND kind IN ('consume', 'record')",
+                    &[subject],
+                )
+                .map_err(db)?;
+            (row.get(0), row.get(1))
+        };
+        if from_allowance > SHARED_ALLOWANCE {
+            return fail(format!("shared subject {subject}: {from_allowance} taken from an allowance of {SHARED_ALLOWANCE}"));
+        }
+        let granted: i64 = client
+            .query_one("SELECT coalesce(sum(amount), 0)::int8 FROM quota.grants WHERE subject = $1", &[subject])
+            .map_err(db)?
+            .get(0);
+        if from_grants > granted {
+            return fail(format!("shared subject {subject}: grants paid {from_grants} of {granted} given"));
+        }
+    }
+    let given: i64 = workers.iter().map(|w| w.granted_shared).sum();
+    let granted: i64 =
+        client.query_one("SELECT coalesce(sum(amount), 0)::int8 FROM quota.grants WHERE subject = ANY($1)", &[&shared]).map_err(db)?.get(0);
+    if given != granted {
+        return fail(format!("shared subjects: {given} granted by the workers, {granted} in quota.grants"));
+    }
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seed = seed_from(arg(&args, "--seed"));
+    let ops: u64 = arg(&args, "--ops").and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let connections: usize = arg(&args, "--connections").and_then(|v| v.parse().ok()).unwrap_or(4);
+    let dbname = arg(&args, "--db").unwrap_or_else(|| "pgq_simulate".into());
+    println!("simulate: seed={seed} ops={ops} per connection, connections={connections}");
+    let reproduce = format!("simulate --seed {seed} --ops {ops} --connections {connections} --db {dbname}");
+    let started = std::time::Instant::now();
+    let mut rng = Rng::new(seed);
+    let shared: Vec<Uuid> = (0..SHARED_SUBJECTS).map(|_| rng.uuid()).collect();
+    let outcome = setup(&dbname, &shared).and_then(|()| {
+        let handles: Vec<_> = (0..connections)
+            .map(|index| {
+                // Each connection's generator is seeded from the run's: independent streams.
+                let mut rng = Rng::new(rng.next_u64());
+                let subjects: Vec<Subject> = (0..4).map(|_| Subject::new(rng.uuid())).collect();
+                let (shared, dbname) = (shared.clone(), dbname.clone());
+                thread::spawn(move || -> Result<Worker, Fail> {
+                    let client = connect(&dbname).map_err(db)?;
+                    let mut worker = Worker {
+                        index,
+                        rng,
+                        client,
+                        subjects,
+                        shared,
+                        grant_seq: 0,
+                        key_seq: 0,
+                        counts: HashMap::new(),
+                        acknowledged: Vec::new(),
+                        granted_shared: 0,
+                        trace: Vec::new(),
+                    };
+                    for op in 0..ops {
+                        worker.step().map_err(|e| {
+                            let last = &worker.trace[worker.trace.len().saturating_sub(24)..];
+                            format!("connection {index}, operation {op}: {e}\n  last operations: {last:?}")
+                        })?;
+                    }
+                    Ok(worker)
+                })
+            })
+            .collect();
+        let workers: Vec<Worker> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a connection thread panicked".into())))
+            .collect::<Result<_, _>>()?;
+        let mut client = connect(&dbname).map_err(db)?;
+        verify(&mut client, &workers, &shared)?;
+        Ok(workers)
+    });
+    match outcome {
+        Ok(workers) => {
+            let mut counts: HashMap<&str, u64> = HashMap::new();
+            for worker in &workers {
+                for (kind, n) in &worker.counts {
+                    *counts.entry(kind).or_default() += n;
+                }
+            }
+            let mut counts: Vec<_> = counts.into_iter().collect();
+            counts.sort();
+            let detail: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!(
+                "simulate: ok, seed={seed}, {} operations over {connections} connections in {:.1}s, model agrees, invariants hold [{}]",
+                ops * connections as u64,
+                started.elapsed().as_secs_f64(),
+                detail.join(", ")
+            );
+        }
+        Err(why) => {
+            eprintln!("simulate: {why}");
+            eprintln!("simulate: FAILED seed={seed} (reproduce: {reproduce})");
+            std::process::exit(1);
+        }
+    }
+}
