@@ -66,6 +66,21 @@ pub fn connect(dbname: &str) -> Result<Client, postgres::Error> {
     Client::connect(&format!("host={host} port={port} user={user} dbname={dbname}"), NoTls)
 }
 
+/// A fresh database with pg_quota installed, and a connection to it.
+pub fn fresh_database(dbname: &str) -> Result<Client, postgres::Error> {
+    let mut admin = connect("postgres")?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname}"))?;
+    admin.batch_execute(&format!("CREATE DATABASE {dbname}"))?;
+    let mut client = connect(dbname)?;
+    client.batch_execute("CREATE EXTENSION pg_quota")?;
+    Ok(client)
+}
+
+/// The value after `--name` on the command line.
+pub fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
 /// The SQLSTATE of a server error, None for a lost connection or a client-side error.
 pub fn sqlstate(error: &postgres::Error) -> Option<String> {
     error.as_db_error().map(|db| db.code().code().to_string())

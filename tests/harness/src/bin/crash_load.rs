@@ -15,7 +15,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pg_quota_harness::{connect, seed_from, sqlstate, Rng};
+use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 use postgres::Client;
 use uuid::Uuid;
 
@@ -32,10 +32,6 @@ fn connection_lost(error: &postgres::Error) -> bool {
             None => true,
             Some(state) => state.starts_with("08") || state.starts_with("57P"),
         }
-}
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
 fn reconnect(dbname: &str) -> Result<Client, String> {
@@ -111,11 +107,7 @@ impl Worker {
 }
 
 fn setup(dbname: &str, subjects: &[Uuid]) -> Result<(), postgres::Error> {
-    let mut admin = connect("postgres")?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname}"))?;
-    admin.batch_execute(&format!("CREATE DATABASE {dbname}"))?;
-    let mut client = connect(dbname)?;
-    client.batch_execute("CREATE EXTENSION pg_quota")?;
+    let mut client = fresh_database(dbname)?;
     let limits = serde_json::json!({"calls": {"limit": ALLOWANCE, "per": "lifetime"}});
     client.execute("SELECT quota.create_plan('crash', $1, true)", &[&limits])?;
     for subject in subjects.iter().step_by(2) {

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use pg_quota_harness::{connect, seed_from, sqlstate, Rng};
+use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 use postgres::Client;
 
 /// Every function the README documents (trigger functions are exercised by the SQL suites).
@@ -26,10 +26,6 @@ const DOCUMENTED: [&str; 26] = [
 /// Functions that must return a value whenever they do not raise.
 const NEVER_NULL: [&str; 9] = ["consume", "check", "require", "record", "reserve", "settle", "give_back", "grant", "expire_reservations"];
 const SUBJECT: &str = "00000000-0000-0000-0000-00000000f00d";
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
 
 /// Values for a parameter of type `ty`, as text (None = NULL).
 fn pool(ty: &str, reservation: &str, grant: &str) -> Vec<Option<String>> {
@@ -109,13 +105,9 @@ fn functions(client: &mut Client) -> Result<Vec<Function>, postgres::Error> {
 }
 
 fn setup(dbname: &str) -> Result<(String, String), postgres::Error> {
-    let mut admin = connect("postgres")?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname}"))?;
-    admin.batch_execute(&format!("CREATE DATABASE {dbname}"))?;
-    let mut client = connect(dbname)?;
+    let mut client = fresh_database(dbname)?;
     client.batch_execute(&format!(
-        "CREATE EXTENSION pg_quota;
-         SELECT quota.create_plan('fz', '{{\"calls\": {{\"limit\": 100, \"per\": \"day\"}},
+        "SELECT quota.create_plan('fz', '{{\"calls\": {{\"limit\": 100, \"per\": \"day\"}},
                                           \"tokens\": {{\"limit\": 1000, \"per\": \"month\", \"anchor\": \"subscription\"}},
                                           \"wallet\": {{\"limit\": 0, \"per\": \"lifetime\"}}}}', true);
          SELECT quota.create_plan('other_plan', '{{\"calls\": {{\"limit\": null}}}}');

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::thread;
 
-use pg_quota_harness::{connect, seed_from, sqlstate, Rng};
+use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 use postgres::{Client, Row};
 use uuid::Uuid;
 
@@ -528,16 +528,8 @@ impl Worker {
     }
 }
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
 fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
-    let mut admin = connect("postgres").map_err(db)?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {dbname}")).map_err(db)?;
-    admin.batch_execute(&format!("CREATE DATABASE {dbname}")).map_err(db)?;
-    let mut client = connect(dbname).map_err(db)?;
-    client.batch_execute("CREATE EXTENSION pg_quota").map_err(db)?;
+    let mut client = fresh_database(dbname).map_err(db)?;
     for (index, (plan, limits)) in PLANS.iter().enumerate() {
         let mut json = serde_json::Map::new();
         for (metric, limit) in METRICS.iter().zip(limits) {
