@@ -12,6 +12,8 @@ CLUSTER18 ?= /tmp/pgq-cluster18
 PORT18    ?= 54330
 RUNAS     := $(if $(filter 0,$(shell id -u)),--runas postgres,)
 SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
+# PostgreSQL 18's binaries first in PATH.
+WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
 .PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-signup reliability-long
@@ -43,8 +45,8 @@ test-rust:
 	cargo test --release -q --manifest-path tests/harness/Cargo.toml
 
 # pg_regress suites and concurrency tests against a real running server.
-test-sql: cluster-start
-	@bash tests/run-sql-tests.sh $(CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+test-sql:
+	@bash scripts/run-on-cluster.sh $(CLUSTER) $(PORT) tests/run-sql-tests.sh
 
 # pg_quota against the hand-written floor and PL/pgSQL (docs/benchmarks.md). A separate
 # cluster with fsync on, so that commits cost what they cost. Takes about 15 minutes.
@@ -60,22 +62,15 @@ test-pg18:
 	@mkdir -p $(PGRX_DATA)18 && { [ -z "$(RUNAS)" ] || chown postgres $(PGRX_DATA)18; }
 	cargo pgrx test pg18 $(RUNAS) --pgdata $(PGRX_DATA)18/data
 	cargo pgrx install --pg-config "$$(bash scripts/pg18-config.sh)" $(SUDO)
-	@export PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"; \
-	  bash scripts/cluster.sh stop $(CLUSTER18); rm -rf $(CLUSTER18); \
-	  bash scripts/cluster.sh start $(CLUSTER18) $(PORT18) || exit 1; \
-	  bash tests/run-sql-tests.sh $(CLUSTER18) $(PORT18); status=$$?; bash scripts/cluster.sh stop $(CLUSTER18); exit $$status
+	@$(WITH_PG18) bash scripts/run-on-cluster.sh $(CLUSTER18) $(PORT18) tests/run-sql-tests.sh
 
 # What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).
 bench-signup: install cluster-start
 	@bash bench/signup.sh $(CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
 
 # The long forms of the simulator, the fuzzer and the crash test (docs/reliability.md), on
-# PostgreSQL 15 with the release build: about 15 minutes.
-LONG_SEEDS ?= 1 2 3 4 5
-reliability-long: install cluster-start
-	@export PGHOST=$(CLUSTER) PGPORT=$(PORT) PGUSER=postgres; status=0; \
-	  cargo build --release -q --manifest-path tests/harness/Cargo.toml && \
-	  for seed in $(LONG_SEEDS); do tests/harness/target/release/simulate --seed $$seed --ops 25000 --connections 8 || status=1; done; \
-	  tests/harness/target/release/fuzz --calls 500000 || status=1; \
-	  CRASHES=20 bash tests/crash.sh $(CLUSTER)-crash $$(($(PORT) + 100)) || status=1; \
-	  bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+# PostgreSQL 15 and 18 (release builds): about 25 minutes.
+reliability-long: install
+	@bash scripts/run-on-cluster.sh $(CLUSTER) $(PORT) tests/reliability-long.sh
+	cargo pgrx install --release --pg-config "$$(bash scripts/pg18-config.sh)" $(SUDO)
+	@$(WITH_PG18) bash scripts/run-on-cluster.sh $(CLUSTER18) $(PORT18) tests/reliability-long.sh
