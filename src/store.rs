@@ -72,11 +72,12 @@ impl Kept {
     }
 }
 
-/// The columns of an event that make up its decision, read by `decision_from_row`.
+/// The columns of an event that make up its decision, read by `decision_from_row`; the
+/// domain-typed ones cast to their base types, which is what pgrx reads.
 macro_rules! decision_columns {
     () => {
-        "metric, amount, from_allowance, from_grants, used, allowance, remaining,
-         window_start, window_end, reason, event_id, overage, reserved, kind"
+        "metric, amount::bigint, from_allowance::bigint, from_grants::bigint, used, allowance, remaining,
+         window_start, window_end, reason, event_id, overage::bigint, reserved, kind::text"
     };
 }
 

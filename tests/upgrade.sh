@@ -21,6 +21,12 @@ rows() {
   done
 }
 
+# The file behind each table: a rewrite gives a table a new one.
+storage() {
+  command psql -X -qtA -d "$1" -c "SELECT string_agg(relname || '=' || pg_catalog.pg_relation_filenode(oid), ' ' ORDER BY relname)
+                                     FROM pg_catalog.pg_class WHERE relnamespace = 'quota'::regnamespace AND relkind = 'r'"
+}
+
 psql -d postgres -c "DROP DATABASE IF EXISTS pgq_upgrade_fresh" -c "CREATE DATABASE pgq_upgrade_fresh"
 psql -d pgq_upgrade_fresh -c "CREATE EXTENSION pg_quota"
 command psql -X -qtA -d pgq_upgrade_fresh -f tests/upgrade/catalog.sql >target/upgrade-fresh.catalog
@@ -50,7 +56,11 @@ SELECT quota.assign_plan('00000000-0000-0000-0000-000000000004', 'pro', now() - 
 SELECT quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 7);
 SQL
   rows "$db" >target/upgrade-before.rows
+  files_before=$(storage "$db")
   psql -d "$db" -c "ALTER EXTENSION pg_quota UPDATE"
+  # An upgrade must not rewrite tables: on a large ledger that is a long exclusive lock.
+  [ "$(storage "$db")" = "$files_before" ] \
+    || { echo "upgrade from $old rewrote tables: $files_before -> $(storage "$db")" >&2; exit 1; }
   version=$(command psql -X -qtA -d "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_quota'")
   [ "$version" = "$current" ] || { echo "upgrade from $old ended at version $version, not $current" >&2; exit 1; }
   rows "$db" >target/upgrade-after.rows

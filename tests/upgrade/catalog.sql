@@ -23,8 +23,14 @@ SELECT 'index ' || pg_catalog.pg_get_indexdef(i.indexrelid)
   FROM pg_catalog.pg_index AS i JOIN pg_catalog.pg_class AS c ON c.oid = i.indrelid
  WHERE c.relnamespace = 'quota'::regnamespace
 UNION ALL
-SELECT 'constraint ' || c.conrelid::regclass || ' ' || pg_catalog.pg_get_constraintdef(c.oid)
+SELECT 'constraint ' || CASE WHEN c.conrelid <> 0 THEN c.conrelid::regclass::text ELSE c.contypid::regtype::text END
+       || ' ' || c.conname || ' ' || pg_catalog.pg_get_constraintdef(c.oid) || ' validated=' || c.convalidated
   FROM pg_catalog.pg_constraint AS c WHERE c.connamespace = 'quota'::regnamespace
+UNION ALL
+SELECT 'type ' || t.oid::regtype || ' ' || t.typtype::text || ' base=' || coalesce(t.typbasetype::regtype::text, '')
+       || ' notnull=' || t.typnotnull || ' acl=' || coalesce(t.typacl::text, '')
+  FROM pg_catalog.pg_type AS t
+ WHERE t.typnamespace = 'quota'::regnamespace AND t.typtype IN ('d', 'e')
 UNION ALL
 SELECT 'trigger ' || pg_catalog.pg_get_triggerdef(t.oid)
   FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid

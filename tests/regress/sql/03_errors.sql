@@ -83,3 +83,17 @@ SELECT try(format('SELECT quota.record_batch(%L)', repeat('[', 200) || repeat(']
 SELECT quota.assign_plan(s(35), 'errs');
 SELECT allowed FROM quota.consume(s(35), 'calls', 1, metadata => (repeat('[', 200) || repeat(']', 200))::jsonb);
 SELECT jsonb_typeof(metadata) FROM quota.events WHERE subject = s(35) AND kind = 'consume';
+
+-- The ledger's own rules (domains on its columns) refuse what no pg_quota function writes,
+-- even from the table's owner.
+SELECT try($$INSERT INTO quota.events (subject, kind, metric, amount, window_start, used, reason)
+             VALUES (s(36), 'bogus', 'calls', 1, now(), 1, 'ok')$$);
+SELECT try($$INSERT INTO quota.events (subject, kind, metric, amount, window_start, used, reason)
+             VALUES (s(36), 'consume', 'calls', -1, now(), 1, 'ok')$$);
+SELECT try($$INSERT INTO quota.events (subject, kind, metric, amount, from_grants, window_start, used, reason)
+             VALUES (s(36), 'consume', 'calls', 1, -1, now(), 1, 'ok')$$);
+SELECT try($$INSERT INTO quota.events (subject, kind, metric, amount, window_start, used, reason, idempotency_key)
+             VALUES (s(36), 'consume', 'calls', 1, now(), 1, 'ok', '')$$);
+SELECT try($$INSERT INTO quota.reservations (subject, metric, amount, window_start, expires_at, idempotency_key)
+             VALUES (s(36), 'calls', 1, now(), now() + interval '1 minute', repeat('k', 256))$$);
+SELECT count(*) AS events_of_s36 FROM quota.events WHERE subject = s(36);
