@@ -88,7 +88,7 @@ CREATE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;
 -- Value rules of the ledger (and of reservation keys) are domains, not table CHECK
 -- constraints: PostgreSQL parses and plans a table's CHECK expressions again on every
 -- execution of an INSERT, a domain's once per session. On consume's one-statement path that
--- is about a tenth of its throughput (docs/benchmarks.md).
+-- is over a tenth of its throughput (docs/benchmarks.md).
 CREATE DOMAIN quota.idempotency_key AS text
     CONSTRAINT idempotency_key_check CHECK (length(VALUE) BETWEEN 1 AND 255);
 CREATE DOMAIN quota.event_kind AS text
