@@ -81,10 +81,6 @@ CREATE TABLE quota.counters (
 ) WITH (fillfactor = 80);
 CREATE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;
 
--- Holds taken by quota.reserve() before slow work (an AI call). A hold counts against what
--- others can consume in its window until it is settled, released, or expires_at passes.
--- 'expired' is written lazily by the next writer of the window, or by
--- quota.expire_reservations(); nothing depends on it.
 -- Value rules of the ledger (and of reservation keys) are domains, not table CHECK
 -- constraints: PostgreSQL parses and plans a table's CHECK expressions again on every
 -- execution of an INSERT, a domain's once per session. On consume's one-statement path that
@@ -96,6 +92,10 @@ CREATE DOMAIN quota.event_kind AS text
                                                  'give_back', 'denial', 'reset'));
 CREATE DOMAIN quota.event_amount AS bigint CONSTRAINT event_amount_check CHECK (VALUE >= 0);
 
+-- Holds taken by quota.reserve() before slow work (an AI call). A hold counts against what
+-- others can consume in its window until it is settled, released, or expires_at passes.
+-- 'expired' is written lazily by the next writer of the window, or by
+-- quota.expire_reservations(); nothing depends on it.
 CREATE TABLE quota.reservations (
     subject          uuid NOT NULL,
     reservation_id   uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
