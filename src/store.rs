@@ -81,6 +81,27 @@ macro_rules! decision_columns {
     };
 }
 
+/// The (subject $1, metric $2)'s counter row marked for consume's fast path, if it is the
+/// window that contains $4 and has no holds. At most one row of a (subject, metric) is
+/// marked, so this reads one row of the partial index counters_fast, however long the
+/// subject's history of windows.
+macro_rules! fast_window {
+    () => {
+        "subject = $1 AND metric = $2 AND fast AND held = 0
+                AND window_start <= $4 AND (window_end IS NULL OR window_end > $4)"
+    };
+}
+
+/// (subject, metric, amount, now, idempotency_key, metadata)
+const FAST_PATH_ARGS: &[PgBuiltInOids] = &[
+    PgBuiltInOids::UUIDOID,
+    PgBuiltInOids::TEXTOID,
+    PgBuiltInOids::INT8OID,
+    PgBuiltInOids::TIMESTAMPTZOID,
+    PgBuiltInOids::TEXTOID,
+    PgBuiltInOids::JSONBOID,
+];
+
 thread_local! {
     static LOCK_KEY: Kept = const { Kept::new(
         // Two-int form: its lock space is apart from applications' bigint advisory locks.
@@ -96,40 +117,36 @@ thread_local! {
         concat!("SELECT ", decision_columns!(), " FROM quota.events WHERE reservation_id = $1 AND kind = $2"),
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
     ) };
-    // consume's fast path: on the subject's current window, if marked fast (see
-    // quota.counters), take the amount from the cached allowance or deny, and write the
-    // ledger row, in one statement. A denial is decided on the row as the statement's
-    // snapshot saw it, as any read would be. Returns no row when the row is missing,
-    // unmarked, has holds, or a concurrent consumer took what the snapshot saw as free: the
-    // slow path then decides.
+    // consume's fast path, on the subject's current window if it is marked fast (see
+    // quota.counters): take the amount from the cached allowance and write the ledger row, in
+    // one statement, the same work as a hand-written conditional update. Returns no row when
+    // the window is not marked, has holds, or the amount does not fit: FAST_DENY, or else the
+    // slow path, decides then.
     static FAST_CONSUME: Kept = const { Kept::new(
-        concat!("WITH current AS (
-             SELECT window_start, window_end, used, allowance, held FROM quota.counters
-              WHERE subject = $1 AND metric = $2 AND fast
-                AND window_start <= $4 AND (window_end IS NULL OR window_end > $4)),
-         taken AS (
-             UPDATE quota.counters AS c SET used = c.used + $3
-               FROM current
-              WHERE c.subject = $1 AND c.metric = $2 AND c.window_start = current.window_start
-                AND c.fast AND c.held = 0 AND (c.allowance IS NULL OR c.used <= c.allowance - $3)
-             RETURNING c.used),
-         decided AS (
-             SELECT current.window_start, current.window_end, current.allowance,
-                    taken.used IS NOT NULL AS allowed, coalesce(taken.used, current.used) AS used
-               FROM current LEFT JOIN taken ON true
-              WHERE taken.used IS NOT NULL
-                 OR (current.held = 0 AND current.used > current.allowance - $3))
-         INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, from_grants, overage,
-                                   window_start, window_end, used, allowance, remaining, reason,
-                                   idempotency_key, metadata, reserved)
-         SELECT $1, CASE WHEN allowed THEN 'consume' ELSE 'denial' END, $2, $3,
-                CASE WHEN allowed THEN $3 ELSE 0 END, 0, 0, window_start, window_end, used, allowance,
-                CASE WHEN allowance IS NOT NULL THEN GREATEST(allowance - used, 0) END,
-                CASE WHEN allowed THEN 'ok' ELSE 'quota_exceeded' END, $5, $6, 0
-           FROM decided
+        concat!("WITH taken AS (
+             UPDATE quota.counters SET used = used + $3
+              WHERE ", fast_window!(), " AND (allowance IS NULL OR used <= allowance - $3)
+             RETURNING window_start, window_end, used, allowance)
+         INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
+                                   used, allowance, remaining, reason, idempotency_key, metadata)
+         SELECT $1, 'consume', $2, $3, $3, window_start, window_end, used, allowance, allowance - used, 'ok', $5, $6
+           FROM taken
          RETURNING ", decision_columns!()),
-        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::INT8OID, PgBuiltInOids::TIMESTAMPTZOID,
-          PgBuiltInOids::TEXTOID, PgBuiltInOids::JSONBOID],
+        FAST_PATH_ARGS,
+    ) };
+    // The fast path's denial: the marked window, read with a snapshot taken after
+    // FAST_CONSUME (a consumer it waited for has committed), has no room for the amount.
+    // Returns no row when it has room after all (a concurrent give-back or reset), holds, or
+    // no mark: the slow path decides then.
+    static FAST_DENY: Kept = const { Kept::new(
+        concat!("INSERT INTO quota.events (subject, kind, metric, amount, window_start, window_end, used, allowance,
+                                   remaining, reason, idempotency_key, metadata)
+         SELECT $1, 'denial', $2, $3, window_start, window_end, used, allowance, GREATEST(allowance - used, 0),
+                'quota_exceeded', $5, $6
+           FROM quota.counters
+          WHERE ", fast_window!(), " AND used > allowance - $3
+         RETURNING ", decision_columns!()),
+        FAST_PATH_ARGS,
     ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
     // the fast path: quota.forget_fast_path() takes the same keys exclusively.
@@ -185,7 +202,7 @@ thread_local! {
          ON CONFLICT (subject, metric, window_start)
          DO UPDATE SET used = c.used + excluded.used
                WHERE c.held = 0 AND ($6::int8 IS NULL OR c.used <= $6::int8)
-         RETURNING c.used",
+         RETURNING c.used::int8",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID,
           PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID],
     ) };
@@ -196,13 +213,13 @@ thread_local! {
         "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used)
          VALUES ($1, $2, $3, $4, 0)
          ON CONFLICT (subject, metric, window_start) DO UPDATE SET used = c.used
-         RETURNING c.used, c.held",
+         RETURNING c.used::int8, c.held::int8",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
     static ADJUST_COUNTER: Kept = const { Kept::new(
         "UPDATE quota.counters SET used = used + $4, held = held + $5
           WHERE subject = $1 AND metric = $2 AND window_start = $3
-         RETURNING used",
+         RETURNING used::int8",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID,
           PgBuiltInOids::INT8OID],
     ) };
@@ -260,7 +277,7 @@ thread_local! {
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::INT8OID, PgBuiltInOids::UUIDOID, PgBuiltInOids::INT8OID],
     ) };
     static READ_COUNTER: Kept = const { Kept::new(
-        "SELECT used, held FROM quota.counters WHERE subject = $1 AND metric = $2 AND window_start = $3",
+        "SELECT used::int8, held::int8 FROM quota.counters WHERE subject = $1 AND metric = $2 AND window_start = $3",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
     static INSERT_EVENT: Kept = const { Kept::new(
@@ -406,7 +423,10 @@ pub fn fast_consume(
     metadata: Option<Jsonb>,
 ) -> QResult<Option<Decision>> {
     let args = [subject.into(), metric.into(), amount.into(), timestamp(now)?.into(), key.into(), metadata.into()];
-    let decided = query_row(client, &FAST_CONSUME, &args, decision_from_row)?;
+    let mut decided = query_row(client, &FAST_CONSUME, &args, decision_from_row)?;
+    if decided.is_none() {
+        decided = query_row(client, &FAST_DENY, &args, decision_from_row)?;
+    }
     Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
 }
 

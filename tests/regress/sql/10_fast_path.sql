@@ -108,3 +108,31 @@ UPDATE quota.counters SET allowance = 99 WHERE subject = s(102);
 SELECT metric, item LIKE 'fast %' AS fast_item, stored, from_ledger FROM quota.audit();
 UPDATE quota.counters SET allowance = 0 WHERE subject = s(102);
 SELECT count(*) AS audit_mismatches FROM quota.audit();
+
+-- Which path decided, seen from outside: the slow path resolves the subject's plan (an
+-- index scan of quota.assignments), the fast path reads only the marked counter row. Also
+-- true of a subject with a long history of windows: the marked row is found alone.
+CREATE FUNCTION public.path_of(subject uuid, amount bigint DEFAULT 1) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    scans_before bigint := (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass);
+    decided quota.decision := quota.consume(subject, 'calls', amount);
+BEGIN
+    RETURN format('%s: allowed=%s used=%s reason=%s',
+                  CASE WHEN (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass)
+                            > scans_before THEN 'slow' ELSE 'fast' END,
+                  decided.allowed, decided.used, decided.reason);
+END $$;
+SELECT quota.assign_plan(s(103), 'fast_small');
+INSERT INTO quota.counters (subject, metric, window_start, window_end, used)
+SELECT s(103), 'calls', day, day + interval '1 day', 3
+  FROM generate_series(now() - interval '400 days', now() - interval '2 days', interval '1 day') AS day;
+SELECT path_of(s(103));
+SELECT path_of(s(103));
+SELECT path_of(s(103));
+SELECT path_of(s(103));
+SELECT path_of(s(103), 3);
+SELECT quota.grant(s(103), 'calls', 1) IS NOT NULL AS granted;
+SELECT path_of(s(103));
+SELECT path_of(s(103));
+DELETE FROM quota.counters WHERE subject = s(103) AND window_start < now() - interval '1 day';
+SELECT count(*) AS audit_mismatches FROM quota.audit();
