@@ -57,6 +57,18 @@ CREATE TABLE quota.resets (
     PRIMARY KEY (subject, metric, reset_at)
 );
 
+-- Value rules of counters, the ledger and reservation keys are domains, not table CHECK
+-- constraints: PostgreSQL parses and plans a table's CHECK expressions again on every
+-- execution of an INSERT or UPDATE, a domain's once per session. On consume's one-statement
+-- path that is over a tenth of its throughput (docs/benchmarks.md). Statements of pg_quota
+-- cast domain-typed columns to their base types where they read them.
+CREATE DOMAIN quota.units AS bigint CONSTRAINT units_check CHECK (VALUE >= 0);
+CREATE DOMAIN quota.idempotency_key AS text
+    CONSTRAINT idempotency_key_check CHECK (length(VALUE) BETWEEN 1 AND 255);
+CREATE DOMAIN quota.event_kind AS text
+    CONSTRAINT event_kind_check CHECK (VALUE IN ('consume', 'record', 'settle', 'reserve', 'release',
+                                                 'give_back', 'denial', 'reset'));
+
 -- Usage per window. Old windows stay as history; nothing deletes them.
 -- window_start is '-infinity' for a lifetime window that was never reset;
 -- window_end is NULL for lifetime windows. held is the sum of the window's reservations
@@ -73,24 +85,13 @@ CREATE TABLE quota.counters (
     metric       text NOT NULL,
     window_start timestamptz NOT NULL,
     window_end   timestamptz,
-    used         bigint NOT NULL CHECK (used >= 0),
-    held         bigint NOT NULL DEFAULT 0 CHECK (held >= 0),
+    used         quota.units NOT NULL,
+    held         quota.units NOT NULL DEFAULT 0,
     allowance    bigint,
     fast         boolean NOT NULL DEFAULT false,
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
 CREATE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;
-
--- Value rules of the ledger (and of reservation keys) are domains, not table CHECK
--- constraints: PostgreSQL parses and plans a table's CHECK expressions again on every
--- execution of an INSERT, a domain's once per session. On consume's one-statement path that
--- is over a tenth of its throughput (docs/benchmarks.md).
-CREATE DOMAIN quota.idempotency_key AS text
-    CONSTRAINT idempotency_key_check CHECK (length(VALUE) BETWEEN 1 AND 255);
-CREATE DOMAIN quota.event_kind AS text
-    CONSTRAINT event_kind_check CHECK (VALUE IN ('consume', 'record', 'settle', 'reserve', 'release',
-                                                 'give_back', 'denial', 'reset'));
-CREATE DOMAIN quota.event_amount AS bigint CONSTRAINT event_amount_check CHECK (VALUE >= 0);
 
 -- Holds taken by quota.reserve() before slow work (an AI call). A hold counts against what
 -- others can consume in its window until it is settled, released, or expires_at passes.
@@ -148,10 +149,10 @@ CREATE TABLE quota.events (
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     kind             quota.event_kind NOT NULL,
     metric           text NOT NULL,
-    amount           quota.event_amount NOT NULL,
-    from_allowance   quota.event_amount NOT NULL DEFAULT 0,
-    from_grants      quota.event_amount NOT NULL DEFAULT 0,
-    overage          quota.event_amount NOT NULL DEFAULT 0,
+    amount           quota.units NOT NULL,
+    from_allowance   quota.units NOT NULL DEFAULT 0,
+    from_grants      quota.units NOT NULL DEFAULT 0,
+    overage          quota.units NOT NULL DEFAULT 0,
     window_start     timestamptz NOT NULL,
     window_end       timestamptz,
     used             bigint NOT NULL,

@@ -97,3 +97,7 @@ SELECT try($$INSERT INTO quota.events (subject, kind, metric, amount, window_sta
 SELECT try($$INSERT INTO quota.reservations (subject, metric, amount, window_start, expires_at, idempotency_key)
              VALUES (s(36), 'calls', 1, now(), now() + interval '1 minute', repeat('k', 256))$$);
 SELECT count(*) AS events_of_s36 FROM quota.events WHERE subject = s(36);
+-- So do the counters' (a counter is never negative, nor what it holds).
+SELECT try($$UPDATE quota.counters SET used = -1 WHERE subject = s(35) AND metric = 'calls'$$);
+SELECT try($$UPDATE quota.counters SET held = -1 WHERE subject = s(35) AND metric = 'calls'$$);
+SELECT used, held FROM quota.counters WHERE subject = s(35) AND metric = 'calls';
