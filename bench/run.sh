@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: pg_quota side by side with the hand-written floor and the PL/pgSQL users write,
 # in one run, on one server. pgbench -M prepared, same -c/-j for every variant, several
-# runs per cell, median tps and latency percentiles from pgbench's per-transaction logs.
-# Correctness is checked after every cell. Nothing here fails on a timing.
+# runs per cell with the variants taking turns, median tps and latency percentiles from
+# pgbench's per-transaction logs. Correctness is checked after every cell. Nothing here
+# fails on a timing.
 #   bench/run.sh SOCKET_DIR PORT [full|smoke]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,51 +11,46 @@ export PGHOST=$1 PGPORT=$2 PGUSER=postgres PGOPTIONS='-c client_min_messages=war
 mode=${3:-full}
 clients=${BENCH_CLIENTS:-8} threads=2
 case "$mode" in
-  full)  seconds=${BENCH_SECONDS:-5} runs=${BENCH_RUNS:-3} workloads="uniform hot near" syncs=${BENCH_SYNCS:-"off on"} ;;
+  full)  seconds=${BENCH_SECONDS:-4} runs=${BENCH_RUNS:-5} workloads="uniform hot near" syncs=${BENCH_SYNCS:-"off on"} ;;
   smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
   *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
 esac
 variants=${BENCH_VARIANTS:-"floor plpgsql pg_quota pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce"}
 db=pgq_bench out=target/bench
 rm -rf "$out" && mkdir -p "$out/logs"
-psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+. bench/lib.sh
 psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 psql -d "$db" -f bench/setup.sql >/dev/null
 
 declare -A subject=([uniform]='random(1, 10000)' [hot]='0' [near]='random(20001, 30000)')
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 percentiles() {  # p50 p95 p99 of the latency column (us) of pgbench logs, in ms
   cat "$@" | awk '{print $3}' | sort -n | awk '{v[NR]=$1} END {
     printf "%.2f %.2f %.2f", v[int(NR*0.50)]/1000, v[int(NR*0.95)]/1000, v[int(NR*0.99)]/1000}'
 }
+
+checkpoint_before_each_run
 
 table=$out/results.tsv
 printf 'sync\tworkload\tvariant\ttps\tp50_ms\tp95_ms\tp99_ms\n' >"$table"
 declare -A tps_of
 for sync in $syncs; do
   for workload in $workloads; do
+    cell=$sync-$workload scripts=()
+    mkdir -p "$out/logs/$cell"
     for variant in $variants; do
-      script=$out/$variant-$workload.pgbench
-      { echo "\\set n ${subject[$workload]}"; cat "bench/scripts/$variant.pgbench"; } >"$script"
-      runs_tps=()
-      for run in $(seq "$runs"); do
-        prefix=$out/logs/$sync-$workload-$variant-$run
-        tps=$(PGOPTIONS="$PGOPTIONS -c synchronous_commit=$sync" command pgbench -n -M prepared \
-                -c "$clients" -j "$threads" -T "$seconds" -l --log-prefix="$prefix" -f "$script" "$db" 2>&1 \
-              | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-        [ -n "$tps" ] || { echo "bench: pgbench failed for $variant/$workload" >&2; exit 1; }
-        runs_tps+=("$tps")
-      done
-      psql -d "$db" -f bench/check.sql
-      tps=$(median "${runs_tps[@]}")
-      tps_of[$sync-$workload-$variant]=$tps
-      read -r p50 p95 p99 <<<"$(percentiles "$out"/logs/"$sync-$workload-$variant"-*)"
-      printf '%s\t%s\t%s\t%.0f\t%s\t%s\t%s\n' "$sync" "$workload" "$variant" "$tps" "$p50" "$p95" "$p99" | tee -a "$table"
+      { echo "\\set n ${subject[$workload]}"; cat "bench/scripts/$variant.pgbench"; } >"$out/$variant-$workload.pgbench"
+      scripts+=("$variant=$out/$variant-$workload.pgbench")
     done
+    alternate "$db" "$sync" "$runs" "$out/logs/$cell" "${scripts[@]}" >"$out/$cell.tps"
+    psql -d "$db" -f bench/check.sql
+    while read -r variant tps; do
+      tps_of[$cell-$variant]=$tps
+      read -r p50 p95 p99 <<<"$(percentiles "$out/logs/$cell/$variant"-*)"
+      printf '%s\t%s\t%s\t%.0f\t%s\t%s\t%s\n' "$sync" "$workload" "$variant" "$tps" "$p50" "$p95" "$p99" | tee -a "$table"
+    done <"$out/$cell.tps"
   done
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
 echo "ratios (median tps):"
 for sync in $syncs; do
@@ -87,14 +83,21 @@ psql -d "$db" -c "INSERT INTO quota.events (subject, kind, metric, amount, windo
                   SELECT s(900000 + n % 100000), 'denial', 'calls', 1, '-infinity', 0, 'quota_exceeded'
                     FROM generate_series(1, 10000000) AS n" -c "VACUUM ANALYZE quota.events"
 { echo "\\set n ${subject[uniform]}"; cat bench/scripts/pg_quota.pgbench; } >"$out/scaling.pgbench"
-scaled=()
-for run in $(seq "$runs"); do
-  scaled+=("$(PGOPTIONS="$PGOPTIONS -c synchronous_commit=off" command pgbench -n -M prepared -c "$clients" -j "$threads" \
-               -T "$seconds" -f "$out/scaling.pgbench" "$db" 2>&1 | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')")
-done
-at_10m=$(median "${scaled[@]}")
+at_10m=$(alternate "$db" off "$runs" "" "pg_quota=$out/scaling.pgbench" | cut -d' ' -f2)
 echo "ledger at 10M events: pg_quota uniform $(printf '%.0f' "$at_10m") tps," \
      "$(ratio "$at_10m" "${tps_of[off-uniform-pg_quota]}") of the same run before the 10M insert"
+
+# A year of history: 365 past daily windows for every uniform subject (3.65M counter rows).
+# The fast path finds the current window alone; it must not slow down as windows pile up.
+psql -d "$db" -c "INSERT INTO quota.counters (subject, metric, window_start, window_end, used)
+                  SELECT s(n), 'calls', w, w + interval '1 day', 0
+                    FROM generate_series(1, 10000) AS n,
+                         generate_series(date_trunc('day', now()) - interval '365 days',
+                                         date_trunc('day', now()) - interval '1 day', interval '1 day') AS w" \
+     -c "VACUUM ANALYZE quota.counters"
+with_history=$(alternate "$db" off "$runs" "" "pg_quota=$out/scaling.pgbench" | cut -d' ' -f2)
+echo "a year of daily windows per subject: pg_quota uniform $(printf '%.0f' "$with_history") tps," \
+     "$(ratio "$with_history" "$at_10m") of the run before them"
 
 # Memory: the backend's private memory (RssAnon; VmRSS also counts the shared buffers it
 # touched) after 1,000 consumes, then after 1,000,000 more, in one session that commits

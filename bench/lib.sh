@@ -1,0 +1,46 @@
+# Shared by the benchmark scripts (sourced). Expects PGHOST, PGPORT and PGUSER, and for
+# run_pgbench the variables clients, threads and seconds.
+
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+# A checkpoint that falls inside a run slows that run alone, by the full-page writes after
+# it. So the server requests none by WAL volume or time during a benchmark, and every run
+# starts right after one: every run of every variant pays the same.
+checkpoint_before_each_run() {
+  psql -d postgres -c "ALTER SYSTEM SET max_wal_size = '32GB'" -c "ALTER SYSTEM SET checkpoint_timeout = '1h'" \
+       -c "SELECT pg_catalog.pg_reload_conf()" >/dev/null
+}
+
+# One pgbench run, -M prepared, right after a checkpoint; prints its tps.
+#   run_pgbench DATABASE SCRIPT SYNCHRONOUS_COMMIT [LOG_PREFIX]
+run_pgbench() {
+  local tps
+  psql -d "$1" -c CHECKPOINT
+  tps=$(PGOPTIONS="${PGOPTIONS:-} -c synchronous_commit=$3" command pgbench -n -M prepared \
+          -c "$clients" -j "$threads" -T "$seconds" ${4:+-l --log-prefix="$4"} -f "$2" "$1" 2>&1 \
+        | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+  [ -n "$tps" ] || { echo "bench: pgbench failed: $2 on $1" >&2; return 1; }
+  echo "$tps"
+}
+
+# Runs NAME=FILE scripts in turns, run by run, so that none is measured on tables that only
+# the others grew; prints "NAME median_tps" per script, in the given order. With a LOG_DIR,
+# pgbench's per-transaction logs go to LOG_DIR/NAME-RUN.*.
+#   alternate DATABASE SYNCHRONOUS_COMMIT RUNS LOG_DIR|"" NAME=FILE...
+alternate() {
+  local db=$1 sync=$2 count=$3 logs=$4 pair name run
+  shift 4
+  declare -A all=()
+  for run in $(seq "$count"); do
+    for pair in "$@"; do
+      name=${pair%%=*}
+      all[$name]+="$(run_pgbench "$db" "${pair#*=}" "$sync" ${logs:+"$logs/$name-$run"}) "
+    done
+  done
+  for pair in "$@"; do
+    read -ra tps <<<"${all[${pair%%=*}]}"
+    echo "${pair%%=*} $(median "${tps[@]}")"
+  done
+}
