@@ -241,6 +241,15 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         if let Some(decided) = store::fast_consume(client, request.subject, request.metric, request.amount, request.now, key, metadata)? {
             return Ok(decided);
         }
+        // A marked window without room denies, as the slow path would; with room after all
+        // (a concurrent give-back or reset), or without a mark, the slow path decides.
+        if let Some(marked) = store::marked_window(client, request.subject, request.metric, request.now)? {
+            if !ceiling(marked.allowance, request.amount).admits(marked.used) {
+                let standing = Standing { used: marked.used, reserved: 0, grants_left: 0 };
+                let denied = request.decision(None, standing, marked.allowance, marked.window);
+                return write_event(client, request.subject, mode, denied, marked.window, None, key, metadata, None);
+            }
+        }
     }
     let mut governing = governing_with_assignment(client, request)?;
     // A window the fast path could decide on is marked, from a configuration resolved

@@ -82,25 +82,15 @@ macro_rules! decision_columns {
 }
 
 /// The (subject $1, metric $2)'s counter row marked for consume's fast path, if it is the
-/// window that contains $4 and has no holds. At most one row of a (subject, metric) is
+/// window that contains `now` and has no holds. At most one row of a (subject, metric) is
 /// marked, so this reads one row of the partial index counters_fast, however long the
 /// subject's history of windows.
 macro_rules! fast_window {
-    () => {
-        "subject = $1 AND metric = $2 AND fast AND held = 0
-                AND window_start <= $4 AND (window_end IS NULL OR window_end > $4)"
+    ($now:literal) => {
+        concat!("subject = $1 AND metric = $2 AND fast AND held = 0
+                AND window_start <= ", $now, " AND (window_end IS NULL OR window_end > ", $now, ")")
     };
 }
-
-/// (subject, metric, amount, now, idempotency_key, metadata)
-const FAST_PATH_ARGS: &[PgBuiltInOids] = &[
-    PgBuiltInOids::UUIDOID,
-    PgBuiltInOids::TEXTOID,
-    PgBuiltInOids::INT8OID,
-    PgBuiltInOids::TIMESTAMPTZOID,
-    PgBuiltInOids::TEXTOID,
-    PgBuiltInOids::JSONBOID,
-];
 
 thread_local! {
     static LOCK_KEY: Kept = const { Kept::new(
@@ -120,33 +110,25 @@ thread_local! {
     // consume's fast path, on the subject's current window if it is marked fast (see
     // quota.counters): take the amount from the cached allowance and write the ledger row, in
     // one statement, the same work as a hand-written conditional update. Returns no row when
-    // the window is not marked, has holds, or the amount does not fit: FAST_DENY, or else the
-    // slow path, decides then.
+    // the window is not marked, has holds, or the amount does not fit.
     static FAST_CONSUME: Kept = const { Kept::new(
         concat!("WITH taken AS (
              UPDATE quota.counters SET used = used + $3
-              WHERE ", fast_window!(), " AND (allowance IS NULL OR used <= allowance - $3)
+              WHERE ", fast_window!("$4"), " AND (allowance IS NULL OR used <= allowance - $3)
              RETURNING window_start, window_end, used, allowance)
          INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
                                    used, allowance, remaining, reason, idempotency_key, metadata)
          SELECT $1, 'consume', $2, $3, $3, window_start, window_end, used, allowance, allowance - used, 'ok', $5, $6
            FROM taken
          RETURNING ", decision_columns!()),
-        FAST_PATH_ARGS,
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::INT8OID, PgBuiltInOids::TIMESTAMPTZOID,
+          PgBuiltInOids::TEXTOID, PgBuiltInOids::JSONBOID],
     ) };
-    // The fast path's denial: the marked window, read with a snapshot taken after
-    // FAST_CONSUME (a consumer it waited for has committed), has no room for the amount.
-    // Returns no row when it has room after all (a concurrent give-back or reset), holds, or
-    // no mark: the slow path decides then.
-    static FAST_DENY: Kept = const { Kept::new(
-        concat!("INSERT INTO quota.events (subject, kind, metric, amount, window_start, window_end, used, allowance,
-                                   remaining, reason, idempotency_key, metadata)
-         SELECT $1, 'denial', $2, $3, window_start, window_end, used, allowance, GREATEST(allowance - used, 0),
-                'quota_exceeded', $5, $6
-           FROM quota.counters
-          WHERE ", fast_window!(), " AND used > allowance - $3
-         RETURNING ", decision_columns!()),
-        FAST_PATH_ARGS,
+    // After FAST_CONSUME found nothing to take: the marked window, read with a fresh
+    // snapshot (a consumer that FAST_CONSUME waited for has committed).
+    static MARKED_WINDOW: Kept = const { Kept::new(
+        concat!("SELECT window_start, window_end, used::int8, allowance FROM quota.counters WHERE ", fast_window!("$3")),
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
     // the fast path: quota.forget_fast_path() takes the same keys exclusively.
@@ -412,7 +394,7 @@ pub fn fast_path_installed(client: &SpiClient) -> QResult<bool> {
     Ok(installed)
 }
 
-/// consume's fast path: the decision, or None when the slow path must decide.
+/// consume's fast path: the decision when the marked window pays, else None.
 pub fn fast_consume(
     client: &SpiClient,
     subject: Uuid,
@@ -423,11 +405,27 @@ pub fn fast_consume(
     metadata: Option<Jsonb>,
 ) -> QResult<Option<Decision>> {
     let args = [subject.into(), metric.into(), amount.into(), timestamp(now)?.into(), key.into(), metadata.into()];
-    let mut decided = query_row(client, &FAST_CONSUME, &args, decision_from_row)?;
-    if decided.is_none() {
-        decided = query_row(client, &FAST_DENY, &args, decision_from_row)?;
-    }
+    let decided = query_row(client, &FAST_CONSUME, &args, decision_from_row)?;
     Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
+}
+
+/// A window marked for the fast path: its usage and the effective allowance cached in it.
+pub struct MarkedWindow {
+    pub window: Window,
+    pub used: i64,
+    pub allowance: Option<i64>,
+}
+
+/// The (subject, metric)'s window marked for the fast path at `now`, if any (see MARKED_WINDOW).
+pub fn marked_window(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<Option<MarkedWindow>> {
+    query_row(client, &MARKED_WINDOW, &[subject.into(), metric.into(), timestamp(now)?.into()], |row| {
+        let end = row.get::<TimestampWithTimeZone>(2)?.map(|t| to_micros(t, "window_end")).transpose()?;
+        Ok(MarkedWindow {
+            window: Window { start: from_window_key(not_null(row, 1)?)?, end },
+            used: not_null(row, 3)?,
+            allowance: row.get(4)?,
+        })
+    })
 }
 
 /// Waits for configuration changes of the subject in flight (see LOCK_FAST_PATH).
