@@ -29,8 +29,6 @@ ALTER TABLE breakdown_plain_types
     ALTER kind TYPE text, ALTER amount TYPE bigint, ALTER from_allowance TYPE bigint,
     ALTER from_grants TYPE bigint, ALTER overage TYPE bigint, ALTER idempotency_key TYPE text;
 SQL
-checkpoint_before_each_run
-
 script() {  # NAME FILE: the file with the uniform subject prepended, as NAME=PATH
   { echo '\set n random(1, 10000)'; cat "$2"; } >"$out/$1.pgbench"
   echo "$1=$out/$1.pgbench"

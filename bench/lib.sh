@@ -5,15 +5,10 @@ psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
-# A checkpoint that falls inside a run slows that run alone, by the full-page writes after
-# it. So the server requests none by WAL volume or time during a benchmark, and every run
-# starts right after one: every run of every variant pays the same.
-checkpoint_before_each_run() {
-  psql -d postgres -c "ALTER SYSTEM SET max_wal_size = '32GB'" -c "ALTER SYSTEM SET checkpoint_timeout = '1h'" \
-       -c "SELECT pg_catalog.pg_reload_conf()" >/dev/null
-}
-
-# One pgbench run, -M prepared, right after a checkpoint; prints its tps.
+# One pgbench run, -M prepared, right after a checkpoint; prints its tps. A checkpoint that
+# fell inside a run would slow that run alone by the full-page writes after it: benchmark
+# clusters request none while a benchmark runs (scripts/cluster.sh), and every run starts
+# right after one, so that every run of every variant pays the same.
 #   run_pgbench DATABASE SCRIPT SYNCHRONOUS_COMMIT [LOG_PREFIX]
 run_pgbench() {
   local tps

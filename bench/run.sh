@@ -28,8 +28,6 @@ percentiles() {  # p50 p95 p99 of the latency column (us) of pgbench logs, in ms
     printf "%.2f %.2f %.2f", v[int(NR*0.50)]/1000, v[int(NR*0.95)]/1000, v[int(NR*0.99)]/1000}'
 }
 
-checkpoint_before_each_run
-
 table=$out/results.tsv
 printf 'sync\tworkload\tvariant\ttps\tp50_ms\tp95_ms\tp99_ms\n' >"$table"
 declare -A tps_of

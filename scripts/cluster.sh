@@ -2,7 +2,9 @@
 # A throwaway PostgreSQL 15 cluster for the demo and the SQL-level tests.
 #   scripts/cluster.sh start DIR PORT   initdb (if needed) and start; socket in DIR
 #   scripts/cluster.sh stop DIR         stop immediately
-# Tests run with fsync=off; benchmarks set FSYNC=on so that commits cost what they cost.
+# Tests run with fsync=off. Benchmarks set BENCH=1: fsync on, so that commits cost what they
+# cost, and no checkpoint requested by WAL volume or time while they run (bench/lib.sh starts
+# every run right after one).
 # initdb refuses to run as root, so as root the cluster belongs to the postgres user.
 set -euo pipefail
 
@@ -15,6 +17,8 @@ as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@
 case "$action" in
 start)
   port=$3
+  settings="-c fsync=off"
+  [ "${BENCH:-0}" = 1 ] && settings="-c fsync=on -c max_wal_size=32GB -c checkpoint_timeout=1h"
   mkdir -p "$dir"
   [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
@@ -22,7 +26,7 @@ start)
       || { cat "$dir/initdb.log" >&2; exit 1; }
   fi
   as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-    -o "-k $dir -p $port -c listen_addresses='' -c fsync=${FSYNC:-off} -c max_connections=100 -c shared_buffers=256MB" >/dev/null \
+    -o "-k $dir -p $port -c listen_addresses='' -c max_connections=100 -c shared_buffers=256MB $settings" >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
   ;;
 stop)
