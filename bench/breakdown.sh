@@ -29,6 +29,7 @@ ALTER TABLE breakdown_plain_types
     ALTER kind TYPE text, ALTER amount TYPE bigint, ALTER from_allowance TYPE bigint,
     ALTER from_grants TYPE bigint, ALTER overage TYPE bigint, ALTER idempotency_key TYPE text;
 SQL
+checkpoint "$db"
 script() {  # NAME FILE: the file with the uniform subject prepended, as NAME=PATH
   { echo '\set n random(1, 10000)'; cat "$2"; } >"$out/$1.pgbench"
   echo "$1=$out/$1.pgbench"
@@ -59,7 +60,7 @@ group "ledger inserts:" \
   "$(script ledger_insert_domains_pk bench/breakdown/ledger_insert_domains_pk.pgbench)" \
   "$(script ledger_insert_events bench/breakdown/ledger_insert_events.pgbench)"
 
-# WAL per transaction, once the first touch of each page after a checkpoint (its full-page
+# WAL per transaction, once the first touch of each page after the checkpoint (its full-page
 # image) is out of the way: a warm-up run, then a measured one.
 echo "WAL per transaction:"
 for name in floor plpgsql consume; do

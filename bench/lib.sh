@@ -5,14 +5,19 @@ psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
-# One pgbench run, -M prepared, right after a checkpoint; prints its tps. A checkpoint that
-# fell inside a run would slow that run alone by the full-page writes after it: benchmark
-# clusters request none while a benchmark runs (scripts/cluster.sh), and every run starts
-# right after one, so that every run of every variant pays the same.
+# A checkpoint inside a run would slow that run alone, by the full-page image each page
+# written after it puts into the WAL: benchmark clusters request none while a benchmark runs
+# (scripts/cluster.sh), and a script takes one before its first run, once the tables are set
+# up. Forcing one before every run instead would charge every 4-second run the full-page
+# images of every page it touches, which a server with checkpoints minutes apart spreads
+# over minutes of traffic.
+#   checkpoint DATABASE
+checkpoint() { psql -d "$1" -c CHECKPOINT; }
+
+# One pgbench run, -M prepared; prints its tps.
 #   run_pgbench DATABASE SCRIPT SYNCHRONOUS_COMMIT [LOG_PREFIX]
 run_pgbench() {
   local tps
-  psql -d "$1" -c CHECKPOINT
   tps=$(PGOPTIONS="${PGOPTIONS:-} -c synchronous_commit=$3" command pgbench -n -M prepared \
           -c "$clients" -j "$threads" -T "$seconds" ${4:+-l --log-prefix="$4"} -f "$2" "$1" 2>&1 \
         | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')

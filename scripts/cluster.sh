@@ -3,8 +3,7 @@
 #   scripts/cluster.sh start DIR PORT   initdb (if needed) and start; socket in DIR
 #   scripts/cluster.sh stop DIR         stop immediately
 # Tests run with fsync=off. Benchmarks set BENCH=1: fsync on, so that commits cost what they
-# cost, and no checkpoint requested by WAL volume or time while they run (bench/lib.sh starts
-# every run right after one).
+# cost, and no checkpoint requested by WAL volume or time while they run (see bench/lib.sh).
 # initdb refuses to run as root, so as root the cluster belongs to the postgres user.
 set -euo pipefail
 
