@@ -108,7 +108,6 @@ CREATE TABLE quota.reservations (
     status           text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'settled', 'released', 'expired')),
     idempotency_key  quota.idempotency_key,
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    settle_event_id  bigint,
     PRIMARY KEY (subject, reservation_id)
 );
 CREATE UNIQUE INDEX reservations_reservation_id ON quota.reservations (reservation_id);

@@ -12,12 +12,12 @@ extdir="$(pg_config --sharedir)/extension"
 current=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 tables="plans limits assignments overrides resets counters grants event_grants reservations events"
 
-# The rows of every table, without the columns a later version added.
+# The rows of every table, without the columns a later version added or dropped.
 rows() {
   local db=$1 t
   for t in $tables; do
     echo "== $t"
-    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' FROM quota.$t AS x ORDER BY 1::text"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'settle_event_id' FROM quota.$t AS x ORDER BY 1::text"
   done
 }
 
