@@ -10,9 +10,10 @@ use std::ffi::CStr;
 
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::nullable::Nullable;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin};
-use pgrx::{FromDatum, IntoDatum, JsonB};
+use pgrx::{FromDatum, IntoDatum, JsonB, PgLogLevel};
 
 use crate::error::{QResult, QuotaError};
 
@@ -62,8 +63,12 @@ impl IntoDatum for Jsonb {
 // SAFETY: the argument is a jsonb datum, which is all FromDatum reads.
 unsafe impl<'fcx> ArgAbi<'fcx> for Jsonb {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
+        // Only a non-STRICT function with a non-Option jsonb argument gets here with a NULL
+        // (every jsonb argument of pg_quota's is an Option): even then a 22004, not an XX000.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
+            ErrorReport::from(QuotaError::null_argument("a jsonb argument")).report(PgLogLevel::ERROR);
+            unreachable!("report at level ERROR does not return")
+        })
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
