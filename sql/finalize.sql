@@ -1,79 +1,69 @@
 -- Hand-written functions and privileges. Runs last in the install script (finalize),
 -- after the Rust functions exist.
 
--- consume() that raises when denied. A custom SQLSTATE cannot be raised from Rust, and
--- PostgREST turns PT429 into HTTP 429, so this thin wrapper is PL/pgSQL.
--- Raising rolls the transaction back, so unlike consume() the denial row is not kept.
-CREATE FUNCTION quota.require(
-    subject uuid,
-    metric text,
-    amount bigint DEFAULT 1,
-    idempotency_key text DEFAULT NULL,
-    metadata jsonb DEFAULT NULL
-) RETURNS quota.decision
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    d quota.decision := quota.consume(subject, metric, amount, idempotency_key, metadata);
-    resets text := coalesce(to_char(d.resets_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'never');
-BEGIN
-    IF d.allowed THEN
-        RETURN d;
-    END IF;
-    IF d.reason = 'no_plan' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PT429',
-            MESSAGE = format('quota exceeded for "%s": subject %s has no plan and there is no default plan',
-                             d.metric, subject),
-            DETAIL  = json_build_object('metric', d.metric, 'reason', d.reason, 'requested', d.amount)::text,
-            HINT    = 'Assign a plan with quota.assign_plan() or create a default plan with quota.create_plan(..., is_default => true).';
-    END IF;
-    RAISE EXCEPTION USING
-        ERRCODE = 'PT429',
-        MESSAGE = format('quota exceeded for "%s": requested %s, used %s of %s, resets at %s',
-                         d.metric, d.amount, d.used, coalesce(d.allowance::text, 'unlimited'), resets),
-        DETAIL  = json_build_object('metric', d.metric, 'reason', d.reason, 'requested', d.amount,
-                                    'used', d.used, 'allowance', d.allowance, 'remaining', d.remaining,
-                                    'resets_at', d.resets_at)::text,
-        HINT    = CASE WHEN d.resets_at IS NULL
-                       THEN 'This limit does not reset: raise the allowance or grant more units.'
-                       ELSE 'Retry after the window resets, or raise the allowance.' END;
-END
-$$;
-
 -- consume's fast path (src/store.rs) decides on a counter row marked fast, trusting the
 -- allowance cached in it. Every change that could alter a subject's allowance, window or
 -- usable grants unmarks the rows it concerns, here. It first takes an exclusive advisory
--- lock that consume takes in shared mode before it resolves and marks a row: a mark is
--- never made from a configuration older than the change that ought to remove it (a
--- consume that resolved first has committed, and its mark is visible to the UPDATE below;
--- one that comes later waits for this transaction and resolves the new configuration).
--- Subject-level changes lock the subject's key, plan-level changes (limits) a global one.
+-- lock that a consume takes before it resolves and marks a row (the subject's key
+-- exclusively, the plan's shared): a mark is never made from a configuration older than
+-- the change that ought to remove it (a consume that resolved first has committed, and its
+-- mark is visible to the UPDATE below; one that comes later waits for this transaction and
+-- resolves the new configuration). Subject-level changes lock the subject's key, limits
+-- the plan's: a change to one plan never holds back consumes of subjects on another. Keys
+-- are 64-bit hashes seeded per kind of lock (the seeds of src/store.rs).
 CREATE FUNCTION quota.forget_fast_path() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    changed jsonb;
 BEGIN
-    FOREACH changed IN ARRAY ARRAY[to_jsonb(OLD), to_jsonb(NEW)] LOOP
-        CONTINUE WHEN changed IS NULL;
-        IF TG_TABLE_NAME = 'limits' THEN
-            PERFORM pg_catalog.pg_advisory_xact_lock(1903128, 0);
-            UPDATE quota.counters AS c SET fast = false
-              FROM quota.assignments AS a
-             WHERE a.plan = changed->>'plan' AND c.subject = a.subject AND c.metric = changed->>'metric' AND c.fast;
-        ELSE
-            PERFORM pg_catalog.pg_advisory_xact_lock(1903127, pg_catalog.hashtext(changed->>'subject'));
-            UPDATE quota.counters AS c SET fast = false
-             WHERE c.subject = (changed->>'subject')::uuid AND c.fast
-               AND (changed->>'metric' IS NULL OR c.metric = changed->>'metric');
+    IF TG_TABLE_NAME = 'limits' THEN
+        IF TG_OP <> 'INSERT' THEN
+            PERFORM quota.forget_fast_path_of_plan(OLD.plan, OLD.metric);
         END IF;
-    END LOOP;
+        IF TG_OP <> 'DELETE' THEN
+            PERFORM quota.forget_fast_path_of_plan(NEW.plan, NEW.metric);
+        END IF;
+    ELSIF TG_TABLE_NAME = 'assignments' THEN
+        -- A plan change concerns every metric of the subject.
+        PERFORM quota.forget_fast_path_of_subject(OLD.subject, NULL);
+        IF TG_OP = 'UPDATE' THEN
+            PERFORM quota.forget_fast_path_of_subject(NEW.subject, NULL);
+        END IF;
+    ELSE
+        IF TG_OP <> 'INSERT' THEN
+            PERFORM quota.forget_fast_path_of_subject(OLD.subject, OLD.metric);
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            PERFORM quota.forget_fast_path_of_subject(NEW.subject, NEW.metric);
+        END IF;
+    END IF;
     RETURN NULL;
 END
 $$;
+
+-- Unmarks a subject's windows of one metric (NULL: of every metric).
+CREATE FUNCTION quota.forget_fast_path_of_subject(subject uuid, metric text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(forget_fast_path_of_subject.subject::text, 1903127));
+    UPDATE quota.counters AS c SET fast = false
+     WHERE c.subject = forget_fast_path_of_subject.subject AND c.fast
+       AND (forget_fast_path_of_subject.metric IS NULL OR c.metric = forget_fast_path_of_subject.metric);
+$$;
+
+-- Unmarks the windows of one metric of every subject on a plan.
+CREATE FUNCTION quota.forget_fast_path_of_plan(plan text, metric text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(forget_fast_path_of_plan.plan, 1903128));
+    UPDATE quota.counters AS c SET fast = false
+      FROM quota.assignments AS a
+     WHERE a.plan = forget_fast_path_of_plan.plan AND c.subject = a.subject
+       AND c.metric = forget_fast_path_of_plan.metric AND c.fast;
+$$;
+
 CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.limits
     FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path();
 CREATE TRIGGER forget_fast_path AFTER UPDATE OR DELETE ON quota.assignments
@@ -192,162 +182,6 @@ BEGIN
 END
 $$;
 
--- Trigger function that enforces a quota on an app table:
---   quota.enforce(metric [, subject_column [, amount]])
--- subject_column (default user_id) holds the subject; amount is a number (default 1) or the
--- name of a numeric column (NULL or 0: nothing to count). BEFORE INSERT it requires quota
--- (a denial fails the statement with PT429); for lifetime metrics ("at most 3 projects"),
--- AFTER DELETE gives the unit back and a BEFORE UPDATE that moves a row to another subject
--- moves the unit. It runs in the writer's transaction, so a rolled-back insert costs
--- nothing. SECURITY DEFINER: the writer (say, authenticated through PostgREST) needs no
--- privilege on schema quota. Attach it with quota.enforce_on().
-CREATE FUNCTION quota.enforce() RETURNS trigger
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    metric text := TG_ARGV[0];
-    subject_column text := coalesce(TG_ARGV[1], 'user_id');
-    amount_spec text := coalesce(TG_ARGV[2], '1');
-    old_subject uuid;
-    new_subject uuid;
-    amount bigint;
-BEGIN
-    IF TG_LEVEL <> 'ROW' OR TG_NARGS NOT BETWEEN 1 AND 3
-       OR (TG_OP, TG_WHEN) NOT IN (('INSERT', 'BEFORE'), ('UPDATE', 'BEFORE'), ('DELETE', 'AFTER')) THEN
-        RAISE EXCEPTION 'quota.enforce(metric [, subject_column [, amount]]) must run FOR EACH ROW, BEFORE INSERT OR UPDATE or AFTER DELETE (trigger % on %)',
-            TG_NAME, TG_TABLE_NAME
-            USING ERRCODE = '22023', HINT = 'Attach it with quota.enforce_on(table, metric, subject_column).';
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        new_subject := quota.enforced_subject(to_jsonb(NEW), subject_column, TG_TABLE_NAME);
-        amount := quota.enforced_amount(to_jsonb(NEW), amount_spec, TG_TABLE_NAME);
-    END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        old_subject := quota.enforced_subject(to_jsonb(OLD), subject_column, TG_TABLE_NAME);
-        amount := coalesce(amount, quota.enforced_amount(to_jsonb(OLD), amount_spec, TG_TABLE_NAME));
-    END IF;
-    IF amount = 0 THEN
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    IF TG_OP = 'INSERT' THEN
-        PERFORM quota.require(new_subject, metric, amount);
-        RETURN NEW;
-    END IF;
-    -- Only lifetime counts (live rows) follow deletes and moves; a monthly export stays spent.
-    IF (SELECT d.resets_at IS NOT NULL FROM quota.check(old_subject, metric) AS d) THEN
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    IF TG_OP = 'DELETE' THEN
-        PERFORM quota.give_back(old_subject, metric, amount);
-        RETURN OLD;
-    END IF;
-    IF new_subject IS DISTINCT FROM old_subject THEN
-        PERFORM quota.require(new_subject, metric, amount);
-        PERFORM quota.give_back(old_subject, metric, amount);
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- The subject of a row for quota.enforce(): the uuid in subject_column.
-CREATE FUNCTION quota.enforced_subject(row_data jsonb, subject_column text, table_name text) RETURNS uuid
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NOT row_data ? subject_column THEN
-        RAISE EXCEPTION 'quota.enforce: table % has no column %', table_name, subject_column
-            USING ERRCODE = '42703', HINT = 'Pass the subject column as the second trigger argument.';
-    END IF;
-    IF row_data ->> subject_column IS NULL THEN
-        RAISE EXCEPTION 'quota.enforce: %.% is NULL, so the row has no subject to charge', table_name, subject_column
-            USING ERRCODE = '23502';
-    END IF;
-    RETURN (row_data ->> subject_column)::uuid;
-EXCEPTION WHEN invalid_text_representation THEN
-    RAISE EXCEPTION 'quota.enforce: %.% is not a uuid', table_name, subject_column USING ERRCODE = '42804';
-END
-$$;
-
--- The amount of a row for quota.enforce(): a number, or the value of a numeric column.
-CREATE FUNCTION quota.enforced_amount(row_data jsonb, amount_spec text, table_name text) RETURNS bigint
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    amount bigint;
-BEGIN
-    IF amount_spec ~ '^[0-9]+$' THEN
-        RETURN amount_spec::bigint;
-    END IF;
-    IF NOT row_data ? amount_spec THEN
-        RAISE EXCEPTION 'quota.enforce: amount % is neither a number nor a column of table %', amount_spec, table_name
-            USING ERRCODE = '42703';
-    END IF;
-    amount := coalesce((row_data ->> amount_spec)::numeric, 0)::bigint;
-    IF amount < 0 THEN
-        RAISE EXCEPTION 'quota.enforce: %.% is negative (%)', table_name, amount_spec, amount USING ERRCODE = '22023';
-    END IF;
-    RETURN amount;
-EXCEPTION WHEN invalid_text_representation THEN
-    RAISE EXCEPTION 'quota.enforce: %.% is not a number', table_name, amount_spec USING ERRCODE = '42804';
-END
-$$;
-
--- Attaches quota.enforce() to a table, checking its arguments first: the subject column
--- exists and is a uuid, the metric exists, the amount is a number or a numeric column.
--- Runs as the caller, who must own the table (and have EXECUTE on quota.enforce).
-CREATE FUNCTION quota.enforce_on(target regclass, metric text, subject_column text DEFAULT 'user_id',
-                                 amount text DEFAULT '1') RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    subject_type regtype;
-    amount_type regtype;
-BEGIN
-    IF target IS NULL OR metric IS NULL OR subject_column IS NULL OR amount IS NULL THEN
-        RAISE EXCEPTION 'quota.enforce_on: arguments must not be NULL' USING ERRCODE = '22004';
-    END IF;
-    IF NOT EXISTS (SELECT FROM quota.limits AS l WHERE l.metric = enforce_on.metric) THEN
-        RAISE EXCEPTION 'unknown metric "%"', metric
-            USING ERRCODE = '42704', HINT = 'A metric exists once a plan has a limit for it: see quota.create_plan().';
-    END IF;
-    SELECT a.atttypid INTO subject_type FROM pg_catalog.pg_attribute AS a
-     WHERE a.attrelid = target AND a.attname = subject_column AND a.attnum > 0 AND NOT a.attisdropped;
-    IF subject_type IS NULL THEN
-        RAISE EXCEPTION 'table % has no column %', target, subject_column USING ERRCODE = '42703';
-    ELSIF subject_type <> 'uuid'::regtype THEN
-        RAISE EXCEPTION 'column %.% is %, not uuid', target, subject_column, subject_type USING ERRCODE = '42804';
-    END IF;
-    IF amount !~ '^[0-9]+$' THEN
-        SELECT a.atttypid INTO amount_type FROM pg_catalog.pg_attribute AS a
-         WHERE a.attrelid = target AND a.attname = amount AND a.attnum > 0 AND NOT a.attisdropped;
-        IF amount_type IS NULL THEN
-            RAISE EXCEPTION 'amount % is neither a number nor a column of table %', amount, target USING ERRCODE = '42703';
-        ELSIF amount_type NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype) THEN
-            RAISE EXCEPTION 'column %.% is %, not an integer type', target, amount, amount_type USING ERRCODE = '42804';
-        END IF;
-    END IF;
-    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION quota.enforce(%L, %L, %L)',
-                   'quota_enforce_' || metric, subject_column, target, metric, subject_column, amount);
-    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s FOR EACH ROW EXECUTE FUNCTION quota.enforce(%L, %L, %L)',
-                   'quota_enforce_' || metric || '_delete', target, metric, subject_column, amount);
-END
-$$;
-
--- Removes what quota.enforce_on() attached.
-CREATE FUNCTION quota.enforce_off(target regclass, metric text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'quota_enforce_' || metric, target);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'quota_enforce_' || metric || '_delete', target);
-END
-$$;
-
 -- Row level security: whoever is granted SELECT (Supabase's authenticated, through
 -- quota.setup_supabase()) reads only rows of their own subject, and writes none (no write
 -- privilege is ever granted). The functions run as the owner and see everything;
@@ -361,6 +195,7 @@ CREATE POLICY own_rows ON quota.events       FOR SELECT USING (subject = (SELECT
 CREATE POLICY own_rows ON quota.grants       FOR SELECT USING (subject = (SELECT quota.current_subject()));
 CREATE POLICY own_rows ON quota.event_grants FOR SELECT USING (subject = (SELECT quota.current_subject()));
 CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.enforced_charges FOR SELECT USING (subject = (SELECT quota.current_subject()));
 -- A user sees the plan they are on (assignments shows them only their own) and the default
 -- plan they would get, and those plans' limits: enough for my_usage() and my_check().
 CREATE POLICY own_plan ON quota.plans  FOR SELECT USING (is_default OR plan IN (SELECT a.plan FROM quota.assignments AS a));
@@ -379,9 +214,10 @@ DECLARE
     default_plan text;
 BEGIN
     BEGIN
-        subject := (pg_catalog.to_jsonb(NEW) ->> 'id')::uuid;
+        -- The one column, read without converting the row (see src/enforce.rs).
+        subject := quota.row_uuid(NEW, 'id', TG_TABLE_NAME);
         IF subject IS NULL THEN
-            RAISE WARNING 'pg_quota: the new row has no id, so no plan was assigned';
+            RAISE WARNING 'pg_quota: the id of the new row is NULL, so no plan was assigned';
             RETURN NEW;
         END IF;
         SELECT p.plan INTO default_plan FROM quota.plans AS p WHERE p.is_default;

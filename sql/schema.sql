@@ -78,7 +78,7 @@ CREATE DOMAIN quota.event_kind AS text
 -- subject's current window, allowance is the effective allowance (NULL = unlimited), and
 -- the subject had no usable grants when it was marked. Whatever could change that unmarks
 -- the row (quota.forget_fast_path(), sql/finalize.sql); at most one row of a (subject,
--- metric) is marked.
+-- metric) is marked, which the unique index counters_fast enforces.
 -- fillfactor leaves room on each page so that the hot UPDATE of "used" stays HOT.
 CREATE TABLE quota.counters (
     subject      uuid NOT NULL,
@@ -91,7 +91,7 @@ CREATE TABLE quota.counters (
     fast         boolean NOT NULL DEFAULT false,
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
-CREATE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;
+CREATE UNIQUE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;
 
 -- Holds taken by quota.reserve() before slow work (an AI call). A hold counts against what
 -- others can consume in its window until it is settled, released, or expires_at passes.
@@ -180,6 +180,17 @@ CREATE TABLE quota.event_grants (
 );
 CREATE INDEX event_grants_grant ON quota.event_grants (grant_id);
 
+-- What each table under quota.enforce has charged each subject and still holds (its live
+-- rows of lifetime metrics). A delete or an update gives back at most this much: a table
+-- cannot free units it never charged, whoever attached the trigger and however.
+CREATE TABLE quota.enforced_charges (
+    subject     uuid NOT NULL,
+    metric      text NOT NULL,
+    enforced_table regclass NOT NULL,   -- follows renames and survives pg_dump (restored by name)
+    units       quota.units NOT NULL,
+    PRIMARY KEY (subject, metric, enforced_table)
+);
+
 -- The result of consume / check / require.
 CREATE TYPE quota.decision AS (
     allowed         boolean,
@@ -240,6 +251,7 @@ SELECT pg_catalog.pg_extension_config_dump('quota.grants', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.event_grants', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.reservations', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.enforced_charges', '');
 
 -- Rows are reached through the functions (SECURITY DEFINER); nobody else sees or writes
 -- them until the policies of the end-user surface say so.
@@ -253,3 +265,4 @@ ALTER TABLE quota.events      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.grants      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.event_grants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.reservations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.enforced_charges ENABLE ROW LEVEL SECURITY;

@@ -255,12 +255,16 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     // A window the fast path could decide on is marked, from a configuration resolved
     // again after the lock that configuration changes take exclusively: that snapshot sees
     // every change committed before. Only at READ COMMITTED, whose snapshots are fresh.
-    let fast_path_can_decide = |governing: &Governing| governing.assigned && governing.plan.is_some() && governing.grants_left == 0;
+    // The window is marked only when it is the one every later call counts in: not when a
+    // reset came after this transaction's instant (the reset's window is current then).
+    let fast_path_can_decide =
+        |governing: &Governing| governing.assigned && governing.plan.is_some() && governing.grants_left == 0 && !governing.reset_since;
     let mut mark = fast_path && !transaction_snapshot_is_fixed() && fast_path_can_decide(&governing);
-    if mark {
-        store::lock_fast_path(client, request.subject)?;
+    if let (true, Some(plan)) = (mark, governing.plan.clone()) {
+        store::lock_fast_path(client, request.subject, &plan)?;
         governing = resolve_known(client, request)?;
-        mark = fast_path_can_decide(&governing);
+        // A plan change committed meanwhile: its plan's key is not held, so no mark.
+        mark = fast_path_can_decide(&governing) && governing.plan.as_deref() == Some(plan.as_str());
     }
     let window = if governing.plan.is_some() { governing.window_at(request.at)? } else { LIFETIME };
     let allowance = match governing.plan {

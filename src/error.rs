@@ -68,6 +68,18 @@ impl QuotaError {
             .with_hint("Create it first with quota.create_plan().")
     }
 
+    /// 42703: a trigger names a column its table lacks.
+    pub fn missing_column(table_name: &str, column: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, format!("quota.enforce: table {table_name} has no column {column}"))
+            .with_hint("Attach the trigger with quota.enforce_on(table, metric, subject_column, amount).")
+    }
+
+    /// 42804: a trigger's column is not of the built-in type it must have.
+    pub fn wrong_column_type(table_name: &str, column: &str, expected: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH, format!("quota.enforce: {table_name}.{column} is not {expected}"))
+            .with_hint("Only columns of the built-in types are read: a domain or a type of your own is refused.")
+    }
+
     /// XX000: a broken invariant of pg_quota itself, never a client mistake.
     pub fn internal(what: impl std::fmt::Display) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_quota internal error: {what}"))

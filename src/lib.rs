@@ -15,6 +15,7 @@ pub mod plan;
 pub mod window;
 
 mod api;
+mod enforce;
 mod error;
 mod jsonb;
 mod store;
@@ -22,6 +23,12 @@ mod store;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/require.sql", name = "require", requires = [api::consume]);
+extension_sql_file!(
+    "../sql/enforce.sql",
+    name = "enforce",
+    requires = ["require", api::check, api::give_back, enforce::row_uuid, enforce::row_units]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// Tests that need to run inside PostgreSQL and are awkward in pg_regress. The SQL-level

@@ -20,6 +20,14 @@ use crate::decide::{Decision, Reason};
 use crate::error::{QResult, QuotaError};
 use crate::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
 
+/// Seeds of the 64-bit hashes that name pg_quota's advisory locks, one per kind of lock, so
+/// that the kinds never share a key. sql/finalize.sql uses the same numbers.
+macro_rules! lock_seed {
+    (idempotency_key) => { "1903126" };
+    (fast_path_subject) => { "1903127" };
+    (fast_path_plan) => { "1903128" };
+}
+
 /// Microseconds between the Unix epoch (the window engine's) and PostgreSQL's 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -94,8 +102,8 @@ macro_rules! fast_window {
 
 thread_local! {
     static LOCK_KEY: Kept = const { Kept::new(
-        // Two-int form: its lock space is apart from applications' bigint advisory locks.
-        "SELECT pg_catalog.pg_advisory_xact_lock(1903126, pg_catalog.hashtext($1::text || '/' || $2))",
+        concat!("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text || '/' || $2, ",
+                lock_seed!(idempotency_key), "))"),
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
     ) };
     static FIND_REPLAY: Kept = const { Kept::new(
@@ -131,19 +139,24 @@ thread_local! {
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
-    // the fast path: quota.forget_fast_path() takes the same keys exclusively.
+    // the fast path: quota.forget_fast_path() takes the subject's key and the plan's key
+    // exclusively. The subject's key is exclusive here too, so that two consumes of the
+    // subject never mark at once (each unmarks what the other cannot see yet).
     static LOCK_FAST_PATH: Kept = const { Kept::new(
-        "SELECT pg_catalog.pg_advisory_xact_lock_shared(1903127, pg_catalog.hashtext($1::text)),
-                pg_catalog.pg_advisory_xact_lock_shared(1903128, 0)",
-        &[PgBuiltInOids::UUIDOID],
+        concat!("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text, ", lock_seed!(fast_path_subject), ")),
+                pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended($2, ", lock_seed!(fast_path_plan), "))"),
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
     ) };
-    // Marks the current window for the fast path with its effective allowance (creating the
-    // row for a first denial) and unmarks the subject's other windows of the metric.
+    // Under the subject's fast-path key: unmarks the (subject, metric)'s other windows, then
+    // (MARK_FAST) marks the current window with its effective allowance, creating the row
+    // for a first denial. Two statements, so that the mark's snapshot sees the unmarking
+    // (counters_fast is unique: at most one marked row per (subject, metric)).
+    static UNMARK_OTHERS: Kept = const { Kept::new(
+        "UPDATE quota.counters SET fast = false WHERE subject = $1 AND metric = $2 AND fast AND window_start <> $3",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
+    ) };
     static MARK_FAST: Kept = const { Kept::new(
-        "WITH unmarked AS (
-             UPDATE quota.counters SET fast = false
-              WHERE subject = $1 AND metric = $2 AND fast AND window_start <> $3)
-         INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used, allowance, fast)
+        "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used, allowance, fast)
          VALUES ($1, $2, $3, $4, 0, $5, true)
          ON CONFLICT (subject, metric, window_start)
          DO UPDATE SET fast = true, allowance = $5
@@ -158,9 +171,10 @@ thread_local! {
                 (SELECT max(r.reset_at) FROM quota.resets AS r
                   WHERE r.subject = $1 AND r.metric = $2 AND r.reset_at <= $3),
                 l.metric IS NOT NULL OR EXISTS (SELECT FROM quota.limits AS k WHERE k.metric = $2),
-                (SELECT coalesce(sum(g.remaining), 0)::int8 FROM quota.grants AS g
+                (SELECT least(coalesce(sum(g.remaining), 0), 9223372036854775807)::int8 FROM quota.grants AS g
                   WHERE g.subject = $1 AND g.metric = $2 AND g.remaining > 0 AND g.revoked_at IS NULL
-                    AND (g.expires_at IS NULL OR g.expires_at > $4))
+                    AND (g.expires_at IS NULL OR g.expires_at > $4)),
+                EXISTS (SELECT FROM quota.resets AS r WHERE r.subject = $1 AND r.metric = $2 AND r.reset_at > $3)
            FROM (SELECT) AS one
            LEFT JOIN quota.assignments AS a ON a.subject = $1
            LEFT JOIN quota.plans AS p
@@ -279,22 +293,28 @@ thread_local! {
 
 type Statement = std::thread::LocalKey<Kept>;
 
-/// Runs a kept statement and returns its first row, if any.
+/// Runs a kept statement that returns at most one row, and returns it. More rows are an
+/// internal error, never truncated: a row limit would stop a statement whose writes (in a
+/// data-modifying WITH) go on to completion, so its result would not match its writes.
 fn query_row<'conn, T>(
     client: &SpiClient<'conn>,
     statement: &'static Statement,
     args: &[DatumWithOid],
     read: impl Fn(&SpiHeapTupleData<'conn>) -> QResult<T>,
 ) -> QResult<Option<T>> {
-    Ok(query(client, statement, args, Some(1), read)?.into_iter().next())
+    let mut rows = query(client, statement, args, read)?;
+    if rows.len() > 1 {
+        return Err(QuotaError::internal(format!("a statement meant to return one row returned {}", rows.len())));
+    }
+    Ok(rows.pop())
 }
 
-/// Runs a kept statement and maps its rows (at most `limit`).
+/// Runs a kept statement and maps all its rows. The rows are read into Rust values and the
+/// SPI result is freed at once: a long record_batch must not keep every statement's result.
 fn query<'conn, T>(
     client: &SpiClient<'conn>,
     statement: &'static Statement,
     args: &[DatumWithOid],
-    limit: Option<i64>,
     read: impl Fn(&SpiHeapTupleData<'conn>) -> QResult<T>,
 ) -> QResult<Vec<T>> {
     statement.with(|kept| {
@@ -307,7 +327,11 @@ fn query<'conn, T>(
         let Some(plan) = kept.plan.get() else {
             return Err(QuotaError::internal("statement was not prepared"));
         };
-        client.select(plan, limit, args)?.map(|row| read(&row)).collect()
+        let rows = client.select(plan, None, args)?.map(|row| read(&row)).collect();
+        // SAFETY: SPI_tuptable is the result of the select above, whose rows were all read
+        // into owned Rust values; nothing refers to it any more.
+        unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
+        rows
     })
 }
 
@@ -428,16 +452,20 @@ pub fn marked_window(client: &SpiClient, subject: Uuid, metric: &str, now: Micro
     })
 }
 
-/// Waits for configuration changes of the subject in flight (see LOCK_FAST_PATH).
-pub fn lock_fast_path(client: &SpiClient, subject: Uuid) -> QResult<()> {
-    query_row(client, &LOCK_FAST_PATH, &[subject.into()], |_| Ok(())).map(drop)
+/// Waits for configuration changes of the subject and its plan in flight, and for another
+/// consume of the subject that may mark (see LOCK_FAST_PATH).
+pub fn lock_fast_path(client: &SpiClient, subject: Uuid, plan: &str) -> QResult<()> {
+    query_row(client, &LOCK_FAST_PATH, &[subject.into(), plan.into()], |_| Ok(())).map(drop)
 }
 
-/// Marks `window` as the (subject, metric)'s fast-path window with its effective allowance.
+/// Marks `window` as the (subject, metric)'s only fast-path window, with its effective
+/// allowance. Runs under the subject's fast-path key (lock_fast_path).
 pub fn mark_fast(client: &SpiClient, subject: Uuid, metric: &str, window: Window, allowance: Option<i64>) -> QResult<()> {
+    let start = window_key(window.start)?;
+    query(client, &UNMARK_OTHERS, &[subject.into(), metric.into(), start.into()], |_| Ok(()))?;
     let end = window.end.map(timestamp).transpose()?;
-    let args = [subject.into(), metric.into(), window_key(window.start)?.into(), end.into(), allowance.into()];
-    query(client, &MARK_FAST, &args, None, |_| Ok(())).map(drop)
+    let args = [subject.into(), metric.into(), start.into(), end.into(), allowance.into()];
+    query(client, &MARK_FAST, &args, |_| Ok(())).map(drop)
 }
 
 /// What governs one (subject, metric) at an instant: the plan, the limit, the override,
@@ -457,8 +485,11 @@ pub struct Governing {
     pub override_limit: Option<Option<i64>>,
     pub reset_at: Option<Micros>,
     pub metric_known: bool,
-    /// Sum of the grants usable now (informational: the slow path locks and re-reads them).
+    /// Sum of the grants usable now, at most i64::MAX (informational: the slow path locks
+    /// and re-reads them).
     pub grants_left: i64,
+    /// A reset after `at` exists: the window at `at` is not the one later calls count in.
+    pub reset_since: bool,
 }
 
 impl Governing {
@@ -499,6 +530,7 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
             reset_at: row.get::<TimestampWithTimeZone>(11)?.map(|t| to_micros(t, "reset_at")).transpose()?,
             metric_known: not_null(row, 12)?,
             grants_left: not_null(row, 13)?,
+            reset_since: not_null(row, 14)?,
         })
     })?;
     row.ok_or_else(|| QuotaError::internal("resolve returned no row"))
@@ -614,20 +646,20 @@ pub fn find_reservation(client: &SpiClient, id: Option<Uuid>, key: Option<(Uuid,
 
 pub fn set_reservation_status(client: &SpiClient, reservation: &Reservation, status: &str) -> QResult<()> {
     let args = [reservation.subject.into(), reservation.id.into(), status.into()];
-    query(client, &SET_RESERVATION_STATUS, &args, None, |_| Ok(())).map(drop)
+    query(client, &SET_RESERVATION_STATUS, &args, |_| Ok(())).map(drop)
 }
 
 /// Locks the grants usable at `now`, in spending order: (grant_id, remaining).
 pub fn lock_grants(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<Vec<(Uuid, i64)>> {
     let args = [subject.into(), metric.into(), timestamp(now)?.into()];
-    query(client, &LOCK_GRANTS, &args, None, |row| Ok((not_null(row, 1)?, not_null(row, 2)?)))
+    query(client, &LOCK_GRANTS, &args, |row| Ok((not_null(row, 1)?, not_null(row, 2)?)))
 }
 
 /// Takes `amount` from a locked grant and records which event it paid for.
 pub fn spend_grant(client: &SpiClient, subject: Uuid, event_id: i64, grant_id: Uuid, amount: i64) -> QResult<()> {
-    query(client, &SPEND_GRANT, &[subject.into(), grant_id.into(), amount.into()], None, |_| Ok(()))?;
+    query(client, &SPEND_GRANT, &[subject.into(), grant_id.into(), amount.into()], |_| Ok(()))?;
     let args = [subject.into(), event_id.into(), grant_id.into(), amount.into()];
-    query(client, &INSERT_EVENT_GRANT, &args, None, |_| Ok(()))?;
+    query(client, &INSERT_EVENT_GRANT, &args, |_| Ok(()))?;
     Ok(())
 }
 

@@ -69,18 +69,18 @@ SELECT try($$SELECT quota.enforce_on('public.exports', 'exports', 'owner', 'nosu
 SELECT try($$SELECT quota.enforce_on('public.projects', 'projects', 'user_id', 'name')$$);
 SELECT try($$SELECT quota.enforce_on('public.nosuchtable', 'projects')$$);
 CREATE TABLE public.notes (id serial, author uuid, body text);
-CREATE TRIGGER by_hand BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('projects');
+CREATE TRIGGER by_hand AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('projects');
 SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'x')$$);
 DROP TRIGGER by_hand ON notes;
-CREATE TRIGGER by_hand BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('projects', 'body');
+CREATE TRIGGER by_hand AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('projects', 'body');
 SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'not a uuid')$$);
 DROP TRIGGER by_hand ON notes;
 CREATE TRIGGER by_hand AFTER INSERT ON notes FOR EACH STATEMENT EXECUTE FUNCTION quota.enforce('projects', 'author');
 SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'x')$$);
 DROP TRIGGER by_hand ON notes;
-CREATE TRIGGER by_hand BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('nope', 'author');
+CREATE TRIGGER by_hand AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION quota.enforce('nope', 'author');
 SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'x')$$);
-SELECT try($$INSERT INTO projects (user_id, name) VALUES (NULL, 'orphan')$$);
+SELECT try($$INSERT INTO exports (owner, size_mb) VALUES (NULL, 1)$$);
 DROP TABLE notes;
 
 -- enforce_off removes it.
