@@ -17,14 +17,15 @@ rows() {
   local db=$1 t
   for t in $tables; do
     echo "== $t"
-    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'settle_event_id' FROM quota.$t AS x ORDER BY 1::text"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'settle_event_id' FROM quota.$t AS x ORDER BY 1"
   done
 }
 
-# The file behind each table: a rewrite gives a table a new one.
+# The file behind each table every release has: a rewrite gives a table a new one.
 storage() {
   command psql -X -qtA -d "$1" -c "SELECT string_agg(relname || '=' || pg_catalog.pg_relation_filenode(oid), ' ' ORDER BY relname)
-                                     FROM pg_catalog.pg_class WHERE relnamespace = 'quota'::regnamespace AND relkind = 'r'"
+                                     FROM pg_catalog.pg_class WHERE relnamespace = 'quota'::regnamespace AND relkind = 'r'
+                                      AND relname = ANY (string_to_array('$tables', ' '))"
 }
 
 psql -d postgres -c "DROP DATABASE IF EXISTS pgq_upgrade_fresh" -c "CREATE DATABASE pgq_upgrade_fresh"
@@ -54,6 +55,11 @@ SELECT quota.reserve('00000000-0000-0000-0000-000000000001', 'calls', 3, ttl => 
 SELECT quota.record('00000000-0000-0000-0000-000000000003', 'calls', 2, occurred_at => now() - interval '1 day');
 SELECT quota.assign_plan('00000000-0000-0000-0000-000000000004', 'pro', now() - interval '40 days');
 SELECT quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 7);
+SELECT quota.create_plan('team', '{"projects": {"limit": 3, "per": "lifetime"}}');
+SELECT quota.assign_plan('00000000-0000-0000-0000-000000000005', 'team');
+CREATE TABLE public.projects (id serial PRIMARY KEY, user_id uuid NOT NULL);
+SELECT quota.enforce_on('public.projects', 'projects');
+INSERT INTO public.projects (user_id) SELECT '00000000-0000-0000-0000-000000000005' FROM generate_series(1, 2);
 SQL
   rows "$db" >target/upgrade-before.rows
   files_before=$(storage "$db")
@@ -97,6 +103,23 @@ BEGIN
     IF d.used <> 8 OR d.window_start <> (SELECT anchor FROM quota.assignments
                                           WHERE subject = '00000000-0000-0000-0000-000000000004') + interval '1 month'
     THEN RAISE EXCEPTION 'the subscription window moved: %', d; END IF;
+    -- A table under the old version's enforce triggers: one trigger of the new kind, its live
+    -- rows charged to its account, so that a delete still gives back and the limit holds.
+    IF (SELECT array_agg(tgname::text) FROM pg_trigger WHERE tgrelid = 'public.projects'::regclass)
+       IS DISTINCT FROM ARRAY['quota_enforce_projects'] THEN
+        RAISE EXCEPTION 'enforce triggers were not converted: %', (SELECT array_agg(pg_get_triggerdef(oid)) FROM pg_trigger
+                                                                    WHERE tgrelid = 'public.projects'::regclass);
+    END IF;
+    INSERT INTO public.projects (user_id) VALUES ('00000000-0000-0000-0000-000000000005');
+    BEGIN
+        INSERT INTO public.projects (user_id) VALUES ('00000000-0000-0000-0000-000000000005');
+        RAISE EXCEPTION 'a fourth project was let in after the upgrade';
+    EXCEPTION WHEN SQLSTATE 'PT429' THEN NULL;
+    END;
+    DELETE FROM public.projects WHERE id = 1;
+    IF (SELECT used FROM quota.usage('00000000-0000-0000-0000-000000000005') WHERE metric = 'projects') <> 2 THEN
+        RAISE EXCEPTION 'a delete after the upgrade did not give back: %', (SELECT array_agg(u) FROM quota.usage('00000000-0000-0000-0000-000000000005') AS u);
+    END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after the upgrade'; END IF;
 END $$;
 SQL
