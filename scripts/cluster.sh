@@ -24,7 +24,10 @@ start)
     as_owner "$BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
   fi
-  as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+  # Test servers run with RUST_BACKTRACE set, as a debugging operator might: no client may
+  # ever see a Rust backtrace (tests/regress/sql/12_edges.sql).
+  backtrace=1; [ "${BENCH:-0}" = 1 ] && backtrace=0
+  as_owner env RUST_BACKTRACE=$backtrace "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
     -o "-k $dir -p $port -c listen_addresses='' -c max_connections=100 -c shared_buffers=256MB $settings" >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
   ;;

@@ -22,6 +22,15 @@ mod store;
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// Errors that pass through Rust frames carry a Rust backtrace in their DETAIL when the
+/// server runs with RUST_BACKTRACE set: internals, never for clients. RUST_LIB_BACKTRACE
+/// takes precedence over it for this library's backtraces; a backend is single-threaded and
+/// nothing has captured one when the library is loaded.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
+}
+
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/require.sql", name = "require", requires = [api::consume]);
 extension_sql_file!(

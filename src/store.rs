@@ -36,7 +36,10 @@ pub fn to_micros(ts: TimestampWithTimeZone, what: &str) -> QResult<Micros> {
     if !ts.is_finite() {
         return Err(QuotaError::invalid(format!("{what} must be a finite timestamp")));
     }
-    ts.into_inner().checked_add(PG_EPOCH_MICROS).ok_or_else(|| QuotaError::overflow(what))
+    ts.into_inner().checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
+        QuotaError::invalid(format!("{what} is out of the supported range of dates"))
+            .with_hint("Pass an instant between the years 4713 BC and 294000 AD.")
+    })
 }
 
 /// `None` maps to `-infinity`, the counter key of a lifetime window that was never reset.

@@ -25,6 +25,10 @@ const MINUTE: i64 = 60_000_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 const WEEK: i64 = 7 * DAY;
+/// The longest fixed period: windows are counted from an origin in 1969, so a much longer
+/// one would place today's window beyond the calendar (a limit that never resets is
+/// "lifetime").
+const MAX_FIXED_PERIOD: i64 = 36_525 * DAY;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
@@ -156,6 +160,11 @@ fn parse_fixed(text: &str) -> Result<Period, WindowError> {
         .ok_or_else(|| WindowError::BadInterval(format!("{text:?} is too long")))?;
     if micros == 0 {
         return Err(WindowError::BadInterval(format!("{text:?} must be longer than zero")));
+    }
+    if micros > MAX_FIXED_PERIOD {
+        return Err(WindowError::BadInterval(format!(
+            "{text:?} is longer than 36525 days (100 years): use \"lifetime\" for a limit that never resets"
+        )));
     }
     Ok(Period::Fixed { micros })
 }
@@ -589,7 +598,7 @@ mod tests {
         assert_eq!(Period::Fixed { micros: 14 * DAY }.canonical(), "2 weeks");
         assert_eq!(Period::Fixed { micros: 90 * MINUTE }.canonical(), "90 minutes");
         assert_eq!(Period::Fixed { micros: HOUR }.canonical(), "1 hour");
-        for bad in ["", "fortnight", "0 days", "-1 day", "+1 day", "3 months", "1 year", "day day", "1.5 days", "10", "99999999999999 weeks"] {
+        for bad in ["", "fortnight", "0 days", "-1 day", "+1 day", "3 months", "1 year", "day day", "1.5 days", "10", "99999999999999 weeks", "15250000 weeks", "36526 days"] {
             assert!(Period::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(matches!(Period::parse("3 months"), Err(WindowError::BadInterval(_))));
