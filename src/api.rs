@@ -94,7 +94,7 @@ fn record_batch(
     events: Option<Jsonb>,
 ) -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.decision")>, ErrorReport> {
     sql_call(|| {
-        let events = parse_batch(&required(events, "events")?.parse("events")?)?;
+        let events = parse_batch(&required(events, "events")?.text()?)?;
         // Every event is validated before the first one is written.
         let requests = events
             .iter()
@@ -107,22 +107,21 @@ fn record_batch(
                     .map_err(|error| error.in_context(&format!("events[{index}]")))
             })
             .collect::<QResult<Vec<_>>>()?;
-        let decisions = Spi::connect(|client| {
-            requests
-                .iter()
-                .zip(&events)
-                .enumerate()
-                .map(|(index, ((request, key), event))| {
-                    event
-                        .metadata
-                        .clone()
-                        .map(Jsonb::from_value)
-                        .transpose()
-                        .and_then(|metadata| spend(client, request, Mode::Record, *key, metadata))
-                        .map_err(|error| error.in_context(&format!("events[{index}]")))
+        // Each event in an SPI connection of its own: what it allocates in PostgreSQL memory
+        // (its metadata, statement parameters and results) is freed before the next one, so
+        // memory stays flat in the number of events. Kept statements survive the connection.
+        let decisions = requests
+            .iter()
+            .zip(&events)
+            .enumerate()
+            .map(|(index, ((request, key), event))| {
+                Spi::connect(|client| {
+                    let metadata = event.metadata.as_deref().map(|raw| Jsonb::from_text(raw.get())).transpose()?;
+                    spend(client, request, Mode::Record, *key, metadata)
                 })
-                .collect::<QResult<Vec<_>>>()
-        })?;
+                .map_err(|error| error.in_context(&format!("events[{index}]")))
+            })
+            .collect::<QResult<Vec<_>>>()?;
         let tuples = decisions.iter().map(decision_tuple).collect::<QResult<Vec<_>>>()?;
         Ok(SetOfIterator::new(tuples))
     })
@@ -231,7 +230,13 @@ fn validate_idempotency_key(key: &str) -> QResult<&str> {
 /// consume and record: decide, pay, and write the ledger row.
 fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Decision> {
     if let Some(key) = key {
-        store::lock_idempotency_key(client, request.subject, key)?;
+        // A consume holds its key's lock until it commits, so that a concurrent retry waits
+        // and replays its decision. A record takes none (a batch would need one lock per
+        // event): the ledger's unique index makes a concurrent retry wait at its ledger row
+        // instead, and it then undoes its count and replays (the end of this function).
+        if mode == Mode::Consume {
+            store::lock_idempotency_key(client, request.subject, key)?;
+        }
         if let Some(original) = store::find_replay(client, request.subject, key)? {
             return replay(original, request, key);
         }
@@ -284,7 +289,20 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         None => Decision { reason: Reason::NoPlan, ..decision },
         Some(_) => decision,
     };
-    write_event(client, request.subject, mode, decision, window, paid.as_ref().map(|(_, grants)| grants.as_slice()), key, metadata, None)
+    let grants = paid.as_ref().map(|(_, grants)| grants.as_slice());
+    if let Some(written) = try_write_event(client, request.subject, mode, decision, window, grants, key, metadata, None)? {
+        return Ok(written);
+    }
+    // A concurrent record with the same key committed first: undo this one's count (its
+    // grants were not spent yet) and answer with that call's decision.
+    let counted = paid.as_ref().map_or(0, |(split, _)| split.counted());
+    if counted != 0 {
+        store::adjust_counter(client, request.subject, request.metric, window, -counted, 0)?;
+    }
+    let key = key.ok_or_else(|| QuotaError::internal("a ledger row without a key conflicted"))?;
+    let original = store::find_replay(client, request.subject, key)?
+        .ok_or_else(|| QuotaError::internal("an idempotency key conflicted without its ledger row"))?;
+    replay(original, request, key)
 }
 
 /// REPEATABLE READ and SERIALIZABLE transactions read one snapshot throughout.
@@ -306,13 +324,37 @@ fn write_event(
     metadata: Option<Jsonb>,
     reservation_id: Option<Uuid>,
 ) -> QResult<Decision> {
+    try_write_event(client, subject, mode, decision, window, grants, key, metadata, reservation_id)?.ok_or_else(|| {
+        QuotaError::new(
+            PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            format!("idempotency key \"{}\" was used by another call at the same time", key.unwrap_or_default()),
+        )
+        .with_hint("Retry: the call that holds the key has committed.")
+    })
+}
+
+/// write_event, or None when a concurrent consume or record committed the same key first.
+#[allow(clippy::too_many_arguments)]
+fn try_write_event(
+    client: &SpiClient,
+    subject: Uuid,
+    mode: Mode,
+    decision: Decision,
+    window: Window,
+    grants: Option<&[(Uuid, i64)]>,
+    key: Option<&str>,
+    metadata: Option<Jsonb>,
+    reservation_id: Option<Uuid>,
+) -> QResult<Option<Decision>> {
     let kind = if decision.allowed { mode.event_kind() } else { "denial" };
     let event = EventRow { subject, kind, decision: &decision, window, idempotency_key: key, metadata, reservation_id };
-    let event_id = store::insert_event(client, event)?;
+    let Some(event_id) = store::insert_event(client, event)? else {
+        return Ok(None);
+    };
     for (grant_id, taken) in grants.unwrap_or_default() {
         store::spend_grant(client, subject, event_id, *grant_id, *taken)?;
     }
-    Ok(Decision { event_id: Some(event_id), ..decision })
+    Ok(Some(Decision { event_id: Some(event_id), ..decision }))
 }
 
 const LIFETIME: Window = Window { start: None, end: None };

@@ -13,7 +13,7 @@ use pgrx::nullable::Nullable;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin};
-use pgrx::{FromDatum, IntoDatum, JsonB, PgLogLevel};
+use pgrx::{FromDatum, IntoDatum, PgLogLevel};
 
 use crate::error::{QResult, QuotaError};
 
@@ -22,22 +22,34 @@ use crate::error::{QResult, QuotaError};
 pub struct Jsonb(Datum);
 
 impl Jsonb {
-    /// A jsonb made from a parsed value (e.g. one event's metadata in record_batch).
-    pub fn from_value(value: serde_json::Value) -> QResult<Self> {
-        JsonB(value).into_datum().map(Jsonb).ok_or_else(|| QuotaError::internal("jsonb conversion returned NULL"))
+    /// A jsonb read from JSON text by jsonb's own input function, exactly as a jsonb
+    /// argument is read (e.g. one event's metadata in record_batch).
+    pub fn from_text(text: &str) -> QResult<Self> {
+        let text = std::ffi::CString::new(text).map_err(|_| QuotaError::invalid("JSON text contains a NUL byte"))?;
+        // SAFETY: jsonb_in reads a NUL-terminated C string, alive for the call, and returns a
+        // palloc'd jsonb in the current memory context.
+        unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(Datum::from(text.as_ptr()))]) }
+            .map(Jsonb)
+            .ok_or_else(|| QuotaError::internal("jsonb_in returned NULL"))
+    }
+
+    /// The value as JSON text (jsonb's own output).
+    pub fn text(self) -> QResult<String> {
+        // SAFETY: self.0 is a jsonb datum alive for this call; jsonb_out detoasts it and
+        // returns a palloc'd C string, freed once copied.
+        unsafe {
+            let Some(out) = pgrx::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(self.0)]) else {
+                return Err(QuotaError::internal("jsonb_out returned NULL"));
+            };
+            let text = CStr::from_ptr(out.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy().into_owned();
+            pg_sys::pfree(out.cast_mut_ptr());
+            Ok(text)
+        }
     }
 
     /// The value, parsed; `what` names the argument in the error.
     pub fn parse(self, what: &str) -> QResult<serde_json::Value> {
-        // SAFETY: self.0 is a jsonb datum alive for this call; jsonb_out detoasts it and
-        // returns a palloc'd C string.
-        let text = unsafe {
-            let Some(out) = pgrx::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(self.0)]) else {
-                return Err(QuotaError::internal("jsonb_out returned NULL"));
-            };
-            CStr::from_ptr(out.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy().into_owned()
-        };
-        serde_json::from_str(&text).map_err(|error| {
+        serde_json::from_str(&self.text()?).map_err(|error| {
             QuotaError::invalid(format!("{what} cannot be read: {error}"))
                 .with_hint("JSON nested more than 128 levels deep is not accepted.")
         })

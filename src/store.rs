@@ -284,6 +284,8 @@ thread_local! {
                                    window_start, window_end, used, allowance, remaining, reason,
                                    idempotency_key, metadata, reserved, reservation_id)
          VALUES ($1, $2, $3, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12, $13, $14, $16, $17)
+         ON CONFLICT (subject, idempotency_key) WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record')
+         DO NOTHING
          RETURNING event_id",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TEXTOID,
           PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID, PgBuiltInOids::INT8OID,
@@ -684,7 +686,9 @@ pub struct EventRow<'a> {
     pub reservation_id: Option<Uuid>,
 }
 
-pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<i64> {
+/// Writes the ledger row; None when another call's consume or record holds its idempotency
+/// key (this one waited for that call to commit).
+pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<Option<i64>> {
     let d = event.decision;
     let end = event.window.end.map(timestamp).transpose()?;
     let args = [
@@ -706,6 +710,5 @@ pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<i64> {
         d.reserved.into(),
         event.reservation_id.into(),
     ];
-    let id = query_row(client, &INSERT_EVENT, &args, |row| not_null(row, 1))?;
-    id.ok_or_else(|| QuotaError::internal("event insert returned no row"))
+    query_row(client, &INSERT_EVENT, &args, |row| not_null(row, 1))
 }

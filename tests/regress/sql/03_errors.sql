@@ -80,6 +80,9 @@ SELECT count(*) AS audit_mismatches FROM quota.audit();
 -- client error; metadata is stored as it came, however deep.
 SELECT try(format('SELECT quota.set_limits(%L, %L)', 'errs', repeat('[', 200) || repeat(']', 200)));
 SELECT try(format('SELECT quota.record_batch(%L)', repeat('[', 200) || repeat(']', 200)));
+-- Metadata is kept as sent, however deep, as record() keeps it.
+SELECT allowed FROM quota.record_batch(('[{"subject": "00000000-0000-0000-0000-000000000037", "metric": "calls", "amount": 1, "metadata": '
+                                        || repeat('[', 200) || repeat(']', 200) || '}]')::jsonb);
 SELECT quota.assign_plan(s(35), 'errs');
 SELECT allowed FROM quota.consume(s(35), 'calls', 1, metadata => (repeat('[', 200) || repeat(']', 200))::jsonb);
 SELECT jsonb_typeof(metadata) FROM quota.events WHERE subject = s(35) AND kind = 'consume';
