@@ -266,10 +266,12 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         |governing: &Governing| governing.assigned && governing.plan.is_some() && governing.grants_left == 0 && !governing.reset_since;
     let mut mark = fast_path && !transaction_snapshot_is_fixed() && fast_path_can_decide(&governing);
     if let (true, Some(plan)) = (mark, governing.plan.clone()) {
-        store::lock_fast_path(client, request.subject, &plan)?;
-        governing = resolve_known(client, request)?;
-        // A plan change committed meanwhile: its plan's key is not held, so no mark.
-        mark = fast_path_can_decide(&governing) && governing.plan.as_deref() == Some(plan.as_str());
+        mark = store::try_lock_fast_path(client, request.subject, &plan)?;
+        if mark {
+            governing = resolve_known(client, request)?;
+            // A plan change committed meanwhile: its plan's key is not held, so no mark.
+            mark = fast_path_can_decide(&governing) && governing.plan.as_deref() == Some(plan.as_str());
+        }
     }
     let window = if governing.plan.is_some() { governing.window_at(request.at)? } else { LIFETIME };
     let allowance = match governing.plan {

@@ -144,28 +144,28 @@ thread_local! {
     // Taken before a consume resolves what governs it, so that it may mark its window for
     // the fast path: quota.forget_fast_path() takes the subject's key and the plan's key
     // exclusively. The subject's key is exclusive here too, so that two consumes of the
-    // subject never mark at once (each unmarks what the other cannot see yet).
-    static LOCK_FAST_PATH: Kept = const { Kept::new(
-        concat!("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1::text, ", lock_seed!(fast_path_subject), ")),
-                pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended($2, ", lock_seed!(fast_path_plan), "))"),
+    // subject never mark at once (each would unmark what the other cannot see yet). Only
+    // tried, never waited for: a consume that cannot have them at once decides on the slow
+    // path without marking, so it never waits for another consume or for a change in flight
+    // (and cannot deadlock with one that holds its counter row).
+    static TRY_LOCK_FAST_PATH: Kept = const { Kept::new(
+        concat!("SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended($1::text, ", lock_seed!(fast_path_subject), "))
+                AND pg_catalog.pg_try_advisory_xact_lock_shared(pg_catalog.hashtextextended($2, ", lock_seed!(fast_path_plan), "))"),
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID],
     ) };
     // Under the subject's fast-path key: unmarks the (subject, metric)'s other windows, then
-    // (MARK_FAST) marks the current window with its effective allowance, creating the row
-    // for a first denial. Two statements, so that the mark's snapshot sees the unmarking
-    // (counters_fast is unique: at most one marked row per (subject, metric)).
+    // (MARK_FAST) marks the current window with its effective allowance. Separate
+    // statements, so that the mark's snapshot sees the unmarking (counters_fast is unique: at
+    // most one marked row per (subject, metric)).
     static UNMARK_OTHERS: Kept = const { Kept::new(
         "UPDATE quota.counters SET fast = false WHERE subject = $1 AND metric = $2 AND fast AND window_start <> $3",
         &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID],
     ) };
     static MARK_FAST: Kept = const { Kept::new(
-        "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used, allowance, fast)
-         VALUES ($1, $2, $3, $4, 0, $5, true)
-         ON CONFLICT (subject, metric, window_start)
-         DO UPDATE SET fast = true, allowance = $5
-               WHERE NOT (c.fast AND c.allowance IS NOT DISTINCT FROM $5)",
-        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID,
-          PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID],
+        "UPDATE quota.counters SET fast = true, allowance = $4
+          WHERE subject = $1 AND metric = $2 AND window_start = $3
+            AND NOT (fast AND allowance IS NOT DISTINCT FROM $4)",
+        &[PgBuiltInOids::UUIDOID, PgBuiltInOids::TEXTOID, PgBuiltInOids::TIMESTAMPTZOID, PgBuiltInOids::INT8OID],
     ) };
     static RESOLVE: Kept = const { Kept::new(
         "SELECT p.plan, a.subject IS NOT NULL, a.anchor,
@@ -457,20 +457,22 @@ pub fn marked_window(client: &SpiClient, subject: Uuid, metric: &str, now: Micro
     })
 }
 
-/// Waits for configuration changes of the subject and its plan in flight, and for another
-/// consume of the subject that may mark (see LOCK_FAST_PATH).
-pub fn lock_fast_path(client: &SpiClient, subject: Uuid, plan: &str) -> QResult<()> {
-    query_row(client, &LOCK_FAST_PATH, &[subject.into(), plan.into()], |_| Ok(())).map(drop)
+/// Takes the keys a consume needs to mark its window (see TRY_LOCK_FAST_PATH) if they are
+/// free now; false when another consume or a configuration change holds them.
+pub fn try_lock_fast_path(client: &SpiClient, subject: Uuid, plan: &str) -> QResult<bool> {
+    let locked = query_row(client, &TRY_LOCK_FAST_PATH, &[subject.into(), plan.into()], |row| not_null(row, 1))?;
+    locked.ok_or_else(|| QuotaError::internal("the fast path's lock returned no row"))
 }
 
 /// Marks `window` as the (subject, metric)'s only fast-path window, with its effective
-/// allowance. Runs under the subject's fast-path key (lock_fast_path).
+/// allowance. Runs under the subject's fast-path key (try_lock_fast_path).
 pub fn mark_fast(client: &SpiClient, subject: Uuid, metric: &str, window: Window, allowance: Option<i64>) -> QResult<()> {
     let start = window_key(window.start)?;
     query(client, &UNMARK_OTHERS, &[subject.into(), metric.into(), start.into()], |_| Ok(()))?;
-    let end = window.end.map(timestamp).transpose()?;
-    let args = [subject.into(), metric.into(), start.into(), end.into(), allowance.into()];
-    query(client, &MARK_FAST, &args, |_| Ok(())).map(drop)
+    // The row exists first (a first denial creates it), unmarked; then it is marked by a
+    // plain UPDATE, never by an INSERT that proposes a marked row.
+    lock_counter(client, subject, metric, window)?;
+    query(client, &MARK_FAST, &[subject.into(), metric.into(), start.into(), allowance.into()], |_| Ok(())).map(drop)
 }
 
 /// What governs one (subject, metric) at an instant: the plan, the limit, the override,

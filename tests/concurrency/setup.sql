@@ -8,6 +8,7 @@ SELECT quota.create_plan('burst', '{"units": {"limit": 20, "per": "day"}}', is_d
 SELECT quota.create_plan('open', '{"units": {"limit": null, "per": "day"}}');
 SELECT quota.assign_plan(s(1), 'hammer');
 SELECT quota.assign_plan(s(5000), 'open');
+SELECT quota.assign_plan(s(5001), 'open');
 -- A wallet drawn on by many sessions at once: allowance 0, three grants of 300 units.
 SELECT quota.create_plan('wallet', '{"credits": {"limit": 0, "per": "lifetime"}, "units": {"limit": 50, "per": "day"}}');
 SELECT quota.assign_plan(s(6000), 'wallet');
@@ -30,3 +31,7 @@ BEGIN
 EXCEPTION WHEN SQLSTATE 'PT429' THEN
     RETURN false;
 END $$;
+-- consume against every kind of change in flight (admin_mix).
+SELECT quota.create_plan('mixed', '{"units": {"limit": 50, "per": "day"}}');
+SELECT quota.create_plan('mixed_more', '{"units": {"limit": 80, "per": "day"}}');
+SELECT quota.assign_plan(s(7000), 'mixed');
