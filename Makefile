@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup reliability-long
+.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -79,6 +79,11 @@ test-pg18:
 # What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).
 bench-signup: install cluster-start
 	@bash bench/signup.sh $(CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+
+# record_batch of 100,000 keyed events against the same events recorded one by one: peak
+# backend memory, time, advisory locks held (a benchmark: nothing fails on its figures).
+bench-batch: install cluster-start
+	@bash bench/record_batch.sh $(CLUSTER) $(PORT) $${EVENTS:-100000} $${RUNS:-3}; status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
 
 # The long forms of the simulator, the fuzzer and the crash test (docs/reliability.md), on
 # PostgreSQL 15 and 18 (release builds): about 25 minutes.

@@ -1,6 +1,6 @@
 -- Edges found in the review of 0.5.0; each failed on 0.5.0.
 SELECT quota.create_plan('edges', '{"tokens": {"limit": 10, "per": "day"}, "bytes": {"limit": null}}');
-SELECT quota.assign_plan(s(n), 'edges') FROM generate_series(130, 135) AS n;
+SELECT quota.assign_plan(s(n), 'edges') FROM generate_series(130, 136) AS n;
 
 -- record_batch keeps metadata exactly as record() does: no number becomes a float.
 SELECT allowed FROM quota.record(s(130), 'tokens', 1, metadata => '{"big": 123456789012345678901234567890, "tiny": 1e-400, "ratio": 0.1}');
@@ -58,3 +58,15 @@ EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
     RAISE NOTICE 'SQLSTATE %, detail: %', state, CASE WHEN detail = '' THEN '(none)' ELSE detail END;
 END $$;
+
+-- A keyed record_batch holds no lock per event (0.5.0 held one advisory lock per keyed event
+-- until commit: 100,000 of them exhausted the shared lock table for every session).
+BEGIN;
+SELECT count(*) AS recorded FROM quota.record_batch((SELECT jsonb_agg(jsonb_build_object(
+    'subject', s(136), 'metric', 'bytes', 'amount', 1, 'idempotency_key', 'lock-' || n)) FROM generate_series(1, 2000) AS n));
+SELECT count(*) AS advisory_locks_held FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+COMMIT;
+-- The same batch again replays every event: nothing is counted twice.
+SELECT count(*) FILTER (WHERE replayed) AS replayed FROM quota.record_batch((SELECT jsonb_agg(jsonb_build_object(
+    'subject', s(136), 'metric', 'bytes', 'amount', 1, 'idempotency_key', 'lock-' || n)) FROM generate_series(1, 2000) AS n));
+SELECT used FROM quota.usage(s(136)) WHERE metric = 'bytes';
