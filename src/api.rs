@@ -1175,7 +1175,14 @@ fn composite_desc(cache: &'static std::thread::LocalKey<Cell<Oid>>, name: &str) 
         oid = pgrx::regtypein(name);
         cache.with(|cached| cached.set(oid));
     }
-    PgTupleDesc::for_composite_type_by_oid(oid).ok_or_else(|| QuotaError::internal(format!("type {name} is missing")))
+    if oid == Oid::INVALID {
+        return Err(QuotaError::internal(format!("type {name} is missing")));
+    }
+    // The type cache's descriptor, reference-counted until the tuple made with it is dropped:
+    // not a copy per tuple (record_batch keeps one tuple per event until it returns).
+    // SAFETY: lookup_rowtype_tupdesc returns a pinned descriptor of an existing composite type
+    // (or raises), which PgTupleDesc::from_pg releases on drop.
+    Ok(unsafe { PgTupleDesc::from_pg(pg_sys::lookup_rowtype_tupdesc(oid, -1)) })
 }
 
 fn composite(

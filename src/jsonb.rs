@@ -13,7 +13,7 @@ use pgrx::nullable::Nullable;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin};
-use pgrx::{FromDatum, IntoDatum, PgLogLevel};
+use pgrx::{FromDatum, IntoDatum, PgLogLevel, PgMemoryContexts};
 
 use crate::error::{QResult, QuotaError};
 
@@ -33,17 +33,19 @@ impl Jsonb {
             .ok_or_else(|| QuotaError::internal("jsonb_in returned NULL"))
     }
 
-    /// The value as JSON text (jsonb's own output).
+    /// The value as JSON text (jsonb's own output). jsonb_out runs in a memory context of its
+    /// own, deleted once the text is copied: what it allocates along the way (one string per
+    /// number, for one) is not left in the caller's context for the rest of a long call.
     pub fn text(self) -> QResult<String> {
+        let mut scratch = PgMemoryContexts::new("pg_quota jsonb_out");
         // SAFETY: self.0 is a jsonb datum alive for this call; jsonb_out detoasts it and
-        // returns a palloc'd C string, freed once copied.
+        // returns a C string in the scratch context, copied before the context is deleted.
         unsafe {
-            let Some(out) = pgrx::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(self.0)]) else {
-                return Err(QuotaError::internal("jsonb_out returned NULL"));
-            };
-            let text = CStr::from_ptr(out.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy().into_owned();
-            pg_sys::pfree(out.cast_mut_ptr());
-            Ok(text)
+            scratch.switch_to(|_| {
+                let out = pgrx::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(self.0)])
+                    .ok_or_else(|| QuotaError::internal("jsonb_out returned NULL"))?;
+                Ok(CStr::from_ptr(out.cast_mut_ptr::<std::ffi::c_char>()).to_string_lossy().into_owned())
+            })
         }
     }
 
