@@ -6,9 +6,11 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::spi::SpiError;
 use pgrx::PgSqlErrorCode;
 
-use crate::batch::BatchError;
-use crate::plan::PlanError;
-use crate::window::WindowError;
+use quota_rules::batch::BatchError;
+use quota_rules::plan::PlanError;
+use quota_rules::request::{self, RequestError};
+use quota_rules::window::WindowError;
+use quota_rules::CorruptValue;
 
 #[derive(Debug)]
 pub struct QuotaError {
@@ -80,6 +82,34 @@ impl QuotaError {
             .with_hint("Only columns of the built-in types are read: a domain or a type of your own is refused.")
     }
 
+    /// 42704: a grant that does not exist.
+    pub fn unknown_grant(grant_id: impl std::fmt::Display) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown grant {grant_id}"))
+    }
+
+    /// 42704: a reservation that does not exist.
+    pub fn unknown_reservation(reservation_id: impl std::fmt::Display) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown reservation {reservation_id}"))
+    }
+
+    /// 42710: create_plan of a plan that exists.
+    pub fn duplicate_plan(plan: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, format!("plan \"{plan}\" already exists"))
+            .with_hint("Change its limits with quota.set_limits(), or pick another name.")
+    }
+
+    /// 42501: an end-user function called without a signed-in user.
+    pub fn not_signed_in() -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, "no signed-in user")
+            .with_hint("Call with a user's JWT: request.jwt.claims has no uuid in sub.")
+    }
+
+    /// 23505: a concurrent call committed the same idempotency key first.
+    pub fn key_in_use(key: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, format!("idempotency key \"{key}\" was used by another call at the same time"))
+            .with_hint("Retry: the call that holds the key has committed.")
+    }
+
     /// XX000: a broken invariant of pg_quota itself, never a client mistake.
     pub fn internal(what: impl std::fmt::Display) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_quota internal error: {what}"))
@@ -131,6 +161,28 @@ impl From<BatchError> for QuotaError {
     }
 }
 
+/// 23505 (HTTP 409) for a request that collides with one already made, else 22023.
+impl From<RequestError> for QuotaError {
+    fn from(error: RequestError) -> Self {
+        let code = match error.is_conflict() {
+            true => PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            false => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        };
+        let hint = error.hint();
+        let quota_error = QuotaError::new(code, error.to_string());
+        match hint {
+            Some(hint) => quota_error.with_hint(hint),
+            None => quota_error,
+        }
+    }
+}
+
+impl From<CorruptValue> for QuotaError {
+    fn from(error: CorruptValue) -> Self {
+        QuotaError::internal(error)
+    }
+}
+
 /// 22008: an instant the window engine cannot place (far outside any real calendar).
 fn window_error(message: String) -> QuotaError {
     QuotaError::new(PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW, message)
@@ -150,11 +202,7 @@ pub fn required<T>(value: Option<T>, name: &str) -> QResult<T> {
     value.ok_or_else(|| QuotaError::null_argument(name))
 }
 
-/// Amounts are positive: zero would record nothing, negative would refund.
+/// A positive amount that must be given (see quota_rules::request::positive_amount).
 pub fn positive_amount(amount: Option<i64>) -> QResult<i64> {
-    match required(amount, "amount")? {
-        amount if amount > 0 => Ok(amount),
-        amount => Err(QuotaError::invalid(format!("amount must be positive, got {amount}"))
-            .with_hint("Pass a whole number of units greater than zero.")),
-    }
+    Ok(request::positive_amount(required(amount, "amount")?)?)
 }

@@ -1,24 +1,25 @@
 //! pg_quota: SaaS usage quotas enforced inside the PostgreSQL transaction.
 //!
-//! Layout: the domain logic is plain Rust (`window`: how a window is computed, `decide`:
-//! limit arithmetic and the split between allowance and grants, `plan`: names and plan
-//! definitions, `batch`: the events of record_batch, `claims`: who is calling). The PostgreSQL layer is thin:
-//! `api` holds the SQL entry points, `store` every statement they run, `error` the
-//! SQLSTATEs. Tables, types and hand-written SQL live in `sql/`.
+//! The rules (windows, plans, limit arithmetic, the split, request rules) are the pgrx-free
+//! crate `quota_rules` (crates/quota-rules). This crate is glue, one module per feature:
+//! `spending` (consume, check, record, record_batch, give_back), `fast_path` (consume's
+//! one-statement path), `reservations`, `usage` (and the end-user surface), `admin`,
+//! `enforce` (what the enforce and sign-up triggers read of a row). `store` holds every
+//! statement they run, `tuples` the composite results, `error` the SQLSTATEs, `jsonb` the
+//! jsonb arguments. Tables, types and hand-written SQL live in `sql/`, one file per concern.
 
 use pgrx::prelude::*;
 
-pub mod batch;
-pub mod claims;
-pub mod decide;
-pub mod plan;
-pub mod window;
-
-mod api;
+mod admin;
 mod enforce;
 mod error;
+mod fast_path;
 mod jsonb;
+mod reservations;
+mod spending;
 mod store;
+mod tuples;
+mod usage;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -31,14 +32,20 @@ pub extern "C-unwind" fn _PG_init() {
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
 }
 
+// The hand-written SQL, in install order: the schema first, the privileges last, and each
+// file after the Rust functions it calls.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../sql/require.sql", name = "require", requires = [api::consume]);
+extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
+extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["fast_path"]);
+extension_sql_file!("../sql/reservations.sql", name = "reservations", requires = ["audit"]);
+extension_sql_file!("../sql/require.sql", name = "require", requires = [spending::consume]);
 extension_sql_file!(
     "../sql/enforce.sql",
     name = "enforce",
-    requires = ["require", api::check, api::give_back, enforce::row_uuid, enforce::row_units]
+    requires = ["require", spending::check, spending::give_back, enforce::row_uuid, enforce::row_units]
 );
-extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+extension_sql_file!("../sql/supabase.sql", name = "supabase", requires = ["enforce", "reservations", usage::current_subject]);
+extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Tests that need to run inside PostgreSQL and are awkward in pg_regress. The SQL-level
 /// suites in tests/regress cover every function and error case.

@@ -2,7 +2,8 @@
 //! Plain Rust, no pgrx types. Every operation is checked or provably in range: the crate
 //! builds with overflow-checks, and an overflow must become a clear SQL error, not a panic.
 
-use crate::window::Micros;
+use crate::window::{Micros, Window};
+use crate::CorruptValue;
 
 /// Why a decision came out as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +28,12 @@ impl Reason {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Reason> {
+    /// A reason read back from the ledger; anything else is a corrupt row.
+    pub fn parse(text: &str) -> Result<Reason, CorruptValue> {
         [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Overage, Reason::Reset]
             .into_iter()
             .find(|reason| reason.as_str() == text)
+            .ok_or_else(|| CorruptValue::new("reason", text))
     }
 }
 
@@ -61,15 +64,89 @@ pub struct Decision {
     pub event_id: Option<i64>,
 }
 
+/// A window after a call: its usage, what active holds keep, and the usable grants left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub used: i64,
+    pub reserved: i64,
+    pub grants_left: i64,
+}
+
+impl Decision {
+    /// The decision on `amount` of `metric` in `window`: paid as `paid` says (None =
+    /// denied), leaving the window as `standing` says.
+    pub fn new(metric: &str, amount: i64, paid: Option<&Split>, standing: Standing, allowance: Option<i64>, window: Window) -> Decision {
+        let reason = match paid {
+            None => Reason::QuotaExceeded,
+            Some(split) if split.overage > 0 => Reason::Overage,
+            Some(_) => Reason::Ok,
+        };
+        Decision {
+            allowed: paid.is_some(),
+            metric: metric.to_string(),
+            amount,
+            from_allowance: paid.map_or(0, |split| split.from_allowance),
+            from_grants: paid.map_or(0, Split::grants_total),
+            overage: paid.map_or(0, |split| split.overage),
+            used: standing.used,
+            reserved: standing.reserved,
+            allowance,
+            remaining: remaining_with_grants(allowance, standing.used, standing.grants_left, standing.reserved),
+            window_start: window.start,
+            resets_at: window.end,
+            replayed: false,
+            reason,
+            event_id: None,
+        }
+    }
+
+    /// A decision read back from the ledger must be one pg_quota could have written: no
+    /// negative part, the parts add up to the amount or to nothing (a denial, a hold not
+    /// settled yet), and a denial says why. A corrupt row is an internal error, never `ok`.
+    pub fn assert_consistent(&self) -> Result<(), CorruptValue> {
+        let paid = i128::from(self.from_allowance) + i128::from(self.from_grants) + i128::from(self.overage);
+        let parts_valid = self.from_allowance >= 0 && self.from_grants >= 0 && self.overage >= 0;
+        let adds_up = paid == 0 || paid == i128::from(self.amount);
+        let denied_for_a_reason = self.allowed || matches!(self.reason, Reason::QuotaExceeded | Reason::NoPlan);
+        if parts_valid && adds_up && denied_for_a_reason {
+            Ok(())
+        } else {
+            Err(CorruptValue::new("decision", &format!("{self:?}")))
+        }
+    }
+}
+
+/// A limit as a plan or an override states it for one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The plan has no limit for the metric, or the subject no override.
+    Absent,
+    Unlimited,
+    AtMost(i64),
+}
+
+impl Limit {
+    /// From a row that may lack the limit (`present`) and whose allowance NULL means unlimited.
+    pub fn from_row(present: bool, allowance: Option<i64>) -> Limit {
+        match (present, allowance) {
+            (false, _) => Limit::Absent,
+            (true, None) => Limit::Unlimited,
+            (true, Some(allowance)) => Limit::AtMost(allowance),
+        }
+    }
+}
+
 /// The allowance in force: an override replaces the plan's limit, and a metric missing
 /// from the plan has allowance 0. `None` means unlimited.
-///
-/// `plan_limit` is `None` when the plan has no limit for the metric, `Some(None)` when the
-/// plan's limit is unlimited; likewise `override_limit`.
-pub fn effective_allowance(plan_limit: Option<Option<i64>>, override_limit: Option<Option<i64>>) -> Option<i64> {
+pub fn effective_allowance(plan_limit: Limit, override_limit: Limit) -> Option<i64> {
+    let allowance = |limit| match limit {
+        Limit::Unlimited => None,
+        Limit::AtMost(allowance) => Some(allowance),
+        Limit::Absent => Some(0),
+    };
     match override_limit {
-        Some(allowance) => allowance,
-        None => plan_limit.unwrap_or(Some(0)),
+        Limit::Absent => allowance(plan_limit),
+        overridden => allowance(overridden),
     }
 }
 
@@ -154,7 +231,25 @@ pub fn split(amount: i64, room: Option<i64>, balances: &[i64], overage_allowed: 
     if rest > 0 && !overage_allowed {
         return None;
     }
-    Some(Split { from_allowance, from_grants, overage: rest })
+    let paid = Split { from_allowance, from_grants, overage: rest };
+    paid.assert_pays(amount, room, balances);
+    Some(paid)
+}
+
+impl Split {
+    /// The split's invariants: its parts add up to the amount, none is negative, the
+    /// allowance gives at most its room and no grant more than its balance. A broken one is
+    /// a bug in pg_quota: the statement fails (XX000) rather than spend what is not there.
+    fn assert_pays(&self, amount: i64, room: i64, balances: &[i64]) {
+        let grants: i128 = self.from_grants.iter().map(|(_, taken)| i128::from(*taken)).sum();
+        let total = i128::from(self.from_allowance) + grants + i128::from(self.overage);
+        assert_eq!(total, i128::from(amount), "split: parts {self:?} do not add up to {amount}");
+        assert!((0..=room.max(0)).contains(&self.from_allowance), "split: {self:?} takes more than the room {room}");
+        assert!(self.overage >= 0, "split: negative overage in {self:?}");
+        for (index, taken) in &self.from_grants {
+            assert!(*taken > 0 && *taken <= balances[*index], "split: grant {index} overdrawn in {self:?} of {balances:?}");
+        }
+    }
 }
 
 /// Sum of grant balances; saturates, since it is only reported, never spent from.
@@ -179,6 +274,7 @@ pub fn after_holds(room: Option<i64>, balances: &mut [i64], holds: i64) -> Optio
         *balance -= taken;
         rest -= taken;
     }
+    assert!(rest >= 0 && from_room <= room, "after_holds: holds {holds} set aside wrongly from room {room}");
     Some(room - from_room)
 }
 
@@ -200,31 +296,11 @@ pub fn percent_used(allowance: Option<i64>, used: i64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// splitmix64: a tiny deterministic generator, so every failure names a reproducible seed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        /// Values biased towards the edges where arithmetic breaks.
-        fn edgy_non_negative(&mut self) -> i64 {
-            const EDGES: [i64; 7] = [0, 1, 2, 9, 10, i64::MAX - 1, i64::MAX];
-            match self.next() % 3 {
-                0 => EDGES[(self.next() % EDGES.len() as u64) as usize],
-                1 => (self.next() % 1_000) as i64,
-                _ => (self.next() >> 1) as i64,
-            }
-        }
-    }
+    use crate::rng::Rng;
 
     #[test]
     fn ceiling_agrees_with_exact_arithmetic() {
-        let mut rng = Rng(0x5EED_0001);
+        let mut rng = Rng::new(0x5EED_0001);
         for case in 0..100_000 {
             let allowance = rng.edgy_non_negative();
             let amount = rng.edgy_non_negative().max(1);
@@ -251,17 +327,21 @@ mod tests {
 
     #[test]
     fn override_replaces_plan_and_missing_metric_is_zero() {
-        assert_eq!(effective_allowance(None, None), Some(0));
-        assert_eq!(effective_allowance(Some(Some(10)), None), Some(10));
-        assert_eq!(effective_allowance(Some(None), None), None);
-        assert_eq!(effective_allowance(Some(Some(10)), Some(None)), None);
-        assert_eq!(effective_allowance(Some(None), Some(Some(3))), Some(3));
-        assert_eq!(effective_allowance(None, Some(Some(5))), Some(5));
+        use Limit::{Absent, AtMost, Unlimited};
+        assert_eq!(effective_allowance(Absent, Absent), Some(0));
+        assert_eq!(effective_allowance(AtMost(10), Absent), Some(10));
+        assert_eq!(effective_allowance(Unlimited, Absent), None);
+        assert_eq!(effective_allowance(AtMost(10), Unlimited), None);
+        assert_eq!(effective_allowance(Unlimited, AtMost(3)), Some(3));
+        assert_eq!(effective_allowance(Absent, AtMost(5)), Some(5));
+        assert_eq!(Limit::from_row(false, Some(3)), Absent);
+        assert_eq!(Limit::from_row(true, None), Unlimited);
+        assert_eq!(Limit::from_row(true, Some(3)), AtMost(3));
     }
 
     #[test]
     fn remaining_never_negative_and_exact() {
-        let mut rng = Rng(0x5EED_0002);
+        let mut rng = Rng::new(0x5EED_0002);
         for case in 0..100_000 {
             let allowance = rng.edgy_non_negative();
             let used = rng.edgy_non_negative();
@@ -287,12 +367,12 @@ mod tests {
     /// taken strictly in order, and consume denies exactly when room plus grants fall short.
     #[test]
     fn split_matches_reference_model() {
-        let mut rng = Rng(0x5EED_0003);
+        let mut rng = Rng::new(0x5EED_0003);
         for case in 0..50_000 {
             let amount = rng.edgy_non_negative().max(1);
-            let room = if rng.next() % 5 == 0 { None } else { Some(rng.edgy_non_negative()) };
-            let balances: Vec<i64> = (0..rng.next() % 5).map(|_| rng.edgy_non_negative()).collect();
-            let overage_allowed = rng.next() % 2 == 0;
+            let room = if rng.next_u64() % 5 == 0 { None } else { Some(rng.edgy_non_negative()) };
+            let balances: Vec<i64> = (0..rng.next_u64() % 5).map(|_| rng.edgy_non_negative()).collect();
+            let overage_allowed = rng.next_u64() % 2 == 0;
             let context = format!("case {case}: amount={amount} room={room:?} balances={balances:?} overage={overage_allowed}");
             let available = room.map(|room| i128::from(room) + balances.iter().map(|b| i128::from(*b)).sum::<i128>());
             let outcome = split(amount, room, &balances, overage_allowed);
@@ -351,10 +431,10 @@ mod tests {
         let mut balances = [1, 1];
         assert_eq!(after_holds(Some(0), &mut balances, 5), Some(0));
         assert_eq!(balances, [0, 0]);
-        let mut rng = Rng(0x5EED_0004);
+        let mut rng = Rng::new(0x5EED_0004);
         for case in 0..20_000 {
             let room = rng.edgy_non_negative() % 1_000_000;
-            let mut balances: Vec<i64> = (0..rng.next() % 4).map(|_| rng.edgy_non_negative() % 1_000_000).collect();
+            let mut balances: Vec<i64> = (0..rng.next_u64() % 4).map(|_| rng.edgy_non_negative() % 1_000_000).collect();
             let before: i64 = room + balances.iter().sum::<i64>();
             let holds = rng.edgy_non_negative() % 3_000_000;
             let left = after_holds(Some(room), &mut balances, holds).expect("limited");
@@ -367,8 +447,8 @@ mod tests {
     #[test]
     fn reason_round_trips() {
         for reason in [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Overage, Reason::Reset] {
-            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+            assert_eq!(Reason::parse(reason.as_str()), Ok(reason));
         }
-        assert_eq!(Reason::parse("nope"), None);
+        assert_eq!(Reason::parse("nope"), Err(CorruptValue::new("reason", "nope")));
     }
 }

@@ -191,6 +191,9 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, WindowError> {
 }
 
 impl Window {
+    /// The one window of a lifetime limit that was never reset.
+    pub const LIFETIME: Window = Window { start: None, end: None };
+
     /// A reset starts the window over: when `reset_at` falls inside this window, the window
     /// begins there instead. Its end does not move.
     pub fn restarted_by(self, reset_at: Option<Micros>) -> Window {
@@ -364,6 +367,7 @@ fn end_of_gap(tz: Tz, local: NaiveDateTime) -> Result<Micros, WindowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     fn at(rfc3339: &str) -> Micros {
         DateTime::parse_from_rfc3339(rfc3339).expect(rfc3339).timestamp_micros()
@@ -384,24 +388,6 @@ mod tests {
 
     fn hours(w: &Window) -> f64 {
         (w.end.expect("end") - w.start.expect("start")) as f64 / HOUR as f64
-    }
-
-    /// splitmix64: deterministic, so a failing case names its seed and index.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-            items[self.below(items.len() as u64) as usize]
-        }
     }
 
     const ZONES: [&str; 11] = [
@@ -436,8 +422,8 @@ mod tests {
         let base = at("1900-01-01T00:00:00Z") + (rng.below(300 * 365 * 24 * 3600) as i64) * 1_000_000;
         match rng.below(4) {
             0 => base,
-            1 => base - base.rem_euclid(HOUR) + rng.pick(&[0, 1, -1, 30 * MINUTE]),
-            2 => at(rng.pick(&[
+            1 => base - base.rem_euclid(HOUR) + *rng.pick(&[0, 1, -1, 30 * MINUTE]),
+            2 => at(*rng.pick(&[
                 "2026-03-29T00:30:00Z",
                 "2026-10-25T00:59:59Z",
                 "2026-11-01T05:30:00Z",
@@ -453,12 +439,12 @@ mod tests {
     #[test]
     fn windows_tile_time() {
         let seed = 0x0051_DE5E_ED00_0001;
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         for case in 0..4000 {
             let spec = WindowSpec {
                 period: random_period(&mut rng),
                 anchor: if rng.below(2) == 0 { Anchor::Calendar } else { Anchor::Subscription },
-                time_zone: parse_time_zone(rng.pick(&ZONES)).expect("zone"),
+                time_zone: parse_time_zone(*rng.pick(&ZONES)).expect("zone"),
             };
             let anchor = random_instant(&mut rng);
             let instant = random_instant(&mut rng);

@@ -1,0 +1,109 @@
+//! What governs one (subject, metric) at an instant, as the store reads it: the plan, its
+//! limit and window rule, the subject's override, the last reset, the usable grants. And the
+//! rules that follow from it: which window counts, which allowance applies, and whether the
+//! fast path may decide later consumes.
+
+use crate::decide::{effective_allowance, Limit};
+use crate::window::{Micros, Window, WindowError, WindowSpec};
+
+#[derive(Debug, Clone)]
+pub struct Governing {
+    pub plan: Option<String>,
+    /// The subject has an assignment (otherwise `plan` is the default plan, if any).
+    pub assigned: bool,
+    /// The assignment's anchor; None when the subject has no assignment yet.
+    pub subscription_anchor: Option<Micros>,
+    pub plan_limit: Limit,
+    /// The plan's window rule for the metric; lifetime when the plan lacks the metric.
+    pub window_spec: WindowSpec,
+    pub override_limit: Limit,
+    /// The last reset at or before the usage's instant.
+    pub reset_at: Option<Micros>,
+    /// Some plan has a limit for the metric.
+    pub metric_known: bool,
+    /// Sum of the grants usable now, at most i64::MAX (informational: the slow path locks
+    /// and re-reads them).
+    pub grants_left: i64,
+    /// A reset after the usage's instant exists: the window at that instant is not the one
+    /// later calls count in.
+    pub reset_since: bool,
+}
+
+impl Governing {
+    /// The window that contains `at` by the plan's rule, started over by the last reset.
+    pub fn window_at(&self, at: Micros) -> Result<Window, WindowError> {
+        let natural = self.window_spec.window_at(self.subscription_anchor.unwrap_or(at), at)?;
+        Ok(natural.restarted_by(self.reset_at))
+    }
+
+    /// Where usage at `at` counts: its window, or without a plan the lifetime window.
+    pub fn counting_window(&self, at: Micros) -> Result<Window, WindowError> {
+        match self.plan {
+            Some(_) => self.window_at(at),
+            None => Ok(Window::LIFETIME),
+        }
+    }
+
+    /// The allowance in force (None = unlimited); 0 without a plan.
+    pub fn allowance(&self) -> Option<i64> {
+        match self.plan {
+            Some(_) => effective_allowance(self.plan_limit, self.override_limit),
+            None => Some(0),
+        }
+    }
+
+    /// Whether the fast path may decide the (subject, metric)'s next consumes from its
+    /// window's cached allowance alone: an assigned plan, no usable grants, and no reset
+    /// after this instant (the reset's window is the current one then).
+    pub fn fast_path_can_decide(&self) -> bool {
+        self.assigned && self.plan.is_some() && self.grants_left == 0 && !self.reset_since
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{parse_time_zone, Anchor, Period};
+
+    const DAY: Micros = 86_400_000_000;
+
+    fn governing(plan: Option<&str>) -> Governing {
+        Governing {
+            plan: plan.map(str::to_string),
+            assigned: true,
+            subscription_anchor: Some(DAY / 2),
+            plan_limit: Limit::AtMost(10),
+            window_spec: WindowSpec { period: Period::Day, anchor: Anchor::Subscription, time_zone: parse_time_zone("UTC").expect("utc") },
+            override_limit: Limit::Absent,
+            reset_at: None,
+            metric_known: true,
+            grants_left: 0,
+            reset_since: false,
+        }
+    }
+
+    #[test]
+    fn windows_follow_the_anchor_and_resets() {
+        let g = governing(Some("free"));
+        assert_eq!(g.window_at(DAY), Ok(Window { start: Some(DAY / 2), end: Some(DAY + DAY / 2) }));
+        let reset = Governing { reset_at: Some(DAY - 1), ..g.clone() };
+        assert_eq!(reset.window_at(DAY), Ok(Window { start: Some(DAY - 1), end: Some(DAY + DAY / 2) }));
+        // A reset in an earlier window does not move this one.
+        let earlier = Governing { reset_at: Some(1), ..g.clone() };
+        assert_eq!(earlier.window_at(DAY), g.window_at(DAY));
+        assert_eq!(governing(None).counting_window(DAY), Ok(Window::LIFETIME));
+    }
+
+    #[test]
+    fn allowance_and_fast_path() {
+        let g = governing(Some("free"));
+        assert_eq!(g.allowance(), Some(10));
+        assert_eq!(Governing { override_limit: Limit::Unlimited, ..g.clone() }.allowance(), None);
+        assert_eq!(governing(None).allowance(), Some(0));
+        assert!(g.fast_path_can_decide());
+        assert!(!Governing { grants_left: 1, ..g.clone() }.fast_path_can_decide());
+        assert!(!Governing { reset_since: true, ..g.clone() }.fast_path_can_decide());
+        assert!(!Governing { assigned: false, ..g.clone() }.fast_path_can_decide());
+        assert!(!governing(None).fast_path_can_decide());
+    }
+}

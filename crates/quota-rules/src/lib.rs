@@ -1,0 +1,48 @@
+//! The rules of pg_quota, without PostgreSQL: plain Rust, tested with `cargo test -p
+//! quota-rules` on any machine. The extension (`src/` at the top of the repository) maps
+//! SQL values to these types, runs the statements, and gives each error its SQLSTATE.
+//!
+//! - `window`: how a window is computed (period, anchor, time zone; DST-safe tiling).
+//! - `plan`: names and plan definitions, what `quota.create_plan()` accepts.
+//! - `governing`: what governs one (subject, metric), and which window and allowance follow.
+//! - `decide`: limit arithmetic, the split between allowance and grants, decisions.
+//! - `request`: argument rules of the entry points, replays, hold lifetimes, ledger kinds.
+//! - `batch`: the events of `quota.record_batch()`. `claims`: who is calling (JWT `sub`).
+//! - `locks`: the advisory-lock seeds shared with the hand-written SQL.
+//! - `rng`: the seeded generator of every property test and of the test harness.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+pub mod batch;
+pub mod claims;
+pub mod decide;
+pub mod governing;
+pub mod locks;
+pub mod plan;
+pub mod request;
+pub mod rng;
+pub mod window;
+
+/// A value read back from pg_quota's own tables that pg_quota could not have written:
+/// corruption or a bug, reported as an internal error, never mistaken for a valid value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptValue {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl CorruptValue {
+    pub fn new(what: &'static str, value: &str) -> Self {
+        CorruptValue { what, value: value.to_string() }
+    }
+}
+
+impl fmt::Display for CorruptValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "corrupt {} read back: {:?}", self.what, self.value)
+    }
+}
+
+impl std::error::Error for CorruptValue {}

@@ -1,0 +1,65 @@
+-- Recomputes every counter and every grant balance from the ledger and returns what
+-- disagrees: a window whose counter is not the sum of its consume/record/settle events
+-- (from_allowance + overage) less its give_back events, a window whose held is not the sum of its held
+-- reservations, a grant whose remaining is not its amount less what event_grants says it
+-- paid, an event whose from_grants is not what event_grants lists, or a counter marked for
+-- the fast path whose cached allowance is not the effective one (or that another marked row,
+-- a usable grant or a later reset should have unmarked). Returns no rows on a healthy
+-- database.
+CREATE FUNCTION quota.audit()
+RETURNS TABLE (subject uuid, metric text, item text, stored numeric, from_ledger numeric)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT subject, metric, 'window ' || window_start, c.used, e.used
+    FROM quota.counters AS c
+    FULL JOIN (SELECT subject, metric, window_start,
+                      sum(CASE kind WHEN 'give_back' THEN -from_allowance ELSE from_allowance + overage END) AS used
+               FROM quota.events
+               WHERE kind IN ('consume', 'record', 'settle', 'give_back')
+               GROUP BY subject, metric, window_start) AS e
+         USING (subject, metric, window_start)
+    WHERE coalesce(c.used, 0) <> coalesce(e.used, 0)
+    UNION ALL
+    SELECT c.subject, c.metric, 'holds ' || c.window_start, c.held, coalesce(sum(r.amount), 0)
+    FROM quota.counters AS c
+    LEFT JOIN quota.reservations AS r
+           ON r.subject = c.subject AND r.metric = c.metric AND r.window_start = c.window_start
+          AND r.status = 'held'
+    GROUP BY c.subject, c.metric, c.window_start, c.held
+    HAVING c.held <> coalesce(sum(r.amount), 0)
+    UNION ALL
+    SELECT g.subject, g.metric, 'grant ' || g.grant_id, g.remaining, g.amount - coalesce(p.paid, 0)
+    FROM quota.grants AS g
+    LEFT JOIN (SELECT grant_id, sum(amount) AS paid FROM quota.event_grants GROUP BY grant_id) AS p
+           USING (grant_id)
+    WHERE g.remaining <> g.amount - coalesce(p.paid, 0)
+    UNION ALL
+    SELECT e.subject, e.metric, 'event ' || e.event_id, e.from_grants, coalesce(sum(p.amount), 0)
+    FROM quota.events AS e
+    LEFT JOIN quota.event_grants AS p USING (subject, event_id)
+    WHERE e.from_grants > 0 OR p.event_id IS NOT NULL
+    GROUP BY e.subject, e.metric, e.event_id, e.from_grants
+    HAVING e.from_grants <> coalesce(sum(p.amount), 0)
+    UNION ALL
+    SELECT c.subject, c.metric, 'fast ' || c.window_start, c.allowance, effective.allowance
+    FROM quota.counters AS c
+    LEFT JOIN quota.assignments AS a USING (subject)
+    LEFT JOIN quota.limits AS l ON l.plan = a.plan AND l.metric = c.metric
+    LEFT JOIN quota.overrides AS o ON o.subject = c.subject AND o.metric = c.metric
+    CROSS JOIN LATERAL (SELECT CASE WHEN o.subject IS NOT NULL THEN o.allowance
+                                    WHEN l.plan IS NOT NULL THEN l.allowance
+                                    ELSE 0 END AS allowance) AS effective
+    WHERE c.fast
+      AND (a.subject IS NULL OR c.allowance IS DISTINCT FROM effective.allowance
+           OR EXISTS (SELECT FROM quota.counters AS other
+                       WHERE other.subject = c.subject AND other.metric = c.metric AND other.fast
+                         AND other.window_start <> c.window_start)
+           OR EXISTS (SELECT FROM quota.grants AS g
+                       WHERE g.subject = c.subject AND g.metric = c.metric AND g.remaining > 0
+                         AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now()))
+           OR EXISTS (SELECT FROM quota.resets AS r
+                       WHERE r.subject = c.subject AND r.metric = c.metric
+                         AND r.reset_at > c.window_start AND r.reset_at <= now()))
+    ORDER BY 1, 2, 3
+$$;

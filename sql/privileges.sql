@@ -1,0 +1,27 @@
+-- Who may read and run what. Runs last in the install script (finalize), after every
+-- table and function exists.
+
+-- Row level security: whoever is granted SELECT (Supabase's authenticated, through
+-- quota.setup_supabase()) reads only rows of their own subject, and writes none (no write
+-- privilege is ever granted). The functions run as the owner and see everything;
+-- service_role bypasses RLS. Policies are for PUBLIC, so they need no Supabase roles.
+-- (SELECT quota.current_subject()) is evaluated once per query, not per row.
+CREATE POLICY own_rows ON quota.assignments  FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.overrides    FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.resets       FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.counters     FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.events       FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.grants       FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.event_grants FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.enforced_charges FOR SELECT USING (subject = (SELECT quota.current_subject()));
+-- A user sees the plan they are on (assignments shows them only their own) and the default
+-- plan they would get, and those plans' limits: enough for my_usage() and my_check().
+CREATE POLICY own_plan ON quota.plans  FOR SELECT USING (is_default OR plan IN (SELECT a.plan FROM quota.assignments AS a));
+CREATE POLICY own_plan ON quota.limits FOR SELECT USING (plan IN (SELECT p.plan FROM quota.plans AS p));
+
+-- Nothing is executable or readable by PUBLIC: the README shows the grants for
+-- Supabase's service_role and for a plain backend role.
+REVOKE ALL ON ALL TABLES IN SCHEMA quota FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA quota FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA quota FROM PUBLIC;

@@ -1,0 +1,101 @@
+-- Trigger function for AFTER INSERT ON auth.users (or any table whose id is the subject):
+-- gives the new user the default plan. It never makes the insert fail (a failing trigger on
+-- auth.users fails the sign-up): every problem becomes a WARNING, and the first consume
+-- assigns the plan lazily instead.
+CREATE FUNCTION quota.on_signup() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    subject uuid;
+    default_plan text;
+BEGIN
+    BEGIN
+        -- The one column, read without converting the row (see src/enforce.rs).
+        subject := quota.row_uuid(NEW, 'id', TG_TABLE_NAME);
+        IF subject IS NULL THEN
+            RAISE WARNING 'pg_quota: the id of the new row is NULL, so no plan was assigned';
+            RETURN NEW;
+        END IF;
+        SELECT p.plan INTO default_plan FROM quota.plans AS p WHERE p.is_default;
+        IF default_plan IS NULL THEN
+            RAISE WARNING 'pg_quota: there is no default plan; user % gets a plan on first use', subject;
+            RETURN NEW;
+        END IF;
+        INSERT INTO quota.assignments (subject, plan, anchor)
+        VALUES (subject, default_plan, pg_catalog.now())
+        ON CONFLICT DO NOTHING;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_quota: could not assign the default plan to user %: % (SQLSTATE %)',
+            subject, SQLERRM, SQLSTATE;
+    END;
+    -- NEW, not NULL: attached BEFORE INSERT by mistake, it still lets the row in.
+    RETURN NEW;
+END
+$$;
+
+-- The one setup step for Supabase, safe to run again: the sign-up trigger on auth.users,
+-- EXECUTE on the privileged functions for service_role, the end-user surface for
+-- authenticated, nothing for anon. On plain PostgreSQL it says what it skipped.
+CREATE FUNCTION quota.setup_supabase()
+RETURNS TABLE (step text, outcome text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    end_user constant text[] := ARRAY['current_subject', 'my_usage', 'my_check'];
+    fn regprocedure;
+BEGIN
+    step := 'sign-up trigger quota_on_signup on auth.users';
+    IF pg_catalog.to_regclass('auth.users') IS NULL THEN
+        outcome := 'skipped: there is no table auth.users';
+    ELSE
+        CREATE OR REPLACE TRIGGER quota_on_signup AFTER INSERT ON auth.users
+            FOR EACH ROW EXECUTE FUNCTION quota.on_signup();
+        outcome := 'created';
+    END IF;
+    RETURN NEXT;
+
+    step := 'service_role: the privileged functions, read access to every table';
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        outcome := 'skipped: there is no role service_role';
+    ELSE
+        GRANT USAGE ON SCHEMA quota TO service_role;
+        FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
+                   WHERE p.pronamespace = 'quota'::regnamespace
+                     AND p.proname <> 'setup_supabase' AND p.prorettype <> 'trigger'::regtype
+        LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', fn);
+        END LOOP;
+        GRANT SELECT ON ALL TABLES IN SCHEMA quota TO service_role;
+        outcome := 'granted';
+    END IF;
+    RETURN NEXT;
+
+    step := 'authenticated: ' || array_to_string(end_user, ', ') || ', and its own rows';
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        outcome := 'skipped: there is no role authenticated';
+    ELSE
+        GRANT USAGE ON SCHEMA quota TO authenticated;
+        FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
+                   WHERE p.pronamespace = 'quota'::regnamespace AND p.proname = ANY (end_user)
+        LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO authenticated', fn);
+        END LOOP;
+        GRANT SELECT ON ALL TABLES IN SCHEMA quota TO authenticated;
+        outcome := 'granted (row level security limits it to the user''s own rows)';
+    END IF;
+    RETURN NEXT;
+
+    step := 'anon: nothing';
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+        outcome := 'skipped: there is no role anon';
+    ELSE
+        REVOKE ALL ON ALL FUNCTIONS IN SCHEMA quota FROM anon;
+        REVOKE ALL ON ALL TABLES IN SCHEMA quota FROM anon;
+        REVOKE ALL ON SCHEMA quota FROM anon;
+        outcome := 'nothing granted';
+    END IF;
+    RETURN NEXT;
+END
+$$;

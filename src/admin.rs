@@ -1,0 +1,208 @@
+//! Administration: plans and their limits, assignments, overrides, grants and resets.
+//! SECURITY DEFINER, granted to no one by default (sql/privileges.sql).
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::decide::{remaining, Decision, Reason};
+use quota_rules::plan::{parse_limits, validate_metric, validate_plan_name};
+use quota_rules::request::{self, EventKind};
+use quota_rules::window::Micros;
+
+use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
+use crate::jsonb::Jsonb;
+use crate::store::admin::{self as statements, NewGrant};
+use crate::store::counters::{self, CounterKey};
+use crate::store::ledger::{self, EventRow};
+use crate::store::{to_micros, transaction_now};
+
+/// Creates a plan with its limits. An existing plan is an error (42710); change limits
+/// with quota.set_limits(). `is_default => true` makes this the one default plan.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn create_plan(
+    plan: Option<&str>,
+    limits: default!(Option<Jsonb>, "'{}'"),
+    is_default: default!(Option<bool>, false),
+) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let plan = required(plan, "plan")?;
+        validate_plan_name(plan)?;
+        let limits = parse_limits(&required(limits, "limits")?.parse("limits")?)?;
+        let is_default = required(is_default, "is_default")?;
+        Spi::connect(|client| {
+            if !statements::insert_plan(client, plan, is_default)? {
+                return Err(QuotaError::duplicate_plan(plan));
+            }
+            statements::upsert_limits(client, plan, &limits)
+        })
+    })
+}
+
+/// Adds or replaces limits of an existing plan; metrics not named keep their limits.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn set_limits(plan: Option<&str>, limits: Option<Jsonb>) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let plan = required(plan, "plan")?;
+        let limits = parse_limits(&required(limits, "limits")?.parse("limits")?)?;
+        Spi::connect(|client| {
+            require_plan(client, plan)?;
+            statements::upsert_limits(client, plan, &limits)
+        })
+    })
+}
+
+fn require_plan(client: &SpiClient, plan: &str) -> QResult<()> {
+    match statements::plan_exists(client, plan)? {
+        true => Ok(()),
+        false => Err(QuotaError::unknown_plan(plan)),
+    }
+}
+
+fn require_known_metric(client: &SpiClient, metric: &str) -> QResult<()> {
+    validate_metric(metric)?;
+    match statements::metric_exists(client, metric)? {
+        true => Ok(()),
+        false => Err(QuotaError::unknown_metric(metric)),
+    }
+}
+
+/// Puts a subject on a plan. Subscription windows repeat from `anchor`.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn assign_plan(
+    subject: Option<Uuid>,
+    plan: Option<&str>,
+    anchor: default!(Option<TimestampWithTimeZone>, "pg_catalog.now()"),
+) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let plan = required(plan, "plan")?;
+        let anchor = to_micros(required(anchor, "anchor")?, "anchor")?;
+        Spi::connect(|client| {
+            require_plan(client, plan)?;
+            statements::assign_plan(client, subject, plan, anchor)
+        })
+    })
+}
+
+/// A per-subject allowance that replaces the plan's; NULL = unlimited.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn set_override(subject: Option<Uuid>, metric: Option<&str>, allowance: Option<i64>) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        let allowance = allowance.map(|allowance| request::not_negative("allowance", allowance)).transpose()?;
+        Spi::connect(|client| {
+            require_known_metric(client, metric)?;
+            statements::set_override(client, subject, metric, allowance)
+        })
+    })
+}
+
+/// Removes a subject's override; the plan's limit applies again.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn clear_override(subject: Option<Uuid>, metric: Option<&str>) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        Spi::connect(|client| {
+            require_known_metric(client, metric)?;
+            statements::clear_override(client, subject, metric)
+        })
+    })
+}
+
+/// Bonus units for (subject, metric), spent after the window's allowance: lowest priority
+/// first, then soonest expiry, then oldest. Returns the grant's id.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn grant(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: Option<i64>,
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    priority: default!(Option<i32>, 0),
+    reason: default!(Option<&str>, "NULL"),
+) -> Result<Uuid, ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        let amount = positive_amount(amount)?;
+        let priority = required(priority, "priority")?;
+        let expires_at = expires_at
+            .map(|expires_at| Ok::<_, QuotaError>(request::future_expiry(to_micros(expires_at, "expires_at")?, transaction_now()?)?))
+            .transpose()?;
+        Spi::connect(|client| {
+            require_known_metric(client, metric)?;
+            let grant = NewGrant { subject, metric, amount, expires_at, priority, reason };
+            statements::insert_grant(client, grant)?.ok_or_else(|| QuotaError::internal("grant insert returned no row"))
+        })
+    })
+}
+
+/// Stops a grant from being spent. What it already paid for stays paid.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn revoke_grant(grant_id: Option<Uuid>) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let grant_id = required(grant_id, "grant_id")?;
+        Spi::connect(|client| match statements::revoke_grant(client, grant_id)? {
+            true => Ok(()),
+            false => Err(QuotaError::unknown_grant(grant_id)),
+        })
+    })
+}
+
+/// Starts the subject's current window over now, for one metric or (NULL) for every metric
+/// of its plan and every metric it has used. The old window stays as history.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn reset(subject: Option<Uuid>, metric: default!(Option<&str>, "NULL")) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let now = transaction_now()?;
+        Spi::connect(|client| {
+            let metrics = match metric {
+                Some(metric) => {
+                    require_known_metric(client, metric)?;
+                    vec![metric.to_string()]
+                }
+                None => statements::used_or_planned_metrics(client, subject)?,
+            };
+            metrics.iter().try_for_each(|metric| start_window_over(client, subject, metric, now))
+        })
+    })
+}
+
+/// Records the reset, and its ledger row with what the window had used before.
+fn start_window_over(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<()> {
+    statements::insert_reset(client, subject, metric, now)?;
+    let governing = counters::resolve(client, subject, metric, now, now)?;
+    let allowance = governing.allowance();
+    let window = governing.window_at(now)?;
+    let decision = Decision {
+        allowed: true,
+        metric: metric.to_string(),
+        amount: 0,
+        from_allowance: 0,
+        from_grants: 0,
+        overage: 0,
+        used: counters::read_counter(client, CounterKey { subject, metric, window })?.used,
+        reserved: 0,
+        allowance,
+        remaining: remaining(allowance, 0),
+        window_start: window.start,
+        resets_at: window.end,
+        replayed: false,
+        reason: Reason::Reset,
+        event_id: None,
+    };
+    let event = EventRow { subject, kind: EventKind::Reset, decision: &decision, window, idempotency_key: None, metadata: None, reservation_id: None };
+    ledger::insert_event(client, event).map(drop)
+}

@@ -1,0 +1,72 @@
+//! consume's fast path. A window is marked with its effective allowance when a consume on
+//! the slow path finds that nothing but the allowance can decide later consumes (see
+//! `Governing::fast_path_can_decide`); later consumes then decide in one statement. Every
+//! configuration change unmarks what it affects (sql/fast_path.sql), under advisory locks
+//! whose seeds are named in quota_rules::locks.
+
+use pgrx::pg_sys;
+use pgrx::spi::SpiClient;
+
+use quota_rules::decide::{ceiling, Decision, Standing};
+use quota_rules::governing::Governing;
+use quota_rules::window::Window;
+
+use crate::error::QResult;
+use crate::jsonb::Jsonb;
+use crate::spending::{resolve_known, Request};
+use crate::store::fast_path::{self, CounterKeyAt};
+
+pub use crate::store::fast_path::installed;
+
+/// What the fast path made of a consume.
+pub enum Outcome {
+    /// Paid from the marked window; the ledger row is written.
+    Decided(Decision),
+    /// The marked window has no room: denied, as the slow path would; its ledger row is
+    /// still to be written.
+    Denied { decision: Decision, window: Window },
+    /// No marked window, or one with room after all (a concurrent give-back or reset).
+    SlowPath,
+}
+
+pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
+    let at_now = CounterKeyAt { subject: request.subject, metric: request.metric, now: request.now };
+    if let Some(decided) = fast_path::consume(client, at_now, request.amount, key, metadata)? {
+        return Ok(Outcome::Decided(decided));
+    }
+    let Some(marked) = fast_path::marked_window(client, at_now)? else {
+        return Ok(Outcome::SlowPath);
+    };
+    if ceiling(marked.allowance, request.amount).admits(marked.used) {
+        return Ok(Outcome::SlowPath);
+    }
+    let standing = Standing { used: marked.used, reserved: 0, grants_left: 0 };
+    let decision = request.decision(None, standing, marked.allowance, marked.window);
+    Ok(Outcome::Denied { decision, window: marked.window })
+}
+
+/// Marks the request's window for the fast path when what governs it allows, and returns
+/// what governs it then. The configuration is resolved again after the keys that
+/// configuration changes take exclusively: that snapshot sees every change committed before.
+/// Only at READ COMMITTED, whose snapshots are fresh.
+pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: Governing) -> QResult<Governing> {
+    let Some(plan) = governing.plan.clone().filter(|_| governing.fast_path_can_decide() && !transaction_snapshot_is_fixed()) else {
+        return Ok(governing);
+    };
+    if !fast_path::try_lock(client, request.subject, &plan)? {
+        return Ok(governing);
+    }
+    let governing = resolve_known(client, request)?;
+    // A plan change committed meanwhile: its plan's key is not held, so no mark.
+    if governing.fast_path_can_decide() && governing.plan.as_deref() == Some(plan.as_str()) {
+        let window = governing.counting_window(request.at)?;
+        fast_path::mark(client, request.counter(window), governing.allowance())?;
+    }
+    Ok(governing)
+}
+
+/// REPEATABLE READ and SERIALIZABLE transactions read one snapshot throughout.
+fn transaction_snapshot_is_fixed() -> bool {
+    // SAFETY: a backend global, set for the running transaction.
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
+}

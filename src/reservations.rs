@@ -1,0 +1,147 @@
+//! Reservations: reserve holds units before slow work (an AI call) so that concurrent
+//! callers cannot spend them; settle pays what the work used and frees the hold; release
+//! frees it unused. Holds expire by themselves (quota.expire_reservations() tidies up).
+
+use pgrx::datum::Interval;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::decide::{split, Decision, Reason, Standing};
+use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempotency_key, EventKind, Mode, ReservationStatus};
+use quota_rules::window::{Micros, Window};
+
+use crate::error::{required, sql_call, QResult, QuotaError};
+use crate::spending::{governing_with_assignment, lock_capacity, pay, resolve_known, write_event, Request};
+use crate::store::counters;
+use crate::store::ledger;
+use crate::store::reservations::{self as held_rows, FindBy, NewHold, Reservation};
+use crate::store::transaction_now;
+use crate::tuples::{decision_tuple, reservation_tuple, Hold};
+
+/// A denied reservation holds nothing and is kept in the ledger as a denial.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn reserve(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: Option<i64>,
+    ttl: default!(Option<Interval>, "'15 minutes'"),
+    idempotency_key: default!(Option<&str>, "NULL"),
+) -> Result<pgrx::composite_type!('static, "quota.reservation"), ErrorReport> {
+    sql_call(|| {
+        let request = Request::new(subject, metric, amount, None)?;
+        let ttl = required(ttl, "ttl")?;
+        let ttl = hold_ttl_micros(ttl.months(), ttl.days(), ttl.micros(), || ttl.to_string())?;
+        let key = idempotency_key.map(validate_idempotency_key).transpose()?;
+        let (hold, decision) = Spi::connect(|client| hold(client, &request, ttl, key))?;
+        reservation_tuple(hold, &decision)
+    })
+}
+
+/// Consumes the actual amount (default: what was held) in the reservation's window and
+/// frees the hold. More than held is charged, as overage if it does not fit: the work is
+/// done. Settling again with the same amount replays the decision.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn settle(
+    reservation_id: Option<Uuid>,
+    actual: default!(Option<i64>, "NULL"),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let id = required(reservation_id, "reservation_id")?;
+        let actual = actual.map(|actual| request::not_negative("actual", actual)).transpose()?;
+        let now = transaction_now()?;
+        let decision = Spi::connect(|client| settle_reservation(client, id, actual, now))?;
+        decision_tuple(&decision)
+    })
+}
+
+/// Frees a hold that will not be used (the work failed).
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn release(reservation_id: Option<Uuid>) -> Result<(), ErrorReport> {
+    sql_call(|| {
+        let id = required(reservation_id, "reservation_id")?;
+        let now = transaction_now()?;
+        Spi::connect(|client| release_reservation(client, id, now))
+    })
+}
+
+/// reserve: holds the amount if the window's room and grants cover it after the other holds.
+fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -> QResult<(Option<Hold>, Decision)> {
+    let subject = request.subject;
+    if let Some(key) = key {
+        ledger::lock_idempotency_key(client, subject, key)?;
+        if let Some(held) = held_rows::find_reservation(client, FindBy::Key { subject, key })? {
+            let original = ledger::find_reservation_event(client, held.id, EventKind::Reserve)?
+                .ok_or_else(|| QuotaError::internal("reservation without its reserve event"))?;
+            let hold = Hold { reservation_id: held.id, expires_at: held.expires_at };
+            return Ok((Some(hold), request::replay(original, request.metric, request.amount, key)?));
+        }
+    }
+    let governing = governing_with_assignment(client, request)?;
+    if governing.plan.is_none() {
+        let standing = Standing { used: 0, reserved: 0, grants_left: governing.grants_left };
+        let denied = Decision { reason: Reason::NoPlan, ..request.decision(None, standing, Some(0), Window::LIFETIME) };
+        return Ok((None, write_event(client, subject, Mode::Reserve, denied, Window::LIFETIME, &[], key, None, None)?));
+    }
+    let allowance = governing.allowance();
+    let window = governing.window_at(request.now)?;
+    let capacity = lock_capacity(client, request, window, allowance, None)?;
+    let standing = Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
+    if split(request.amount, capacity.room, &capacity.balances, false).is_none() {
+        if capacity.expired != 0 {
+            counters::adjust_counter(client, request.counter(window), 0, -capacity.expired)?;
+        }
+        let denied = request.decision(None, standing, allowance, window);
+        return Ok((None, write_event(client, subject, Mode::Reserve, denied, window, &[], key, None, None)?));
+    }
+    let expires_at = request.now.checked_add(ttl).ok_or_else(|| QuotaError::overflow("expires_at"))?;
+    let new_hold = NewHold { subject, metric: request.metric, amount: request.amount, window, expires_at, idempotency_key: key };
+    let id = held_rows::insert_reservation(client, new_hold)?;
+    counters::adjust_counter(client, request.counter(window), 0, request.amount - capacity.expired)?;
+    // A hold pays nothing yet: the decision shows what it keeps.
+    let reserved = capacity.reserved.saturating_add(request.amount);
+    let held = request.decision(None, Standing { reserved, ..standing }, allowance, window);
+    let held = Decision { allowed: true, reason: Reason::Ok, ..held };
+    let decision = write_event(client, subject, Mode::Reserve, held, window, &[], key, None, Some(id))?;
+    Ok((Some(Hold { reservation_id: id, expires_at }), decision))
+}
+
+fn find(client: &SpiClient, id: Uuid) -> QResult<Reservation> {
+    held_rows::find_reservation(client, FindBy::Id(id))?.ok_or_else(|| QuotaError::unknown_reservation(id))
+}
+
+fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Micros) -> QResult<Decision> {
+    let held = find(client, id)?;
+    let actual = actual.unwrap_or(held.amount);
+    if held.status == ReservationStatus::Settled {
+        let original = ledger::find_reservation_event(client, id, EventKind::Settle)?
+            .ok_or_else(|| QuotaError::internal("settled reservation without its settle event"))?;
+        return Ok(request::replay_settle(id, original, actual)?);
+    }
+    still_held(id, held.status, held.expires_at, now)?;
+    let request = Request { subject: held.subject, metric: &held.metric, amount: actual, now, at: now };
+    let governing = resolve_known(client, &request)?;
+    let allowance = governing.allowance();
+    let paid = pay(client, &request, Mode::Settle, &governing, held.window, allowance, Some(&held))?;
+    held_rows::set_reservation_status(client, &held, ReservationStatus::Settled)?;
+    let decision = request.decision(paid.split.as_ref(), paid.standing, allowance, held.window);
+    write_event(client, held.subject, Mode::Settle, decision, held.window, &paid.grants_taken, None, None, Some(id))
+}
+
+fn release_reservation(client: &SpiClient, id: Uuid, now: Micros) -> QResult<()> {
+    let held = find(client, id)?;
+    still_held(id, held.status, held.expires_at, now)?;
+    let request = Request { subject: held.subject, metric: &held.metric, amount: held.amount, now, at: now };
+    let governing = resolve_known(client, &request)?;
+    let allowance = governing.allowance();
+    let capacity = lock_capacity(client, &request, held.window, allowance, Some(id))?;
+    let used = counters::adjust_counter(client, request.counter(held.window), 0, -(held.amount + capacity.expired))?;
+    held_rows::set_reservation_status(client, &held, ReservationStatus::Released)?;
+    let standing = Standing { used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
+    let released = Decision { allowed: true, reason: Reason::Ok, ..request.decision(None, standing, allowance, held.window) };
+    write_event(client, held.subject, Mode::Release, released, held.window, &[], None, None, Some(id)).map(drop)
+}

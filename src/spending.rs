@@ -1,0 +1,449 @@
+//! Spending: consume, check, record, record_batch and give_back, and how a call is paid:
+//! the allowance first, then grants, then (record, settle) overage. Reservations pay through
+//! `pay` too (src/reservations.rs); consume tries the fast path first (src/fast_path.rs).
+//!
+//! Every function is SECURITY DEFINER with a pinned search_path, and EXECUTE is revoked
+//! from PUBLIC (sql/privileges.sql): granting EXECUTE is the one gate to these functions.
+//! Arguments are `Option` so that PostgreSQL does not declare the functions STRICT: a NULL
+//! argument must raise, not silently return NULL.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::batch::parse_batch;
+use quota_rules::decide::{after_holds, ceiling, remaining, split, Ceiling, Decision, Reason, Split, Standing};
+use quota_rules::governing::Governing;
+use quota_rules::plan::validate_metric;
+use quota_rules::request::{self, replay, validate_idempotency_key, EventKind, Mode};
+use quota_rules::window::{Micros, Window};
+
+use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
+use crate::fast_path;
+use crate::jsonb::Jsonb;
+use crate::store::counters::{self, CounterKey, GrantBalance};
+use crate::store::ledger::{self, EventRow};
+use crate::store::reservations::Reservation;
+use crate::store::{to_micros, transaction_now};
+use crate::tuples::{decision_tuple, DecisionTuple};
+
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn consume(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: default!(Option<i64>, 1),
+    idempotency_key: default!(Option<&str>, "NULL"),
+    metadata: default!(Option<Jsonb>, "NULL"),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let request = Request::new(subject, metric, amount, None)?;
+        let key = idempotency_key.map(validate_idempotency_key).transpose()?;
+        let decision = Spi::connect(|client| spend(client, &request, Mode::Consume, key, metadata))?;
+        decision_tuple(&decision)
+    })
+}
+
+/// What consume would decide now. Writes nothing, not even the default plan assignment.
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn check(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: default!(Option<i64>, 1),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let request = Request::new(subject, metric, amount, None)?;
+        let decision = Spi::connect(|client| what_consume_would_decide(client, &request))?;
+        decision_tuple(&decision)
+    })
+}
+
+/// Usage that already happened: never denies, counts into the window that contains
+/// `occurred_at`; beyond allowance and grants it is overage.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn record(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: Option<i64>,
+    idempotency_key: default!(Option<&str>, "NULL"),
+    occurred_at: default!(Option<TimestampWithTimeZone>, "pg_catalog.now()"),
+    metadata: default!(Option<Jsonb>, "NULL"),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let occurred_at = to_micros(required(occurred_at, "occurred_at")?, "occurred_at")?;
+        let request = Request::new(subject, metric, amount, Some(occurred_at))?;
+        let key = idempotency_key.map(validate_idempotency_key).transpose()?;
+        let decision = Spi::connect(|client| spend(client, &request, Mode::Record, key, metadata))?;
+        decision_tuple(&decision)
+    })
+}
+
+/// Many records in one call, all or nothing; each is idempotent on its own key.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn record_batch(
+    events: Option<Jsonb>,
+) -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.decision")>, ErrorReport> {
+    sql_call(|| {
+        let events = parse_batch(&required(events, "events")?.text()?)?;
+        // Every event is validated before the first one is written.
+        let requests = events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let subject = Uuid::from_bytes(*event.subject.as_bytes());
+                let key = event.idempotency_key.as_deref().map(validate_idempotency_key).transpose();
+                Request::new(Some(subject), Some(&event.metric), Some(event.amount), event.occurred_at)
+                    .and_then(|request| Ok((request, key?)))
+                    .map_err(|error| error.in_context(&format!("events[{index}]")))
+            })
+            .collect::<QResult<Vec<_>>>()?;
+        // Each event in an SPI connection of its own: what it allocates in PostgreSQL memory
+        // (its metadata, statement parameters and results) is freed before the next one, so
+        // memory stays flat in the number of events. Kept statements survive the connection.
+        let decisions = requests
+            .iter()
+            .zip(&events)
+            .enumerate()
+            .map(|(index, ((request, key), event))| {
+                Spi::connect(|client| {
+                    let metadata = event.metadata.as_deref().map(|raw| Jsonb::from_text(raw.get())).transpose()?;
+                    spend(client, request, Mode::Record, *key, metadata)
+                })
+                .map_err(|error| error.in_context(&format!("events[{index}]")))
+            })
+            .collect::<QResult<Vec<_>>>()?;
+        let tuples = decisions.iter().map(decision_tuple).collect::<QResult<Vec<DecisionTuple>>>()?;
+        Ok(SetOfIterator::new(tuples))
+    })
+}
+
+/// Gives units back to the subject's current window (a deleted project frees its slot):
+/// the window's usage drops by `amount`, never below zero. Grants are not refilled.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn give_back(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: default!(Option<i64>, 1),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let request = Request::new(subject, metric, amount, None)?;
+        let decision = Spi::connect(|client| give_back_units(client, &request))?;
+        decision_tuple(&decision)
+    })
+}
+
+/// A validated request, decided at the transaction's start instant `now`; usage counts
+/// into the window that contains `at` (now, except for records of the past).
+pub struct Request<'a> {
+    pub subject: Uuid,
+    pub metric: &'a str,
+    pub amount: i64,
+    pub now: Micros,
+    pub at: Micros,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(subject: Option<Uuid>, metric: Option<&'a str>, amount: Option<i64>, occurred_at: Option<Micros>) -> QResult<Self> {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        validate_metric(metric)?;
+        let amount = positive_amount(amount)?;
+        let now = transaction_now()?;
+        let at = request::usage_instant(occurred_at, now)?;
+        Ok(Request { subject, metric, amount, now, at })
+    }
+
+    pub fn decision(&self, paid: Option<&Split>, standing: Standing, allowance: Option<i64>, window: Window) -> Decision {
+        Decision::new(self.metric, self.amount, paid, standing, allowance, window)
+    }
+
+    /// The counter of this request's (subject, metric) in `window`.
+    pub fn counter(&self, window: Window) -> CounterKey<'a> {
+        CounterKey { subject: self.subject, metric: self.metric, window }
+    }
+}
+
+/// How a call was paid (None = denied), with the grants it takes: (grant, amount taken).
+pub struct Paid {
+    pub split: Option<Split>,
+    pub grants_taken: Vec<(Uuid, i64)>,
+    pub standing: Standing,
+}
+
+impl Paid {
+    fn denied(standing: Standing) -> Paid {
+        Paid { split: None, grants_taken: Vec::new(), standing }
+    }
+}
+
+/// consume and record: decide, pay, and write the ledger row.
+fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Decision> {
+    if let Some(key) = key {
+        // A consume holds its key's lock until it commits, so that a concurrent retry waits
+        // and replays its decision. A record takes none (a batch would need one lock per
+        // event): the ledger's unique index makes a concurrent retry wait at its ledger row
+        // instead, and it then undoes its count and replays (the end of this function).
+        if mode == Mode::Consume {
+            ledger::lock_idempotency_key(client, request.subject, key)?;
+        }
+        if let Some(original) = ledger::find_replay(client, request.subject, key)? {
+            return Ok(replay(original, request.metric, request.amount, key)?);
+        }
+    }
+    let fast_path = mode == Mode::Consume && fast_path::installed(client)?;
+    if fast_path {
+        match fast_path::consume(client, request, key, metadata)? {
+            fast_path::Outcome::Decided(decision) => return Ok(decision),
+            fast_path::Outcome::Denied { decision, window } => {
+                return write_event(client, request.subject, mode, decision, window, &[], key, metadata, None);
+            }
+            fast_path::Outcome::SlowPath => {}
+        }
+    }
+    let mut governing = governing_with_assignment(client, request)?;
+    if fast_path {
+        governing = fast_path::mark_if_it_can_decide(client, request, governing)?;
+    }
+    let window = governing.counting_window(request.at)?;
+    let allowance = governing.allowance();
+    // Without a plan consume is denied outright; record still counts (as overage).
+    let paid = match governing.plan {
+        None if mode == Mode::Consume => Paid::denied(Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
+        _ => pay(client, request, mode, &governing, window, allowance, None)?,
+    };
+    let decision = request.decision(paid.split.as_ref(), paid.standing, allowance, window);
+    let decision = match governing.plan {
+        None => Decision { reason: Reason::NoPlan, ..decision },
+        Some(_) => decision,
+    };
+    if let Some(written) = try_write_event(client, request.subject, mode, decision, window, &paid.grants_taken, key, metadata, None)? {
+        return Ok(written);
+    }
+    // A concurrent record with the same key committed first: undo this one's count (its
+    // grants were not spent yet) and answer with that call's decision.
+    let counted = paid.split.as_ref().map_or(0, Split::counted);
+    if counted != 0 {
+        counters::adjust_counter(client, request.counter(window), -counted, 0)?;
+    }
+    let key = key.ok_or_else(|| QuotaError::internal("a ledger row without a key conflicted"))?;
+    let original = ledger::find_replay(client, request.subject, key)?
+        .ok_or_else(|| QuotaError::internal("an idempotency key conflicted without its ledger row"))?;
+    Ok(replay(original, request.metric, request.amount, key)?)
+}
+
+/// Writes the ledger row of a decision, and which grants paid for it.
+#[allow(clippy::too_many_arguments)]
+pub fn write_event(
+    client: &SpiClient,
+    subject: Uuid,
+    mode: Mode,
+    decision: Decision,
+    window: Window,
+    grants_taken: &[(Uuid, i64)],
+    key: Option<&str>,
+    metadata: Option<Jsonb>,
+    reservation_id: Option<Uuid>,
+) -> QResult<Decision> {
+    try_write_event(client, subject, mode, decision, window, grants_taken, key, metadata, reservation_id)?
+        .ok_or_else(|| QuotaError::key_in_use(key.unwrap_or_default()))
+}
+
+/// write_event, or None when a concurrent consume or record committed the same key first.
+#[allow(clippy::too_many_arguments)]
+fn try_write_event(
+    client: &SpiClient,
+    subject: Uuid,
+    mode: Mode,
+    decision: Decision,
+    window: Window,
+    grants_taken: &[(Uuid, i64)],
+    key: Option<&str>,
+    metadata: Option<Jsonb>,
+    reservation_id: Option<Uuid>,
+) -> QResult<Option<Decision>> {
+    let kind = EventKind::of(mode, &decision);
+    let event = EventRow { subject, kind, decision: &decision, window, idempotency_key: key, metadata, reservation_id };
+    let Some(event_id) = ledger::insert_event(client, event)? else {
+        return Ok(None);
+    };
+    for (grant_id, taken) in grants_taken {
+        counters::spend_grant(client, subject, event_id, *grant_id, *taken)?;
+    }
+    Ok(Some(Decision { event_id: Some(event_id), ..decision }))
+}
+
+/// What a window can still give, read under its counter lock.
+pub struct Capacity {
+    pub counter: counters::Counter,
+    /// Holds that had expired and were just marked so: `held` must drop by this much.
+    pub expired: i64,
+    /// What the window's unexpired holds keep (but the one being settled).
+    pub reserved: i64,
+    /// Usable grants in spending order.
+    pub grants: Vec<GrantBalance>,
+    /// Allowance room and grant balances left for this call once holds have their share.
+    pub room: Option<i64>,
+    pub balances: Vec<i64>,
+}
+
+/// Locks the counter, then the grants (always in this order, so writers cannot deadlock),
+/// and works out what is free once the active holds are set aside.
+pub fn lock_capacity(
+    client: &SpiClient,
+    request: &Request,
+    window: Window,
+    allowance: Option<i64>,
+    settling: Option<Uuid>,
+) -> QResult<Capacity> {
+    let counter = counters::lock_counter(client, request.counter(window))?;
+    let holds = match counter.held {
+        0 => counters::Holds { expired: 0, reserved: 0 },
+        _ => counters::expire_and_sum_holds(client, request.counter(window), request.now, settling)?,
+    };
+    let grants = counters::lock_grants(client, request.subject, request.metric, request.now)?;
+    let mut balances: Vec<i64> = grants.iter().map(|grant| grant.remaining).collect();
+    let room = after_holds(remaining(allowance, counter.used), &mut balances, holds.reserved);
+    Ok(Capacity { counter, expired: holds.expired, reserved: holds.reserved, grants, room, balances })
+}
+
+impl Capacity {
+    pub fn grants_total(&self) -> i64 {
+        quota_rules::decide::grants_total(&self.grants.iter().map(|grant| grant.remaining).collect::<Vec<_>>())
+    }
+}
+
+/// Pays the amount from the window's allowance, then grants, then (record, settle) overage.
+/// `settling` is the hold being settled: it is released in the same update.
+pub fn pay(
+    client: &SpiClient,
+    request: &Request,
+    mode: Mode,
+    governing: &Governing,
+    window: Window,
+    allowance: Option<i64>,
+    settling: Option<&Reservation>,
+) -> QResult<Paid> {
+    if settling.is_none() {
+        // The allowance alone pays, in one conditional upsert.
+        let max_used = match ceiling(allowance, request.amount) {
+            Ceiling::Never => None,
+            Ceiling::Unlimited => Some(None),
+            Ceiling::AtMost(max_used) => Some(Some(max_used)),
+        };
+        if let Some(max_used) = max_used {
+            if let Some(used) = counters::bump(client, request.counter(window), request.amount, max_used)? {
+                let standing = Standing { used, reserved: 0, grants_left: governing.grants_left };
+                return Ok(Paid { split: Some(Split::allowance_only(request.amount)), grants_taken: Vec::new(), standing });
+            }
+        }
+        if mode == Mode::Consume && governing.grants_left == 0 {
+            let counter = counters::read_counter(client, request.counter(window))?;
+            if counter.held == 0 {
+                return Ok(Paid::denied(Standing { used: counter.used, reserved: 0, grants_left: 0 }));
+            }
+        }
+    }
+    // Under the counter lock, with holds and grants.
+    let capacity = lock_capacity(client, request, window, allowance, settling.map(|held| held.id))?;
+    let released = settling.map_or(0, |held| held.amount);
+    let held_change = -(capacity.expired + released);
+    let grants_total = capacity.grants_total();
+    let Some(split) = split(request.amount, capacity.room, &capacity.balances, mode.overage_allowed()) else {
+        if held_change != 0 {
+            counters::adjust_counter(client, request.counter(window), 0, held_change)?;
+        }
+        return Ok(Paid::denied(Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: grants_total }));
+    };
+    let used = match (split.counted(), held_change) {
+        (0, 0) => capacity.counter.used,
+        (counted, held_change) => counters::adjust_counter(client, request.counter(window), counted, held_change)?,
+    };
+    let grants_taken = split.from_grants.iter().map(|(index, taken)| (capacity.grants[*index].grant_id, *taken)).collect();
+    let standing = Standing { used, reserved: capacity.reserved, grants_left: grants_total.saturating_sub(split.grants_total()) };
+    Ok(Paid { split: Some(split), grants_taken, standing })
+}
+
+/// Resolves what governs the request, giving an unassigned subject the default plan first.
+pub fn governing_with_assignment(client: &SpiClient, request: &Request) -> QResult<Governing> {
+    let governing = resolve_known(client, request)?;
+    let Some(plan) = governing.plan.as_deref().filter(|_| !governing.assigned) else {
+        return Ok(governing);
+    };
+    if counters::assign_default(client, request.subject, plan, request.now)? {
+        Ok(Governing { assigned: true, subscription_anchor: Some(request.now), ..governing })
+    } else {
+        // A concurrent first call assigned the plan: its anchor defines the windows.
+        resolve_known(client, request)
+    }
+}
+
+/// What governs the request; 42704 for a metric no plan defines.
+pub fn resolve_known(client: &SpiClient, request: &Request) -> QResult<Governing> {
+    let governing = counters::resolve(client, request.subject, request.metric, request.at, request.now)?;
+    if governing.metric_known {
+        Ok(governing)
+    } else {
+        Err(QuotaError::unknown_metric(request.metric))
+    }
+}
+
+/// check: what consume would decide now, read without locks or writes.
+pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResult<Decision> {
+    let governing = resolve_known(client, request)?;
+    if governing.plan.is_none() {
+        let standing = Standing { used: 0, reserved: 0, grants_left: governing.grants_left };
+        let denied = request.decision(None, standing, Some(0), Window::LIFETIME);
+        return Ok(Decision { reason: Reason::NoPlan, ..denied });
+    }
+    let allowance = governing.allowance();
+    let window = governing.window_at(request.at)?;
+    let counter = counters::read_counter(client, request.counter(window))?;
+    let reserved = match counter.held {
+        0 => 0,
+        _ => counters::active_holds(client, request.counter(window), request.now)?,
+    };
+    // Grants count as one balance here: check reports the split, it does not take it.
+    let mut grants = [governing.grants_left];
+    let room = after_holds(remaining(allowance, counter.used), &mut grants, reserved);
+    let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
+    match split(request.amount, room, &grants, false) {
+        Some(paid) => {
+            let used = counter.used.checked_add(paid.counted()).ok_or_else(|| QuotaError::overflow("used + amount"))?;
+            let grants_left = governing.grants_left.saturating_sub(paid.grants_total());
+            Ok(request.decision(Some(&paid), Standing { used, grants_left, ..standing }, allowance, window))
+        }
+        None => Ok(request.decision(None, standing, allowance, window)),
+    }
+}
+
+/// give_back: lowers the current window's usage by at most what it has used.
+fn give_back_units(client: &SpiClient, request: &Request) -> QResult<Decision> {
+    let governing = resolve_known(client, request)?;
+    let window = governing.counting_window(request.now)?;
+    let allowance = governing.allowance();
+    let counter = counters::lock_counter(client, request.counter(window))?;
+    let returned = request.amount.min(counter.used);
+    let used = match returned {
+        0 => counter.used,
+        _ => counters::adjust_counter(client, request.counter(window), -returned, 0)?,
+    };
+    let reserved = match counter.held {
+        0 => 0,
+        _ => counters::active_holds(client, request.counter(window), request.now)?,
+    };
+    let standing = Standing { used, reserved, grants_left: governing.grants_left };
+    // The ledger row records what was given back as from_allowance, so audit() can subtract it.
+    let given = Decision {
+        allowed: true,
+        reason: Reason::Ok,
+        amount: returned,
+        from_allowance: returned,
+        ..request.decision(None, standing, allowance, window)
+    };
+    write_event(client, request.subject, Mode::GiveBack, given, window, &[], None, None, None)
+}

@@ -1,0 +1,248 @@
+//! What governs a request, the window counters, the holds on them and the grants: the
+//! statements of spending, in the order a consume may run them.
+
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::decide::Limit;
+use quota_rules::governing::Governing;
+use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
+
+use super::{column, instant, not_null, query, query_one, query_row, timestamp, window_end, window_key, Kept};
+use crate::error::QResult;
+
+thread_local! {
+    static RESOLVE: Kept = const { Kept::new(
+        "SELECT p.plan, a.subject IS NOT NULL AS assigned, a.anchor AS subscription_anchor,
+                l.metric IS NOT NULL AS in_plan, l.allowance AS plan_allowance, l.period, l.anchor, l.time_zone,
+                o.subject IS NOT NULL AS overridden, o.allowance AS override_allowance,
+                (SELECT max(r.reset_at) FROM quota.resets AS r
+                  WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at <= $at) AS reset_at,
+                l.metric IS NOT NULL OR EXISTS (SELECT FROM quota.limits AS k WHERE k.metric = $metric) AS metric_known,
+                (SELECT least(coalesce(sum(g.remaining), 0), 9223372036854775807)::int8 FROM quota.grants AS g
+                  WHERE g.subject = $subject AND g.metric = $metric AND g.remaining > 0 AND g.revoked_at IS NULL
+                    AND (g.expires_at IS NULL OR g.expires_at > $now)) AS grants_left,
+                EXISTS (SELECT FROM quota.resets AS r
+                         WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at > $at) AS reset_since
+           FROM (SELECT) AS one
+           LEFT JOIN quota.assignments AS a ON a.subject = $subject
+           LEFT JOIN quota.plans AS p
+                  ON p.plan = coalesce(a.plan, (SELECT d.plan FROM quota.plans AS d WHERE d.is_default))
+           LEFT JOIN quota.limits AS l ON l.plan = p.plan AND l.metric = $metric
+           LEFT JOIN quota.overrides AS o ON o.subject = $subject AND o.metric = $metric",
+    ) };
+    static ASSIGN_DEFAULT: Kept = const { Kept::new(
+        "INSERT INTO quota.assignments (subject, plan, anchor) VALUES ($subject, $plan, $anchor)
+         ON CONFLICT (subject) DO NOTHING
+         RETURNING subject",
+    ) };
+    // The whole check-and-increment is this one statement: the row lock of ON CONFLICT
+    // serializes concurrent consumers, and the WHERE is re-checked on the newest row.
+    // A window with holds takes the slow path, which counts only the unexpired ones.
+    static BUMP: Kept = const { Kept::new(
+        "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used)
+         VALUES ($subject, $metric, $window_start, $window_end, $amount)
+         ON CONFLICT (subject, metric, window_start)
+         DO UPDATE SET used = c.used + excluded.used
+               WHERE c.held = 0 AND ($max_used::int8 IS NULL OR c.used <= $max_used::int8)
+         RETURNING c.used::int8 AS used",
+    ) };
+    // The slow path, when the allowance alone cannot pay: lock the window's counter (creating
+    // it if needed) and return its usage, then lock the usable grants. Always in this order,
+    // so that concurrent consumers cannot deadlock.
+    static LOCK_COUNTER: Kept = const { Kept::new(
+        "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used)
+         VALUES ($subject, $metric, $window_start, $window_end, 0)
+         ON CONFLICT (subject, metric, window_start) DO UPDATE SET used = c.used
+         RETURNING c.used::int8 AS used, c.held::int8 AS held",
+    ) };
+    static ADJUST_COUNTER: Kept = const { Kept::new(
+        "UPDATE quota.counters SET used = used + $used_change, held = held + $held_change
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start
+         RETURNING used::int8 AS used",
+    ) };
+    static READ_COUNTER: Kept = const { Kept::new(
+        "SELECT used::int8 AS used, held::int8 AS held FROM quota.counters
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start",
+    ) };
+    // Under the counter lock: marks the window's expired holds, and sums those still active
+    // (but for the reservation being settled).
+    static HOLDS: Kept = const { Kept::new(
+        "WITH expired AS (
+             UPDATE quota.reservations SET status = 'expired'
+              WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
+                AND expires_at <= $now
+             RETURNING amount)
+         SELECT (SELECT coalesce(sum(amount), 0) FROM expired)::int8 AS expired,
+                (SELECT coalesce(sum(amount), 0) FROM quota.reservations
+                  WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
+                    AND expires_at > $now AND reservation_id IS DISTINCT FROM $settling)::int8 AS reserved",
+    ) };
+    static ACTIVE_HOLDS: Kept = const { Kept::new(
+        "SELECT coalesce(sum(amount), 0)::int8 AS reserved FROM quota.reservations
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
+            AND expires_at > $now",
+    ) };
+    static LOCK_GRANTS: Kept = const { Kept::new(
+        "SELECT grant_id, remaining FROM quota.grants
+          WHERE subject = $subject AND metric = $metric AND remaining > 0 AND revoked_at IS NULL
+            AND (expires_at IS NULL OR expires_at > $now)
+          ORDER BY priority, expires_at, created_at, grant_id
+            FOR UPDATE",
+    ) };
+    static SPEND_GRANT: Kept = const { Kept::new(
+        "UPDATE quota.grants SET remaining = remaining - $amount WHERE subject = $subject AND grant_id = $grant_id",
+    ) };
+    static INSERT_EVENT_GRANT: Kept = const { Kept::new(
+        "INSERT INTO quota.event_grants (subject, event_id, grant_id, amount) VALUES ($subject, $event_id, $grant_id, $amount)",
+    ) };
+}
+
+/// One window of one (subject, metric): the key of its counter row.
+#[derive(Clone, Copy)]
+pub struct CounterKey<'a> {
+    pub subject: Uuid,
+    pub metric: &'a str,
+    pub window: Window,
+}
+
+/// What governs (subject, metric) for usage at `at`, with grants usable at `now`.
+pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now: Micros) -> QResult<Governing> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("at", timestamp(at)?.into()), ("now", timestamp(now)?.into())];
+    query_one(client, &RESOLVE, args, |row| {
+        Ok(Governing {
+            plan: column(row, "plan")?,
+            assigned: not_null(row, "assigned")?,
+            subscription_anchor: instant(row, "subscription_anchor")?,
+            plan_limit: Limit::from_row(not_null(row, "in_plan")?, column(row, "plan_allowance")?),
+            window_spec: window_spec(column(row, "period")?, column(row, "anchor")?, column(row, "time_zone")?)?,
+            override_limit: Limit::from_row(not_null(row, "overridden")?, column(row, "override_allowance")?),
+            reset_at: instant(row, "reset_at")?,
+            metric_known: not_null(row, "metric_known")?,
+            grants_left: not_null(row, "grants_left")?,
+            reset_since: not_null(row, "reset_since")?,
+        })
+    })
+}
+
+/// The plan's window rule, parsed once here; one lifetime window for a metric the plan lacks.
+fn window_spec(period: Option<String>, anchor: Option<String>, time_zone: Option<String>) -> QResult<WindowSpec> {
+    let (Some(period), Some(anchor), Some(time_zone)) = (period, anchor, time_zone) else {
+        return Ok(WindowSpec { period: Period::Lifetime, anchor: Anchor::Calendar, time_zone: chrono_tz::UTC });
+    };
+    Ok(WindowSpec { period: Period::parse(&period)?, anchor: Anchor::parse(&anchor)?, time_zone: parse_time_zone(&time_zone)? })
+}
+
+/// Gives an unassigned subject the default plan, anchored now. Returns false when a
+/// concurrent call assigned one first (its anchor is the one that counts).
+pub fn assign_default(client: &SpiClient, subject: Uuid, plan: &str, anchor: Micros) -> QResult<bool> {
+    let args = [("subject", subject.into()), ("plan", plan.into()), ("anchor", timestamp(anchor)?.into())];
+    Ok(query_row(client, &ASSIGN_DEFAULT, args, |_| Ok(()))?.is_some())
+}
+
+/// Adds `amount` to the window's counter if its usage is at most `max_used` (None =
+/// unlimited). Returns the new usage, or None when the amount does not fit.
+pub fn bump(client: &SpiClient, key: CounterKey, amount: i64, max_used: Option<i64>) -> QResult<Option<i64>> {
+    let args = [
+        ("subject", key.subject.into()),
+        ("metric", key.metric.into()),
+        ("window_start", window_key(key.window.start)?.into()),
+        ("window_end", window_end(key.window.end)?.into()),
+        ("amount", amount.into()),
+        ("max_used", max_used.into()),
+    ];
+    query_row(client, &BUMP, args, |row| not_null(row, "used"))
+}
+
+/// A window's counter: usage, and the sum of its reservations still marked held.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counter {
+    pub used: i64,
+    pub held: i64,
+}
+
+fn counter_from_row(row: &pgrx::spi::SpiHeapTupleData) -> QResult<Counter> {
+    Ok(Counter { used: not_null(row, "used")?, held: not_null(row, "held")? })
+}
+
+/// Locks the window's counter row (creating it) and returns it.
+pub fn lock_counter(client: &SpiClient, key: CounterKey) -> QResult<Counter> {
+    let args = [
+        ("subject", key.subject.into()),
+        ("metric", key.metric.into()),
+        ("window_start", window_key(key.window.start)?.into()),
+        ("window_end", window_end(key.window.end)?.into()),
+    ];
+    query_one(client, &LOCK_COUNTER, args, counter_from_row)
+}
+
+/// Changes a locked counter; returns its new usage.
+pub fn adjust_counter(client: &SpiClient, key: CounterKey, used_change: i64, held_change: i64) -> QResult<i64> {
+    let args = [
+        ("subject", key.subject.into()),
+        ("metric", key.metric.into()),
+        ("window_start", window_key(key.window.start)?.into()),
+        ("used_change", used_change.into()),
+        ("held_change", held_change.into()),
+    ];
+    query_one(client, &ADJUST_COUNTER, args, |row| not_null(row, "used"))
+}
+
+/// A window's counter; zero when nothing was counted in it yet.
+pub fn read_counter(client: &SpiClient, key: CounterKey) -> QResult<Counter> {
+    let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("window_start", window_key(key.window.start)?.into())];
+    Ok(query_row(client, &READ_COUNTER, args, counter_from_row)?.unwrap_or_default())
+}
+
+/// What the holds of a window come to, under its counter lock.
+pub struct Holds {
+    /// Holds that had expired and were just marked so: the counter's `held` must drop by this.
+    pub expired: i64,
+    /// What the unexpired holds keep (but the one being settled).
+    pub reserved: i64,
+}
+
+/// Under the counter lock: marks expired holds of the window and sums the unexpired ones
+/// other than `settling`.
+pub fn expire_and_sum_holds(client: &SpiClient, key: CounterKey, now: Micros, settling: Option<Uuid>) -> QResult<Holds> {
+    let args = [
+        ("subject", key.subject.into()),
+        ("metric", key.metric.into()),
+        ("window_start", window_key(key.window.start)?.into()),
+        ("now", timestamp(now)?.into()),
+        ("settling", settling.into()),
+    ];
+    query_one(client, &HOLDS, args, |row| Ok(Holds { expired: not_null(row, "expired")?, reserved: not_null(row, "reserved")? }))
+}
+
+/// What the window's unexpired holds keep (read only).
+pub fn active_holds(client: &SpiClient, key: CounterKey, now: Micros) -> QResult<i64> {
+    let args = [
+        ("subject", key.subject.into()),
+        ("metric", key.metric.into()),
+        ("window_start", window_key(key.window.start)?.into()),
+        ("now", timestamp(now)?.into()),
+    ];
+    query_one(client, &ACTIVE_HOLDS, args, |row| not_null(row, "reserved"))
+}
+
+/// A grant's id and what is left of it.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantBalance {
+    pub grant_id: Uuid,
+    pub remaining: i64,
+}
+
+/// Locks the grants usable at `now`, in spending order.
+pub fn lock_grants(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<Vec<GrantBalance>> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("now", timestamp(now)?.into())];
+    query(client, &LOCK_GRANTS, args, |row| Ok(GrantBalance { grant_id: not_null(row, "grant_id")?, remaining: not_null(row, "remaining")? }))
+}
+
+/// Takes `amount` from a locked grant and records which event it paid for.
+pub fn spend_grant(client: &SpiClient, subject: Uuid, event_id: i64, grant_id: Uuid, amount: i64) -> QResult<()> {
+    let args = [("subject", subject.into()), ("grant_id", grant_id.into()), ("amount", amount.into())];
+    query(client, &SPEND_GRANT, args, |_| Ok(()))?;
+    let args = [("subject", subject.into()), ("event_id", event_id.into()), ("grant_id", grant_id.into()), ("amount", amount.into())];
+    query(client, &INSERT_EVENT_GRANT, args, |_| Ok(())).map(drop)
+}

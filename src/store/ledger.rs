@@ -1,0 +1,118 @@
+//! quota.events, the ledger: one row per decision, and the idempotency keys that find a
+//! retried call's first decision.
+
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::Uuid;
+
+use quota_rules::decide::{Decision, Reason};
+use quota_rules::locks::IDEMPOTENCY_KEY_LOCK_SEED;
+use quota_rules::request::EventKind;
+use quota_rules::window::Window;
+
+use super::{column, from_window_key, instant, not_null, query_row, window_end, window_key, Kept};
+use crate::error::QResult;
+use crate::jsonb::Jsonb;
+
+thread_local! {
+    static LOCK_KEY: Kept = const { Kept::new(
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($subject::text || '/' || $key, $seed))",
+    ) };
+    static FIND_REPLAY: Kept = const { Kept::new(
+        concat!("SELECT ", decision_columns!(), " FROM quota.events
+          WHERE subject = $subject AND idempotency_key = $key AND kind IN ('consume', 'record')"),
+    ) };
+    static FIND_RESERVATION_EVENT: Kept = const { Kept::new(
+        concat!("SELECT ", decision_columns!(), " FROM quota.events WHERE reservation_id = $reservation_id AND kind = $kind"),
+    ) };
+    static INSERT_EVENT: Kept = const { Kept::new(
+        "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, from_grants, overage,
+                                   window_start, window_end, used, reserved, allowance, remaining, reason,
+                                   idempotency_key, metadata, reservation_id)
+         VALUES ($subject, $kind, $metric, $amount, $from_allowance, $from_grants, $overage,
+                 $window_start, $window_end, $used, $reserved, $allowance, $remaining, $reason,
+                 $idempotency_key, $metadata, $reservation_id)
+         ON CONFLICT (subject, idempotency_key) WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record')
+         DO NOTHING
+         RETURNING event_id",
+    ) };
+}
+
+/// Serializes calls that use the same idempotency key for the same subject until the
+/// holder commits or rolls back.
+pub fn lock_idempotency_key(client: &SpiClient, subject: Uuid, key: &str) -> QResult<()> {
+    let args = [("subject", subject.into()), ("key", key.into()), ("seed", IDEMPOTENCY_KEY_LOCK_SEED.into())];
+    query_row(client, &LOCK_KEY, args, |_| Ok(())).map(drop)
+}
+
+/// The decision an earlier committed consume or record made under this key.
+pub fn find_replay(client: &SpiClient, subject: Uuid, key: &str) -> QResult<Option<Decision>> {
+    query_row(client, &FIND_REPLAY, [("subject", subject.into()), ("key", key.into())], decision_from_row)
+}
+
+/// The decision that a reservation's reserve or settle event recorded.
+pub fn find_reservation_event(client: &SpiClient, reservation_id: Uuid, kind: EventKind) -> QResult<Option<Decision>> {
+    let args = [("reservation_id", reservation_id.into()), ("kind", kind.as_str().into())];
+    query_row(client, &FIND_RESERVATION_EVENT, args, decision_from_row)
+}
+
+/// Reads the columns of `decision_columns!()` back into the decision they recorded, as a
+/// replay of it. A value pg_quota could not have written is an internal error.
+pub(super) fn decision_from_row(row: &SpiHeapTupleData) -> QResult<Decision> {
+    let kind = EventKind::parse(&not_null::<String>(row, "kind")?)?;
+    let decision = Decision {
+        allowed: kind != EventKind::Denial,
+        metric: not_null(row, "metric")?,
+        amount: not_null(row, "amount")?,
+        from_allowance: not_null(row, "from_allowance")?,
+        from_grants: not_null(row, "from_grants")?,
+        overage: not_null(row, "overage")?,
+        used: not_null(row, "used")?,
+        reserved: not_null(row, "reserved")?,
+        allowance: column(row, "allowance")?,
+        remaining: column(row, "remaining")?,
+        window_start: from_window_key(not_null(row, "window_start")?)?,
+        resets_at: instant(row, "window_end")?,
+        replayed: true,
+        reason: Reason::parse(&not_null::<String>(row, "reason")?)?,
+        event_id: column(row, "event_id")?,
+    };
+    decision.assert_consistent()?;
+    Ok(decision)
+}
+
+/// The ledger row of one decision.
+pub struct EventRow<'a> {
+    pub subject: Uuid,
+    pub kind: EventKind,
+    pub decision: &'a Decision,
+    pub window: Window,
+    pub idempotency_key: Option<&'a str>,
+    pub metadata: Option<Jsonb>,
+    pub reservation_id: Option<Uuid>,
+}
+
+/// Writes the ledger row; None when another call's consume or record holds its idempotency
+/// key (this one waited for that call to commit).
+pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<Option<i64>> {
+    let d = event.decision;
+    let args = [
+        ("subject", event.subject.into()),
+        ("kind", event.kind.as_str().into()),
+        ("metric", d.metric.as_str().into()),
+        ("amount", d.amount.into()),
+        ("from_allowance", d.from_allowance.into()),
+        ("from_grants", d.from_grants.into()),
+        ("overage", d.overage.into()),
+        ("window_start", window_key(event.window.start)?.into()),
+        ("window_end", window_end(event.window.end)?.into()),
+        ("used", d.used.into()),
+        ("reserved", d.reserved.into()),
+        ("allowance", d.allowance.into()),
+        ("remaining", d.remaining.into()),
+        ("reason", d.reason.as_str().into()),
+        ("idempotency_key", event.idempotency_key.into()),
+        ("metadata", event.metadata.into()),
+        ("reservation_id", event.reservation_id.into()),
+    ];
+    query_row(client, &INSERT_EVENT, args, |row| not_null(row, "event_id"))
+}

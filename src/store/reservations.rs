@@ -1,0 +1,94 @@
+//! quota.reservations: holds on a window's capacity until they are settled, released or
+//! expire.
+
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::request::ReservationStatus;
+use quota_rules::window::{Micros, Window};
+
+use super::{from_window_key, instant, not_null, query, query_one, query_row, timestamp, to_micros, window_end, window_key, Kept};
+use crate::error::QResult;
+
+thread_local! {
+    static INSERT_RESERVATION: Kept = const { Kept::new(
+        "INSERT INTO quota.reservations (subject, metric, amount, window_start, window_end, expires_at, idempotency_key)
+         VALUES ($subject, $metric, $amount, $window_start, $window_end, $expires_at, $idempotency_key)
+         RETURNING reservation_id",
+    ) };
+    static FIND_RESERVATION: Kept = const { Kept::new(
+        "SELECT reservation_id, subject, metric, amount, window_start, window_end, expires_at, status
+           FROM quota.reservations
+          WHERE reservation_id = $reservation_id OR (subject = $subject AND idempotency_key = $idempotency_key)
+            FOR UPDATE",
+    ) };
+    static SET_RESERVATION_STATUS: Kept = const { Kept::new(
+        "UPDATE quota.reservations SET status = $status WHERE subject = $subject AND reservation_id = $reservation_id",
+    ) };
+}
+
+/// A reservation, locked.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub id: Uuid,
+    pub subject: Uuid,
+    pub metric: String,
+    pub amount: i64,
+    pub window: Window,
+    pub expires_at: Micros,
+    pub status: ReservationStatus,
+}
+
+/// A new hold, counted in no counter yet.
+pub struct NewHold<'a> {
+    pub subject: Uuid,
+    pub metric: &'a str,
+    pub amount: i64,
+    pub window: Window,
+    pub expires_at: Micros,
+    pub idempotency_key: Option<&'a str>,
+}
+
+pub fn insert_reservation(client: &SpiClient, hold: NewHold) -> QResult<Uuid> {
+    let args = [
+        ("subject", hold.subject.into()),
+        ("metric", hold.metric.into()),
+        ("amount", hold.amount.into()),
+        ("window_start", window_key(hold.window.start)?.into()),
+        ("window_end", window_end(hold.window.end)?.into()),
+        ("expires_at", timestamp(hold.expires_at)?.into()),
+        ("idempotency_key", hold.idempotency_key.into()),
+    ];
+    query_one(client, &INSERT_RESERVATION, args, |row| not_null(row, "reservation_id"))
+}
+
+/// How a reservation is found: by its id, or by the subject's idempotency key.
+pub enum FindBy<'a> {
+    Id(Uuid),
+    Key { subject: Uuid, key: &'a str },
+}
+
+/// Finds and locks a reservation.
+pub fn find_reservation(client: &SpiClient, by: FindBy) -> QResult<Option<Reservation>> {
+    let (id, subject, key) = match by {
+        FindBy::Id(id) => (Some(id), None, None),
+        FindBy::Key { subject, key } => (None, Some(subject), Some(key)),
+    };
+    let args = [("reservation_id", id.into()), ("subject", subject.into()), ("idempotency_key", key.into())];
+    query_row(client, &FIND_RESERVATION, args, |row| {
+        Ok(Reservation {
+            id: not_null(row, "reservation_id")?,
+            subject: not_null(row, "subject")?,
+            metric: not_null(row, "metric")?,
+            amount: not_null(row, "amount")?,
+            window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
+            expires_at: to_micros(not_null(row, "expires_at")?, "expires_at")?,
+            status: ReservationStatus::parse(&not_null::<String>(row, "status")?)?,
+        })
+    })
+}
+
+pub fn set_reservation_status(client: &SpiClient, reservation: &Reservation, status: ReservationStatus) -> QResult<()> {
+    let args = [("subject", reservation.subject.into()), ("reservation_id", reservation.id.into()), ("status", status.as_str().into())];
+    query(client, &SET_RESERVATION_STATUS, args, |_| Ok(())).map(drop)
+}

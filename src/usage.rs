@@ -1,0 +1,102 @@
+//! Usage reports, and the end-user surface that is safe to grant to Supabase's
+//! `authenticated`: none of my_usage, my_check, current_subject takes a subject, and all are
+//! SECURITY INVOKER: they read the tables as the caller, through row level security, so
+//! they can only ever see the caller's own rows.
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::claims::subject_from_claims;
+use quota_rules::window::{Micros, Window};
+
+use crate::error::{required, sql_call, QResult, QuotaError};
+use crate::spending::{what_consume_would_decide, Request};
+use crate::store::counters::{self, CounterKey};
+use crate::store::{admin, transaction_now};
+use crate::tuples::{decision_tuple, usage_tuple, UsageTuple};
+
+/// One metric of quota.usage(): its current window and what is left of it.
+pub struct UsageRow {
+    pub metric: String,
+    pub used: i64,
+    pub reserved: i64,
+    pub allowance: Option<i64>,
+    pub grants_left: i64,
+    pub window: Window,
+}
+
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn usage(
+    subject: Option<Uuid>,
+) -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.usage_row")>, ErrorReport> {
+    sql_call(|| usage_of(required(subject, "subject")?))
+}
+
+fn usage_of(subject: Uuid) -> QResult<SetOfIterator<'static, UsageTuple>> {
+    let now = transaction_now()?;
+    let rows = Spi::connect(|client| usage_rows(client, subject, now))?;
+    let tuples = rows.iter().map(usage_tuple).collect::<QResult<Vec<_>>>()?;
+    Ok(SetOfIterator::new(tuples))
+}
+
+/// The current window of every metric of the subject's plan.
+fn usage_rows(client: &SpiClient, subject: Uuid, now: Micros) -> QResult<Vec<UsageRow>> {
+    admin::plan_metrics(client, subject)?
+        .into_iter()
+        .map(|metric| {
+            let governing = counters::resolve(client, subject, &metric, now, now)?;
+            let window = governing.window_at(now)?;
+            let key = CounterKey { subject, metric: &metric, window };
+            let counter = counters::read_counter(client, key)?;
+            let reserved = match counter.held {
+                0 => 0,
+                _ => counters::active_holds(client, key, now)?,
+            };
+            let allowance = governing.allowance();
+            Ok(UsageRow { metric, used: counter.used, reserved, allowance, grants_left: governing.grants_left, window })
+        })
+        .collect()
+}
+
+/// The caller's subject: `sub` of the JWT claims PostgREST sets; NULL when absent, empty
+/// (a pooled connection after a request) or not a uuid.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn current_subject() -> Option<Uuid> {
+    // SAFETY: with missing_ok, GetConfigOption returns NULL or a valid C string that lives
+    // until the setting changes; it is copied before anything else runs.
+    let claims = unsafe {
+        let value = pg_sys::GetConfigOption(c"request.jwt.claims".as_ptr(), true, false);
+        (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+    };
+    subject_from_claims(claims.as_deref()).map(|subject| Uuid::from_bytes(*subject.as_bytes()))
+}
+
+fn signed_in() -> QResult<Uuid> {
+    current_subject().ok_or_else(QuotaError::not_signed_in)
+}
+
+/// quota.usage() of the caller.
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn my_usage() -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.usage_row")>, ErrorReport> {
+    sql_call(|| usage_of(signed_in()?))
+}
+
+/// quota.check() for the caller: what a consume would decide now. Writes nothing.
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn my_check(
+    metric: Option<&str>,
+    amount: default!(Option<i64>, 1),
+) -> Result<pgrx::composite_type!('static, "quota.decision"), ErrorReport> {
+    sql_call(|| {
+        let request = Request::new(Some(signed_in()?), metric, amount, None)?;
+        let decision = Spi::connect(|client| what_consume_would_decide(client, &request))?;
+        decision_tuple(&decision)
+    })
+}
