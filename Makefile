@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch reliability-long
+.PHONY: deps install demo test test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -38,8 +38,12 @@ demo: install cluster-start
 
 test: deps test-rust install test-sql test-pg18
 
-# Unit and property tests of the domain modules, and #[pg_test]s inside PostgreSQL 15.
-test-rust:
+# The rules' unit and property tests (no PostgreSQL needed: `make test-rules`), then the
+# #[pg_test]s inside PostgreSQL 15.
+test-rules:
+	cargo test -p quota-rules
+
+test-rust: test-rules
 	@mkdir -p $(PGRX_DATA) && { [ -z "$(RUNAS)" ] || chown postgres $(PGRX_DATA); }
 	cargo pgrx test pg15 $(RUNAS) --pgdata $(PGRX_DATA)/data
 	cargo test --release -q --manifest-path tests/harness/Cargo.toml

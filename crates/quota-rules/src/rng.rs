@@ -74,5 +74,7 @@ mod tests {
             assert!(rng.below(5) < 5);
         }
         assert_eq!(Rng::new(42).uuid(), Rng::new(42).uuid());
+        let extremes: Vec<i64> = (0..1000).map(|_| rng.range(i64::MIN, i64::MAX)).collect();
+        assert!(extremes.iter().any(|x| *x < 0) && extremes.iter().any(|x| *x > 0));
     }
 }

@@ -1,53 +1,10 @@
-//! What the drivers share: a seeded random generator (so that a failing run is replayed
-//! from its seed alone) and connections configured from the libpq environment.
+//! What the drivers share: the seeded random generator of quota-rules (so that a failing
+//! run is replayed from its seed alone) and connections configured from the libpq environment.
 
 use postgres::{Client, NoTls};
 
-/// SplitMix64: tiny, fast, and the same sequence for the same seed on every machine.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0, "below(0)");
-        self.next_u64() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        assert!(lo <= hi, "empty range");
-        let span = (hi as i128 - lo as i128 + 1) as u128;
-        (lo as i128 + (self.next_u64() as u128 % span) as i128) as i64
-    }
-
-    /// True with probability `percent`/100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    /// A uuid drawn from this generator (reproducible, unlike Uuid::new_v4).
-    pub fn uuid(&mut self) -> uuid::Uuid {
-        let bytes = ((self.next_u64() as u128) << 64 | self.next_u64() as u128).to_be_bytes();
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
-    }
-}
+/// The seeded generator every property test of pg_quota shares (crates/quota-rules).
+pub use quota_rules::rng::Rng;
 
 /// A seed from the command line or `SEED`, else from the clock (printed by the caller).
 pub fn seed_from(arg: Option<String>) -> u64 {
@@ -84,29 +41,4 @@ pub fn arg(args: &[String], name: &str) -> Option<String> {
 /// The SQLSTATE of a server error, None for a lost connection or a client-side error.
 pub fn sqlstate(error: &postgres::Error) -> Option<String> {
     error.as_db_error().map(|db| db.code().code().to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Rng;
-
-    #[test]
-    fn same_seed_same_sequence() {
-        let (mut a, mut b) = (Rng::new(42), Rng::new(42));
-        let xs: Vec<u64> = (0..100).map(|_| a.next_u64()).collect();
-        let ys: Vec<u64> = (0..100).map(|_| b.next_u64()).collect();
-        assert_eq!(xs, ys);
-        assert_ne!(Rng::new(43).next_u64(), xs[0]);
-    }
-
-    #[test]
-    fn range_stays_inside() {
-        let mut rng = Rng::new(7);
-        for _ in 0..10_000 {
-            let x = rng.range(-3, 5);
-            assert!((-3..=5).contains(&x));
-        }
-        let extremes: Vec<i64> = (0..1000).map(|_| rng.range(i64::MIN, i64::MAX)).collect();
-        assert!(extremes.iter().any(|x| *x < 0) && extremes.iter().any(|x| *x > 0));
-    }
 }
