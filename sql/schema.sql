@@ -77,7 +77,7 @@ CREATE DOMAIN quota.event_kind AS text
 -- fast marks the row consume's one-statement fast path may decide on alone: it is the
 -- subject's current window, allowance is the effective allowance (NULL = unlimited), and
 -- the subject had no usable grants when it was marked. Whatever could change that unmarks
--- the row (quota.forget_fast_path(), sql/finalize.sql); at most one row of a (subject,
+-- the row (quota.forget_fast_path(), sql/fast_path.sql); at most one row of a (subject,
 -- metric) is marked, which the unique index counters_fast enforces.
 -- fillfactor leaves room on each page so that the hot UPDATE of "used" stays HOT.
 CREATE TABLE quota.counters (

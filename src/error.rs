@@ -28,7 +28,7 @@ pub fn sql_call<T>(body: impl FnOnce() -> QResult<T>) -> Result<T, ErrorReport> 
 }
 
 impl QuotaError {
-    pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
+    fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
         QuotaError { code, message: message.into(), detail: None, hint: None }
     }
 

@@ -13,7 +13,7 @@ use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempoten
 use quota_rules::window::{Micros, Window};
 
 use crate::error::{required, sql_call, QResult, QuotaError};
-use crate::spending::{governing_with_assignment, lock_capacity, pay, resolve_known, write_event, Request};
+use crate::spending::{governing_with_assignment, lock_capacity, pay, resolve_known, write_event, Entry, Request};
 use crate::store::counters;
 use crate::store::ledger;
 use crate::store::reservations::{self as held_rows, FindBy, NewHold, Reservation};
@@ -85,7 +85,8 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     if governing.plan.is_none() {
         let standing = Standing { used: 0, reserved: 0, grants_left: governing.grants_left };
         let denied = Decision { reason: Reason::NoPlan, ..request.decision(None, standing, Some(0), Window::LIFETIME) };
-        return Ok((None, write_event(client, subject, Mode::Reserve, denied, Window::LIFETIME, &[], key, None, None)?));
+        let entry = Entry { key, ..Entry::new(subject, Mode::Reserve, Window::LIFETIME) };
+        return Ok((None, write_event(client, entry, denied)?));
     }
     let allowance = governing.allowance();
     let window = governing.window_at(request.now)?;
@@ -96,7 +97,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
             counters::adjust_counter(client, request.counter(window), 0, -capacity.expired)?;
         }
         let denied = request.decision(None, standing, allowance, window);
-        return Ok((None, write_event(client, subject, Mode::Reserve, denied, window, &[], key, None, None)?));
+        return Ok((None, write_event(client, Entry { key, ..Entry::new(subject, Mode::Reserve, window) }, denied)?));
     }
     let expires_at = request.now.checked_add(ttl).ok_or_else(|| QuotaError::overflow("expires_at"))?;
     let new_hold = NewHold { subject, metric: request.metric, amount: request.amount, window, expires_at, idempotency_key: key };
@@ -106,7 +107,8 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     let reserved = capacity.reserved.saturating_add(request.amount);
     let held = request.decision(None, Standing { reserved, ..standing }, allowance, window);
     let held = Decision { allowed: true, reason: Reason::Ok, ..held };
-    let decision = write_event(client, subject, Mode::Reserve, held, window, &[], key, None, Some(id))?;
+    let entry = Entry { key, reservation_id: Some(id), ..Entry::new(subject, Mode::Reserve, window) };
+    let decision = write_event(client, entry, held)?;
     Ok((Some(Hold { reservation_id: id, expires_at }), decision))
 }
 
@@ -129,7 +131,8 @@ fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Mi
     let paid = pay(client, &request, Mode::Settle, &governing, held.window, allowance, Some(&held))?;
     held_rows::set_reservation_status(client, &held, ReservationStatus::Settled)?;
     let decision = request.decision(paid.split.as_ref(), paid.standing, allowance, held.window);
-    write_event(client, held.subject, Mode::Settle, decision, held.window, &paid.grants_taken, None, None, Some(id))
+    let entry = Entry { grants_taken: &paid.grants_taken, reservation_id: Some(id), ..Entry::new(held.subject, Mode::Settle, held.window) };
+    write_event(client, entry, decision)
 }
 
 fn release_reservation(client: &SpiClient, id: Uuid, now: Micros) -> QResult<()> {
@@ -143,5 +146,6 @@ fn release_reservation(client: &SpiClient, id: Uuid, now: Micros) -> QResult<()>
     held_rows::set_reservation_status(client, &held, ReservationStatus::Released)?;
     let standing = Standing { used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
     let released = Decision { allowed: true, reason: Reason::Ok, ..request.decision(None, standing, allowance, held.window) };
-    write_event(client, held.subject, Mode::Release, released, held.window, &[], None, None, Some(id)).map(drop)
+    let entry = Entry { reservation_id: Some(id), ..Entry::new(held.subject, Mode::Release, held.window) };
+    write_event(client, entry, released).map(drop)
 }

@@ -200,7 +200,7 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         match fast_path::consume(client, request, key, metadata)? {
             fast_path::Outcome::Decided(decision) => return Ok(decision),
             fast_path::Outcome::Denied { decision, window } => {
-                return write_event(client, request.subject, mode, decision, window, &[], key, metadata, None);
+                return write_event(client, Entry { key, metadata, ..Entry::new(request.subject, mode, window) }, decision);
             }
             fast_path::Outcome::SlowPath => {}
         }
@@ -221,7 +221,8 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         None => Decision { reason: Reason::NoPlan, ..decision },
         Some(_) => decision,
     };
-    if let Some(written) = try_write_event(client, request.subject, mode, decision, window, &paid.grants_taken, key, metadata, None)? {
+    let entry = Entry { grants_taken: &paid.grants_taken, key, metadata, ..Entry::new(request.subject, mode, window) };
+    if let Some(written) = try_write_event(client, entry, decision)? {
         return Ok(written);
     }
     // A concurrent record with the same key committed first: undo this one's count (its
@@ -236,43 +237,47 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     Ok(replay(original, request.metric, request.amount, key)?)
 }
 
+/// Where a decision goes in the ledger: whose it is, how it was made, in which window, what
+/// paid for it and what it carries.
+pub struct Entry<'a> {
+    pub subject: Uuid,
+    pub mode: Mode,
+    pub window: Window,
+    /// The grants that paid: (grant, amount taken).
+    pub grants_taken: &'a [(Uuid, i64)],
+    pub key: Option<&'a str>,
+    pub metadata: Option<Jsonb>,
+    pub reservation_id: Option<Uuid>,
+}
+
+impl<'a> Entry<'a> {
+    pub fn new(subject: Uuid, mode: Mode, window: Window) -> Entry<'a> {
+        Entry { subject, mode, window, grants_taken: &[], key: None, metadata: None, reservation_id: None }
+    }
+}
+
 /// Writes the ledger row of a decision, and which grants paid for it.
-#[allow(clippy::too_many_arguments)]
-pub fn write_event(
-    client: &SpiClient,
-    subject: Uuid,
-    mode: Mode,
-    decision: Decision,
-    window: Window,
-    grants_taken: &[(Uuid, i64)],
-    key: Option<&str>,
-    metadata: Option<Jsonb>,
-    reservation_id: Option<Uuid>,
-) -> QResult<Decision> {
-    try_write_event(client, subject, mode, decision, window, grants_taken, key, metadata, reservation_id)?
-        .ok_or_else(|| QuotaError::key_in_use(key.unwrap_or_default()))
+pub fn write_event(client: &SpiClient, entry: Entry, decision: Decision) -> QResult<Decision> {
+    let key = entry.key;
+    try_write_event(client, entry, decision)?.ok_or_else(|| QuotaError::key_in_use(key.unwrap_or_default()))
 }
 
 /// write_event, or None when a concurrent consume or record committed the same key first.
-#[allow(clippy::too_many_arguments)]
-fn try_write_event(
-    client: &SpiClient,
-    subject: Uuid,
-    mode: Mode,
-    decision: Decision,
-    window: Window,
-    grants_taken: &[(Uuid, i64)],
-    key: Option<&str>,
-    metadata: Option<Jsonb>,
-    reservation_id: Option<Uuid>,
-) -> QResult<Option<Decision>> {
-    let kind = EventKind::of(mode, &decision);
-    let event = EventRow { subject, kind, decision: &decision, window, idempotency_key: key, metadata, reservation_id };
+fn try_write_event(client: &SpiClient, entry: Entry, decision: Decision) -> QResult<Option<Decision>> {
+    let event = EventRow {
+        subject: entry.subject,
+        kind: EventKind::of(entry.mode, &decision),
+        decision: &decision,
+        window: entry.window,
+        idempotency_key: entry.key,
+        metadata: entry.metadata,
+        reservation_id: entry.reservation_id,
+    };
     let Some(event_id) = ledger::insert_event(client, event)? else {
         return Ok(None);
     };
-    for (grant_id, taken) in grants_taken {
-        counters::spend_grant(client, subject, event_id, *grant_id, *taken)?;
+    for (grant_id, taken) in entry.grants_taken {
+        counters::spend_grant(client, entry.subject, event_id, *grant_id, *taken)?;
     }
     Ok(Some(Decision { event_id: Some(event_id), ..decision }))
 }
@@ -445,5 +450,5 @@ fn give_back_units(client: &SpiClient, request: &Request) -> QResult<Decision> {
         from_allowance: returned,
         ..request.decision(None, standing, allowance, window)
     };
-    write_event(client, request.subject, Mode::GiveBack, given, window, &[], None, None, None)
+    write_event(client, Entry::new(request.subject, Mode::GiveBack, window), given)
 }
