@@ -75,7 +75,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     if let Some(key) = key {
         ledger::lock_idempotency_key(client, subject, key)?;
         if let Some(held) = held_rows::find_reservation(client, FindBy::Key { subject, key })? {
-            let original = ledger::find_reservation_event(client, held.id, EventKind::Reserve)?
+            let original = ledger::find_reservation_event(client, held.id, EventKind::Allowed(Mode::Reserve))?
                 .ok_or_else(|| QuotaError::internal("reservation without its reserve event"))?;
             let hold = Hold { reservation_id: held.id, expires_at: held.expires_at };
             return Ok((Some(hold), request::replay(original, request.metric, request.amount, key)?));
@@ -120,7 +120,7 @@ fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Mi
     let held = find(client, id)?;
     let actual = actual.unwrap_or(held.amount);
     if held.status == ReservationStatus::Settled {
-        let original = ledger::find_reservation_event(client, id, EventKind::Settle)?
+        let original = ledger::find_reservation_event(client, id, EventKind::Allowed(Mode::Settle))?
             .ok_or_else(|| QuotaError::internal("settled reservation without its settle event"))?;
         return Ok(request::replay_settle(id, original, actual)?);
     }

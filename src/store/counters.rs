@@ -8,7 +8,7 @@ use quota_rules::decide::Limit;
 use quota_rules::governing::Governing;
 use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
 
-use super::{column, instant, not_null, query, query_one, query_row, timestamp, window_end, window_key, Kept};
+use super::{Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
 use crate::error::QResult;
 
 thread_local! {
@@ -109,7 +109,7 @@ pub struct CounterKey<'a> {
 /// What governs (subject, metric) for usage at `at`, with grants usable at `now`.
 pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now: Micros) -> QResult<Governing> {
     let args = [("subject", subject.into()), ("metric", metric.into()), ("at", timestamp(at)?.into()), ("now", timestamp(now)?.into())];
-    query_one(client, &RESOLVE, args, |row| {
+    the_row(query_row(client, &RESOLVE, args, |row| {
         Ok(Governing {
             plan: column(row, "plan")?,
             assigned: not_null(row, "assigned")?,
@@ -122,7 +122,7 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
             grants_left: not_null(row, "grants_left")?,
             reset_since: not_null(row, "reset_since")?,
         })
-    })
+    })?)
 }
 
 /// The plan's window rule, parsed once here; one lifetime window for a metric the plan lacks.
@@ -161,7 +161,7 @@ pub struct Counter {
     pub held: i64,
 }
 
-fn counter_from_row(row: &pgrx::spi::SpiHeapTupleData) -> QResult<Counter> {
+fn counter_from_row(row: &Row) -> QResult<Counter> {
     Ok(Counter { used: not_null(row, "used")?, held: not_null(row, "held")? })
 }
 
@@ -173,7 +173,7 @@ pub fn lock_counter(client: &SpiClient, key: CounterKey) -> QResult<Counter> {
         ("window_start", window_key(key.window.start)?.into()),
         ("window_end", window_end(key.window.end)?.into()),
     ];
-    query_one(client, &LOCK_COUNTER, args, counter_from_row)
+    the_row(query_row(client, &LOCK_COUNTER, args, counter_from_row)?)
 }
 
 /// Changes a locked counter; returns its new usage.
@@ -185,7 +185,7 @@ pub fn adjust_counter(client: &SpiClient, key: CounterKey, used_change: i64, hel
         ("used_change", used_change.into()),
         ("held_change", held_change.into()),
     ];
-    query_one(client, &ADJUST_COUNTER, args, |row| not_null(row, "used"))
+    the_row(query_row(client, &ADJUST_COUNTER, args, |row| not_null(row, "used"))?)
 }
 
 /// A window's counter; zero when nothing was counted in it yet.
@@ -212,7 +212,7 @@ pub fn expire_and_sum_holds(client: &SpiClient, key: CounterKey, now: Micros, se
         ("now", timestamp(now)?.into()),
         ("settling", settling.into()),
     ];
-    query_one(client, &HOLDS, args, |row| Ok(Holds { expired: not_null(row, "expired")?, reserved: not_null(row, "reserved")? }))
+    the_row(query_row(client, &HOLDS, args, |row| Ok(Holds { expired: not_null(row, "expired")?, reserved: not_null(row, "reserved")? }))?)
 }
 
 /// What the window's unexpired holds keep (read only).
@@ -223,7 +223,7 @@ pub fn active_holds(client: &SpiClient, key: CounterKey, now: Micros) -> QResult
         ("window_start", window_key(key.window.start)?.into()),
         ("now", timestamp(now)?.into()),
     ];
-    query_one(client, &ACTIVE_HOLDS, args, |row| not_null(row, "reserved"))
+    the_row(query_row(client, &ACTIVE_HOLDS, args, |row| not_null(row, "reserved"))?)
 }
 
 /// A grant's id and what is left of it.

@@ -15,7 +15,7 @@ use quota_rules::window::{Micros, Window};
 
 use super::counters::{lock_counter, CounterKey};
 use super::ledger::decision_from_row;
-use super::{column, from_window_key, instant, not_null, query, query_one, query_row, timestamp, window_key, Kept};
+use super::{column, from_window_key, instant, not_null, query, the_row, query_row, timestamp, window_key, Kept};
 use crate::error::QResult;
 use crate::jsonb::Jsonb;
 
@@ -107,7 +107,7 @@ pub fn installed(client: &SpiClient) -> QResult<bool> {
     if let Some(installed) = FAST_PATH_INSTALLED.with(Cell::get) {
         return Ok(installed);
     }
-    let installed = query_one(client, &FAST_PATH_COLUMNS, [], |row| not_null(row, "installed"))?;
+    let installed = the_row(query_row(client, &FAST_PATH_COLUMNS, [], |row| not_null(row, "installed"))?)?;
     FAST_PATH_INSTALLED.with(|cached| cached.set(Some(installed)));
     Ok(installed)
 }
@@ -168,7 +168,7 @@ pub fn try_lock(client: &SpiClient, subject: Uuid, plan: &str) -> QResult<bool> 
         ("plan", plan.into()),
         ("plan_seed", FAST_PATH_PLAN_LOCK_SEED.into()),
     ];
-    query_one(client, &TRY_LOCK_FAST_PATH, args, |row| not_null(row, "locked"))
+    the_row(query_row(client, &TRY_LOCK_FAST_PATH, args, |row| not_null(row, "locked"))?)
 }
 
 /// Marks the window as the (subject, metric)'s only fast-path window, with its effective

@@ -1,7 +1,7 @@
 //! quota.events, the ledger: one row per decision, and the idempotency keys that find a
 //! retried call's first decision.
 
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::decide::{Decision, Reason};
@@ -9,7 +9,7 @@ use quota_rules::locks::IDEMPOTENCY_KEY_LOCK_SEED;
 use quota_rules::request::EventKind;
 use quota_rules::window::Window;
 
-use super::{column, from_window_key, instant, not_null, query_row, window_end, window_key, Kept};
+use super::{Row, column, from_window_key, instant, not_null, query_row, window_end, window_key, Kept};
 use crate::error::QResult;
 use crate::jsonb::Jsonb;
 
@@ -57,7 +57,7 @@ pub fn find_reservation_event(client: &SpiClient, reservation_id: Uuid, kind: Ev
 
 /// Reads the columns of `decision_columns!()` back into the decision they recorded, as a
 /// replay of it. A value pg_quota could not have written is an internal error.
-pub(super) fn decision_from_row(row: &SpiHeapTupleData) -> QResult<Decision> {
+pub(super) fn decision_from_row(row: &Row) -> QResult<Decision> {
     let kind = EventKind::parse(&not_null::<String>(row, "kind")?)?;
     let decision = Decision {
         allowed: kind != EventKind::Denial,

@@ -4,7 +4,7 @@
 //! limits, assignments, overrides, grants, resets).
 //!
 //! Statements name their parameters (`$subject`) and every call binds them by name; rows
-//! are read by column name. Each is prepared on first use in a backend and kept
+//! are read by column name, through the names of the statement's result columns read once. Each is prepared on first use in a backend and kept
 //! (SPI_keepplan), so a consume costs no parsing or planning. PostgreSQL's plan cache
 //! revalidates kept plans when the tables change (even across DROP/CREATE EXTENSION in one
 //! session). They are prepared as "mutating", which makes SPI take a fresh snapshot for every
@@ -93,7 +93,27 @@ pub struct Kept {
 
 struct Prepared {
     plan: OwnedPreparedStatement,
+    /// The parameter names, in the order of their `$n`.
     names: Vec<&'static str>,
+    /// The result's column names, in column order, read from its first result.
+    columns: OnceCell<Vec<String>>,
+}
+
+/// A result row, read by column name: the statement's one mapping of names to ordinals.
+pub struct Row<'a, 'conn> {
+    data: &'a SpiHeapTupleData<'conn>,
+    columns: &'a [String],
+}
+
+impl Row<'_, '_> {
+    fn get<T: FromDatum + IntoDatum>(&self, name: &str) -> QResult<Option<T>> {
+        let ordinal = self
+            .columns
+            .iter()
+            .position(|column| column == name)
+            .ok_or_else(|| QuotaError::internal(format!("a statement has no column {name}")))?;
+        Ok(self.data.get::<T>(ordinal + 1)?)
+    }
 }
 
 impl Kept {
@@ -140,7 +160,7 @@ fn query_row<'conn, T, const N: usize>(
     client: &SpiClient<'conn>,
     statement: &'static Statement,
     args: Args<'_, N>,
-    read: impl Fn(&SpiHeapTupleData<'conn>) -> QResult<T>,
+    read: impl Fn(&Row) -> QResult<T>,
 ) -> QResult<Option<T>> {
     let mut rows = query(client, statement, args, read)?;
     if rows.len() > 1 {
@@ -149,14 +169,9 @@ fn query_row<'conn, T, const N: usize>(
     Ok(rows.pop())
 }
 
-/// query_row of a statement that always returns its one row.
-fn query_one<'conn, T, const N: usize>(
-    client: &SpiClient<'conn>,
-    statement: &'static Statement,
-    args: Args<'_, N>,
-    read: impl Fn(&SpiHeapTupleData<'conn>) -> QResult<T>,
-) -> QResult<T> {
-    query_row(client, statement, args, read)?.ok_or_else(|| QuotaError::internal("a statement returned no row"))
+/// The row of a statement that always returns one.
+fn the_row<T>(row: Option<T>) -> QResult<T> {
+    row.ok_or_else(|| QuotaError::internal("a statement returned no row"))
 }
 
 /// Runs a kept statement and maps all its rows. The rows are read into Rust values and the
@@ -165,7 +180,7 @@ fn query<'conn, T, const N: usize>(
     client: &SpiClient<'conn>,
     statement: &'static Statement,
     args: Args<'_, N>,
-    read: impl Fn(&SpiHeapTupleData<'conn>) -> QResult<T>,
+    read: impl Fn(&Row) -> QResult<T>,
 ) -> QResult<Vec<T>> {
     statement.with(|kept| {
         if kept.prepared.get().is_none() {
@@ -173,7 +188,7 @@ fn query<'conn, T, const N: usize>(
             let types: Vec<PgOid> = args.iter().map(|(_, value)| PgOid::from(value.oid())).collect();
             let plan = client.prepare_mut(positional(kept.sql, &names)?.as_str(), &types)?.keep();
             // A backend is single-threaded and nothing else sets the cell between these lines.
-            let _ = kept.prepared.set(Prepared { plan, names });
+            let _ = kept.prepared.set(Prepared { plan, names, columns: OnceCell::new() });
         }
         let Some(prepared) = kept.prepared.get() else {
             return Err(QuotaError::internal("statement was not prepared"));
@@ -182,7 +197,14 @@ fn query<'conn, T, const N: usize>(
             return Err(QuotaError::internal(format!("a statement was bound in another order than {:?}", prepared.names)));
         }
         let values = args.map(|(_, value)| value);
-        let rows = client.select(&prepared.plan, None, &values)?.map(|row| read(&row)).collect();
+        let table = client.select(&prepared.plan, None, &values)?;
+        // A statement without RETURNING has no result columns (and no tuple table).
+        if let (None, Ok(count)) = (prepared.columns.get(), table.columns()) {
+            let columns = (1..=count).map(|ordinal| table.column_name(ordinal)).collect::<Result<_, _>>()?;
+            let _ = prepared.columns.set(columns);
+        }
+        let columns = prepared.columns.get().map_or(&[][..], Vec::as_slice);
+        let rows = table.map(|data| read(&Row { data: &data, columns })).collect();
         // SAFETY: SPI_tuptable is the result of the select above, whose rows were all read
         // into owned Rust values; nothing refers to it any more.
         unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
@@ -191,16 +213,16 @@ fn query<'conn, T, const N: usize>(
 }
 
 /// Column `name` of a row, which may be NULL.
-fn column<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData, name: &str) -> QResult<Option<T>> {
-    Ok(row.get_by_name::<T, _>(name)?)
+fn column<T: FromDatum + IntoDatum>(row: &Row, name: &str) -> QResult<Option<T>> {
+    row.get(name)
 }
 
 /// Column `name`, which the statement guarantees is not NULL.
-fn not_null<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData, name: &str) -> QResult<T> {
+fn not_null<T: FromDatum + IntoDatum>(row: &Row, name: &str) -> QResult<T> {
     column(row, name)?.ok_or_else(|| QuotaError::internal(format!("column {name} is NULL")))
 }
 
 /// Column `name` holding an instant, or NULL.
-fn instant(row: &SpiHeapTupleData, name: &str) -> QResult<Option<Micros>> {
+fn instant(row: &Row, name: &str) -> QResult<Option<Micros>> {
     column::<TimestampWithTimeZone>(row, name)?.map(|t| to_micros(t, name)).transpose()
 }

@@ -7,7 +7,7 @@ use pgrx::Uuid;
 use quota_rules::request::ReservationStatus;
 use quota_rules::window::{Micros, Window};
 
-use super::{from_window_key, instant, not_null, query, query_one, query_row, timestamp, to_micros, window_end, window_key, Kept};
+use super::{from_window_key, instant, not_null, query, the_row, query_row, timestamp, to_micros, window_end, window_key, Kept};
 use crate::error::QResult;
 
 thread_local! {
@@ -59,7 +59,7 @@ pub fn insert_reservation(client: &SpiClient, hold: NewHold) -> QResult<Uuid> {
         ("expires_at", timestamp(hold.expires_at)?.into()),
         ("idempotency_key", hold.idempotency_key.into()),
     ];
-    query_one(client, &INSERT_RESERVATION, args, |row| not_null(row, "reservation_id"))
+    the_row(query_row(client, &INSERT_RESERVATION, args, |row| not_null(row, "reservation_id"))?)
 }
 
 /// How a reservation is found: by its id, or by the subject's idempotency key.

@@ -26,17 +26,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The kind of ledger row a call of this mode writes when it is allowed.
-    pub fn event_kind(self) -> EventKind {
-        match self {
-            Mode::Consume => EventKind::Consume,
-            Mode::Record => EventKind::Record,
-            Mode::Reserve => EventKind::Reserve,
-            Mode::Settle => EventKind::Settle,
-            Mode::Release => EventKind::Release,
-            Mode::GiveBack => EventKind::GiveBack,
-        }
-    }
+    const ALL: [Mode; 6] = [Mode::Consume, Mode::Record, Mode::Reserve, Mode::Settle, Mode::Release, Mode::GiveBack];
 
     pub fn overage_allowed(self) -> bool {
         matches!(self, Mode::Record | Mode::Settle)
@@ -46,12 +36,8 @@ impl Mode {
 /// `quota.events.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    Consume,
-    Record,
-    Reserve,
-    Settle,
-    Release,
-    GiveBack,
+    /// A call that was allowed, named after its mode.
+    Allowed(Mode),
     /// Any call that was denied.
     Denial,
     /// The row quota.reset() writes.
@@ -59,21 +45,10 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    const ALL: [EventKind; 8] = [
-        EventKind::Consume,
-        EventKind::Record,
-        EventKind::Reserve,
-        EventKind::Settle,
-        EventKind::Release,
-        EventKind::GiveBack,
-        EventKind::Denial,
-        EventKind::Reset,
-    ];
-
     /// The kind of the ledger row of a decision made in `mode`.
     pub fn of(mode: Mode, decision: &Decision) -> EventKind {
         if decision.allowed {
-            mode.event_kind()
+            EventKind::Allowed(mode)
         } else {
             EventKind::Denial
         }
@@ -81,20 +56,24 @@ impl EventKind {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            EventKind::Consume => "consume",
-            EventKind::Record => "record",
-            EventKind::Reserve => "reserve",
-            EventKind::Settle => "settle",
-            EventKind::Release => "release",
-            EventKind::GiveBack => "give_back",
+            EventKind::Allowed(Mode::Consume) => "consume",
+            EventKind::Allowed(Mode::Record) => "record",
+            EventKind::Allowed(Mode::Reserve) => "reserve",
+            EventKind::Allowed(Mode::Settle) => "settle",
+            EventKind::Allowed(Mode::Release) => "release",
+            EventKind::Allowed(Mode::GiveBack) => "give_back",
             EventKind::Denial => "denial",
             EventKind::Reset => "reset",
         }
     }
 
+    fn all() -> impl Iterator<Item = EventKind> {
+        Mode::ALL.into_iter().map(EventKind::Allowed).chain([EventKind::Denial, EventKind::Reset])
+    }
+
     /// A kind read back from the ledger; anything else is a corrupt row.
     pub fn parse(text: &str) -> Result<EventKind, CorruptValue> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text).ok_or_else(|| CorruptValue::new("event kind", text))
+        Self::all().find(|kind| kind.as_str() == text).ok_or_else(|| CorruptValue::new("event kind", text))
     }
 }
 
@@ -391,7 +370,8 @@ mod tests {
 
     #[test]
     fn kinds_and_statuses_round_trip_and_refuse_anything_else() {
-        for kind in EventKind::ALL {
+        assert_eq!(EventKind::all().count(), 8);
+        for kind in EventKind::all() {
             assert_eq!(EventKind::parse(kind.as_str()), Ok(kind));
         }
         for status in ReservationStatus::ALL {
