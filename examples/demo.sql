@@ -1,6 +1,7 @@
 -- pg_quota demo: plans like the ones SaaS and AI apps sell, consumption, a denial, an
--- idempotent retry, an override, a reset, a bonus grant, a credit wallet, offline usage
--- synced after the fact, a reservation around an AI call, and usage a person can read.
+-- idempotent retry, many metrics in one decision, an override, a reset, a bonus grant, a
+-- credit wallet, offline usage synced after the fact, a reservation around an AI call, a
+-- mid-cycle upgrade, and usage a person can read.
 \set QUIET on
 \set SHOW_CONTEXT never
 \pset footer off
@@ -53,6 +54,16 @@ SELECT allowed, used, replayed FROM quota.consume(:alice, 'tokens', 1200, idempo
 SELECT allowed, used, replayed FROM quota.consume(:alice, 'tokens', 1200, idempotency_key => 'chat-42');
 
 \echo
+\echo '== 5b. One API call costs 1 request and 1,200 tokens: both or neither, one key for the bundle'
+SELECT metric, allowed, reason, used, remaining
+  FROM quota.consume_many(:alice, '{"ai_requests": 1, "tokens": 1200}', idempotency_key => 'chat-43');
+\echo '   ... the next call would pass the daily request limit: nothing of it is consumed, not even its tokens'
+SELECT metric, allowed, reason, used, remaining
+  FROM quota.consume_many(:alice, '{"ai_requests": 1, "tokens": 800}', idempotency_key => 'chat-44');
+\echo '   ... check reports the window as it is now, and whether one more request would fit:'
+SELECT allowed, used, remaining FROM quota.check(:alice, 'ai_requests');
+
+\echo
 \echo '== 6. Support gives Alice 25 requests a day (an override), then resets today''s window'
 SELECT quota.set_override(:alice, 'ai_requests', 25) \g /dev/null
 SELECT allowed, used, allowance, remaining FROM quota.consume(:alice, 'ai_requests', 5);
@@ -71,6 +82,10 @@ SELECT quota.grant(:alice, 'credits', 500, reason => 'purchase: 500-credit pack'
 SELECT allowed, from_grants, remaining AS credits_left FROM quota.consume(:alice, 'credits', 20, metadata => '{"video": "v1"}');
 SELECT quota.grant(:alice, 'credits', 20, reason => 'refund: video v1 failed') \g /dev/null
 SELECT allowed, from_grants, remaining AS credits_left FROM quota.consume(:alice, 'credits', 20, metadata => '{"video": "v2"}');
+\echo '   ... a 500-credit export is refused with what the wallet holds:'
+\set ON_ERROR_STOP off
+SELECT quota.require(:alice, 'credits', 500);
+\set ON_ERROR_STOP on
 
 \echo
 \echo '== 9. A phone syncs usage it had offline: yesterday''s tokens land in the window that contains yesterday'
@@ -89,6 +104,10 @@ SELECT reservation_id AS hold FROM quota.reserve(:alice, 'tokens', 2000, ttl => 
 SELECT metric, used, reserved, remaining FROM quota.usage(:alice) WHERE metric = 'tokens';
 \echo '   ... the model answered with 1,234 tokens:'
 SELECT allowed, from_allowance, used, reserved, remaining FROM quota.settle(:'hold', 1234);
+\echo '   ... a browser-facing RPC reserves with require_reservation(): too big a hold is HTTP 429'
+\set ON_ERROR_STOP off
+SELECT quota.require_reservation(:alice, 'tokens', 9000);
+\set ON_ERROR_STOP on
 
 \echo
 \echo '== 11. Bob is on Pro; he creates projects (a lifetime cap, not a window)'
@@ -96,12 +115,18 @@ SELECT quota.assign_plan(:bob, 'pro') \g /dev/null
 SELECT allowed, used, allowance, resets_at FROM quota.consume(:bob, 'projects', 2);
 
 \echo
-\echo '== 12. What each of them sees in their usage page'
+\echo '== 12. Alice upgrades to Pro mid-month: her subscription month and its tokens carry over'
+SELECT quota.assign_plan(:alice, 'pro') \g /dev/null
+SELECT metric, used, allowance, window_start::date, resets_at::date FROM quota.usage(:alice) WHERE metric = 'tokens';
+\echo '   (an explicit anchor restarts the cycle: quota.assign_plan(:alice, ''pro'', anchor => now()))'
+
+\echo
+\echo '== 13. What each of them sees in their usage page'
 \echo 'Alice:'
 SELECT metric, used, reserved, allowance, grants_remaining AS bonus, remaining, coalesce(percent_used || '%', '-') AS used_pct, resets_at FROM quota.usage(:alice);
 \echo 'Bob:'
 SELECT metric, used, allowance, remaining, coalesce(percent_used || '%', '-') AS used_pct, resets_at FROM quota.usage(:bob);
 
 \echo
-\echo '== 13. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
+\echo '== 14. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
 SELECT count(*) AS mismatches FROM quota.audit();

@@ -42,15 +42,22 @@ BEGIN
 END
 $$;
 
--- Unmarks a subject's windows of one metric (NULL: of every metric).
+-- Unmarks a subject's windows of one metric (NULL: of every metric). The rows are locked in
+-- bytewise order of their metrics, the order quota.consume_many() locks a bundle's counters
+-- in, so that a plan change cannot deadlock with a bundle in flight.
 CREATE FUNCTION quota.forget_fast_path_of_subject(subject uuid, metric text) RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(forget_fast_path_of_subject.subject::text, 1903127));
     UPDATE quota.counters AS c SET fast = false
-     WHERE c.subject = forget_fast_path_of_subject.subject AND c.fast
-       AND (forget_fast_path_of_subject.metric IS NULL OR c.metric = forget_fast_path_of_subject.metric);
+      FROM (SELECT k.metric, k.window_start FROM quota.counters AS k
+             WHERE k.subject = forget_fast_path_of_subject.subject AND k.fast
+               AND (forget_fast_path_of_subject.metric IS NULL OR k.metric = forget_fast_path_of_subject.metric)
+             ORDER BY k.metric COLLATE "C"
+               FOR UPDATE) AS marked
+     WHERE c.subject = forget_fast_path_of_subject.subject AND c.metric = marked.metric
+       AND c.window_start = marked.window_start;
 $$;
 
 -- Unmarks the windows of one metric of every subject on a plan.

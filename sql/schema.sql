@@ -111,7 +111,8 @@ CREATE TABLE quota.reservations (
     PRIMARY KEY (subject, reservation_id)
 );
 CREATE UNIQUE INDEX reservations_reservation_id ON quota.reservations (reservation_id);
-CREATE UNIQUE INDEX reservations_idempotency_key ON quota.reservations (subject, idempotency_key)
+-- Idempotency keys are scoped to (subject, metric), as in quota.events.
+CREATE UNIQUE INDEX reservations_idempotency_key ON quota.reservations (subject, idempotency_key, metric)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX reservations_held ON quota.reservations (subject, metric, window_start, expires_at)
     WHERE status = 'held';
@@ -166,8 +167,10 @@ CREATE TABLE quota.events (
 );
 CREATE INDEX events_reservation ON quota.events (reservation_id, kind) WHERE reservation_id IS NOT NULL;
 -- Only committed, allowed consumption holds an idempotency key (reservations keep theirs
--- in quota.reservations).
-CREATE UNIQUE INDEX events_idempotency_key ON quota.events (subject, idempotency_key)
+-- in quota.reservations). A key is scoped to (subject, metric): one request id may pay for
+-- a request and its tokens. The key leads the metric so that a bundle's retry
+-- (quota.consume_many()) finds every metric of its key in one range.
+CREATE UNIQUE INDEX events_idempotency_key ON quota.events (subject, idempotency_key, metric)
     WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record');
 
 -- Which grants paid for an event, and how much each: the detail of events.from_grants.
@@ -199,14 +202,14 @@ CREATE TYPE quota.decision AS (
     from_allowance  bigint,
     from_grants     bigint,
     overage         bigint,       -- record/settle only: counted beyond allowance and grants
-    used            bigint,       -- in this window, after this call
+    used            bigint,       -- in this window, after this call (check: now)
     reserved        bigint,       -- active holds in this window (reservations)
     allowance       bigint,       -- NULL = unlimited
     remaining       bigint,       -- allowance left + usable grants - holds; NULL = unlimited
     window_start    timestamptz,  -- NULL for a lifetime window that was never reset
     resets_at       timestamptz,  -- NULL for lifetime windows
     replayed        boolean,
-    reason          text,         -- ok | quota_exceeded | no_plan | overage
+    reason          text,         -- ok | quota_exceeded | no_plan | overage | bundle_denied
     event_id        bigint        -- the ledger row; NULL for check()
 );
 

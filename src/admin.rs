@@ -70,18 +70,21 @@ fn require_known_metric(client: &SpiClient, metric: &str) -> QResult<()> {
     }
 }
 
-/// Puts a subject on a plan. Subscription windows repeat from `anchor`.
+/// Puts a subject on a plan. Subscription windows repeat from `anchor`; without one
+/// (NULL, the default) a subject keeps the anchor it has, so that a mid-cycle upgrade or
+/// downgrade keeps the cycle and its usage, and a new subject's cycle starts now. An
+/// explicit anchor restarts the cycle.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn assign_plan(
     subject: Option<Uuid>,
     plan: Option<&str>,
-    anchor: default!(Option<TimestampWithTimeZone>, "pg_catalog.now()"),
+    anchor: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> Result<(), ErrorReport> {
     sql_call(|| {
         let subject = required(subject, "subject")?;
         let plan = required(plan, "plan")?;
-        let anchor = to_micros(required(anchor, "anchor")?, "anchor")?;
+        let anchor = anchor.map(|anchor| to_micros(anchor, "anchor")).transpose()?;
         Spi::connect(|client| {
             require_plan(client, plan)?;
             statements::assign_plan(client, subject, plan, anchor)

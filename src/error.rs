@@ -7,6 +7,7 @@ use pgrx::spi::SpiError;
 use pgrx::PgSqlErrorCode;
 
 use quota_rules::batch::BatchError;
+use quota_rules::bundle::BundleError;
 use quota_rules::plan::PlanError;
 use quota_rules::request::{self, RequestError};
 use quota_rules::window::WindowError;
@@ -158,6 +159,17 @@ impl From<BatchError> for QuotaError {
         QuotaError::invalid(error.to_string()).with_hint(
             r#"Pass a JSON array such as [{"subject": "<uuid>", "metric": "tokens", "amount": 120, "idempotency_key": "req-1", "occurred_at": "2026-11-22T10:00:00Z", "metadata": {}}]."#,
         )
+    }
+}
+
+/// 23505 (HTTP 409) for a bundle retried with other amounts under its key, else 22023.
+impl From<BundleError> for QuotaError {
+    fn from(error: BundleError) -> Self {
+        let code = match error.is_conflict() {
+            true => PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+            false => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        };
+        QuotaError::new(code, error.to_string()).with_hint(error.hint())
     }
 }
 

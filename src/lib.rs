@@ -3,7 +3,8 @@
 //! The rules (windows, plans, limit arithmetic, the split, request rules) are the pgrx-free
 //! crate `quota_rules` (crates/quota-rules). This crate is glue, one module per feature:
 //! `spending` (consume, check, record, record_batch, give_back), `fast_path` (consume's
-//! one-statement path), `reservations`, `usage` (and the end-user surface), `admin`,
+//! one-statement path), `bundles` (consume_many), `reservations`, `denials` (what a raised
+//! denial says), `usage` (and the end-user surface), `admin`,
 //! `enforce` (what the enforce and sign-up triggers read of a row). `store` holds every
 //! statement they run, `tuples` the composite results, `error` the SQLSTATEs, `jsonb` the
 //! jsonb arguments. Tables, types and hand-written SQL live in `sql/`, one file per concern.
@@ -11,6 +12,8 @@
 use pgrx::prelude::*;
 
 mod admin;
+mod bundles;
+mod denials;
 mod enforce;
 mod error;
 mod fast_path;
@@ -38,7 +41,11 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
 extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["fast_path"]);
 extension_sql_file!("../sql/reservations.sql", name = "reservations", requires = ["audit"]);
-extension_sql_file!("../sql/require.sql", name = "require", requires = [spending::consume]);
+extension_sql_file!(
+    "../sql/require.sql",
+    name = "require",
+    requires = [spending::consume, bundles::consume_many, reservations::reserve, denials::explain_denial]
+);
 extension_sql_file!(
     "../sql/enforce.sql",
     name = "enforce",

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::decide::{split, Decision, Reason, Standing};
+use quota_rules::decide::{Decision, Reason, Standing};
 use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempotency_key, EventKind, Mode, ReservationStatus};
 use quota_rules::window::{Micros, Window};
 
@@ -73,8 +73,8 @@ fn release(reservation_id: Option<Uuid>) -> Result<(), ErrorReport> {
 fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -> QResult<(Option<Hold>, Decision)> {
     let subject = request.subject;
     if let Some(key) = key {
-        ledger::lock_idempotency_key(client, subject, key)?;
-        if let Some(held) = held_rows::find_reservation(client, FindBy::Key { subject, key })? {
+        ledger::lock_idempotency_key(client, subject, request.metric, key)?;
+        if let Some(held) = held_rows::find_reservation(client, FindBy::Key { subject, metric: request.metric, key })? {
             let original = ledger::find_reservation_event(client, held.id, EventKind::Allowed(Mode::Reserve))?
                 .ok_or_else(|| QuotaError::internal("reservation without its reserve event"))?;
             let hold = Hold { reservation_id: held.id, expires_at: held.expires_at };
@@ -92,7 +92,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     let window = governing.window_at(request.now)?;
     let capacity = lock_capacity(client, request, window, allowance, None)?;
     let standing = Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
-    if split(request.amount, capacity.room, &capacity.balances, false).is_none() {
+    if capacity.split(request.amount, Mode::Reserve).is_none() {
         if capacity.expired != 0 {
             counters::adjust_counter(client, request.counter(window), 0, -capacity.expired)?;
         }

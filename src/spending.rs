@@ -45,7 +45,9 @@ fn consume(
     })
 }
 
-/// What consume would decide now. Writes nothing, not even the default plan assignment.
+/// Whether consume would allow `amount` now, and the window as it is now (used, reserved,
+/// remaining before the call; consume reports them after). Writes nothing, not even the
+/// default plan assignment.
 #[pg_extern(stable, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn check(
@@ -189,9 +191,9 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         // event): the ledger's unique index makes a concurrent retry wait at its ledger row
         // instead, and it then undoes its count and replays (the end of this function).
         if mode == Mode::Consume {
-            ledger::lock_idempotency_key(client, request.subject, key)?;
+            ledger::lock_idempotency_key(client, request.subject, request.metric, key)?;
         }
-        if let Some(original) = ledger::find_replay(client, request.subject, key)? {
+        if let Some(original) = ledger::find_replay(client, request.subject, request.metric, key)? {
             return Ok(replay(original, request.metric, request.amount, key)?);
         }
     }
@@ -232,7 +234,7 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         counters::adjust_counter(client, request.counter(window), -counted, 0)?;
     }
     let key = key.ok_or_else(|| QuotaError::internal("a ledger row without a key conflicted"))?;
-    let original = ledger::find_replay(client, request.subject, key)?
+    let original = ledger::find_replay(client, request.subject, request.metric, key)?
         .ok_or_else(|| QuotaError::internal("an idempotency key conflicted without its ledger row"))?;
     Ok(replay(original, request.metric, request.amount, key)?)
 }
@@ -355,22 +357,36 @@ pub fn pay(
     }
     // Under the counter lock, with holds and grants.
     let capacity = lock_capacity(client, request, window, allowance, settling.map(|held| held.id))?;
-    let released = settling.map_or(0, |held| held.amount);
-    let held_change = -(capacity.expired + released);
-    let grants_total = capacity.grants_total();
-    let Some(split) = split(request.amount, capacity.room, &capacity.balances, mode.overage_allowed()) else {
-        if held_change != 0 {
-            counters::adjust_counter(client, request.counter(window), 0, held_change)?;
-        }
-        return Ok(Paid::denied(Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: grants_total }));
-    };
-    let used = match (split.counted(), held_change) {
-        (0, 0) => capacity.counter.used,
-        (counted, held_change) => counters::adjust_counter(client, request.counter(window), counted, held_change)?,
-    };
-    let grants_taken = split.from_grants.iter().map(|(index, taken)| (capacity.grants[*index].grant_id, *taken)).collect();
-    let standing = Standing { used, reserved: capacity.reserved, grants_left: grants_total.saturating_sub(split.grants_total()) };
-    Ok(Paid { split: Some(split), grants_taken, standing })
+    let paid = capacity.split(request.amount, mode);
+    capacity.take(client, request, window, paid, settling.map_or(0, |held| held.amount))
+}
+
+impl Capacity {
+    /// How the amount would be paid from what is free (None = it does not fit).
+    pub fn split(&self, amount: i64, mode: Mode) -> Option<Split> {
+        split(amount, self.room, &self.balances, mode.overage_allowed())
+    }
+
+    /// Counts what `paid` takes from the allowance and frees the holds that expired (and
+    /// `released`, the hold being settled); nothing is counted when `paid` is None (denied).
+    /// The grants it takes are spent when the ledger row is written (write_event).
+    pub fn take(self, client: &SpiClient, request: &Request, window: Window, paid: Option<Split>, released: i64) -> QResult<Paid> {
+        let held_change = -(self.expired + released);
+        let grants_total = self.grants_total();
+        let Some(split) = paid else {
+            if held_change != 0 {
+                counters::adjust_counter(client, request.counter(window), 0, held_change)?;
+            }
+            return Ok(Paid::denied(Standing { used: self.counter.used, reserved: self.reserved, grants_left: grants_total }));
+        };
+        let used = match (split.counted(), held_change) {
+            (0, 0) => self.counter.used,
+            (counted, held_change) => counters::adjust_counter(client, request.counter(window), counted, held_change)?,
+        };
+        let grants_taken = split.from_grants.iter().map(|(index, taken)| (self.grants[*index].grant_id, *taken)).collect();
+        let standing = Standing { used, reserved: self.reserved, grants_left: grants_total.saturating_sub(split.grants_total()) };
+        Ok(Paid { split: Some(split), grants_taken, standing })
+    }
 }
 
 /// Resolves what governs the request, giving an unassigned subject the default plan first.
@@ -397,7 +413,8 @@ pub fn resolve_known(client: &SpiClient, request: &Request) -> QResult<Governing
     }
 }
 
-/// check: what consume would decide now, read without locks or writes.
+/// check: whether consume would allow the amount now and how it would be paid, with the
+/// window as it stands now; read without locks or writes.
 pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResult<Decision> {
     let governing = resolve_known(client, request)?;
     if governing.plan.is_none() {
@@ -416,14 +433,12 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     let mut grants = [governing.grants_left];
     let room = after_holds(remaining(allowance, counter.used), &mut grants, reserved);
     let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
-    match split(request.amount, room, &grants, false) {
-        Some(paid) => {
-            let used = counter.used.checked_add(paid.counted()).ok_or_else(|| QuotaError::overflow("used + amount"))?;
-            let grants_left = governing.grants_left.saturating_sub(paid.grants_total());
-            Ok(request.decision(Some(&paid), Standing { used, grants_left, ..standing }, allowance, window))
-        }
-        None => Ok(request.decision(None, standing, allowance, window)),
+    let paid = split(request.amount, room, &grants, false);
+    // An amount consume could not count (past bigint) does not fit either.
+    if let Some(paid) = &paid {
+        counter.used.checked_add(paid.counted()).ok_or_else(|| QuotaError::overflow("used + amount"))?;
     }
+    Ok(request.decision(paid.as_ref(), standing, allowance, window))
 }
 
 /// give_back: lowers the current window's usage by at most what it has used.

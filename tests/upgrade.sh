@@ -103,6 +103,10 @@ BEGIN
     IF d.used <> 8 OR d.window_start <> (SELECT anchor FROM quota.assignments
                                           WHERE subject = '00000000-0000-0000-0000-000000000004') + interval '1 month'
     THEN RAISE EXCEPTION 'the subscription window moved: %', d; END IF;
+    -- 0.7.0: a plan change without an anchor keeps the cycle; keys are scoped to a metric.
+    PERFORM quota.assign_plan('00000000-0000-0000-0000-000000000004', 'pro');
+    d := quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 1);
+    IF d.used <> 9 THEN RAISE EXCEPTION 'a plan change after the upgrade restarted the cycle: %', d; END IF;
     -- A table under the old version's enforce triggers: one trigger of the new kind, its live
     -- rows charged to its account, so that a delete still gives back and the limit holds.
     IF (SELECT array_agg(tgname::text) FROM pg_trigger WHERE tgrelid = 'public.projects'::regclass)
@@ -119,6 +123,13 @@ BEGIN
     DELETE FROM public.projects WHERE id = 1;
     IF (SELECT used FROM quota.usage('00000000-0000-0000-0000-000000000005') WHERE metric = 'projects') <> 2 THEN
         RAISE EXCEPTION 'a delete after the upgrade did not give back: %', (SELECT array_agg(u) FROM quota.usage('00000000-0000-0000-0000-000000000005') AS u);
+    END IF;
+    PERFORM quota.grant('00000000-0000-0000-0000-000000000001', 'credits', 5);
+    d := quota.consume('00000000-0000-0000-0000-000000000001', 'credits', 1, idempotency_key => 'before-upgrade');
+    IF d.replayed OR NOT d.allowed THEN RAISE EXCEPTION 'a key of another metric was not a new request: %', d; END IF;
+    IF (SELECT count(*) FROM quota.consume_many('00000000-0000-0000-0000-000000000001', '{"calls": 1, "credits": 1}')
+         WHERE reason = 'bundle_denied') <> 1 THEN
+        RAISE EXCEPTION 'consume_many is not all or nothing after the upgrade';
     END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after the upgrade'; END IF;
 END $$;

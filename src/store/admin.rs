@@ -32,9 +32,10 @@ thread_local! {
         "SELECT EXISTS (SELECT FROM quota.limits WHERE metric = $metric) AS found",
     ) };
     static ASSIGN_PLAN: Kept = const { Kept::new(
-        "INSERT INTO quota.assignments (subject, plan, anchor) VALUES ($subject, $plan, $anchor)
+        "INSERT INTO quota.assignments AS a (subject, plan, anchor)
+         VALUES ($subject, $plan, coalesce($anchor, pg_catalog.now()))
          ON CONFLICT (subject) DO UPDATE
-            SET plan = excluded.plan, anchor = excluded.anchor, assigned_at = pg_catalog.now()",
+            SET plan = excluded.plan, anchor = coalesce($anchor, a.anchor), assigned_at = pg_catalog.now()",
     ) };
     static SET_OVERRIDE: Kept = const { Kept::new(
         "INSERT INTO quota.overrides (subject, metric, allowance) VALUES ($subject, $metric, $allowance)
@@ -108,8 +109,9 @@ pub fn metric_exists(client: &SpiClient, metric: &str) -> QResult<bool> {
     Ok(query_row(client, &METRIC_EXISTS, [("metric", metric.into())], |row| not_null(row, "found"))?.unwrap_or(false))
 }
 
-pub fn assign_plan(client: &SpiClient, subject: Uuid, plan: &str, anchor: Micros) -> QResult<()> {
-    let args = [("subject", subject.into()), ("plan", plan.into()), ("anchor", timestamp(anchor)?.into())];
+/// Puts the subject on the plan; `anchor` None keeps the subject's anchor (now() for a new one).
+pub fn assign_plan(client: &SpiClient, subject: Uuid, plan: &str, anchor: Option<Micros>) -> QResult<()> {
+    let args = [("subject", subject.into()), ("plan", plan.into()), ("anchor", anchor.map(timestamp).transpose()?.into())];
     query(client, &ASSIGN_PLAN, args, |_| Ok(())).map(drop)
 }
 

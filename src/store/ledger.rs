@@ -9,15 +9,21 @@ use quota_rules::locks::IDEMPOTENCY_KEY_LOCK_SEED;
 use quota_rules::request::EventKind;
 use quota_rules::window::Window;
 
-use super::{Row, column, from_window_key, instant, not_null, query_row, window_end, window_key, Kept};
+use super::{Row, column, from_window_key, instant, not_null, query, query_row, window_end, window_key, Kept};
 use crate::error::QResult;
 use crate::jsonb::Jsonb;
 
 thread_local! {
     static LOCK_KEY: Kept = const { Kept::new(
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($subject::text || '/' || $key, $seed))",
+        "SELECT pg_catalog.pg_advisory_xact_lock(
+                    pg_catalog.hashtextextended($subject::text || '/' || $metric || '/' || $key, $seed))",
     ) };
     static FIND_REPLAY: Kept = const { Kept::new(
+        concat!("SELECT ", decision_columns!(), " FROM quota.events
+          WHERE subject = $subject AND idempotency_key = $key AND metric = $metric AND kind IN ('consume', 'record')"),
+    ) };
+    // Every metric's decision under the key: what a bundle's first call consumed.
+    static FIND_KEYED: Kept = const { Kept::new(
         concat!("SELECT ", decision_columns!(), " FROM quota.events
           WHERE subject = $subject AND idempotency_key = $key AND kind IN ('consume', 'record')"),
     ) };
@@ -31,22 +37,29 @@ thread_local! {
          VALUES ($subject, $kind, $metric, $amount, $from_allowance, $from_grants, $overage,
                  $window_start, $window_end, $used, $reserved, $allowance, $remaining, $reason,
                  $idempotency_key, $metadata, $reservation_id)
-         ON CONFLICT (subject, idempotency_key) WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record')
-         DO NOTHING
+         ON CONFLICT DO NOTHING
          RETURNING event_id",
     ) };
 }
 
-/// Serializes calls that use the same idempotency key for the same subject until the
-/// holder commits or rolls back.
-pub fn lock_idempotency_key(client: &SpiClient, subject: Uuid, key: &str) -> QResult<()> {
-    let args = [("subject", subject.into()), ("key", key.into()), ("seed", IDEMPOTENCY_KEY_LOCK_SEED.into())];
+/// Serializes calls that use the same idempotency key for the same (subject, metric) until
+/// the holder commits or rolls back.
+pub fn lock_idempotency_key(client: &SpiClient, subject: Uuid, metric: &str, key: &str) -> QResult<()> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("key", key.into()), ("seed", IDEMPOTENCY_KEY_LOCK_SEED.into())];
     query_row(client, &LOCK_KEY, args, |_| Ok(())).map(drop)
 }
 
-/// The decision an earlier committed consume or record made under this key.
-pub fn find_replay(client: &SpiClient, subject: Uuid, key: &str) -> QResult<Option<Decision>> {
-    query_row(client, &FIND_REPLAY, [("subject", subject.into()), ("key", key.into())], decision_from_row)
+/// The decision an earlier committed consume or record of (subject, metric) made under
+/// this key. Keys are scoped to (subject, metric): one request id may pay for several
+/// metrics.
+pub fn find_replay(client: &SpiClient, subject: Uuid, metric: &str, key: &str) -> QResult<Option<Decision>> {
+    let args = [("subject", subject.into()), ("key", key.into()), ("metric", metric.into())];
+    query_row(client, &FIND_REPLAY, args, decision_from_row)
+}
+
+/// Every committed consume or record of the subject under this key, whatever the metric.
+pub fn find_keyed(client: &SpiClient, subject: Uuid, key: &str) -> QResult<Vec<Decision>> {
+    query(client, &FIND_KEYED, [("subject", subject.into()), ("key", key.into())], decision_from_row)
 }
 
 /// The decision that a reservation's reserve or settle event recorded.
@@ -92,7 +105,10 @@ pub struct EventRow<'a> {
 }
 
 /// Writes the ledger row; None when another call's consume or record holds its idempotency
-/// key (this one waited for that call to commit).
+/// key (this one waited for that call to commit). ON CONFLICT names no index, so that the
+/// statement works both on a schema whose keys are per (subject, metric) and on an older
+/// one's, per subject, until ALTER EXTENSION UPDATE runs; the primary key cannot conflict
+/// (event_id is an identity).
 pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<Option<i64>> {
     let d = event.decision;
     let args = [

@@ -19,7 +19,8 @@ thread_local! {
     static FIND_RESERVATION: Kept = const { Kept::new(
         "SELECT reservation_id, subject, metric, amount, window_start, window_end, expires_at, status
            FROM quota.reservations
-          WHERE reservation_id = $reservation_id OR (subject = $subject AND idempotency_key = $idempotency_key)
+          WHERE reservation_id = $reservation_id
+             OR (subject = $subject AND idempotency_key = $idempotency_key AND metric = $metric)
             FOR UPDATE",
     ) };
     static SET_RESERVATION_STATUS: Kept = const { Kept::new(
@@ -62,19 +63,19 @@ pub fn insert_reservation(client: &SpiClient, hold: NewHold) -> QResult<Uuid> {
     the_row(query_row(client, &INSERT_RESERVATION, args, |row| not_null(row, "reservation_id"))?)
 }
 
-/// How a reservation is found: by its id, or by the subject's idempotency key.
+/// How a reservation is found: by its id, or by the idempotency key of its (subject, metric).
 pub enum FindBy<'a> {
     Id(Uuid),
-    Key { subject: Uuid, key: &'a str },
+    Key { subject: Uuid, metric: &'a str, key: &'a str },
 }
 
 /// Finds and locks a reservation.
 pub fn find_reservation(client: &SpiClient, by: FindBy) -> QResult<Option<Reservation>> {
-    let (id, subject, key) = match by {
-        FindBy::Id(id) => (Some(id), None, None),
-        FindBy::Key { subject, key } => (None, Some(subject), Some(key)),
+    let (id, subject, metric, key) = match by {
+        FindBy::Id(id) => (Some(id), None, None, None),
+        FindBy::Key { subject, metric, key } => (None, Some(subject), Some(metric), Some(key)),
     };
-    let args = [("reservation_id", id.into()), ("subject", subject.into()), ("idempotency_key", key.into())];
+    let args = [("reservation_id", id.into()), ("subject", subject.into()), ("idempotency_key", key.into()), ("metric", metric.into())];
     query_row(client, &FIND_RESERVATION, args, |row| {
         Ok(Reservation {
             id: not_null(row, "reservation_id")?,

@@ -35,3 +35,9 @@ END $$;
 SELECT quota.create_plan('mixed', '{"units": {"limit": 50, "per": "day"}}');
 SELECT quota.create_plan('mixed_more', '{"units": {"limit": 80, "per": "day"}}');
 SELECT quota.assign_plan(s(7000), 'mixed');
+-- Bundles (consume_many) of two subjects' requests, tokens and images against single
+-- consumes, plan changes, resets and grants of the same metrics (bundles).
+SELECT quota.create_plan('bundled', '{"requests": {"limit": 40, "per": "day"}, "tokens": {"limit": 1500, "per": "day"}, "images": {"limit": 30, "per": "day"}}');
+SELECT quota.create_plan('bundled_more', '{"requests": {"limit": 60, "per": "day"}, "tokens": {"limit": 2000, "per": "day"}, "images": {"limit": 40, "per": "day"}}');
+SELECT quota.assign_plan(s(7100), 'bundled');
+SELECT quota.assign_plan(s(7101), 'bundled');

@@ -15,6 +15,9 @@ pub enum Reason {
     Overage,
     /// Only in the ledger: the row quota.reset() writes.
     Reset,
+    /// quota.consume_many(): this metric would have fit, but another metric of the bundle
+    /// was denied, so nothing was consumed. Never written to the ledger.
+    BundleDenied,
 }
 
 impl Reason {
@@ -25,10 +28,12 @@ impl Reason {
             Reason::NoPlan => "no_plan",
             Reason::Overage => "overage",
             Reason::Reset => "reset",
+            Reason::BundleDenied => "bundle_denied",
         }
     }
 
-    /// A reason read back from the ledger; anything else is a corrupt row.
+    /// A reason read back from the ledger (which never holds bundle_denied); anything else
+    /// is a corrupt row.
     pub fn parse(text: &str) -> Result<Reason, CorruptValue> {
         [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Overage, Reason::Reset]
             .into_iter()

@@ -8,6 +8,8 @@
 //! - `decide`: limit arithmetic, the split between allowance and grants, decisions.
 //! - `request`: argument rules of the entry points, replays, hold lifetimes, ledger kinds.
 //! - `batch`: the events of `quota.record_batch()`. `claims`: who is calling (JWT `sub`).
+//! - `bundle`: the amounts of `quota.consume_many()` and their replay.
+//! - `denial`: what a raised denial says.
 //! - `locks`: the advisory-lock seeds shared with the hand-written SQL.
 //! - `rng`: the seeded generator of every property test and of the test harness.
 
@@ -16,8 +18,10 @@
 use std::fmt;
 
 pub mod batch;
+pub mod bundle;
 pub mod claims;
 pub mod decide;
+pub mod denial;
 pub mod governing;
 pub mod locks;
 pub mod plan;

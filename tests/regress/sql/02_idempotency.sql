@@ -11,9 +11,10 @@ SELECT allowed, used, remaining, replayed FROM quota.consume(s(20), 'calls', 2, 
 SELECT used FROM quota.counters WHERE subject = s(20);
 SELECT (SELECT event_id FROM quota.consume(s(20), 'calls', 2, idempotency_key => 'req-1'))
      = (SELECT event_id FROM quota.events WHERE subject = s(20) AND idempotency_key = 'req-1') AS same_event;
--- The same key with another amount or metric is a conflict (23505, HTTP 409).
+-- The same key with another amount is a conflict (23505, HTTP 409); with another metric it
+-- is another request (keys are scoped to subject and metric, 0.7.0).
 SELECT try($$SELECT quota.consume(s(20), 'calls', 3, idempotency_key => 'req-1')$$);
-SELECT try($$SELECT quota.consume(s(20), 'ai_requests', 2, idempotency_key => 'req-1')$$);
+SELECT metric, allowed, replayed FROM quota.consume(s(20), 'ai_requests', 2, idempotency_key => 'req-1');
 -- Keys are scoped to their subject.
 SELECT allowed, used, replayed FROM quota.consume(s(21), 'calls', 2, idempotency_key => 'req-1');
 
@@ -44,5 +45,5 @@ SELECT quota.reset(s(20), 'calls');
 SELECT allowed, used, replayed FROM quota.consume(s(20), 'calls', 2, idempotency_key => 'req-1');
 
 -- Metadata is stored on the event and queryable.
-SELECT metadata->>'model' AS model FROM quota.events WHERE subject = s(20) AND idempotency_key = 'req-1';
+SELECT metric, metadata->>'model' AS model FROM quota.events WHERE subject = s(20) AND idempotency_key = 'req-1' ORDER BY metric;
 SELECT count(*) AS audit_mismatches FROM quota.audit();

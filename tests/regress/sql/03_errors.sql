@@ -11,6 +11,8 @@ SELECT try($$SELECT quota.require(s(30), 'calls', NULL)$$);
 SELECT try($$SELECT quota.usage(NULL)$$);
 SELECT try($$SELECT quota.create_plan(NULL)$$);
 SELECT try($$SELECT quota.create_plan('x', NULL)$$);
+SELECT try($$SELECT quota.assign_plan(s(30), NULL)$$);
+-- (A NULL anchor is the default: the subject keeps its anchor, 14_new_users.)
 SELECT try($$SELECT quota.assign_plan(s(30), 'errs', NULL)$$);
 SELECT try($$SELECT quota.set_override(NULL, 'calls', 1)$$);
 SELECT try($$SELECT quota.reset(NULL)$$);
@@ -71,7 +73,7 @@ SELECT allowed, used, remaining FROM quota.consume(s(32), 'calls', 1);
 -- usage and reset time; an allowed call returns the decision.
 SELECT quota.assign_plan(s(33), 'errs');
 SELECT allowed, used FROM quota.require(s(33), 'calls', 5);
-SELECT regexp_replace(try($$SELECT quota.require(s(33), 'calls')$$), '\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', '<reset>', 'g');
+SELECT regexp_replace(try($$SELECT quota.require(s(33), 'calls')$$), '\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00', '<reset>', 'g');
 UPDATE quota.plans SET is_default = false;
 SELECT try($$SELECT quota.require(s(34), 'calls')$$);
 SELECT count(*) AS audit_mismatches FROM quota.audit();

@@ -168,7 +168,7 @@ SELECT try($$SELECT quota.consume(s(100003), 'ai', NULL)$$);
 SELECT allowed FROM quota.consume(s(100003), 'ai', 1, idempotency_key => 'req-9');
 SELECT try($$SELECT quota.consume(s(100003), 'ai', 2, idempotency_key => 'req-9')$$);
 SELECT allowed FROM quota.consume(s(100003), 'ai', 2);
-SELECT regexp_replace(try($$SELECT quota.require(s(100003), 'ai')$$), '\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', '<reset>');
+SELECT regexp_replace(try($$SELECT quota.require(s(100003), 'ai')$$), '\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00', '<reset>');
 SELECT count(*) > 0 AS service_role_reads_all FROM quota.counters WHERE subject <> s(100003);
 ROLLBACK;
 SELECT count(*) AS audit_mismatches FROM quota.audit();

@@ -77,8 +77,10 @@ struct Subject {
     overrides: [Option<Option<i64>>; 3],
     grants: Vec<Grant>,
     holds: Vec<Hold>,
-    /// Committed keys: (metric, amount, decision).
-    keys: HashMap<String, (usize, i64, Expected)>,
+    /// Committed keys, scoped to (key, metric): (amount, decision).
+    keys: HashMap<(String, usize), (i64, Expected)>,
+    /// Committed bundle keys of consume_many: each metric's (metric, amount, decision).
+    bundles: HashMap<String, Vec<(usize, i64, Expected)>>,
 }
 
 /// How a payment is made: allowance, then grants in spending order, then overage.
@@ -97,6 +99,7 @@ impl Subject {
             grants: Vec::new(),
             holds: Vec::new(),
             keys: HashMap::new(),
+            bundles: HashMap::new(),
         }
     }
 
@@ -173,6 +176,15 @@ impl Subject {
         }
     }
 
+    /// What check reports: whether and how the amount would be paid, with usage as it is.
+    fn check(&self, metric: usize, amount: i64) -> Expected {
+        let epoch = self.epoch(metric);
+        match self.pay(metric, epoch, amount, false, None) {
+            Some(payment) => Expected { used: self.used[metric][epoch], ..payment.expected },
+            None => self.denial(metric),
+        }
+    }
+
     fn denial(&self, metric: usize) -> Expected {
         let used = self.used[metric][self.epoch(metric)];
         Expected { allowed: false, from_allowance: 0, from_grants: 0, overage: 0, used }
@@ -237,7 +249,8 @@ impl Worker {
         self.trace.push(format!("subject {s} {}:", METRICS[metric]));
         match self.rng.below(100) {
             0..=29 => self.consume(s, metric),
-            30..=37 => self.check(s, metric),
+            30..=33 => self.check(s, metric),
+            34..=37 => self.consume_many(s),
             38..=45 => self.record(s, metric),
             46..=53 => self.grant(s, metric),
             54..=56 => self.revoke(s),
@@ -256,11 +269,12 @@ impl Worker {
     fn consume(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
         self.count("consume");
         let amount = self.rng.range(1, 8);
-        // A retry of an earlier key (same or different request), a new key, or none.
-        let earlier: Vec<String> = self.subjects[s].keys.keys().cloned().collect();
+        // A retry of an earlier key (same or different request), an earlier key on a metric
+        // it has not paid for yet (keys are per metric: a new request), a new key, or none.
+        let earlier: Vec<(String, usize)> = self.subjects[s].keys.keys().cloned().collect();
         if !earlier.is_empty() && self.rng.chance(15) {
-            let key = self.rng.pick(&earlier).clone();
-            let (k_metric, k_amount, original) = self.subjects[s].keys[&key].clone();
+            let (key, k_metric) = self.rng.pick(&earlier).clone();
+            let (k_amount, original) = self.subjects[s].keys[&(key.clone(), k_metric)].clone();
             let same = self.rng.chance(70);
             let (metric, amount) = if same { (k_metric, k_amount) } else { (k_metric, k_amount + 1) };
             let sql = format!("SELECT {DECISION} FROM quota.consume($1, $2, $3, $4)");
@@ -276,7 +290,15 @@ impl Worker {
                 (true, Err(e)) => Err(db(e)),
             };
         }
-        let key = if self.rng.chance(40) { Some(self.new_key()) } else { None };
+        let other_metrics_key = earlier.iter().find(|(key, m)| *m != metric && !self.subjects[s].keys.contains_key(&(key.clone(), metric)));
+        let key = match other_metrics_key {
+            Some((key, _)) if self.rng.chance(30) => {
+                self.count("key of another metric");
+                Some(key.clone())
+            }
+            _ if self.rng.chance(40) => Some(self.new_key()),
+            _ => None,
+        };
         let sql = format!("SELECT {DECISION} FROM quota.consume($1, $2, $3, $4)");
         let row = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount, &key]).map_err(db)?;
         let subject = &mut self.subjects[s];
@@ -296,7 +318,7 @@ impl Worker {
             return fail(format!("consume: remaining/reserved {:?}/{} expected {remaining:?}/{reserved}", row.get::<_, Option<i64>>("remaining"), row.get::<_, i64>("reserved")));
         }
         if let (Some(key), true) = (key, expected.allowed) {
-            subject.keys.insert(key, (metric, amount, expected));
+            subject.keys.insert((key, metric), (amount, expected));
         }
         Ok(())
     }
@@ -307,9 +329,86 @@ impl Worker {
         let sql = format!("SELECT {DECISION} FROM quota.check($1, $2, $3)");
         let row = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount]).map_err(db)?;
         let subject = &self.subjects[s];
-        let epoch = subject.epoch(metric);
-        let expected = subject.pay(metric, epoch, amount, false, None).map_or_else(|| subject.denial(metric), |p| p.expected);
-        compare("check", &expected, &decision(&row))
+        compare("check", &subject.check(metric, amount), &decision(&row))?;
+        let (allowance, reserved) = (subject.allowance(metric), subject.held(metric, subject.epoch(metric), None));
+        let used = subject.used[metric][subject.epoch(metric)];
+        let remaining = allowance.map(|a| ((a - used).max(0) + subject.grants_left(metric) - reserved).max(0));
+        if row.get::<_, Option<i64>>("remaining") != remaining || row.get::<_, i64>("reserved") != reserved {
+            return fail(format!("check: remaining/reserved {:?}/{} expected {remaining:?}/{reserved}", row.get::<_, Option<i64>>("remaining"), row.get::<_, i64>("reserved")));
+        }
+        Ok(())
+    }
+
+    /// consume_many of two or three metrics: all or nothing, in bytewise metric order; a
+    /// retried bundle key replays, the same key with other amounts is 23505.
+    fn consume_many(&mut self, s: usize) -> Result<(), Fail> {
+        self.count("consume_many");
+        let earlier: Vec<String> = self.subjects[s].bundles.keys().cloned().collect();
+        let retry = !earlier.is_empty() && self.rng.chance(20);
+        let (key, parts) = if retry {
+            let key = self.rng.pick(&earlier).clone();
+            let mut parts: Vec<(usize, i64)> = self.subjects[s].bundles[&key].iter().map(|(m, a, _)| (*m, *a)).collect();
+            if self.rng.chance(30) {
+                parts[0].1 += 1;
+            }
+            (Some(key), parts)
+        } else {
+            let mut metrics = vec![0, 1, 2];
+            metrics.remove(self.rng.below(3) as usize);
+            if self.rng.chance(40) {
+                metrics = vec![0, 1, 2];
+            }
+            let parts = metrics.into_iter().map(|m| (m, self.rng.range(1, 8))).collect();
+            (if self.rng.chance(40) { Some(self.new_key()) } else { None }, parts)
+        };
+        let amounts = serde_json::Value::Object(parts.iter().map(|(m, a)| (METRICS[*m].to_string(), (*a).into())).collect());
+        let sql = format!("SELECT metric, {DECISION} FROM quota.consume_many($1, $2::text::jsonb, $3)");
+        let result = self.client.query(&sql, &[&self.subjects[s].id, &amounts.to_string(), &key]);
+        // Bytewise order of the metric names.
+        let mut order: Vec<(usize, i64)> = parts.clone();
+        order.sort_by_key(|(m, _)| METRICS[*m]);
+        let subject = &mut self.subjects[s];
+        if let (true, Some(key)) = (retry, &key) {
+            let original = subject.bundles[key].clone();
+            let same = original.iter().map(|(m, a, _)| (*m, *a)).collect::<Vec<_>>() == order;
+            return match (same, result) {
+                (true, Ok(rows)) => {
+                    let got: Vec<(String, bool, Expected)> = rows.iter().map(|r| (r.get("metric"), r.get("replayed"), decision(r))).collect();
+                    let expected: Vec<(String, bool, Expected)> = original.into_iter().map(|(m, _, e)| (METRICS[m].to_string(), true, e)).collect();
+                    if got == expected {
+                        Ok(())
+                    } else {
+                        fail(format!("consume_many retry with key {key}: expected {expected:?}, got {got:?}"))
+                    }
+                }
+                (false, Err(e)) if sqlstate(&e).as_deref() == Some("23505") => Ok(()),
+                (same, other) => fail(format!("consume_many retry with key {key} (same bundle: {same}): got {other:?}")),
+            };
+        }
+        let rows = result.map_err(db)?;
+        let payments: Vec<Option<Payment>> = order.iter().map(|(m, a)| subject.pay(*m, subject.epoch(*m), *a, false, None)).collect();
+        let all_fit = payments.iter().all(Option::is_some);
+        let mut expected = Vec::new();
+        for ((metric, amount), payment) in order.iter().zip(payments) {
+            let epoch = subject.epoch(*metric);
+            let decided = match payment {
+                Some(payment) if all_fit => {
+                    subject.apply(*metric, epoch, &payment);
+                    payment.expected
+                }
+                _ => subject.denial(*metric),
+            };
+            expected.push((*metric, *amount, decided));
+        }
+        let got: Vec<(String, Expected)> = rows.iter().map(|r| (r.get("metric"), decision(r))).collect();
+        let want: Vec<(String, Expected)> = expected.iter().map(|(m, _, e)| (METRICS[*m].to_string(), e.clone())).collect();
+        if got != want {
+            return fail(format!("consume_many {amounts}: model expected {want:?}, pg_quota returned {got:?}"));
+        }
+        if let (Some(key), true) = (key, all_fit) {
+            subject.bundles.insert(key, expected);
+        }
+        Ok(())
     }
 
     fn record(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
@@ -324,7 +423,7 @@ impl Worker {
         subject.apply(metric, epoch, &payment);
         compare("record", &payment.expected, &decision(&row))?;
         if let Some(key) = key {
-            subject.keys.insert(key, (metric, amount, payment.expected));
+            subject.keys.insert((key, metric), (amount, payment.expected));
         }
         Ok(())
     }
@@ -467,7 +566,7 @@ impl Worker {
         // The key was never committed: the same key is decided afresh, on the old state.
         let check = format!("SELECT {DECISION} FROM quota.check($1, $2, $3)");
         let row = self.client.query_one(&check, &[&id, &METRICS[metric], &amount]).map_err(db)?;
-        compare("check after rollback", &expected, &decision(&row))
+        compare("check after rollback", &before.check(metric, amount), &decision(&row))
     }
 
     /// A savepoint rolled back inside a committed transaction: only what follows it counts.
@@ -571,7 +670,7 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
     let twice: i64 = client
         .query_one(
             "SELECT count(*) FROM (SELECT FROM quota.events WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record')
-              GROUP BY subject, idempotency_key HAVING count(*) > 1) AS t",
+              GROUP BY subject, idempotency_key, metric HAVING count(*) > 1) AS t",
             &[],
         )
         .map_err(db)?
@@ -603,7 +702,8 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
                 let keys = client
                     .query("SELECT idempotency_key, amount FROM quota.events WHERE subject = $1 AND metric = $2 AND idempotency_key IS NOT NULL AND kind IN ('consume', 'record')", &[&subject.id, name])
                     .map_err(db)?;
-                let expected_keys = subject.keys.values().filter(|(m, _, _)| *m == metric).count();
+                let bundled = subject.bundles.values().flatten().filter(|(m, _, _)| *m == metric).count();
+                let expected_keys = subject.keys.keys().filter(|(_, m)| *m == metric).count() + bundled;
                 if keys.len() != expected_keys {
                     return fail(format!("{} {name}: {} keys in the ledger, model {expected_keys}", subject.id, keys.len()));
                 }

@@ -1,0 +1,171 @@
+-- pg_quota 0.6.0 -> 0.7.0: what new users tripped over.
+-- * Idempotency keys are scoped to (subject, metric): one request id may pay for a request
+--   and its tokens. Both key indexes lead with (subject, idempotency_key), then the metric.
+-- * assign_plan() without an anchor keeps the subject's anchor (a mid-cycle upgrade keeps
+--   its month); an explicit anchor restarts the cycle.
+-- * consume_many() / require_many(): many metrics, one decision; require_reservation(): a
+--   reserve that raises; every raised denial says what is available (explain_denial()).
+-- * A plan change locks the subject's marked counters in the order bundles lock them.
+-- quota.check() reports the window as it is now; its signature is unchanged.
+
+DROP INDEX quota.events_idempotency_key;
+-- Only committed, allowed consumption holds an idempotency key (reservations keep theirs
+-- in quota.reservations). A key is scoped to (subject, metric): one request id may pay for
+-- a request and its tokens. The key leads the metric so that a bundle's retry
+-- (quota.consume_many()) finds every metric of its key in one range.
+CREATE UNIQUE INDEX events_idempotency_key ON quota.events (subject, idempotency_key, metric)
+    WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record');
+DROP INDEX quota.reservations_idempotency_key;
+-- Idempotency keys are scoped to (subject, metric), as in quota.events.
+CREATE UNIQUE INDEX reservations_idempotency_key ON quota.reservations (subject, idempotency_key, metric)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE OR REPLACE FUNCTION quota."assign_plan"(
+	"subject" uuid,
+	"plan" TEXT,
+	"anchor" timestamp with time zone DEFAULT NULL
+) RETURNS VOID
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'assign_plan_wrapper';
+
+CREATE FUNCTION quota."consume_many"(
+	"subject" uuid,
+	"amounts" jsonb,
+	"idempotency_key" TEXT DEFAULT NULL,
+	"metadata" jsonb DEFAULT NULL
+) RETURNS SETOF quota.decision
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'consume_many_wrapper';
+
+CREATE FUNCTION quota."explain_denial"(
+	"subject" uuid,
+	"metric" TEXT,
+	"requested" bigint,
+	"used" bigint,
+	"reserved" bigint,
+	"allowance" bigint,
+	"resets_at" timestamp with time zone
+) RETURNS TABLE (
+	"message" TEXT,
+	"detail" TEXT,
+	"hint" TEXT
+)
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'explain_denial_wrapper';
+
+-- Raises the denial of `requested` units of `metric`, with the window's figures.
+CREATE FUNCTION quota.raise_denied(subject uuid, metric text, reason text, requested bigint, used bigint,
+                                   reserved bigint, allowance bigint, resets_at timestamptz) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    denial record;
+BEGIN
+    IF reason = 'no_plan' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PT429',
+            MESSAGE = format('quota exceeded for "%s": subject %s has no plan and there is no default plan',
+                             metric, subject),
+            DETAIL  = json_build_object('metric', metric, 'reason', reason, 'requested', requested)::text,
+            HINT    = 'Assign a plan with quota.assign_plan() or create a default plan with quota.create_plan(..., is_default => true).';
+    END IF;
+    SELECT * INTO denial FROM quota.explain_denial(subject, metric, requested, used, reserved, allowance, resets_at);
+    RAISE EXCEPTION USING ERRCODE = 'PT429', MESSAGE = denial.message, DETAIL = denial.detail, HINT = denial.hint;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION quota.require(
+    subject uuid,
+    metric text,
+    amount bigint DEFAULT 1,
+    idempotency_key text DEFAULT NULL,
+    metadata jsonb DEFAULT NULL
+) RETURNS quota.decision
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d quota.decision := quota.consume(subject, metric, amount, idempotency_key, metadata);
+BEGIN
+    IF NOT d.allowed THEN
+        PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at);
+    END IF;
+    RETURN d;
+END
+$$;
+
+-- consume_many() that raises when a metric is denied, naming the first denied metric (in
+-- the bundle's order); nothing of the bundle is consumed.
+CREATE FUNCTION quota.require_many(
+    subject uuid,
+    amounts jsonb,
+    idempotency_key text DEFAULT NULL,
+    metadata jsonb DEFAULT NULL
+) RETURNS SETOF quota.decision
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    decisions quota.decision[] := ARRAY(SELECT d FROM quota.consume_many(subject, amounts, idempotency_key, metadata) AS d);
+    d quota.decision;
+BEGIN
+    FOREACH d IN ARRAY decisions LOOP
+        IF NOT d.allowed AND d.reason <> 'bundle_denied' THEN
+            PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at);
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT * FROM pg_catalog.unnest(decisions);
+END
+$$;
+
+-- reserve() that raises when the hold is denied: a browser-facing RPC reserves before an
+-- AI call and the client gets HTTP 429, with no wrapper of its own.
+CREATE FUNCTION quota.require_reservation(
+    subject uuid,
+    metric text,
+    amount bigint,
+    ttl interval DEFAULT '15 minutes',
+    idempotency_key text DEFAULT NULL
+) RETURNS quota.reservation
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r quota.reservation := quota.reserve(subject, metric, amount, ttl, idempotency_key);
+BEGIN
+    IF NOT r.allowed THEN
+        PERFORM quota.raise_denied(subject, r.metric, r.reason, r.amount, r.used, r.reserved, r.allowance, r.resets_at);
+    END IF;
+    RETURN r;
+END
+$$;
+
+
+-- Locks the marked rows in the order a bundle locks its counters in (sql/fast_path.sql).
+CREATE OR REPLACE FUNCTION quota.forget_fast_path_of_subject(subject uuid, metric text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(forget_fast_path_of_subject.subject::text, 1903127));
+    UPDATE quota.counters AS c SET fast = false
+      FROM (SELECT k.metric, k.window_start FROM quota.counters AS k
+             WHERE k.subject = forget_fast_path_of_subject.subject AND k.fast
+               AND (forget_fast_path_of_subject.metric IS NULL OR k.metric = forget_fast_path_of_subject.metric)
+             ORDER BY k.metric COLLATE "C"
+               FOR UPDATE) AS marked
+     WHERE c.subject = forget_fast_path_of_subject.subject AND c.metric = marked.metric
+       AND c.window_start = marked.window_start;
+$$;
+
+REVOKE EXECUTE ON FUNCTION quota.consume_many(uuid, jsonb, text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.explain_denial(uuid, text, bigint, bigint, bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.require_many(uuid, jsonb, text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.require_reservation(uuid, text, bigint, interval, text) FROM PUBLIC;

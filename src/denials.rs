@@ -1,0 +1,51 @@
+//! What a raised denial says: quota.explain_denial() gives the raising functions of
+//! sql/require.sql (require, require_many, require_reservation, and the enforce trigger
+//! through require) their message, DETAIL and HINT. They raise in PL/pgSQL because a custom
+//! SQLSTATE (PT429) cannot be raised from Rust; the words are made here, in one place
+//! (quota_rules::denial).
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::Uuid;
+
+use quota_rules::denial::Shortfall;
+use quota_rules::plan::validate_metric;
+
+use crate::error::{required, sql_call};
+use crate::store::counters;
+use crate::store::{to_micros, transaction_now};
+
+/// The message, DETAIL (JSON) and HINT of a denial of `requested` units in a window that
+/// has `used`, `reserved`, `allowance` (NULL = unlimited) and `resets_at` (NULL = never);
+/// the subject's usable grants are read now, in the caller's transaction.
+#[allow(clippy::too_many_arguments)] // the columns of a denied decision, as SQL passes them
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn explain_denial(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    requested: Option<i64>,
+    used: Option<i64>,
+    reserved: Option<i64>,
+    allowance: Option<i64>,
+    resets_at: Option<TimestampWithTimeZone>,
+) -> Result<TableIterator<'static, (name!(message, String), name!(detail, String), name!(hint, String))>, ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        validate_metric(metric)?;
+        let now = transaction_now()?;
+        let resets_at = resets_at.map(|instant| to_micros(instant, "resets_at")).transpose()?;
+        let grants_left = Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?.grants_left;
+        let shortfall = Shortfall {
+            metric,
+            requested: required(requested, "requested")?,
+            allowance,
+            used: required(used, "used")?,
+            reserved: required(reserved, "reserved")?,
+            grants_left,
+            resets_at,
+        };
+        Ok(TableIterator::once((shortfall.message(), shortfall.detail(), shortfall.hint().to_string())))
+    })
+}
