@@ -6,6 +6,9 @@
 -- * consume_many() / require_many(): many metrics, one decision; require_reservation(): a
 --   reserve that raises; every raised denial says what is available (explain_denial()).
 -- * A plan change locks the subject's marked counters in the order bundles lock them.
+-- * Supabase: in-app admins and support through app_metadata.quota_role, the audit trail
+--   quota.admin_changes, a sign-up trigger that never waits on a lock, teardown_supabase().
+--   Run quota.setup_supabase() again to grant the in-app admin functions to authenticated.
 -- quota.check() reports the window as it is now; its signature is unchanged.
 
 DROP INDEX quota.events_idempotency_key;
@@ -169,3 +172,152 @@ REVOKE EXECUTE ON FUNCTION quota.explain_denial(uuid, text, bigint, bigint, bigi
 REVOKE EXECUTE ON FUNCTION quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.require_many(uuid, jsonb, text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.require_reservation(uuid, text, bigint, interval, text) FROM PUBLIC;
+
+-- Supabase: in-app admins and support (app_metadata.quota_role), the audit trail of
+-- administration, sign-ups that never wait, the uninstall path.
+CREATE FUNCTION quota."current_quota_role"() RETURNS TEXT
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'current_quota_role_wrapper';
+
+CREATE TABLE quota.admin_changes (
+    change_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    changed_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    action       text NOT NULL,
+    db_role      text NOT NULL,
+    jwt_subject  uuid,
+    jwt_role     text,
+    quota_role   text,
+    subject      uuid,
+    metric       text,
+    plan         text,
+    before       jsonb,
+    after        jsonb
+);
+CREATE INDEX admin_changes_subject ON quota.admin_changes (subject, change_id) WHERE subject IS NOT NULL;
+SELECT pg_catalog.pg_extension_config_dump('quota.admin_changes', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.admin_changes_change_id_seq', '');
+ALTER TABLE quota.admin_changes ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON quota.admin_changes FROM PUBLIC;
+REVOKE ALL ON SEQUENCE quota.admin_changes_change_id_seq FROM PUBLIC;
+CREATE POLICY admins ON quota.admin_changes  FOR SELECT USING ((SELECT quota.current_quota_role()) = 'admin');
+ALTER POLICY own_rows ON quota.assignments USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_rows ON quota.overrides USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_rows ON quota.resets USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_rows ON quota.counters USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_rows ON quota.events USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_rows ON quota.grants USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_rows ON quota.event_grants USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_rows ON quota.reservations USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_rows ON quota.enforced_charges USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+ALTER POLICY own_plan ON quota.plans USING (is_default OR plan IN (SELECT a.plan FROM quota.assignments AS a)
+                                                         OR (SELECT quota.current_quota_role()) IS NOT NULL);
+
+ALTER FUNCTION quota.on_signup() SET lock_timeout = '100ms';
+
+CREATE FUNCTION quota.teardown_supabase()
+RETURNS TABLE (step text, outcome text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    grantee text;
+BEGIN
+    step := 'sign-up trigger quota_on_signup on auth.users';
+    IF pg_catalog.to_regclass('auth.users') IS NULL THEN
+        outcome := 'skipped: there is no table auth.users';
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'auth.users'::regclass AND tgname = 'quota_on_signup') THEN
+        DROP TRIGGER quota_on_signup ON auth.users;
+        outcome := 'dropped';
+    ELSE
+        outcome := 'not there';
+    END IF;
+    RETURN NEXT;
+
+    FOREACH grantee IN ARRAY ARRAY['service_role', 'authenticated', 'anon'] LOOP
+        step := grantee || ': every privilege on schema quota';
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = grantee) THEN
+            outcome := 'skipped: there is no role ' || grantee;
+        ELSE
+            EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA quota FROM %I', grantee);
+            EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA quota FROM %I', grantee);
+            EXECUTE format('REVOKE ALL ON SCHEMA quota FROM %I', grantee);
+            outcome := 'revoked';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION quota.setup_supabase()
+RETURNS TABLE (step text, outcome text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    end_user constant text[] := ARRAY['current_subject', 'current_quota_role', 'my_usage', 'my_check'];
+    -- Callable by every signed-in user, allowed only to those whose claims carry the
+    -- quota_role they need (support: usage; admin: the rest); src/callers.rs.
+    in_app_admin constant text[] := ARRAY['usage', 'assign_plan', 'set_override', 'clear_override', 'reset',
+                                          'grant', 'revoke_grant'];
+    fn regprocedure;
+BEGIN
+    step := 'sign-up trigger quota_on_signup on auth.users';
+    IF pg_catalog.to_regclass('auth.users') IS NULL THEN
+        outcome := 'skipped: there is no table auth.users';
+    ELSE
+        CREATE OR REPLACE TRIGGER quota_on_signup AFTER INSERT ON auth.users
+            FOR EACH ROW EXECUTE FUNCTION quota.on_signup();
+        outcome := 'created';
+    END IF;
+    RETURN NEXT;
+
+    step := 'service_role: the privileged functions, read access to every table';
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        outcome := 'skipped: there is no role service_role';
+    ELSE
+        GRANT USAGE ON SCHEMA quota TO service_role;
+        FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
+                   WHERE p.pronamespace = 'quota'::regnamespace
+                     AND p.proname NOT IN ('setup_supabase', 'teardown_supabase') AND p.prorettype <> 'trigger'::regtype
+        LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', fn);
+        END LOOP;
+        GRANT SELECT ON ALL TABLES IN SCHEMA quota TO service_role;
+        outcome := 'granted';
+    END IF;
+    RETURN NEXT;
+
+    step := 'authenticated: ' || array_to_string(end_user, ', ') || ', and its own rows; for its admins '
+            || array_to_string(in_app_admin, ', ');
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        outcome := 'skipped: there is no role authenticated';
+    ELSE
+        GRANT USAGE ON SCHEMA quota TO authenticated;
+        FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
+                   WHERE p.pronamespace = 'quota'::regnamespace AND p.proname = ANY (end_user || in_app_admin)
+        LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO authenticated', fn);
+        END LOOP;
+        GRANT SELECT ON ALL TABLES IN SCHEMA quota TO authenticated;
+        outcome := 'granted (row level security limits it to the user''s own rows, the functions to admins)';
+    END IF;
+    RETURN NEXT;
+
+    step := 'anon: nothing';
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+        outcome := 'skipped: there is no role anon';
+    ELSE
+        REVOKE ALL ON ALL FUNCTIONS IN SCHEMA quota FROM anon;
+        REVOKE ALL ON ALL TABLES IN SCHEMA quota FROM anon;
+        REVOKE ALL ON SCHEMA quota FROM anon;
+        outcome := 'nothing granted';
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION quota.current_quota_role() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.teardown_supabase() FROM PUBLIC;

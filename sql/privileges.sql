@@ -3,21 +3,26 @@
 
 -- Row level security: whoever is granted SELECT (Supabase's authenticated, through
 -- quota.setup_supabase()) reads only rows of their own subject, and writes none (no write
--- privilege is ever granted). The functions run as the owner and see everything;
--- service_role bypasses RLS. Policies are for PUBLIC, so they need no Supabase roles.
+-- privilege is ever granted); a user whose claims give them a quota_role (support, admin:
+-- app_metadata.quota_role, src/callers.rs) reads every subject's rows, and only an admin
+-- reads the audit trail. The functions run as the owner and see everything; service_role
+-- bypasses RLS. Policies are for PUBLIC, so they need no Supabase roles.
 -- (SELECT quota.current_subject()) is evaluated once per query, not per row.
-CREATE POLICY own_rows ON quota.assignments  FOR SELECT USING (subject = (SELECT quota.current_subject()));
-CREATE POLICY own_rows ON quota.overrides    FOR SELECT USING (subject = (SELECT quota.current_subject()));
-CREATE POLICY own_rows ON quota.resets       FOR SELECT USING (subject = (SELECT quota.current_subject()));
-CREATE POLICY own_rows ON quota.counters     FOR SELECT USING (subject = (SELECT quota.current_subject()));
-CREATE POLICY own_rows ON quota.events       FOR SELECT USING (subject = (SELECT quota.current_subject()));
-CREATE POLICY own_rows ON quota.grants       FOR SELECT USING (subject = (SELECT quota.current_subject()));
-CREATE POLICY own_rows ON quota.event_grants FOR SELECT USING (subject = (SELECT quota.current_subject()));
-CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject()));
-CREATE POLICY own_rows ON quota.enforced_charges FOR SELECT USING (subject = (SELECT quota.current_subject()));
+CREATE POLICY own_rows ON quota.assignments  FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.overrides    FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.resets       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.counters     FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.events       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.grants       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.event_grants FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.enforced_charges FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY admins ON quota.admin_changes  FOR SELECT USING ((SELECT quota.current_quota_role()) = 'admin');
 -- A user sees the plan they are on (assignments shows them only their own) and the default
 -- plan they would get, and those plans' limits: enough for my_usage() and my_check().
-CREATE POLICY own_plan ON quota.plans  FOR SELECT USING (is_default OR plan IN (SELECT a.plan FROM quota.assignments AS a));
+-- Support and admins see every plan.
+CREATE POLICY own_plan ON quota.plans  FOR SELECT USING (is_default OR plan IN (SELECT a.plan FROM quota.assignments AS a)
+                                                         OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY own_plan ON quota.limits FOR SELECT USING (plan IN (SELECT p.plan FROM quota.plans AS p));
 
 -- Nothing is executable or readable by PUBLIC: the README shows the grants for

@@ -194,6 +194,28 @@ CREATE TABLE quota.enforced_charges (
     PRIMARY KEY (subject, metric, enforced_table)
 );
 
+-- The audit trail of administration: one row per administrative change (create_plan,
+-- set_limits, assign_plan, set_override, clear_override, grant, revoke_grant, reset),
+-- written by the function in the caller's transaction. db_role is the role that called
+-- (PostgREST's role after SET ROLE, else the session's); jwt_* and quota_role come from
+-- request.jwt.claims. before and after are the changed object's state (NULL: it did not
+-- exist before, or no longer exists after). Nothing writes it but those functions.
+CREATE TABLE quota.admin_changes (
+    change_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    changed_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    action       text NOT NULL,
+    db_role      text NOT NULL,
+    jwt_subject  uuid,
+    jwt_role     text,
+    quota_role   text,
+    subject      uuid,
+    metric       text,
+    plan         text,
+    before       jsonb,
+    after        jsonb
+);
+CREATE INDEX admin_changes_subject ON quota.admin_changes (subject, change_id) WHERE subject IS NOT NULL;
+
 -- The result of consume / check / require.
 CREATE TYPE quota.decision AS (
     allowed         boolean,
@@ -255,6 +277,8 @@ SELECT pg_catalog.pg_extension_config_dump('quota.event_grants', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.reservations', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.events_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.enforced_charges', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.admin_changes', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.admin_changes_change_id_seq', '');
 
 -- Rows are reached through the functions (SECURITY DEFINER); nobody else sees or writes
 -- them until the policies of the end-user surface say so.
@@ -269,3 +293,4 @@ ALTER TABLE quota.grants      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.event_grants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.reservations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.enforced_charges ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.admin_changes ENABLE ROW LEVEL SECURITY;

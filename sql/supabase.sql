@@ -1,10 +1,14 @@
 -- Trigger function for AFTER INSERT ON auth.users (or any table whose id is the subject):
 -- gives the new user the default plan. It never makes the insert fail (a failing trigger on
 -- auth.users fails the sign-up): every problem becomes a WARNING, and the first consume
--- assigns the plan lazily instead.
+-- assigns the plan lazily instead. Nor does it make a sign-up wait: a lock held on
+-- pg_quota's tables (a migration, a long admin transaction) would hold the auth server's
+-- insert until its statement_timeout cancels it, which no trigger can catch. So every lock
+-- it waits for is bounded by its own lock_timeout, and a timeout is one more WARNING.
 CREATE FUNCTION quota.on_signup() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '100ms'
 AS $$
 DECLARE
     subject uuid;
@@ -34,6 +38,45 @@ BEGIN
 END
 $$;
 
+-- Undoes setup_supabase() before DROP EXTENSION pg_quota: drops the sign-up trigger on
+-- auth.users (which depends on quota.on_signup(), so DROP EXTENSION refuses while it is
+-- there) and revokes what setup_supabase() granted. Sign-ups go on without pg_quota. Safe
+-- to run again.
+CREATE FUNCTION quota.teardown_supabase()
+RETURNS TABLE (step text, outcome text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    grantee text;
+BEGIN
+    step := 'sign-up trigger quota_on_signup on auth.users';
+    IF pg_catalog.to_regclass('auth.users') IS NULL THEN
+        outcome := 'skipped: there is no table auth.users';
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'auth.users'::regclass AND tgname = 'quota_on_signup') THEN
+        DROP TRIGGER quota_on_signup ON auth.users;
+        outcome := 'dropped';
+    ELSE
+        outcome := 'not there';
+    END IF;
+    RETURN NEXT;
+
+    FOREACH grantee IN ARRAY ARRAY['service_role', 'authenticated', 'anon'] LOOP
+        step := grantee || ': every privilege on schema quota';
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = grantee) THEN
+            outcome := 'skipped: there is no role ' || grantee;
+        ELSE
+            EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA quota FROM %I', grantee);
+            EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA quota FROM %I', grantee);
+            EXECUTE format('REVOKE ALL ON SCHEMA quota FROM %I', grantee);
+            outcome := 'revoked';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
 -- The one setup step for Supabase, safe to run again: the sign-up trigger on auth.users,
 -- EXECUTE on the privileged functions for service_role, the end-user surface for
 -- authenticated, nothing for anon. On plain PostgreSQL it says what it skipped.
@@ -43,7 +86,11 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    end_user constant text[] := ARRAY['current_subject', 'my_usage', 'my_check'];
+    end_user constant text[] := ARRAY['current_subject', 'current_quota_role', 'my_usage', 'my_check'];
+    -- Callable by every signed-in user, allowed only to those whose claims carry the
+    -- quota_role they need (support: usage; admin: the rest); src/callers.rs.
+    in_app_admin constant text[] := ARRAY['usage', 'assign_plan', 'set_override', 'clear_override', 'reset',
+                                          'grant', 'revoke_grant'];
     fn regprocedure;
 BEGIN
     step := 'sign-up trigger quota_on_signup on auth.users';
@@ -63,7 +110,7 @@ BEGIN
         GRANT USAGE ON SCHEMA quota TO service_role;
         FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
                    WHERE p.pronamespace = 'quota'::regnamespace
-                     AND p.proname <> 'setup_supabase' AND p.prorettype <> 'trigger'::regtype
+                     AND p.proname NOT IN ('setup_supabase', 'teardown_supabase') AND p.prorettype <> 'trigger'::regtype
         LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', fn);
         END LOOP;
@@ -72,18 +119,19 @@ BEGIN
     END IF;
     RETURN NEXT;
 
-    step := 'authenticated: ' || array_to_string(end_user, ', ') || ', and its own rows';
+    step := 'authenticated: ' || array_to_string(end_user, ', ') || ', and its own rows; for its admins '
+            || array_to_string(in_app_admin, ', ');
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
         outcome := 'skipped: there is no role authenticated';
     ELSE
         GRANT USAGE ON SCHEMA quota TO authenticated;
         FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
-                   WHERE p.pronamespace = 'quota'::regnamespace AND p.proname = ANY (end_user)
+                   WHERE p.pronamespace = 'quota'::regnamespace AND p.proname = ANY (end_user || in_app_admin)
         LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO authenticated', fn);
         END LOOP;
         GRANT SELECT ON ALL TABLES IN SCHEMA quota TO authenticated;
-        outcome := 'granted (row level security limits it to the user''s own rows)';
+        outcome := 'granted (row level security limits it to the user''s own rows, the functions to admins)';
     END IF;
     RETURN NEXT;
 

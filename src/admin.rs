@@ -1,22 +1,29 @@
 //! Administration: plans and their limits, assignments, overrides, grants and resets.
-//! SECURITY DEFINER, granted to no one by default (sql/privileges.sql).
+//! SECURITY DEFINER, granted to no one by default (sql/privileges.sql); setup_supabase()
+//! grants the subject-level ones to `authenticated`, for users whose claims make them
+//! admins (src/callers.rs). Every change is recorded in quota.admin_changes (src/changes.rs).
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
+use quota_rules::claims::QuotaRole;
 use quota_rules::decide::{remaining, Decision, Reason};
 use quota_rules::plan::{parse_limits, validate_metric, validate_plan_name};
 use quota_rules::request::{self, EventKind};
 use quota_rules::window::Micros;
 
+use crate::callers::authorize;
+use crate::changes::{audited, record, Change};
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
 use crate::jsonb::Jsonb;
 use crate::store::admin::{self as statements, NewGrant};
+use crate::store::changes::{assignment_state, grant_state, override_state, plan_state};
 use crate::store::counters::{self, CounterKey};
 use crate::store::ledger::{self, EventRow};
 use crate::store::{to_micros, transaction_now};
+use crate::usage::usage_row;
 
 /// Creates a plan with its limits. An existing plan is an error (42710); change limits
 /// with quota.set_limits(). `is_default => true` makes this the one default plan.
@@ -33,10 +40,14 @@ fn create_plan(
         let limits = parse_limits(&required(limits, "limits")?.parse("limits")?)?;
         let is_default = required(is_default, "is_default")?;
         Spi::connect(|client| {
-            if !statements::insert_plan(client, plan, is_default)? {
-                return Err(QuotaError::duplicate_plan(plan));
-            }
-            statements::upsert_limits(client, plan, &limits)
+            let caller = authorize(client, QuotaRole::Admin, "create_plan")?;
+            let change = Change { action: "create_plan", plan: Some(plan), ..Change::default() };
+            audited(client, &caller, change, |client| plan_state(client, plan), |client| {
+                if !statements::insert_plan(client, plan, is_default)? {
+                    return Err(QuotaError::duplicate_plan(plan));
+                }
+                statements::upsert_limits(client, plan, &limits)
+            })
         })
     })
 }
@@ -49,8 +60,10 @@ fn set_limits(plan: Option<&str>, limits: Option<Jsonb>) -> Result<(), ErrorRepo
         let plan = required(plan, "plan")?;
         let limits = parse_limits(&required(limits, "limits")?.parse("limits")?)?;
         Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "set_limits")?;
             require_plan(client, plan)?;
-            statements::upsert_limits(client, plan, &limits)
+            let change = Change { action: "set_limits", plan: Some(plan), ..Change::default() };
+            audited(client, &caller, change, |client| plan_state(client, plan), |client| statements::upsert_limits(client, plan, &limits))
         })
     })
 }
@@ -86,8 +99,12 @@ fn assign_plan(
         let plan = required(plan, "plan")?;
         let anchor = anchor.map(|anchor| to_micros(anchor, "anchor")).transpose()?;
         Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "assign_plan")?;
             require_plan(client, plan)?;
-            statements::assign_plan(client, subject, plan, anchor)
+            let change = Change { action: "assign_plan", subject: Some(subject), plan: Some(plan), ..Change::default() };
+            audited(client, &caller, change, |client| assignment_state(client, subject), |client| {
+                statements::assign_plan(client, subject, plan, anchor)
+            })
         })
     })
 }
@@ -101,8 +118,12 @@ fn set_override(subject: Option<Uuid>, metric: Option<&str>, allowance: Option<i
         let metric = required(metric, "metric")?;
         let allowance = allowance.map(|allowance| request::not_negative("allowance", allowance)).transpose()?;
         Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "set_override")?;
             require_known_metric(client, metric)?;
-            statements::set_override(client, subject, metric, allowance)
+            let change = Change { action: "set_override", subject: Some(subject), metric: Some(metric), ..Change::default() };
+            audited(client, &caller, change, |client| override_state(client, subject, metric), |client| {
+                statements::set_override(client, subject, metric, allowance)
+            })
         })
     })
 }
@@ -115,8 +136,12 @@ fn clear_override(subject: Option<Uuid>, metric: Option<&str>) -> Result<(), Err
         let subject = required(subject, "subject")?;
         let metric = required(metric, "metric")?;
         Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "clear_override")?;
             require_known_metric(client, metric)?;
-            statements::clear_override(client, subject, metric)
+            let change = Change { action: "clear_override", subject: Some(subject), metric: Some(metric), ..Change::default() };
+            audited(client, &caller, change, |client| override_state(client, subject, metric), |client| {
+                statements::clear_override(client, subject, metric)
+            })
         })
     })
 }
@@ -142,9 +167,15 @@ fn grant(
             .map(|expires_at| Ok::<_, QuotaError>(request::future_expiry(to_micros(expires_at, "expires_at")?, transaction_now()?)?))
             .transpose()?;
         Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "grant")?;
             require_known_metric(client, metric)?;
             let grant = NewGrant { subject, metric, amount, expires_at, priority, reason };
-            statements::insert_grant(client, grant)?.ok_or_else(|| QuotaError::internal("grant insert returned no row"))
+            let grant_id = statements::insert_grant(client, grant)?.ok_or_else(|| QuotaError::internal("grant insert returned no row"))?;
+            // A new grant: nothing before it.
+            let change = Change { action: "grant", subject: Some(subject), metric: Some(metric), ..Change::default() };
+            let after = grant_state(client, grant_id)?.map(|(_, _, state)| state);
+            record(client, &caller, change, None, after)?;
+            Ok(grant_id)
         })
     })
 }
@@ -155,9 +186,15 @@ fn grant(
 fn revoke_grant(grant_id: Option<Uuid>) -> Result<(), ErrorReport> {
     sql_call(|| {
         let grant_id = required(grant_id, "grant_id")?;
-        Spi::connect(|client| match statements::revoke_grant(client, grant_id)? {
-            true => Ok(()),
-            false => Err(QuotaError::unknown_grant(grant_id)),
+        Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "revoke_grant")?;
+            let (subject, metric, before) = grant_state(client, grant_id)?.ok_or_else(|| QuotaError::unknown_grant(grant_id))?;
+            if !statements::revoke_grant(client, grant_id)? {
+                return Err(QuotaError::unknown_grant(grant_id));
+            }
+            let after = grant_state(client, grant_id)?.map(|(_, _, state)| state);
+            let change = Change { action: "revoke_grant", subject: Some(subject), metric: Some(&metric), ..Change::default() };
+            record(client, &caller, change, Some(before), after)
         })
     })
 }
@@ -171,6 +208,7 @@ fn reset(subject: Option<Uuid>, metric: default!(Option<&str>, "NULL")) -> Resul
         let subject = required(subject, "subject")?;
         let now = transaction_now()?;
         Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "reset")?;
             let metrics = match metric {
                 Some(metric) => {
                     require_known_metric(client, metric)?;
@@ -178,9 +216,27 @@ fn reset(subject: Option<Uuid>, metric: default!(Option<&str>, "NULL")) -> Resul
                 }
                 None => statements::used_or_planned_metrics(client, subject)?,
             };
-            metrics.iter().try_for_each(|metric| start_window_over(client, subject, metric, now))
+            let change = Change { action: "reset", subject: Some(subject), metric, ..Change::default() };
+            audited(client, &caller, change, |client| windows_state(client, subject, &metrics, now), |client| {
+                metrics.iter().try_for_each(|metric| start_window_over(client, subject, metric, now))
+            })
         })
     })
+}
+
+/// The current window of each metric, as quota.admin_changes keeps a reset's before and
+/// after: `{"<metric>": {"used": 4, "window_start": ..., "resets_at": ...}}`.
+fn windows_state(client: &SpiClient, subject: Uuid, metrics: &[String], now: Micros) -> QResult<Option<String>> {
+    let windows = metrics
+        .iter()
+        .map(|metric| {
+            let row = usage_row(client, subject, metric, now)?;
+            let instant = |micros: Option<Micros>| micros.map(request::format_instant);
+            let window = serde_json::json!({"used": row.used, "window_start": instant(row.window.start), "resets_at": instant(row.window.end)});
+            Ok((metric.clone(), window))
+        })
+        .collect::<QResult<serde_json::Map<_, _>>>()?;
+    Ok(Some(serde_json::Value::Object(windows).to_string()))
 }
 
 /// Records the reset, and its ledger row with what the window had used before.

@@ -105,6 +105,12 @@ impl QuotaError {
             .with_hint("Call with a user's JWT: request.jwt.claims has no uuid in sub.")
     }
 
+    /// 42501: a signed-in user without the pg_quota role a function needs.
+    pub fn not_allowed(function: &str, db_role: &str, needed: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("quota.{function} needs the {needed} quota_role (called as {db_role})"))
+            .with_hint("Set app_metadata.quota_role of the user with the service role; see the README's Supabase section.")
+    }
+
     /// 23505: a concurrent call committed the same idempotency key first.
     pub fn key_in_use(key: &str) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, format!("idempotency key \"{key}\" was used by another call at the same time"))

@@ -16,8 +16,6 @@ use crate::jsonb::Jsonb;
 use crate::spending::{resolve_known, Request};
 use crate::store::fast_path::{self, CounterKeyAt};
 
-pub use crate::store::fast_path::installed;
-
 /// What the fast path made of a consume.
 pub enum Outcome {
     /// Paid from the marked window; the ledger row is written.

@@ -4,7 +4,8 @@
 //! crate `quota_rules` (crates/quota-rules). This crate is glue, one module per feature:
 //! `spending` (consume, check, record, record_batch, give_back), `fast_path` (consume's
 //! one-statement path), `bundles` (consume_many), `reservations`, `denials` (what a raised
-//! denial says), `usage` (and the end-user surface), `admin`,
+//! denial says), `usage` (and the end-user surface), `admin`, `callers` (who is calling and
+//! what a signed-in user may do), `changes` (the audit trail of administration),
 //! `enforce` (what the enforce and sign-up triggers read of a row). `store` holds every
 //! statement they run, `tuples` the composite results, `error` the SQLSTATEs, `jsonb` the
 //! jsonb arguments. Tables, types and hand-written SQL live in `sql/`, one file per concern.
@@ -13,6 +14,8 @@ use pgrx::prelude::*;
 
 mod admin;
 mod bundles;
+mod callers;
+mod changes;
 mod denials;
 mod enforce;
 mod error;

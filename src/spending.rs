@@ -25,6 +25,7 @@ use crate::jsonb::Jsonb;
 use crate::store::counters::{self, CounterKey, GrantBalance};
 use crate::store::ledger::{self, EventRow};
 use crate::store::reservations::Reservation;
+use crate::store::schema::{self, Part};
 use crate::store::{to_micros, transaction_now};
 use crate::tuples::{decision_tuple, DecisionTuple};
 
@@ -197,7 +198,7 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
             return Ok(replay(original, request.metric, request.amount, key)?);
         }
     }
-    let fast_path = mode == Mode::Consume && fast_path::installed(client)?;
+    let fast_path = mode == Mode::Consume && schema::has(client, Part::FastPath)?;
     if fast_path {
         match fast_path::consume(client, request, key, metadata)? {
             fast_path::Outcome::Decided(decision) => return Ok(decision),

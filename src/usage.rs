@@ -1,17 +1,19 @@
 //! Usage reports, and the end-user surface that is safe to grant to Supabase's
-//! `authenticated`: none of my_usage, my_check, current_subject takes a subject, and all are
-//! SECURITY INVOKER: they read the tables as the caller, through row level security, so
-//! they can only ever see the caller's own rows.
+//! `authenticated`: none of my_usage, my_check, current_subject, current_quota_role takes a
+//! subject, and all are SECURITY INVOKER: they read the tables as the caller, through row
+//! level security, so they can only ever see the caller's own rows (or, for a user whose
+//! claims make them support or admin, every subject's). usage(subject) is for trusted roles
+//! and for signed-in support and admins (src/callers.rs).
 
-use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::claims::subject_from_claims;
+use quota_rules::claims::QuotaRole;
 use quota_rules::window::{Micros, Window};
 
+use crate::callers::{authorize, claims};
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::spending::{what_consume_would_decide, Request};
 use crate::store::counters::{self, CounterKey};
@@ -33,7 +35,11 @@ pub struct UsageRow {
 fn usage(
     subject: Option<Uuid>,
 ) -> Result<SetOfIterator<'static, pgrx::composite_type!('static, "quota.usage_row")>, ErrorReport> {
-    sql_call(|| usage_of(required(subject, "subject")?))
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        Spi::connect(|client| authorize(client, QuotaRole::Support, "usage").map(drop))?;
+        usage_of(subject)
+    })
 }
 
 fn usage_of(subject: Uuid) -> QResult<SetOfIterator<'static, UsageTuple>> {
@@ -45,21 +51,21 @@ fn usage_of(subject: Uuid) -> QResult<SetOfIterator<'static, UsageTuple>> {
 
 /// The current window of every metric of the subject's plan.
 fn usage_rows(client: &SpiClient, subject: Uuid, now: Micros) -> QResult<Vec<UsageRow>> {
-    admin::plan_metrics(client, subject)?
-        .into_iter()
-        .map(|metric| {
-            let governing = counters::resolve(client, subject, &metric, now, now)?;
-            let window = governing.window_at(now)?;
-            let key = CounterKey { subject, metric: &metric, window };
-            let counter = counters::read_counter(client, key)?;
-            let reserved = match counter.held {
-                0 => 0,
-                _ => counters::active_holds(client, key, now)?,
-            };
-            let allowance = governing.allowance();
-            Ok(UsageRow { metric, used: counter.used, reserved, allowance, grants_left: governing.grants_left, window })
-        })
-        .collect()
+    admin::plan_metrics(client, subject)?.iter().map(|metric| usage_row(client, subject, metric, now)).collect()
+}
+
+/// The current window of one metric of the subject.
+pub fn usage_row(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<UsageRow> {
+    let governing = counters::resolve(client, subject, metric, now, now)?;
+    let window = governing.window_at(now)?;
+    let key = CounterKey { subject, metric, window };
+    let counter = counters::read_counter(client, key)?;
+    let reserved = match counter.held {
+        0 => 0,
+        _ => counters::active_holds(client, key, now)?,
+    };
+    let allowance = governing.allowance();
+    Ok(UsageRow { metric: metric.to_string(), used: counter.used, reserved, allowance, grants_left: governing.grants_left, window })
 }
 
 /// The caller's subject: `sub` of the JWT claims PostgREST sets; NULL when absent, empty
@@ -67,13 +73,15 @@ fn usage_rows(client: &SpiClient, subject: Uuid, now: Micros) -> QResult<Vec<Usa
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn current_subject() -> Option<Uuid> {
-    // SAFETY: with missing_ok, GetConfigOption returns NULL or a valid C string that lives
-    // until the setting changes; it is copied before anything else runs.
-    let claims = unsafe {
-        let value = pg_sys::GetConfigOption(c"request.jwt.claims".as_ptr(), true, false);
-        (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
-    };
-    subject_from_claims(claims.as_deref()).map(|subject| Uuid::from_bytes(*subject.as_bytes()))
+    claims().subject.map(|subject| Uuid::from_bytes(*subject.as_bytes()))
+}
+
+/// The caller's pg_quota role from `app_metadata.quota_role` of the JWT claims: 'admin',
+/// 'support', or NULL. Row level security lets support and admins read every subject's rows.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn current_quota_role() -> Option<&'static str> {
+    claims().quota_role.map(QuotaRole::as_str)
 }
 
 fn signed_in() -> QResult<Uuid> {

@@ -30,7 +30,8 @@ fingerprint() {
       SELECT 'grants', sum(remaining) FROM quota.grants UNION ALL
       SELECT 'event_grants', count(*) FROM quota.event_grants UNION ALL
       SELECT 'reservations', count(*) FILTER (WHERE status = 'held') FROM quota.reservations UNION ALL
-      SELECT 'events', count(*) FROM quota.events) AS f"
+      SELECT 'events', count(*) FROM quota.events UNION ALL
+      SELECT 'admin_changes', count(*) FROM quota.admin_changes) AS f"
 }
 before=$(fingerprint "$src")
 pg_dump -Fc -d "$src" | pg_restore -d "$dst"
@@ -54,6 +55,11 @@ BEGIN
     IF d.event_id <= max_before THEN RAISE EXCEPTION 'event ids restarted: % <= %', d.event_id, max_before; END IF;
     d := quota.consume('00000000-0000-0000-0000-000000000001', 'credits', 70);
     IF NOT d.allowed OR d.from_grants <> 70 THEN RAISE EXCEPTION 'grant balance was lost: %', d; END IF;
+    PERFORM quota.set_override('00000000-0000-0000-0000-000000000002', 'calls', 6);
+    IF (SELECT max(change_id) FROM quota.admin_changes) <> (SELECT max(change_id) FROM quota.admin_changes WHERE after->>'allowance' = '6')
+       OR (SELECT count(*) FROM quota.admin_changes) < 2 THEN
+        RAISE EXCEPTION 'the audit trail of administration was lost or restarted its ids';
+    END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after restore'; END IF;
 END $$;
 SQL

@@ -26,6 +26,7 @@ fi
 regress_count=$((regress_count + $(echo $specs | wc -w)))
 
 bash tests/concurrency/run.sh
+bash tests/signup_lock.sh
 bash tests/dump_restore.sh
 bash tests/upgrade.sh
 # Seeded randomized simulation against a reference model, bad-input fuzzing, and crashes
@@ -39,4 +40,4 @@ bash tests/crash.sh "$PGHOST-crash" $((PGPORT + 100))
 # Keeps make bench working: a seconds-long run of the same harness (figures not kept).
 bash bench/run.sh "$PGHOST" "$PGPORT" smoke >/dev/null
 echo "bench smoke: ok"
-echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 7)) passed, 0 failed"
+echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 8)) passed, 0 failed"

@@ -107,6 +107,10 @@ BEGIN
     PERFORM quota.assign_plan('00000000-0000-0000-0000-000000000004', 'pro');
     d := quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 1);
     IF d.used <> 9 THEN RAISE EXCEPTION 'a plan change after the upgrade restarted the cycle: %', d; END IF;
+    IF NOT EXISTS (SELECT FROM quota.admin_changes WHERE action = 'assign_plan'
+                      AND subject = '00000000-0000-0000-0000-000000000004' AND after->>'plan' = 'pro') THEN
+        RAISE EXCEPTION 'a plan change after the upgrade was not recorded in quota.admin_changes';
+    END IF;
     -- A table under the old version's enforce triggers: one trigger of the new kind, its live
     -- rows charged to its account, so that a delete still gives back and the limit holds.
     IF (SELECT array_agg(tgname::text) FROM pg_trigger WHERE tgrelid = 'public.projects'::regclass)

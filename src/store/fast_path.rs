@@ -2,10 +2,6 @@
 //! effective allowance and writes the ledger row, and the marks themselves (quota.counters'
 //! `fast`, `allowance`; the triggers in sql/fast_path.sql unmark on every change).
 
-use std::cell::Cell;
-
-use pgrx::pg_sys;
-use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
@@ -76,40 +72,6 @@ thread_local! {
           WHERE subject = $subject AND metric = $metric AND window_start = $window_start
             AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance)",
     ) };
-    static FAST_PATH_COLUMNS: Kept = const { Kept::new(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
-                         WHERE attrelid = 'quota.counters'::pg_catalog.regclass AND attname = 'fast'
-                           AND NOT attisdropped) AS installed",
-    ) };
-}
-
-thread_local! {
-    // Whether the database's pg_quota schema has the fast path (0.2.0 and later). A new
-    // library can meet a database still on an older version's SQL until ALTER EXTENSION
-    // UPDATE runs; it then decides every consume on the slow path. Forgotten on every
-    // relcache invalidation, which ALTER TABLE (the upgrade) and DROP EXTENSION cause.
-    static FAST_PATH_INSTALLED: Cell<Option<bool>> = const { Cell::new(None) };
-    static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn forget_schema_version(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    FAST_PATH_INSTALLED.with(|installed| installed.set(None));
-}
-
-/// Whether counters have the fast path's columns (see FAST_PATH_INSTALLED).
-pub fn installed(client: &SpiClient) -> QResult<bool> {
-    if !RELCACHE_CALLBACK.with(Cell::get) {
-        // SAFETY: registering a relcache callback is allowed at any time in a backend.
-        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_schema_version), pg_sys::Datum::from(0)) };
-        RELCACHE_CALLBACK.with(|registered| registered.set(true));
-    }
-    if let Some(installed) = FAST_PATH_INSTALLED.with(Cell::get) {
-        return Ok(installed);
-    }
-    let installed = the_row(query_row(client, &FAST_PATH_COLUMNS, [], |row| not_null(row, "installed"))?)?;
-    FAST_PATH_INSTALLED.with(|cached| cached.set(Some(installed)));
-    Ok(installed)
 }
 
 /// The fast path's decision when the marked window pays, else None.

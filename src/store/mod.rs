@@ -1,7 +1,8 @@
 //! Every statement pg_quota's Rust code runs, and the mapping of their rows to Rust values:
 //! `counters` (what governs a request, counters, holds, grants), `ledger` (quota.events),
 //! `reservations`, `fast_path` (consume's one-statement path and its marks), `admin` (plans,
-//! limits, assignments, overrides, grants, resets).
+//! limits, assignments, overrides, grants, resets), `changes` (the caller, and the audit trail
+//! of administration).
 //!
 //! Statements name their parameters (`$subject`) and every call binds them by name; rows
 //! are read by column name, through the names of the statement's result columns read once. Each is prepared on first use in a backend and kept
@@ -33,10 +34,12 @@ macro_rules! decision_columns {
 }
 
 pub mod admin;
+pub mod changes;
 pub mod counters;
 pub mod fast_path;
 pub mod ledger;
 pub mod reservations;
+pub mod schema;
 
 /// Microseconds between the Unix epoch (the window engine's) and PostgreSQL's 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;

@@ -74,16 +74,24 @@ SELECT p.proname,
        has_function_privilege('authenticated', p.oid, 'EXECUTE') AS authenticated,
        has_function_privilege('service_role', p.oid, 'EXECUTE') AS service_role
   FROM pg_proc p WHERE p.pronamespace = 'quota'::regnamespace ORDER BY 1;
--- No end-user function takes a subject.
+-- No end-user function takes a subject, but those that let only a signed-in user whose
+-- claims make them support or admin through (15_supabase_admins tests each of them).
+CREATE TEMP TABLE in_app_admin (proname name PRIMARY KEY);
+INSERT INTO in_app_admin VALUES ('usage'), ('assign_plan'), ('set_override'), ('clear_override'), ('reset'),
+                                ('grant'), ('revoke_grant');
 SELECT p.oid::regprocedure AS end_user_function_with_a_subject
   FROM pg_proc p
  WHERE p.pronamespace = 'quota'::regnamespace AND has_function_privilege('authenticated', p.oid, 'EXECUTE')
-   AND ('uuid'::regtype = ANY (p.proargtypes) OR 'subject' = ANY (coalesce(p.proargnames, '{}')));
+   AND ('uuid'::regtype = ANY (p.proargtypes) OR 'subject' = ANY (coalesce(p.proargnames, '{}')))
+   AND p.proname NOT IN (SELECT proname FROM in_app_admin);
 
 -- Catalog checks like Supabase's database linter: all must be empty.
+-- (The in-app admin functions are SECURITY DEFINER and executable by authenticated on
+-- purpose: they check the caller's quota_role claim first. Nothing is executable by anon.)
 SELECT 'security definer executable by anon/authenticated' AS lint, p.oid::regprocedure::text AS object
   FROM pg_proc p WHERE p.pronamespace = 'quota'::regnamespace AND p.prosecdef
-   AND (has_function_privilege('anon', p.oid, 'EXECUTE') OR has_function_privilege('authenticated', p.oid, 'EXECUTE'))
+   AND (has_function_privilege('anon', p.oid, 'EXECUTE')
+        OR (has_function_privilege('authenticated', p.oid, 'EXECUTE') AND p.proname NOT IN (SELECT proname FROM in_app_admin)))
 UNION ALL
 SELECT 'function without pinned search_path', p.oid::regprocedure::text
   FROM pg_proc p WHERE p.pronamespace = 'quota'::regnamespace

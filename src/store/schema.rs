@@ -1,0 +1,62 @@
+//! Which parts of pg_quota's schema the database has. A new library can meet a database
+//! still on an older version's SQL until ALTER EXTENSION UPDATE runs: it then decides every
+//! consume on the slow path (before 0.2.0) and records no administrative change (before
+//! 0.7.0). Each answer is read once and forgotten on every relcache invalidation, which
+//! ALTER TABLE, CREATE TABLE (the upgrade) and DROP EXTENSION cause.
+
+use std::cell::Cell;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use super::{not_null, query_row, the_row, Kept};
+use crate::error::QResult;
+
+/// A part of the schema that some release added.
+#[derive(Clone, Copy)]
+pub enum Part {
+    /// quota.counters' `fast` column (0.2.0).
+    FastPath,
+    /// quota.admin_changes (0.7.0).
+    AdminChanges,
+}
+
+thread_local! {
+    static HAS_FAST_PATH: Cell<Option<bool>> = const { Cell::new(None) };
+    static HAS_ADMIN_CHANGES: Cell<Option<bool>> = const { Cell::new(None) };
+    static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    static FAST_PATH_COLUMN: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                         WHERE attrelid = 'quota.counters'::pg_catalog.regclass AND attname = 'fast'
+                           AND NOT attisdropped) AS present",
+    ) };
+    static ADMIN_CHANGES_TABLE: Kept = const { Kept::new(
+        "SELECT pg_catalog.to_regclass('quota.admin_changes') IS NOT NULL AS present",
+    ) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_schema(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    HAS_FAST_PATH.with(|has| has.set(None));
+    HAS_ADMIN_CHANGES.with(|has| has.set(None));
+}
+
+/// Whether the database's pg_quota schema has `part`.
+pub fn has(client: &SpiClient, part: Part) -> QResult<bool> {
+    if !RELCACHE_CALLBACK.with(Cell::get) {
+        // SAFETY: registering a relcache callback is allowed at any time in a backend.
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_schema), pg_sys::Datum::from(0)) };
+        RELCACHE_CALLBACK.with(|registered| registered.set(true));
+    }
+    let (cached, statement) = match part {
+        Part::FastPath => (&HAS_FAST_PATH, &FAST_PATH_COLUMN),
+        Part::AdminChanges => (&HAS_ADMIN_CHANGES, &ADMIN_CHANGES_TABLE),
+    };
+    if let Some(present) = cached.with(Cell::get) {
+        return Ok(present);
+    }
+    let present = the_row(query_row(client, statement, [], |row| not_null(row, "present"))?)?;
+    cached.with(|cell| cell.set(Some(present)));
+    Ok(present)
+}
