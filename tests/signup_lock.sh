@@ -19,7 +19,9 @@ BEGIN
 END $$;
 CREATE EXTENSION pg_quota;
 CREATE SCHEMA auth AUTHORIZATION supabase_auth_admin;
-CREATE TABLE auth.users (id uuid PRIMARY KEY, email text, raw_user_meta_data jsonb);
+CREATE TABLE auth.users (instance_id uuid, id uuid PRIMARY KEY, aud varchar(255), role varchar(255),
+                         email varchar(255) UNIQUE, encrypted_password varchar(255), raw_app_meta_data jsonb,
+                         raw_user_meta_data jsonb, created_at timestamptz, updated_at timestamptz);
 ALTER TABLE auth.users OWNER TO supabase_auth_admin;
 SELECT * FROM quota.setup_supabase();
 SELECT quota.create_plan('free', '{"ai": {"limit": 3, "per": "day"}}', is_default => true);
@@ -42,7 +44,10 @@ warnings=$(psql -d "$db" 2>&1 >/dev/null <<'SQL'
 SET ROLE supabase_auth_admin;
 SET search_path = auth;
 SET statement_timeout = '5s';
-INSERT INTO users (id, email) VALUES ('00000000-0000-0000-0000-00000000cafe', 'locked@example.com');
+INSERT INTO users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data, raw_user_meta_data,
+                   created_at, updated_at)
+VALUES ('00000000-0000-0000-0000-000000000000', '00000000-0000-0000-0000-00000000cafe', 'authenticated',
+        'authenticated', 'locked@example.com', 'x', '{"provider": "email", "providers": ["email"]}', '{}', now(), now());
 SQL
 ) || { echo "signup_lock: the sign-up failed while quota.assignments was locked: $warnings" >&2; exit 1; }
 

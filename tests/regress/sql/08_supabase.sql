@@ -13,11 +13,32 @@ BEGIN
 END $$;
 ALTER ROLE service_role BYPASSRLS;
 CREATE SCHEMA auth AUTHORIZATION supabase_auth_admin;
+-- The columns of the auth server's users table, in its order (the id is not the first
+-- column: the sign-up trigger finds it by name), with a column a later migration adds.
 CREATE TABLE auth.users (
-    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    email text,
+    instance_id uuid,
+    id uuid NOT NULL,
+    aud varchar(255),
+    role varchar(255),
+    email varchar(255) UNIQUE,
+    encrypted_password varchar(255),
+    confirmed_at timestamptz,
+    invited_at timestamptz,
+    confirmation_token varchar(255),
+    confirmation_sent_at timestamptz,
+    recovery_token varchar(255),
+    recovery_sent_at timestamptz,
+    email_change_token varchar(255),
+    email_change varchar(255),
+    email_change_sent_at timestamptz,
+    last_sign_in_at timestamptz,
+    raw_app_meta_data jsonb,
     raw_user_meta_data jsonb,
-    created_at timestamptz DEFAULT now()
+    is_super_admin boolean,
+    created_at timestamptz,
+    updated_at timestamptz,
+    is_anonymous boolean NOT NULL DEFAULT false,
+    CONSTRAINT users_pkey PRIMARY KEY (id)
 );
 ALTER TABLE auth.users OWNER TO supabase_auth_admin;
 CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
@@ -33,10 +54,15 @@ SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass;
 SELECT quota.create_plan('supa', '{"ai": {"limit": 3, "per": "day"}}', is_default => true);
 SET ROLE supabase_auth_admin;
 SET search_path = auth;
-INSERT INTO users (id, email, raw_user_meta_data)
-SELECT public.s(100000 + n), 'user' || n || '@example.com',
+-- Inserted as the auth server inserts a sign-up: every column it sets, in one statement.
+INSERT INTO users (instance_id, id, aud, role, email, encrypted_password, confirmation_token,
+                   raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+SELECT '00000000-0000-0000-0000-000000000000', public.s(100000 + n), 'authenticated', 'authenticated',
+       'user' || n || '@example.com', '$2a$10$' || md5(n::text), md5('c' || n),
+       '{"provider": "email", "providers": ["email"]}',
        CASE n % 5 WHEN 0 THEN NULL WHEN 1 THEN '{"plan": 7, "name": "\u00e9l\u00e8ve"}'
-                  WHEN 2 THEN '[1, 2, 3]' WHEN 3 THEN '"just a string"' ELSE '{}' END::jsonb
+                  WHEN 2 THEN '[1, 2, 3]' WHEN 3 THEN '"just a string"' ELSE '{}' END::jsonb,
+       now(), now()
   FROM generate_series(1, 400) AS n;
 RESET search_path;
 RESET ROLE;
