@@ -660,8 +660,34 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The audit trail of administration: one row per administrative call that committed (the
+/// setup's plans and shared assignments, every worker's), none for a rolled-back one.
+fn verify_admin_changes(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<(), Fail> {
+    let mut expected: HashMap<&str, u64> = HashMap::from([("create_plan", PLANS.len() as u64), ("assign_plan", shared.len() as u64)]);
+    for worker in workers {
+        for (op, count) in &worker.counts {
+            let action = op.strip_prefix("shared ").unwrap_or(op);
+            if ["grant", "revoke_grant", "reset", "assign_plan", "set_override", "clear_override"].contains(&action) {
+                *expected.entry(action).or_default() += count;
+            }
+        }
+    }
+    let recorded: HashMap<String, u64> = client
+        .query("SELECT action, count(*)::int8 FROM quota.admin_changes GROUP BY action", &[])
+        .map_err(db)?
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64))
+        .collect();
+    let expected: HashMap<String, u64> = expected.into_iter().filter(|(_, n)| *n > 0).map(|(a, n)| (a.to_string(), n)).collect();
+    if recorded != expected {
+        return fail(format!("quota.admin_changes: recorded {recorded:?}, the model made {expected:?}"));
+    }
+    Ok(())
+}
+
 /// Invariants over the whole database, and the owned subjects against the model.
 fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<(), Fail> {
+    verify_admin_changes(client, workers, shared)?;
     let mismatches = client.query("SELECT subject, metric, item, stored::text, from_ledger::text FROM quota.audit()", &[]).map_err(db)?;
     if let Some(row) = mismatches.first() {
         let (subject, metric, item): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
