@@ -7,9 +7,11 @@
 //! negatives, i64 edges, huge and malformed JSON, odd Unicode, SQL-looking strings and
 //! text that does not cast to the parameter's type (every argument is passed as text and
 //! cast, so wrong types reach PostgreSQL's input functions). Each call runs in its own
-//! transaction, most rolled back. A failure is a lost connection (a crash), an internal
-//! error (SQLSTATE class XX or 58, or a Rust panic message), or a documented result that
-//! comes back NULL.
+//! transaction, most rolled back; some run as a signed-in Supabase user (`authenticated`)
+//! with claims from a pool of forged and real ones. A failure is a lost connection (a
+//! crash), an internal error (SQLSTATE class XX or 58, or a Rust panic message), a
+//! documented result that comes back NULL, or an in-app admin function that let a signed-in
+//! user through without the quota_role it needs.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +19,17 @@ use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 use postgres::Client;
 
 /// Every function the README documents (trigger functions are exercised by the SQL suites).
-const DOCUMENTED: [&str; 26] = [
+const DOCUMENTED: [&str; 32] = [
     "consume", "check", "require", "record", "record_batch", "reserve", "settle", "release", "give_back", "usage",
     "current_subject", "my_usage", "my_check", "create_plan", "set_limits", "assign_plan", "set_override",
     "clear_override", "reset", "grant", "revoke_grant", "audit", "expire_reservations", "enforce_on", "enforce_off",
-    "setup_supabase",
+    "setup_supabase", "consume_many", "require_many", "require_reservation", "explain_denial", "current_quota_role",
+    "teardown_supabase",
 ];
+/// The functions a signed-in user may call only with `app_metadata.quota_role` admin, and
+/// the one that also lets support through.
+const IN_APP_ADMIN: [&str; 6] = ["assign_plan", "set_override", "clear_override", "reset", "grant", "revoke_grant"];
+const IN_APP_SUPPORT: &str = "usage";
 /// Functions that must return a value whenever they do not raise.
 const NEVER_NULL: [&str; 9] = ["consume", "check", "require", "record", "reserve", "settle", "give_back", "grant", "expire_reservations"];
 const SUBJECT: &str = "00000000-0000-0000-0000-00000000f00d";
@@ -81,6 +88,24 @@ fn pool(ty: &str, reservation: &str, grant: &str) -> Vec<Option<String>> {
     values
 }
 
+/// Claims of a signed-in user, each with the quota_role it really carries: plain, forged
+/// in user_metadata or at the top level, misspelt, deep, malformed, and real.
+fn claims_pool() -> Vec<(String, Option<&'static str>)> {
+    let user = |extra: &str| format!(r#"{{"sub": "{SUBJECT}", "role": "authenticated"{extra}}}"#);
+    vec![
+        (user(""), None),
+        (user(r#", "user_metadata": {"quota_role": "admin", "app_metadata": {"quota_role": "admin"}}"#), None),
+        (user(r#", "quota_role": "admin""#), None),
+        (user(r#", "app_metadata": {"quota_role": "Admin"}"#), None),
+        (user(r#", "app_metadata": {"quota_role": ["admin"]}"#), None),
+        (user(&format!(r#", "user_metadata": {}1{}"#, r#"{"quota_role": "#.repeat(300), "}".repeat(300))), None),
+        ("not json".to_string(), None),
+        (String::new(), None),
+        (user(r#", "app_metadata": {"quota_role": "support"}"#), Some("support")),
+        (user(r#", "app_metadata": {"quota_role": "admin"}"#), Some("admin")),
+    ]
+}
+
 struct Function {
     name: String,
     signature: String,
@@ -112,7 +137,11 @@ fn setup(dbname: &str) -> Result<(String, String), postgres::Error> {
                                           \"wallet\": {{\"limit\": 0, \"per\": \"lifetime\"}}}}', true);
          SELECT quota.create_plan('other_plan', '{{\"calls\": {{\"limit\": null}}}}');
          SELECT quota.assign_plan('{SUBJECT}', 'fz');
-         CREATE TABLE public.notes (id serial PRIMARY KEY, user_id uuid, n bigint);"
+         CREATE TABLE public.notes (id serial PRIMARY KEY, user_id uuid, n bigint);
+         DO $$ BEGIN
+             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
+         END $$;
+         SELECT count(*) FROM quota.setup_supabase();"
     ))?;
     let grant: uuid::Uuid = client.query_one(&format!("SELECT quota.grant('{SUBJECT}', 'wallet', 1000)"), &[])?.get(0);
     let reservation: uuid::Uuid =
@@ -139,6 +168,7 @@ fn main() {
             failed(format!("documented function quota.{name} is missing"));
         }
     }
+    let claims = claims_pool();
     let mut rng = Rng::new(seed);
     let mut per_function: BTreeMap<String, u64> = BTreeMap::new();
     let mut states: BTreeMap<String, u64> = BTreeMap::new();
@@ -162,11 +192,30 @@ fn main() {
         if let Err(e) = client.batch_execute("BEGIN") {
             failed(format!("call {call}: BEGIN failed: {e}"));
         }
+        // Some calls as a signed-in user, the way PostgREST makes them.
+        let signed_in = rng.chance(30).then(|| rng.pick(&claims).clone());
+        if let Some((text, _)) = &signed_in {
+            let begun = client.batch_execute("SET LOCAL ROLE authenticated")
+                .and_then(|()| client.execute("SELECT set_config('request.jwt.claims', $1, true)", &[text]).map(drop));
+            if let Err(e) = begun {
+                failed(format!("call {call}: could not act as a signed-in user: {e}"));
+            }
+        }
         *per_function.entry(function.name.clone()).or_default() += 1;
         let describe = || format!("{} with {:?}", function.signature, values.iter().map(|v| v.as_deref().map(|s| s.chars().take(80).collect::<String>())).collect::<Vec<_>>());
         match client.query_one(&sql, &params) {
             Ok(row) => {
                 *states.entry("ok".into()).or_default() += 1;
+                if let Some((text, role)) = &signed_in {
+                    let allowed = match function.name.as_str() {
+                        name if IN_APP_ADMIN.contains(&name) => *role == Some("admin"),
+                        IN_APP_SUPPORT => role.is_some(),
+                        _ => true,
+                    };
+                    if !allowed {
+                        failed(format!("call {call}: a signed-in user with claims {text:.120} got through {}", describe()));
+                    }
+                }
                 let null: Option<bool> = row.get(0);
                 if null != Some(false) && NEVER_NULL.contains(&function.name.as_str()) {
                     failed(format!("call {call}: silent NULL from {}", describe()));
