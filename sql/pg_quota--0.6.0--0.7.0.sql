@@ -9,6 +9,7 @@
 -- * Supabase: in-app admins and support through app_metadata.quota_role, the audit trail
 --   quota.admin_changes, a sign-up trigger that never waits on a lock, teardown_supabase().
 --   Run quota.setup_supabase() again to grant the in-app admin functions to authenticated.
+-- * quota.subject_for(key): the subject uuid of an IP address, an API key, a device.
 -- quota.check() reports the window as it is now; its signature is unchanged.
 
 DROP INDEX quota.events_idempotency_key;
@@ -321,3 +322,13 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION quota.current_quota_role() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.teardown_supabase() FROM PUBLIC;
+
+-- Subjects that are not users: the subject uuid of a text key.
+CREATE FUNCTION quota."subject_for"(
+	"key" TEXT
+) RETURNS uuid
+IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'subject_for_wrapper';
+REVOKE EXECUTE ON FUNCTION quota.subject_for(text) FROM PUBLIC;

@@ -24,6 +24,7 @@ mod jsonb;
 mod reservations;
 mod spending;
 mod store;
+mod subject_keys;
 mod tuples;
 mod usage;
 

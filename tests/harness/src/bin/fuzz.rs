@@ -19,19 +19,20 @@ use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 use postgres::Client;
 
 /// Every function the README documents (trigger functions are exercised by the SQL suites).
-const DOCUMENTED: [&str; 32] = [
+const DOCUMENTED: [&str; 33] = [
     "consume", "check", "require", "record", "record_batch", "reserve", "settle", "release", "give_back", "usage",
     "current_subject", "my_usage", "my_check", "create_plan", "set_limits", "assign_plan", "set_override",
     "clear_override", "reset", "grant", "revoke_grant", "audit", "expire_reservations", "enforce_on", "enforce_off",
     "setup_supabase", "consume_many", "require_many", "require_reservation", "explain_denial", "current_quota_role",
-    "teardown_supabase",
+    "teardown_supabase", "subject_for",
 ];
 /// The functions a signed-in user may call only with `app_metadata.quota_role` admin, and
 /// the one that also lets support through.
 const IN_APP_ADMIN: [&str; 6] = ["assign_plan", "set_override", "clear_override", "reset", "grant", "revoke_grant"];
 const IN_APP_SUPPORT: &str = "usage";
 /// Functions that must return a value whenever they do not raise.
-const NEVER_NULL: [&str; 9] = ["consume", "check", "require", "record", "reserve", "settle", "give_back", "grant", "expire_reservations"];
+const NEVER_NULL: [&str; 10] =
+    ["consume", "check", "require", "record", "reserve", "settle", "give_back", "grant", "expire_reservations", "subject_for"];
 const SUBJECT: &str = "00000000-0000-0000-0000-00000000f00d";
 
 /// Values for a parameter of type `ty`, as text (None = NULL).
