@@ -10,7 +10,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::bundle::{parse_amounts, replay_bundle, Part};
-use quota_rules::decide::{Decision, Reason, Split, Standing};
+use quota_rules::decide::{Decision, Reason, Split};
 use quota_rules::request::{validate_idempotency_key, Mode};
 use quota_rules::window::Window;
 
@@ -92,9 +92,8 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
 fn take(client: &SpiClient, metric: Decided, all_fit: bool, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Decision> {
     let Decided { request, window, allowance, capacity, paid, grants_left } = metric;
     let Some(capacity) = capacity else {
-        let no_plan = request.decision(None, Standing { used: 0, reserved: 0, grants_left }, allowance, window);
         let entry = Entry { key, metadata, ..Entry::new(request.subject, Mode::Consume, window) };
-        return write_event(client, entry, Decision { reason: Reason::NoPlan, ..no_plan });
+        return write_event(client, entry, request.no_plan(grants_left, window));
     };
     let fits = paid.is_some();
     let taken = capacity.take(client, request, window, paid.filter(|_| all_fit), 0)?;

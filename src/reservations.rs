@@ -83,8 +83,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let governing = governing_with_assignment(client, request)?;
     if governing.plan.is_none() {
-        let standing = Standing { used: 0, reserved: 0, grants_left: governing.grants_left };
-        let denied = Decision { reason: Reason::NoPlan, ..request.decision(None, standing, Some(0), Window::LIFETIME) };
+        let denied = request.no_plan(governing.grants_left, Window::LIFETIME);
         let entry = Entry { key, ..Entry::new(subject, Mode::Reserve, Window::LIFETIME) };
         return Ok((None, write_event(client, entry, denied)?));
     }

@@ -165,6 +165,12 @@ impl<'a> Request<'a> {
         Decision::new(self.metric, self.amount, paid, standing, allowance, window)
     }
 
+    /// The denial of a subject that has no plan (and there is no default plan).
+    pub fn no_plan(&self, grants_left: i64, window: Window) -> Decision {
+        let standing = Standing { used: 0, reserved: 0, grants_left };
+        Decision { reason: Reason::NoPlan, ..self.decision(None, standing, Some(0), window) }
+    }
+
     /// The counter of this request's (subject, metric) in `window`.
     pub fn counter(&self, window: Window) -> CounterKey<'a> {
         CounterKey { subject: self.subject, metric: self.metric, window }
@@ -419,9 +425,7 @@ pub fn resolve_known(client: &SpiClient, request: &Request) -> QResult<Governing
 pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResult<Decision> {
     let governing = resolve_known(client, request)?;
     if governing.plan.is_none() {
-        let standing = Standing { used: 0, reserved: 0, grants_left: governing.grants_left };
-        let denied = request.decision(None, standing, Some(0), Window::LIFETIME);
-        return Ok(Decision { reason: Reason::NoPlan, ..denied });
+        return Ok(request.no_plan(governing.grants_left, Window::LIFETIME));
     }
     let allowance = governing.allowance();
     let window = governing.window_at(request.at)?;
