@@ -80,6 +80,10 @@ CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.overri
     FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path();
 CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.resets
     FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path();
+-- A rate rule is decided on the slow path: a subject's new rate override unmarks its windows.
+-- (The plan's rules live in quota.limits, whose trigger is above.)
+CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.rate_overrides
+    FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path();
 -- Spending a grant lowers remaining and changes nothing for the fast path, whose rows have
 -- no usable grants; a new grant, or one made usable again, does.
 CREATE TRIGGER forget_fast_path AFTER INSERT ON quota.grants

@@ -10,6 +10,7 @@
 --   quota.admin_changes, a sign-up trigger that never waits on a lock, teardown_supabase().
 --   Run quota.setup_supabase() again to grant the in-app admin functions to authenticated.
 -- * quota.subject_for(key): the subject uuid of an IP address, an API key, a device.
+-- * Rate rules beside the quota (the end of this script).
 -- quota.check() reports the window as it is now; its signature is unchanged.
 
 DROP INDEX quota.events_idempotency_key;
@@ -63,25 +64,50 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'explain_denial_wrapper';
 
--- Raises the denial of `requested` units of `metric`, with the window's figures.
+-- Raises the denial of `requested` units of `metric`, with the window's figures. Through
+-- PostgREST (which sets request.method for each request) it is RAISE SQLSTATE 'PGRST', the
+-- one error PostgREST takes its status and headers from: HTTP 429 with Retry-After (whole
+-- seconds, rounded up) when the call fits again at retry_after, and the body PostgREST
+-- always sends, {"code": "PT429", "message", "details", "hint"}. Anywhere else it is
+-- SQLSTATE PT429 with the same message, detail and hint.
 CREATE FUNCTION quota.raise_denied(subject uuid, metric text, reason text, requested bigint, used bigint,
-                                   reserved bigint, allowance bigint, resets_at timestamptz) RETURNS void
+                                   reserved bigint, allowance bigint, resets_at timestamptz,
+                                   retry_after timestamptz) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    denial record;
+    message text;
+    detail text;
+    hint text;
 BEGIN
     IF reason = 'no_plan' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PT429',
-            MESSAGE = format('quota exceeded for "%s": subject %s has no plan and there is no default plan',
-                             metric, subject),
-            DETAIL  = json_build_object('metric', metric, 'reason', reason, 'requested', requested)::text,
-            HINT    = 'Assign a plan with quota.assign_plan() or create a default plan with quota.create_plan(..., is_default => true).';
+        message := format('quota exceeded for "%s": subject %s has no plan and there is no default plan', metric, subject);
+        detail := json_build_object('metric', metric, 'reason', reason, 'requested', requested)::text;
+        hint := 'Assign a plan with quota.assign_plan() or create a default plan with quota.create_plan(..., is_default => true).';
+    ELSIF reason = 'rate_limited' THEN
+        message := CASE WHEN retry_after IS NULL
+            THEN format('rate limit exceeded for "%s": requested %s, more than a rate rule of the metric admits at once', metric, requested)
+            ELSE format('rate limit exceeded for "%s": requested %s, try again at %s', metric, requested, retry_after) END;
+        detail := json_build_object('metric', metric, 'reason', reason, 'requested', requested, 'retry_after', retry_after)::text;
+        hint := CASE WHEN retry_after IS NULL
+            THEN 'Ask for at most the smallest burst of the metric''s rate rules (quota.usage() shows them).'
+            ELSE 'Slow down and retry after retry_after; quota.set_rate_override() raises a subject''s rule.' END;
+    ELSE
+        SELECT d.message, d.detail, d.hint INTO message, detail, hint
+          FROM quota.explain_denial(subject, metric, requested, used, reserved, allowance, resets_at) AS d;
     END IF;
-    SELECT * INTO denial FROM quota.explain_denial(subject, metric, requested, used, reserved, allowance, resets_at);
-    RAISE EXCEPTION USING ERRCODE = 'PT429', MESSAGE = denial.message, DETAIL = denial.detail, HINT = denial.hint;
+    IF coalesce(current_setting('request.method', true), '') <> '' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PGRST',
+            MESSAGE = json_build_object('code', 'PT429', 'message', message, 'details', detail, 'hint', hint)::text,
+            DETAIL  = json_build_object('status', 429, 'headers', CASE
+                WHEN retry_after IS NULL THEN '{}'::json
+                ELSE json_build_object('Retry-After',
+                        greatest(ceil(extract(epoch FROM retry_after - statement_timestamp())), 0)::bigint::text)
+                END)::text;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'PT429', MESSAGE = message, DETAIL = detail, HINT = hint;
 END
 $$;
 
@@ -99,7 +125,8 @@ DECLARE
     d quota.decision := quota.consume(subject, metric, amount, idempotency_key, metadata);
 BEGIN
     IF NOT d.allowed THEN
-        PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at);
+        PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
+                                       d.retry_after);
     END IF;
     RETURN d;
 END
@@ -122,7 +149,8 @@ DECLARE
 BEGIN
     FOREACH d IN ARRAY decisions LOOP
         IF NOT d.allowed AND d.reason <> 'bundle_denied' THEN
-            PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at);
+            PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
+                                       d.retry_after);
         END IF;
     END LOOP;
     RETURN QUERY SELECT * FROM pg_catalog.unnest(decisions);
@@ -145,7 +173,8 @@ DECLARE
     r quota.reservation := quota.reserve(subject, metric, amount, ttl, idempotency_key);
 BEGIN
     IF NOT r.allowed THEN
-        PERFORM quota.raise_denied(subject, r.metric, r.reason, r.amount, r.used, r.reserved, r.allowance, r.resets_at);
+        PERFORM quota.raise_denied(subject, r.metric, r.reason, r.amount, r.used, r.reserved, r.allowance, r.resets_at,
+                                   r.retry_after);
     END IF;
     RETURN r;
 END
@@ -170,7 +199,7 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION quota.consume_many(uuid, jsonb, text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.explain_denial(uuid, text, bigint, bigint, bigint, bigint, timestamptz) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.require_many(uuid, jsonb, text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.require_reservation(uuid, text, bigint, interval, text) FROM PUBLIC;
 
@@ -258,7 +287,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    end_user constant text[] := ARRAY['current_subject', 'current_quota_role', 'my_usage', 'my_check'];
+    end_user constant text[] := ARRAY['current_subject', 'current_quota_role', 'my_usage', 'my_check', 'limit_request'];
     -- Callable by every signed-in user, allowed only to those whose claims carry the
     -- quota_role they need (support: usage; admin: the rest); src/callers.rs.
     in_app_admin constant text[] := ARRAY['usage', 'assign_plan', 'set_override', 'clear_override', 'reset',
@@ -307,14 +336,16 @@ BEGIN
     END IF;
     RETURN NEXT;
 
-    step := 'anon: nothing';
+    -- PostgREST runs the pre-request function as the request's role, anon included.
+    step := 'anon: limit_request only';
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
         outcome := 'skipped: there is no role anon';
     ELSE
         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA quota FROM anon;
         REVOKE ALL ON ALL TABLES IN SCHEMA quota FROM anon;
-        REVOKE ALL ON SCHEMA quota FROM anon;
-        outcome := 'nothing granted';
+        GRANT USAGE ON SCHEMA quota TO anon;
+        GRANT EXECUTE ON FUNCTION quota.limit_request(text) TO anon;
+        outcome := 'granted (no table, no other function)';
     END IF;
     RETURN NEXT;
 END
@@ -332,3 +363,113 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'subject_for_wrapper';
 REVOKE EXECUTE ON FUNCTION quota.subject_for(text) FROM PUBLIC;
+
+-- Rate rules (issue 19): rules in plan limits ("rate"), per-subject rate overrides, the
+-- state of each rule, retry_after in decisions and reservations, each rule's state in
+-- usage(), Retry-After through PostgREST, and the pre-request function limit_request().
+ALTER TABLE quota.limits ADD COLUMN rate jsonb NOT NULL DEFAULT '[]';
+
+-- A per-subject rate rule: it replaces the plan's rule of the metric with the same per
+-- (canonical text, e.g. '1 minute'), or adds one, until expires_at (NULL: until cleared).
+-- An expired row is simply ignored; quota.clear_rate_override() removes it.
+CREATE TABLE quota.rate_overrides (
+    subject     uuid NOT NULL,
+    metric      text NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    per         text NOT NULL,
+    rate_limit  bigint NOT NULL CHECK (rate_limit > 0),
+    burst       bigint NOT NULL CHECK (burst > 0),
+    expires_at  timestamptz,
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (subject, metric, per)
+);
+
+-- The state of each rate rule of each (subject, metric): GCRA's theoretical arrival time,
+-- the instant the rule's bucket is full again, in microseconds since 1970-01-01 UTC. One row
+-- per (subject, metric, per), written by the calls the rule admits; a tat in the past means
+-- a full bucket, so nothing ever needs to delete rows.
+CREATE TABLE quota.rate_state (
+    subject     uuid NOT NULL,
+    metric      text NOT NULL,
+    per         text NOT NULL,
+    tat_us      bigint NOT NULL,
+    PRIMARY KEY (subject, metric, per)
+) WITH (fillfactor = 80);
+SELECT pg_catalog.pg_extension_config_dump('quota.rate_overrides', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.rate_state', '');
+ALTER TABLE quota.rate_overrides ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.rate_state ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON quota.rate_overrides, quota.rate_state FROM PUBLIC;
+CREATE POLICY own_rows ON quota.rate_overrides FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.rate_state   FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.rate_overrides
+    FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path();
+
+ALTER TYPE quota.decision ADD ATTRIBUTE retry_after timestamptz;
+ALTER TYPE quota.reservation ADD ATTRIBUTE retry_after timestamptz;
+ALTER TYPE quota.usage_row ADD ATTRIBUTE rates jsonb;
+
+CREATE FUNCTION quota."set_rate_override"(
+	"subject" uuid,
+	"metric" TEXT,
+	"per" TEXT,
+	"rate_limit" bigint,
+	"burst" bigint DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
+) RETURNS VOID
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'set_rate_override_wrapper';
+
+CREATE FUNCTION quota."clear_rate_override"(
+	"subject" uuid,
+	"metric" TEXT,
+	"per" TEXT
+) RETURNS VOID
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'clear_rate_override_wrapper';
+
+-- The PostgREST pre-request function: a rate rule per request, applied before PostgREST
+-- runs the request. Configure it on PostgREST's authenticator role:
+--   ALTER ROLE authenticator SET pgrst.db_pre_request = 'quota.limit_request';
+--   ALTER ROLE authenticator SET quota.request_metric = 'api_requests';   -- the default
+-- Each request is one unit of that metric for its subject: the JWT's sub when signed in,
+-- else quota.subject_for('ip:' || the client address), the first entry of the
+-- X-Forwarded-For header PostgREST passes on ('ip:unknown' without one). Over a rate rule
+-- or the quota, the request is HTTP 429 with Retry-After (quota.raise_denied()).
+-- PostgREST runs GET and HEAD in read-only transactions, where nothing can be written:
+-- there the function only checks (quota.check()): a bucket that writes emptied turns GETs
+-- away too, but a GET takes no unit and is never an error of its own (no HTTP 5xx).
+-- A subject without a plan (and no default plan) is let through.
+CREATE FUNCTION quota.limit_request(metric text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    request_metric constant text := coalesce(metric, nullif(current_setting('quota.request_metric', true), ''), 'api_requests');
+    caller uuid := quota.current_subject();
+    client_address text;
+    d quota.decision;
+BEGIN
+    IF caller IS NULL THEN
+        client_address := left(btrim(split_part(
+            coalesce(nullif(current_setting('request.headers', true), ''), '{}')::json ->> 'x-forwarded-for', ',', 1)), 200);
+        caller := quota.subject_for('ip:' || coalesce(nullif(client_address, ''), 'unknown'));
+    END IF;
+    IF current_setting('transaction_read_only') = 'on' THEN
+        d := quota.check(caller, request_metric);
+    ELSE
+        d := quota.consume(caller, request_metric);
+    END IF;
+    IF NOT d.allowed AND d.reason IN ('rate_limited', 'quota_exceeded') THEN
+        PERFORM quota.raise_denied(caller, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
+                                   d.retry_after);
+    END IF;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION quota.set_rate_override(uuid, text, text, bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.clear_rate_override(uuid, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.limit_request(text) FROM PUBLIC;

@@ -17,6 +17,8 @@ CREATE POLICY own_rows ON quota.grants       FOR SELECT USING (subject = (SELECT
 CREATE POLICY own_rows ON quota.event_grants FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY own_rows ON quota.enforced_charges FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.rate_overrides FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.rate_state   FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY admins ON quota.admin_changes  FOR SELECT USING ((SELECT quota.current_quota_role()) = 'admin');
 -- A user sees the plan they are on (assignments shows them only their own) and the default
 -- plan they would get, and those plans' limits: enough for my_usage() and my_check().

@@ -1,27 +1,52 @@
 -- The raising functions: consume, consume_many and reserve that raise PT429 when denied
--- (PostgREST answers HTTP 429). A custom SQLSTATE cannot be raised from Rust, so they are
+-- (PostgREST answers HTTP 429, with Retry-After). A custom SQLSTATE cannot be raised from Rust, so they are
 -- thin PL/pgSQL; what a denial says is made in one place, quota.explain_denial()
 -- (src/denials.rs). Raising rolls the transaction back, so the denial row is not kept.
 
--- Raises the denial of `requested` units of `metric`, with the window's figures.
+-- Raises the denial of `requested` units of `metric`, with the window's figures. Through
+-- PostgREST (which sets request.method for each request) it is RAISE SQLSTATE 'PGRST', the
+-- one error PostgREST takes its status and headers from: HTTP 429 with Retry-After (whole
+-- seconds, rounded up) when the call fits again at retry_after, and the body PostgREST
+-- always sends, {"code": "PT429", "message", "details", "hint"}. Anywhere else it is
+-- SQLSTATE PT429 with the same message, detail and hint.
 CREATE FUNCTION quota.raise_denied(subject uuid, metric text, reason text, requested bigint, used bigint,
-                                   reserved bigint, allowance bigint, resets_at timestamptz) RETURNS void
+                                   reserved bigint, allowance bigint, resets_at timestamptz,
+                                   retry_after timestamptz) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    denial record;
+    message text;
+    detail text;
+    hint text;
 BEGIN
     IF reason = 'no_plan' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PT429',
-            MESSAGE = format('quota exceeded for "%s": subject %s has no plan and there is no default plan',
-                             metric, subject),
-            DETAIL  = json_build_object('metric', metric, 'reason', reason, 'requested', requested)::text,
-            HINT    = 'Assign a plan with quota.assign_plan() or create a default plan with quota.create_plan(..., is_default => true).';
+        message := format('quota exceeded for "%s": subject %s has no plan and there is no default plan', metric, subject);
+        detail := json_build_object('metric', metric, 'reason', reason, 'requested', requested)::text;
+        hint := 'Assign a plan with quota.assign_plan() or create a default plan with quota.create_plan(..., is_default => true).';
+    ELSIF reason = 'rate_limited' THEN
+        message := CASE WHEN retry_after IS NULL
+            THEN format('rate limit exceeded for "%s": requested %s, more than a rate rule of the metric admits at once', metric, requested)
+            ELSE format('rate limit exceeded for "%s": requested %s, try again at %s', metric, requested, retry_after) END;
+        detail := json_build_object('metric', metric, 'reason', reason, 'requested', requested, 'retry_after', retry_after)::text;
+        hint := CASE WHEN retry_after IS NULL
+            THEN 'Ask for at most the smallest burst of the metric''s rate rules (quota.usage() shows them).'
+            ELSE 'Slow down and retry after retry_after; quota.set_rate_override() raises a subject''s rule.' END;
+    ELSE
+        SELECT d.message, d.detail, d.hint INTO message, detail, hint
+          FROM quota.explain_denial(subject, metric, requested, used, reserved, allowance, resets_at) AS d;
     END IF;
-    SELECT * INTO denial FROM quota.explain_denial(subject, metric, requested, used, reserved, allowance, resets_at);
-    RAISE EXCEPTION USING ERRCODE = 'PT429', MESSAGE = denial.message, DETAIL = denial.detail, HINT = denial.hint;
+    IF coalesce(current_setting('request.method', true), '') <> '' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PGRST',
+            MESSAGE = json_build_object('code', 'PT429', 'message', message, 'details', detail, 'hint', hint)::text,
+            DETAIL  = json_build_object('status', 429, 'headers', CASE
+                WHEN retry_after IS NULL THEN '{}'::json
+                ELSE json_build_object('Retry-After',
+                        greatest(ceil(extract(epoch FROM retry_after - statement_timestamp())), 0)::bigint::text)
+                END)::text;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'PT429', MESSAGE = message, DETAIL = detail, HINT = hint;
 END
 $$;
 
@@ -39,7 +64,8 @@ DECLARE
     d quota.decision := quota.consume(subject, metric, amount, idempotency_key, metadata);
 BEGIN
     IF NOT d.allowed THEN
-        PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at);
+        PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
+                                       d.retry_after);
     END IF;
     RETURN d;
 END
@@ -62,7 +88,8 @@ DECLARE
 BEGIN
     FOREACH d IN ARRAY decisions LOOP
         IF NOT d.allowed AND d.reason <> 'bundle_denied' THEN
-            PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at);
+            PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
+                                       d.retry_after);
         END IF;
     END LOOP;
     RETURN QUERY SELECT * FROM pg_catalog.unnest(decisions);
@@ -85,7 +112,8 @@ DECLARE
     r quota.reservation := quota.reserve(subject, metric, amount, ttl, idempotency_key);
 BEGIN
     IF NOT r.allowed THEN
-        PERFORM quota.raise_denied(subject, r.metric, r.reason, r.amount, r.used, r.reserved, r.allowance, r.resets_at);
+        PERFORM quota.raise_denied(subject, r.metric, r.reason, r.amount, r.used, r.reserved, r.allowance, r.resets_at,
+                                   r.retry_after);
     END IF;
     RETURN r;
 END

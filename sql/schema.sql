@@ -25,6 +25,10 @@ CREATE TABLE quota.limits (
     period      text NOT NULL,
     anchor      text NOT NULL DEFAULT 'calendar' CHECK (anchor IN ('calendar', 'subscription')),
     time_zone   text NOT NULL DEFAULT 'UTC',
+    -- Rate rules, as quota_rules::rate keeps them: [{"limit": 10, "per": "1 minute", "burst": 20}],
+    -- ordered by per, "per" in its canonical text. Written only by create_plan / set_limits,
+    -- which validate it.
+    rate        jsonb NOT NULL DEFAULT '[]',
     PRIMARY KEY (plan, metric)
 );
 -- "Is this metric known at all?" is asked when a subject's plan lacks the metric.
@@ -47,6 +51,32 @@ CREATE TABLE quota.overrides (
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (subject, metric)
 );
+
+-- A per-subject rate rule: it replaces the plan's rule of the metric with the same per
+-- (canonical text, e.g. '1 minute'), or adds one, until expires_at (NULL: until cleared).
+-- An expired row is simply ignored; quota.clear_rate_override() removes it.
+CREATE TABLE quota.rate_overrides (
+    subject     uuid NOT NULL,
+    metric      text NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    per         text NOT NULL,
+    rate_limit  bigint NOT NULL CHECK (rate_limit > 0),
+    burst       bigint NOT NULL CHECK (burst > 0),
+    expires_at  timestamptz,
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (subject, metric, per)
+);
+
+-- The state of each rate rule of each (subject, metric): GCRA's theoretical arrival time,
+-- the instant the rule's bucket is full again, in microseconds since 1970-01-01 UTC. One row
+-- per (subject, metric, per), written by the calls the rule admits; a tat in the past means
+-- a full bucket, so nothing ever needs to delete rows.
+CREATE TABLE quota.rate_state (
+    subject     uuid NOT NULL,
+    metric      text NOT NULL,
+    per         text NOT NULL,
+    tat_us      bigint NOT NULL,
+    PRIMARY KEY (subject, metric, per)
+) WITH (fillfactor = 80);
 
 -- quota.reset() starts a window over: the window that contains reset_at then begins at
 -- reset_at instead of its calendar or subscription start.
@@ -231,8 +261,10 @@ CREATE TYPE quota.decision AS (
     window_start    timestamptz,  -- NULL for a lifetime window that was never reset
     resets_at       timestamptz,  -- NULL for lifetime windows
     replayed        boolean,
-    reason          text,         -- ok | quota_exceeded | no_plan | overage | bundle_denied
-    event_id        bigint        -- the ledger row; NULL for check()
+    reason          text,         -- ok | quota_exceeded | rate_limited | no_plan | overage | bundle_denied
+    event_id        bigint,       -- the ledger row; NULL for check()
+    retry_after     timestamptz   -- when the same call would next succeed; NULL when allowed
+                                  -- or when only a reset or a top-up can help
 );
 
 -- The result of reserve().
@@ -249,7 +281,8 @@ CREATE TYPE quota.reservation AS (
     window_start    timestamptz,
     resets_at       timestamptz,
     replayed        boolean,
-    reason          text
+    reason          text,
+    retry_after     timestamptz
 );
 
 CREATE TYPE quota.usage_row AS (
@@ -261,7 +294,8 @@ CREATE TYPE quota.usage_row AS (
     grants_remaining bigint,
     window_start     timestamptz,
     resets_at        timestamptz,
-    percent_used     numeric
+    percent_used     numeric,
+    rates            jsonb         -- each rate rule in force: limit, per, burst, remaining, next_unit_at
 );
 
 -- Keep configuration and usage in pg_dump output (extension tables are skipped otherwise).
@@ -279,6 +313,8 @@ SELECT pg_catalog.pg_extension_config_dump('quota.events_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.enforced_charges', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.admin_changes', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.admin_changes_change_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.rate_overrides', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.rate_state', '');
 
 -- Rows are reached through the functions (SECURITY DEFINER); nobody else sees or writes
 -- them until the policies of the end-user surface say so.
@@ -294,3 +330,5 @@ ALTER TABLE quota.event_grants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.reservations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.enforced_charges ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.admin_changes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.rate_overrides ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.rate_state ENABLE ROW LEVEL SECURITY;

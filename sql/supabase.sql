@@ -79,14 +79,14 @@ $$;
 
 -- The one setup step for Supabase, safe to run again: the sign-up trigger on auth.users,
 -- EXECUTE on the privileged functions for service_role, the end-user surface for
--- authenticated, nothing for anon. On plain PostgreSQL it says what it skipped.
+-- authenticated, only the pre-request function quota.limit_request() for anon. On plain PostgreSQL it says what it skipped.
 CREATE FUNCTION quota.setup_supabase()
 RETURNS TABLE (step text, outcome text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    end_user constant text[] := ARRAY['current_subject', 'current_quota_role', 'my_usage', 'my_check'];
+    end_user constant text[] := ARRAY['current_subject', 'current_quota_role', 'my_usage', 'my_check', 'limit_request'];
     -- Callable by every signed-in user, allowed only to those whose claims carry the
     -- quota_role they need (support: usage; admin: the rest); src/callers.rs.
     in_app_admin constant text[] := ARRAY['usage', 'assign_plan', 'set_override', 'clear_override', 'reset',
@@ -135,14 +135,16 @@ BEGIN
     END IF;
     RETURN NEXT;
 
-    step := 'anon: nothing';
+    -- PostgREST runs the pre-request function as the request's role, anon included.
+    step := 'anon: limit_request only';
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
         outcome := 'skipped: there is no role anon';
     ELSE
         REVOKE ALL ON ALL FUNCTIONS IN SCHEMA quota FROM anon;
         REVOKE ALL ON ALL TABLES IN SCHEMA quota FROM anon;
-        REVOKE ALL ON SCHEMA quota FROM anon;
-        outcome := 'nothing granted';
+        GRANT USAGE ON SCHEMA quota TO anon;
+        GRANT EXECUTE ON FUNCTION quota.limit_request(text) TO anon;
+        outcome := 'granted (no table, no other function)';
     END IF;
     RETURN NEXT;
 END

@@ -75,7 +75,7 @@ fn require_plan(client: &SpiClient, plan: &str) -> QResult<()> {
     }
 }
 
-fn require_known_metric(client: &SpiClient, metric: &str) -> QResult<()> {
+pub fn require_known_metric(client: &SpiClient, metric: &str) -> QResult<()> {
     validate_metric(metric)?;
     match statements::metric_exists(client, metric)? {
         true => Ok(()),
@@ -261,6 +261,7 @@ fn start_window_over(client: &SpiClient, subject: Uuid, metric: &str, now: Micro
         replayed: false,
         reason: Reason::Reset,
         event_id: None,
+        retry_after: None,
     };
     let event = EventRow { subject, kind: EventKind::Reset, decision: &decision, window, idempotency_key: None, metadata: None, reservation_id: None };
     ledger::insert_event(client, event).map(drop)

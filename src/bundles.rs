@@ -16,13 +16,14 @@ use quota_rules::window::Window;
 
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::jsonb::Jsonb;
+use crate::rates::{self, RateCheck};
 use crate::spending::{governing_with_assignment, lock_capacity, write_event, Capacity, Entry, Request};
 use crate::store::ledger;
 use crate::tuples::{decision_tuple, DecisionTuple};
 
 /// `amounts`: `{"ai_requests": 1, "tokens": 1200}`. One decision per metric, in bytewise
 /// order of the metric names. If any metric is denied, none is consumed: the denied ones say
-/// why (quota_exceeded, no_plan), the others `bundle_denied`.
+/// why (quota_exceeded, rate_limited, no_plan), the others `bundle_denied`.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn consume_many(
@@ -53,6 +54,8 @@ struct Decided<'r> {
     capacity: Option<Capacity>,
     paid: Option<Split>,
     grants_left: i64,
+    /// The metric's rate rules, decided under their state locks.
+    rate: RateCheck,
 }
 
 fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Vec<Decision>> {
@@ -73,15 +76,17 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
         let allowance = governing.allowance();
         let window = governing.counting_window(request.at)?;
         let grants_left = governing.grants_left;
+        // Each metric's rate states, then its counter: the order a single consume locks them in.
+        let rate = rates::lock_and_decide(client, request, &governing.rates)?;
         let (capacity, paid) = match governing.plan {
             None => (None, None),
             Some(_) => {
                 let capacity = lock_capacity(client, request, window, allowance, None)?;
-                let paid = capacity.split(request.amount, Mode::Consume);
+                let paid = capacity.split(request.amount, Mode::Consume).filter(|_| rate.admitted());
                 (Some(capacity), paid)
             }
         };
-        decided.push(Decided { request, window, allowance, capacity, paid, grants_left });
+        decided.push(Decided { request, window, allowance, capacity, paid, grants_left, rate });
     }
     let all_fit = decided.iter().all(|metric| metric.paid.is_some());
     decided.into_iter().map(|metric| take(client, metric, all_fit, key, metadata)).collect()
@@ -90,7 +95,7 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
 /// Takes one metric's share (when every metric fits) and writes its ledger row; a metric
 /// that fits in a denied bundle only frees its expired holds and writes nothing.
 fn take(client: &SpiClient, metric: Decided, all_fit: bool, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Decision> {
-    let Decided { request, window, allowance, capacity, paid, grants_left } = metric;
+    let Decided { request, window, allowance, capacity, paid, grants_left, rate } = metric;
     let Some(capacity) = capacity else {
         let entry = Entry { key, metadata, ..Entry::new(request.subject, Mode::Consume, window) };
         return write_event(client, entry, request.no_plan(grants_left, window));
@@ -98,8 +103,15 @@ fn take(client: &SpiClient, metric: Decided, all_fit: bool, key: Option<&str>, m
     let fits = paid.is_some();
     let taken = capacity.take(client, request, window, paid.filter(|_| all_fit), 0)?;
     let decision = request.decision(taken.split.as_ref(), taken.standing, allowance, window);
+    if !rate.admitted() {
+        let entry = Entry { key, metadata, ..Entry::new(request.subject, Mode::Consume, window) };
+        return write_event(client, entry, decision.rate_limited(rate.retry_at()));
+    }
     if fits && !all_fit {
-        return Ok(Decision { reason: Reason::BundleDenied, ..decision });
+        return Ok(Decision { reason: Reason::BundleDenied, retry_after: None, ..decision });
+    }
+    if all_fit {
+        rate.commit(client, request)?;
     }
     let entry = Entry { grants_taken: &taken.grants_taken, key, metadata, ..Entry::new(request.subject, Mode::Consume, window) };
     write_event(client, entry, decision)

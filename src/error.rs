@@ -9,6 +9,7 @@ use pgrx::PgSqlErrorCode;
 use quota_rules::batch::BatchError;
 use quota_rules::bundle::BundleError;
 use quota_rules::plan::PlanError;
+use quota_rules::rate::RateError;
 use quota_rules::request::{self, RequestError};
 use quota_rules::window::WindowError;
 use quota_rules::CorruptValue;
@@ -148,6 +149,12 @@ impl From<PlanError> for QuotaError {
             PlanError::Window { error: WindowError::OutOfRange(_), .. } => window_error(error.to_string()),
             _ => QuotaError::invalid(error.to_string()).with_hint(hint),
         }
+    }
+}
+
+impl From<RateError> for QuotaError {
+    fn from(error: RateError) -> Self {
+        QuotaError::invalid(error.to_string()).with_hint(error.hint())
     }
 }
 

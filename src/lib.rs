@@ -21,6 +21,7 @@ mod enforce;
 mod error;
 mod fast_path;
 mod jsonb;
+mod rates;
 mod reservations;
 mod spending;
 mod store;
@@ -49,6 +50,11 @@ extension_sql_file!(
     "../sql/require.sql",
     name = "require",
     requires = [spending::consume, bundles::consume_many, reservations::reserve, denials::explain_denial]
+);
+extension_sql_file!(
+    "../sql/rate_limits.sql",
+    name = "rate_limits",
+    requires = ["require", spending::check, usage::current_subject, subject_keys::subject_for]
 );
 extension_sql_file!(
     "../sql/enforce.sql",

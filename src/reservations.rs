@@ -13,7 +13,8 @@ use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempoten
 use quota_rules::window::{Micros, Window};
 
 use crate::error::{required, sql_call, QResult, QuotaError};
-use crate::spending::{governing_with_assignment, lock_capacity, pay, resolve_known, write_event, Entry, Request};
+use crate::rates;
+use crate::spending::{governing_with_assignment, lock_capacity, pay, rate_limited, resolve_known, write_event, Entry, Request};
 use crate::store::counters;
 use crate::store::ledger;
 use crate::store::reservations::{self as held_rows, FindBy, NewHold, Reservation};
@@ -89,6 +90,11 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let allowance = governing.allowance();
     let window = governing.window_at(request.now)?;
+    let rate = rates::lock_and_decide(client, request, &governing.rates)?;
+    if !rate.admitted() {
+        let denied = rate_limited(client, request, &governing, window, &rate)?;
+        return Ok((None, write_event(client, Entry { key, ..Entry::new(subject, Mode::Reserve, window) }, denied)?));
+    }
     let capacity = lock_capacity(client, request, window, allowance, None)?;
     let standing = Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
     if capacity.split(request.amount, Mode::Reserve).is_none() {
@@ -101,11 +107,13 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     let expires_at = request.now.checked_add(ttl).ok_or_else(|| QuotaError::overflow("expires_at"))?;
     let new_hold = NewHold { subject, metric: request.metric, amount: request.amount, window, expires_at, idempotency_key: key };
     let id = held_rows::insert_reservation(client, new_hold)?;
+    // A hold starts the call: it takes the rate rules' room now, and settle takes none.
+    rate.commit(client, request)?;
     counters::adjust_counter(client, request.counter(window), 0, request.amount - capacity.expired)?;
     // A hold pays nothing yet: the decision shows what it keeps.
     let reserved = capacity.reserved.saturating_add(request.amount);
     let held = request.decision(None, Standing { reserved, ..standing }, allowance, window);
-    let held = Decision { allowed: true, reason: Reason::Ok, ..held };
+    let held = Decision { allowed: true, reason: Reason::Ok, retry_after: None, ..held };
     let entry = Entry { key, reservation_id: Some(id), ..Entry::new(subject, Mode::Reserve, window) };
     let decision = write_event(client, entry, held)?;
     Ok((Some(Hold { reservation_id: id, expires_at }), decision))
@@ -124,7 +132,7 @@ fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Mi
         return Ok(request::replay_settle(id, original, actual)?);
     }
     still_held(id, held.status, held.expires_at, now)?;
-    let request = Request { subject: held.subject, metric: &held.metric, amount: actual, now, at: now };
+    let request = Request { subject: held.subject, metric: &held.metric, amount: actual, now, at: now, instant: now };
     let governing = resolve_known(client, &request)?;
     let allowance = governing.allowance();
     let paid = pay(client, &request, Mode::Settle, &governing, held.window, allowance, Some(&held))?;
@@ -137,14 +145,14 @@ fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Mi
 fn release_reservation(client: &SpiClient, id: Uuid, now: Micros) -> QResult<()> {
     let held = find(client, id)?;
     still_held(id, held.status, held.expires_at, now)?;
-    let request = Request { subject: held.subject, metric: &held.metric, amount: held.amount, now, at: now };
+    let request = Request { subject: held.subject, metric: &held.metric, amount: held.amount, now, at: now, instant: now };
     let governing = resolve_known(client, &request)?;
     let allowance = governing.allowance();
     let capacity = lock_capacity(client, &request, held.window, allowance, Some(id))?;
     let used = counters::adjust_counter(client, request.counter(held.window), 0, -(held.amount + capacity.expired))?;
     held_rows::set_reservation_status(client, &held, ReservationStatus::Released)?;
     let standing = Standing { used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
-    let released = Decision { allowed: true, reason: Reason::Ok, ..request.decision(None, standing, allowance, held.window) };
+    let released = Decision { allowed: true, reason: Reason::Ok, retry_after: None, ..request.decision(None, standing, allowance, held.window) };
     let entry = Entry { reservation_id: Some(id), ..Entry::new(held.subject, Mode::Release, held.window) };
     write_event(client, entry, released).map(drop)
 }

@@ -22,11 +22,12 @@ use quota_rules::window::{Micros, Window};
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
 use crate::fast_path;
 use crate::jsonb::Jsonb;
+use crate::rates::{self, RateCheck};
 use crate::store::counters::{self, CounterKey, GrantBalance};
 use crate::store::ledger::{self, EventRow};
 use crate::store::reservations::Reservation;
 use crate::store::schema::{self, Part};
-use crate::store::{to_micros, transaction_now};
+use crate::store::{statement_now, to_micros, transaction_now};
 use crate::tuples::{decision_tuple, DecisionTuple};
 
 #[pg_extern(volatile, security_definer)]
@@ -141,13 +142,15 @@ fn give_back(
 }
 
 /// A validated request, decided at the transaction's start instant `now`; usage counts
-/// into the window that contains `at` (now, except for records of the past).
+/// into the window that contains `at` (now, except for records of the past). Rate rules
+/// decide at `instant`, the statement's start.
 pub struct Request<'a> {
     pub subject: Uuid,
     pub metric: &'a str,
     pub amount: i64,
     pub now: Micros,
     pub at: Micros,
+    pub instant: Micros,
 }
 
 impl<'a> Request<'a> {
@@ -158,7 +161,7 @@ impl<'a> Request<'a> {
         let amount = positive_amount(amount)?;
         let now = transaction_now()?;
         let at = request::usage_instant(occurred_at, now)?;
-        Ok(Request { subject, metric, amount, now, at })
+        Ok(Request { subject, metric, amount, now, at, instant: statement_now()? })
     }
 
     pub fn decision(&self, paid: Option<&Split>, standing: Standing, allowance: Option<i64>, window: Window) -> Decision {
@@ -220,11 +223,23 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     }
     let window = governing.counting_window(request.at)?;
     let allowance = governing.allowance();
+    // Records are usage that already happened: rate rules do not apply to them.
+    let rate = match mode {
+        Mode::Consume => rates::lock_and_decide(client, request, &governing.rates)?,
+        _ => rates::lock_and_decide(client, request, &[])?,
+    };
+    if !rate.admitted() {
+        let decision = rate_limited(client, request, &governing, window, &rate)?;
+        return write_event(client, Entry { key, metadata, ..Entry::new(request.subject, mode, window) }, decision);
+    }
     // Without a plan consume is denied outright; record still counts (as overage).
     let paid = match governing.plan {
         None if mode == Mode::Consume => Paid::denied(Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
         _ => pay(client, request, mode, &governing, window, allowance, None)?,
     };
+    if paid.split.is_some() {
+        rate.commit(client, request)?;
+    }
     let decision = request.decision(paid.split.as_ref(), paid.standing, allowance, window);
     let decision = match governing.plan {
         None => Decision { reason: Reason::NoPlan, ..decision },
@@ -244,6 +259,17 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     let original = ledger::find_replay(client, request.subject, request.metric, key)?
         .ok_or_else(|| QuotaError::internal("an idempotency key conflicted without its ledger row"))?;
     Ok(replay(original, request.metric, request.amount, key)?)
+}
+
+/// The denial of a call a rate rule has no room for, with the window as it stands.
+pub fn rate_limited(client: &SpiClient, request: &Request, governing: &Governing, window: Window, rate: &RateCheck) -> QResult<Decision> {
+    let counter = counters::read_counter(client, request.counter(window))?;
+    let reserved = match counter.held {
+        0 => 0,
+        _ => counters::active_holds(client, request.counter(window), request.now)?,
+    };
+    let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
+    Ok(request.decision(None, standing, governing.allowance(), window).rate_limited(rate.retry_at()))
 }
 
 /// Where a decision goes in the ledger: whose it is, how it was made, in which window, what
@@ -443,7 +469,13 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     if let Some(paid) = &paid {
         counter.used.checked_add(paid.counted()).ok_or_else(|| QuotaError::overflow("used + amount"))?;
     }
-    Ok(request.decision(paid.as_ref(), standing, allowance, window))
+    let decision = request.decision(paid.as_ref(), standing, allowance, window);
+    // consume decides the rate rules first: a call both deny is rate_limited.
+    let rate = rates::read_and_decide(client, request, &governing.rates)?;
+    match rate.admitted() {
+        true => Ok(decision),
+        false => Ok(decision.rate_limited(rate.retry_at())),
+    }
 }
 
 /// give_back: lowers the current window's usage by at most what it has used.
@@ -466,6 +498,7 @@ fn give_back_units(client: &SpiClient, request: &Request) -> QResult<Decision> {
     let given = Decision {
         allowed: true,
         reason: Reason::Ok,
+        retry_after: None,
         amount: returned,
         from_allowance: returned,
         ..request.decision(None, standing, allowance, window)

@@ -74,6 +74,10 @@ fn composite(
     values: Vec<Option<pg_sys::Datum>>,
 ) -> QResult<PgHeapTuple<'static, AllocatedByRust>> {
     let desc = composite_desc(cache, name)?;
+    // Releases add columns at the end: a database still on an older release's schema (until
+    // ALTER EXTENSION UPDATE) gets the columns its type has.
+    let mut values = values;
+    values.truncate(desc.len());
     // SAFETY: each datum below is built from the Rust type of its column in sql/schema.sql.
     unsafe { PgHeapTuple::from_datums(desc, values) }.map_err(QuotaError::internal)
 }
@@ -102,6 +106,7 @@ pub fn decision_tuple(d: &Decision) -> QResult<DecisionTuple> {
             d.replayed.into_datum(),
             d.reason.as_str().into_datum(),
             d.event_id.into_datum(),
+            optional_timestamp(d.retry_after)?.into_datum(),
         ],
     )
 }
@@ -124,6 +129,7 @@ pub fn reservation_tuple(hold: Option<Hold>, d: &Decision) -> QResult<Reservatio
             optional_timestamp(d.resets_at)?.into_datum(),
             d.replayed.into_datum(),
             d.reason.as_str().into_datum(),
+            optional_timestamp(d.retry_after)?.into_datum(),
         ],
     )
 }
@@ -146,6 +152,7 @@ pub fn usage_tuple(row: &UsageRow) -> QResult<UsageTuple> {
             optional_timestamp(row.window.start)?.into_datum(),
             optional_timestamp(row.window.end)?.into_datum(),
             percent.into_datum(),
+            pgrx::JsonB(row.rates.clone()).into_datum(),
         ],
     )
 }

@@ -17,7 +17,8 @@ use crate::callers::{authorize, claims};
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::spending::{what_consume_would_decide, Request};
 use crate::store::counters::{self, CounterKey};
-use crate::store::{admin, transaction_now};
+use crate::rates::rate_usage;
+use crate::store::{admin, statement_now, transaction_now};
 use crate::tuples::{decision_tuple, usage_tuple, UsageTuple};
 
 /// One metric of quota.usage(): its current window and what is left of it.
@@ -28,6 +29,8 @@ pub struct UsageRow {
     pub allowance: Option<i64>,
     pub grants_left: i64,
     pub window: Window,
+    /// Each rate rule in force and its state (src/rates.rs).
+    pub rates: serde_json::Value,
 }
 
 #[pg_extern(stable, security_definer)]
@@ -65,7 +68,8 @@ pub fn usage_row(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -
         _ => counters::active_holds(client, key, now)?,
     };
     let allowance = governing.allowance();
-    Ok(UsageRow { metric: metric.to_string(), used: counter.used, reserved, allowance, grants_left: governing.grants_left, window })
+    let rates = rate_usage(client, subject, metric, &governing.rates, statement_now()?)?;
+    Ok(UsageRow { metric: metric.to_string(), used: counter.used, reserved, allowance, grants_left: governing.grants_left, window, rates })
 }
 
 /// The caller's subject: `sub` of the JWT claims PostgREST sets; NULL when absent, empty

@@ -5,6 +5,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::plan::LimitDef;
+use quota_rules::rate::RateRule;
 use quota_rules::window::Micros;
 
 use super::{not_null, query, query_row, timestamp, Kept};
@@ -19,11 +20,11 @@ thread_local! {
          RETURNING plan",
     ) };
     static UPSERT_LIMIT: Kept = const { Kept::new(
-        "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone)
-         VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone)
+        "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate)
+         VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb)
          ON CONFLICT (plan, metric) DO UPDATE
             SET allowance = excluded.allowance, period = excluded.period,
-                anchor = excluded.anchor, time_zone = excluded.time_zone",
+                anchor = excluded.anchor, time_zone = excluded.time_zone, rate = excluded.rate",
     ) };
     static PLAN_EXISTS: Kept = const { Kept::new(
         "SELECT EXISTS (SELECT FROM quota.plans WHERE plan = $plan) AS found",
@@ -94,6 +95,7 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
             ("period", limit.period.canonical().into()),
             ("anchor", limit.anchor.as_str().into()),
             ("time_zone", limit.time_zone.name().into()),
+            ("rate", serde_json::Value::Array(limit.rates.iter().map(RateRule::to_json).collect()).to_string().into()),
         ];
         query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
     }

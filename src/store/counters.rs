@@ -6,31 +6,55 @@ use pgrx::Uuid;
 
 use quota_rules::decide::Limit;
 use quota_rules::governing::Governing;
+use quota_rules::rate::{rules_in_force, stored_overrides, stored_rules};
 use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
 
+use super::schema::{self, Part};
 use super::{Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
 use crate::error::QResult;
 
-thread_local! {
-    static RESOLVE: Kept = const { Kept::new(
-        "SELECT p.plan, a.subject IS NOT NULL AS assigned, a.anchor AS subscription_anchor,
-                l.metric IS NOT NULL AS in_plan, l.allowance AS plan_allowance, l.period, l.anchor, l.time_zone,
-                o.subject IS NOT NULL AS overridden, o.allowance AS override_allowance,
-                (SELECT max(r.reset_at) FROM quota.resets AS r
-                  WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at <= $at) AS reset_at,
-                l.metric IS NOT NULL OR EXISTS (SELECT FROM quota.limits AS k WHERE k.metric = $metric) AS metric_known,
-                (SELECT least(coalesce(sum(g.remaining), 0), 9223372036854775807)::int8 FROM quota.grants AS g
-                  WHERE g.subject = $subject AND g.metric = $metric AND g.remaining > 0 AND g.revoked_at IS NULL
-                    AND (g.expires_at IS NULL OR g.expires_at > $now)) AS grants_left,
-                EXISTS (SELECT FROM quota.resets AS r
-                         WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at > $at) AS reset_since
+/// What governs (subject, metric): the plan, its limit, the override, the last reset, the
+/// usable grants (RESOLVE's columns but the rate rules).
+macro_rules! governing_columns {
+    () => {
+        "p.plan, a.subject IS NOT NULL AS assigned, a.anchor AS subscription_anchor,
+         l.metric IS NOT NULL AS in_plan, l.allowance AS plan_allowance, l.period, l.anchor, l.time_zone,
+         o.subject IS NOT NULL AS overridden, o.allowance AS override_allowance,
+         (SELECT max(r.reset_at) FROM quota.resets AS r
+           WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at <= $at) AS reset_at,
+         l.metric IS NOT NULL OR EXISTS (SELECT FROM quota.limits AS k WHERE k.metric = $metric) AS metric_known,
+         (SELECT least(coalesce(sum(g.remaining), 0), 9223372036854775807)::int8 FROM quota.grants AS g
+           WHERE g.subject = $subject AND g.metric = $metric AND g.remaining > 0 AND g.revoked_at IS NULL
+             AND (g.expires_at IS NULL OR g.expires_at > $now)) AS grants_left,
+         EXISTS (SELECT FROM quota.resets AS r
+                  WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at > $at) AS reset_since"
+    };
+}
+
+macro_rules! governing_sources {
+    () => {
+        "
            FROM (SELECT) AS one
            LEFT JOIN quota.assignments AS a ON a.subject = $subject
            LEFT JOIN quota.plans AS p
                   ON p.plan = coalesce(a.plan, (SELECT d.plan FROM quota.plans AS d WHERE d.is_default))
            LEFT JOIN quota.limits AS l ON l.plan = p.plan AND l.metric = $metric
-           LEFT JOIN quota.overrides AS o ON o.subject = $subject AND o.metric = $metric",
-    ) };
+           LEFT JOIN quota.overrides AS o ON o.subject = $subject AND o.metric = $metric"
+    };
+}
+
+thread_local! {
+    static RESOLVE: Kept = const { Kept::new(concat!(
+        "SELECT ", governing_columns!(), ",
+                coalesce(l.rate, '[]')::text AS plan_rates,
+                (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                            'limit', o.rate_limit, 'per', o.per, 'burst', o.burst,
+                            'expires_at_us', (extract(epoch FROM o.expires_at) * 1000000)::int8)), '[]')::text
+                   FROM quota.rate_overrides AS o WHERE o.subject = $subject AND o.metric = $metric) AS rate_overrides",
+        governing_sources!(),
+    )) };
+    // RESOLVE on a schema before 0.7.0, which has no rate rules.
+    static RESOLVE_WITHOUT_RATES: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(), governing_sources!())) };
     static ASSIGN_DEFAULT: Kept = const { Kept::new(
         "INSERT INTO quota.assignments (subject, plan, anchor) VALUES ($subject, $plan, $anchor)
          ON CONFLICT (subject) DO NOTHING
@@ -107,11 +131,24 @@ pub struct CounterKey<'a> {
 }
 
 /// What governs (subject, metric) for usage at `at`, with grants usable at `now`.
+/// The rate rules in force at `now` (none without a plan, or on a schema without rates).
 pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now: Micros) -> QResult<Governing> {
     let args = [("subject", subject.into()), ("metric", metric.into()), ("at", timestamp(at)?.into()), ("now", timestamp(now)?.into())];
-    the_row(query_row(client, &RESOLVE, args, |row| {
+    let with_rates = schema::has(client, Part::RateLimits)?;
+    let statement = if with_rates { &RESOLVE } else { &RESOLVE_WITHOUT_RATES };
+    the_row(query_row(client, statement, args, |row| {
+        let plan: Option<String> = column(row, "plan")?;
+        let rates = match (&plan, with_rates) {
+            (Some(_), true) => {
+                let plan_rates = stored_rules(&not_null::<String>(row, "plan_rates")?)?;
+                let overrides = stored_overrides(&not_null::<String>(row, "rate_overrides")?)?;
+                rules_in_force(&plan_rates, &overrides, now)
+            }
+            _ => Vec::new(),
+        };
         Ok(Governing {
-            plan: column(row, "plan")?,
+            rates,
+            plan,
             assigned: not_null(row, "assigned")?,
             subscription_anchor: instant(row, "subscription_anchor")?,
             plan_limit: Limit::from_row(not_null(row, "in_plan")?, column(row, "plan_allowance")?),

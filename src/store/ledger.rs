@@ -88,6 +88,8 @@ pub(super) fn decision_from_row(row: &Row) -> QResult<Decision> {
         replayed: true,
         reason: Reason::parse(&not_null::<String>(row, "reason")?)?,
         event_id: column(row, "event_id")?,
+        // Replays are of allowed decisions, which have none.
+        retry_after: None,
     };
     decision.assert_consistent()?;
     Ok(decision)

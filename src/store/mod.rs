@@ -38,6 +38,7 @@ pub mod changes;
 pub mod counters;
 pub mod fast_path;
 pub mod ledger;
+pub mod rates;
 pub mod reservations;
 pub mod schema;
 
@@ -85,6 +86,14 @@ pub fn transaction_now() -> QResult<Micros> {
     // SAFETY: always valid inside a transaction, which every SQL function call is.
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     now.checked_add(PG_EPOCH_MICROS).ok_or_else(|| QuotaError::overflow("now()"))
+}
+
+/// The start of the current statement (`pg_catalog.statement_timestamp()`): the instant rate
+/// rules decide at, so that a long transaction does not freeze their clock.
+pub fn statement_now() -> QResult<Micros> {
+    // SAFETY: always valid inside a statement, which every SQL function call is.
+    let now = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    now.checked_add(PG_EPOCH_MICROS).ok_or_else(|| QuotaError::overflow("statement_timestamp()"))
 }
 
 /// A statement prepared on first use and kept for the backend's lifetime. Its SQL names its

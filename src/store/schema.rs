@@ -1,7 +1,7 @@
 //! Which parts of pg_quota's schema the database has. A new library can meet a database
 //! still on an older version's SQL until ALTER EXTENSION UPDATE runs: it then decides every
-//! consume on the slow path (before 0.2.0) and records no administrative change (before
-//! 0.7.0). Each answer is read once and forgotten on every relcache invalidation, which
+//! consume on the slow path (before 0.2.0), records no administrative change and knows no
+//! rate rule (before 0.7.0). Each answer is read once and forgotten on every relcache invalidation, which
 //! ALTER TABLE, CREATE TABLE (the upgrade) and DROP EXTENSION cause.
 
 use std::cell::Cell;
@@ -20,11 +20,14 @@ pub enum Part {
     FastPath,
     /// quota.admin_changes (0.7.0).
     AdminChanges,
+    /// Rate rules: quota.limits' `rate`, quota.rate_overrides, quota.rate_state (0.7.0).
+    RateLimits,
 }
 
 thread_local! {
     static HAS_FAST_PATH: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_ADMIN_CHANGES: Cell<Option<bool>> = const { Cell::new(None) };
+    static HAS_RATE_LIMITS: Cell<Option<bool>> = const { Cell::new(None) };
     static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
     static FAST_PATH_COLUMN: Kept = const { Kept::new(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
@@ -34,12 +37,16 @@ thread_local! {
     static ADMIN_CHANGES_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.admin_changes') IS NOT NULL AS present",
     ) };
+    static RATE_STATE_TABLE: Kept = const { Kept::new(
+        "SELECT pg_catalog.to_regclass('quota.rate_state') IS NOT NULL AS present",
+    ) };
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_schema(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
     HAS_FAST_PATH.with(|has| has.set(None));
     HAS_ADMIN_CHANGES.with(|has| has.set(None));
+    HAS_RATE_LIMITS.with(|has| has.set(None));
 }
 
 /// Whether the database's pg_quota schema has `part`.
@@ -52,6 +59,7 @@ pub fn has(client: &SpiClient, part: Part) -> QResult<bool> {
     let (cached, statement) = match part {
         Part::FastPath => (&HAS_FAST_PATH, &FAST_PATH_COLUMN),
         Part::AdminChanges => (&HAS_ADMIN_CHANGES, &ADMIN_CHANGES_TABLE),
+        Part::RateLimits => (&HAS_RATE_LIMITS, &RATE_STATE_TABLE),
     };
     if let Some(present) = cached.with(Cell::get) {
         return Ok(present);

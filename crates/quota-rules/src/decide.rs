@@ -10,6 +10,8 @@ use crate::CorruptValue;
 pub enum Reason {
     Ok,
     QuotaExceeded,
+    /// A rate rule of the metric has no room now (quota_rules::rate).
+    RateLimited,
     NoPlan,
     /// Recorded usage beyond the allowance and the grants: counted, and flagged.
     Overage,
@@ -25,6 +27,7 @@ impl Reason {
         match self {
             Reason::Ok => "ok",
             Reason::QuotaExceeded => "quota_exceeded",
+            Reason::RateLimited => "rate_limited",
             Reason::NoPlan => "no_plan",
             Reason::Overage => "overage",
             Reason::Reset => "reset",
@@ -35,7 +38,7 @@ impl Reason {
     /// A reason read back from the ledger (which never holds bundle_denied); anything else
     /// is a corrupt row.
     pub fn parse(text: &str) -> Result<Reason, CorruptValue> {
-        [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Overage, Reason::Reset]
+        [Reason::Ok, Reason::QuotaExceeded, Reason::RateLimited, Reason::NoPlan, Reason::Overage, Reason::Reset]
             .into_iter()
             .find(|reason| reason.as_str() == text)
             .ok_or_else(|| CorruptValue::new("reason", text))
@@ -67,6 +70,10 @@ pub struct Decision {
     pub replayed: bool,
     pub reason: Reason,
     pub event_id: Option<i64>,
+    /// When the same call would next succeed: a rate rule's next room, or the window's end
+    /// for a quota denial that an empty window admits. None when allowed, or when only a
+    /// reset or a top-up can help.
+    pub retry_after: Option<Micros>,
 }
 
 /// A window after a call: its usage, what active holds keep, and the usable grants left.
@@ -81,6 +88,8 @@ impl Decision {
     /// The decision on `amount` of `metric` in `window`: paid as `paid` says (None =
     /// denied), leaving the window as `standing` says.
     pub fn new(metric: &str, amount: i64, paid: Option<&Split>, standing: Standing, allowance: Option<i64>, window: Window) -> Decision {
+        // An amount an empty window admits fits again when the window ends.
+        let fits_next_window = allowance.is_none_or(|allowance| amount <= allowance);
         let reason = match paid {
             None => Reason::QuotaExceeded,
             Some(split) if split.overage > 0 => Reason::Overage,
@@ -102,7 +111,13 @@ impl Decision {
             replayed: false,
             reason,
             event_id: None,
+            retry_after: window.end.filter(|_| paid.is_none() && fits_next_window),
         }
+    }
+
+    /// The denial of a call that a rate rule has no room for now; it fits at `retry_at`.
+    pub fn rate_limited(self, retry_at: Option<Micros>) -> Decision {
+        Decision { allowed: false, from_allowance: 0, from_grants: 0, overage: 0, reason: Reason::RateLimited, retry_after: retry_at, ..self }
     }
 
     /// A decision read back from the ledger must be one pg_quota could have written: no
@@ -112,7 +127,7 @@ impl Decision {
         let paid = i128::from(self.from_allowance) + i128::from(self.from_grants) + i128::from(self.overage);
         let parts_valid = self.from_allowance >= 0 && self.from_grants >= 0 && self.overage >= 0;
         let adds_up = paid == 0 || paid == i128::from(self.amount);
-        let denied_for_a_reason = self.allowed || matches!(self.reason, Reason::QuotaExceeded | Reason::NoPlan);
+        let denied_for_a_reason = self.allowed || matches!(self.reason, Reason::QuotaExceeded | Reason::RateLimited | Reason::NoPlan);
         if parts_valid && adds_up && denied_for_a_reason {
             Ok(())
         } else {
@@ -451,7 +466,7 @@ mod tests {
 
     #[test]
     fn reason_round_trips() {
-        for reason in [Reason::Ok, Reason::QuotaExceeded, Reason::NoPlan, Reason::Overage, Reason::Reset] {
+        for reason in [Reason::Ok, Reason::QuotaExceeded, Reason::RateLimited, Reason::NoPlan, Reason::Overage, Reason::Reset] {
             assert_eq!(Reason::parse(reason.as_str()), Ok(reason));
         }
         assert_eq!(Reason::parse("nope"), Err(CorruptValue::new("reason", "nope")));

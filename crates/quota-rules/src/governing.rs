@@ -4,6 +4,7 @@
 //! fast path may decide later consumes.
 
 use crate::decide::{effective_allowance, Limit};
+use crate::rate::RateRule;
 use crate::window::{Micros, Window, WindowError, WindowSpec};
 
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct Governing {
     /// A reset after the usage's instant exists: the window at that instant is not the one
     /// later calls count in.
     pub reset_since: bool,
+    /// The rate rules in force: the plan's with the subject's unexpired overrides, ordered by
+    /// `per`; none without a plan.
+    pub rates: Vec<RateRule>,
 }
 
 impl Governing {
@@ -53,10 +57,11 @@ impl Governing {
     }
 
     /// Whether the fast path may decide the (subject, metric)'s next consumes from its
-    /// window's cached allowance alone: an assigned plan, no usable grants, and no reset
-    /// after this instant (the reset's window is the current one then).
+    /// window's cached allowance alone: an assigned plan, no usable grants, no reset after
+    /// this instant (the reset's window is the current one then), and no rate rule (its
+    /// state is decided beside the counter, on the slow path).
     pub fn fast_path_can_decide(&self) -> bool {
-        self.assigned && self.plan.is_some() && self.grants_left == 0 && !self.reset_since
+        self.assigned && self.plan.is_some() && self.grants_left == 0 && !self.reset_since && self.rates.is_empty()
     }
 }
 
@@ -79,6 +84,7 @@ mod tests {
             metric_known: true,
             grants_left: 0,
             reset_since: false,
+            rates: Vec::new(),
         }
     }
 
@@ -103,6 +109,8 @@ mod tests {
         assert!(g.fast_path_can_decide());
         assert!(!Governing { grants_left: 1, ..g.clone() }.fast_path_can_decide());
         assert!(!Governing { reset_since: true, ..g.clone() }.fast_path_can_decide());
+        let rule = crate::rate::RateRule::new(1, 1_000_000, 1).expect("valid");
+        assert!(!Governing { rates: vec![rule], ..g.clone() }.fast_path_can_decide());
         assert!(!Governing { assigned: false, ..g.clone() }.fast_path_can_decide());
         assert!(!governing(None).fast_path_can_decide());
     }

@@ -10,6 +10,7 @@
 //! - `batch`: the events of `quota.record_batch()`. `claims`: who is calling (JWT `sub`).
 //! - `bundle`: the amounts of `quota.consume_many()` and their replay.
 //! - `denial`: what a raised denial says.
+//! - `rate`: rate rules (token buckets kept as GCRA), and the rules in force for a subject.
 //! - `keys`: the subject of a key that is not a user (an IP address, an API key).
 //! - `locks`: the advisory-lock seeds shared with the hand-written SQL.
 //! - `rng`: the seeded generator of every property test and of the test harness.
@@ -27,6 +28,7 @@ pub mod governing;
 pub mod keys;
 pub mod locks;
 pub mod plan;
+pub mod rate;
 pub mod request;
 pub mod rng;
 pub mod window;

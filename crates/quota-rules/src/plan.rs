@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::rate::{parse_rules, RateError, RateRule};
 use crate::window::{parse_time_zone, Anchor, Period, WindowError};
 
 /// One limit of a plan, validated.
@@ -16,6 +17,8 @@ pub struct LimitDef {
     pub period: Period,
     pub anchor: Anchor,
     pub time_zone: chrono_tz::Tz,
+    /// Rate rules, ordered by `per`; a metric with rules and no `limit` has no quota.
+    pub rates: Vec<RateRule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +32,7 @@ pub enum PlanError {
     MissingPeriod { metric: String },
     NotText { metric: String, key: &'static str },
     Window { metric: String, error: WindowError },
+    Rate { metric: String, error: RateError },
 }
 
 impl PlanError {
@@ -37,6 +41,7 @@ impl PlanError {
         match self {
             PlanError::MetricName(_) => "Metric names match ^[a-z][a-z0-9_.:-]{0,62}$, e.g. ai_requests or tokens.",
             PlanError::PlanName(_) => "Plan names match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$, e.g. free or Pro.",
+            PlanError::Rate { error, .. } => error.hint(),
             _ => r#"Limits look like {"ai_requests": {"limit": 10, "per": "day"}, "tokens": {"limit": 10000, "per": "month", "anchor": "subscription", "time_zone": "Europe/Berlin"}, "exports": {"limit": null}}."#,
         }
     }
@@ -51,7 +56,7 @@ impl fmt::Display for PlanError {
             PlanError::LimitNotObject { metric } => write!(f, "limit for metric {metric:?} must be a JSON object"),
             PlanError::UnknownKey { metric, key } => write!(
                 f,
-                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone)"
+                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate)"
             ),
             PlanError::Allowance { metric, found } => write!(
                 f,
@@ -63,6 +68,7 @@ impl fmt::Display for PlanError {
             ),
             PlanError::NotText { metric, key } => write!(f, "{key:?} for metric {metric:?} must be a string"),
             PlanError::Window { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
+            PlanError::Rate { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
         }
     }
 }
@@ -94,8 +100,9 @@ pub fn validate_plan_name(name: &str) -> Result<(), PlanError> {
 }
 
 /// Parses the `limits` argument of `quota.create_plan`. Keys of each limit: `limit`
-/// (required; null = unlimited), `per` (required unless unlimited, then it defaults to
-/// `lifetime`), `anchor` (`calendar` by default), `time_zone` (`UTC` by default).
+/// (required unless `rate` is given; null or absent = unlimited), `per` (required unless
+/// unlimited, then it defaults to `lifetime`), `anchor` (`calendar` by default), `time_zone`
+/// (`UTC` by default), `rate` (rate rules, quota_rules::rate).
 pub fn parse_limits(limits: &Value) -> Result<Vec<LimitDef>, PlanError> {
     let Value::Object(entries) = limits else {
         return Err(PlanError::LimitsNotObject);
@@ -108,11 +115,16 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     let Value::Object(spec) = spec else {
         return Err(PlanError::LimitNotObject { metric: metric.to_string() });
     };
-    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone"].contains(&key.as_str())) {
+    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate"].contains(&key.as_str())) {
         return Err(PlanError::UnknownKey { metric: metric.to_string(), key: key.clone() });
     }
+    let rates = match spec.get("rate") {
+        None => Vec::new(),
+        Some(rate) => parse_rules(rate).map_err(|error| PlanError::Rate { metric: metric.to_string(), error })?,
+    };
     let allowance = match spec.get("limit") {
         Some(Value::Null) => None,
+        None if !rates.is_empty() => None,
         Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n >= 0) => n.as_i64(),
         other => {
             let found = other.map_or_else(|| "nothing".to_string(), Value::to_string);
@@ -134,7 +146,7 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     };
     let anchor = text("anchor")?.map_or(Ok(Anchor::Calendar), Anchor::parse).map_err(window_error)?;
     let time_zone = parse_time_zone(text("time_zone")?.unwrap_or("UTC")).map_err(window_error)?;
-    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone })
+    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates })
 }
 
 #[cfg(test)]
@@ -183,6 +195,16 @@ mod tests {
         assert_eq!(by_metric("sync").time_zone, chrono_tz::Europe::Berlin);
         assert_eq!(by_metric("sync").period, Period::parse("30 days").expect("fixed"));
         assert_eq!(parse_limits(&json!({})), Ok(vec![]));
+        let rated = parse_limits(&json!({
+            "ai_requests": {"limit": 100, "per": "day", "rate": [{"limit": 10, "per": "1 minute", "burst": 20}]},
+            "api_calls": {"rate": [{"limit": 100, "per": "1 minute"}, {"limit": 5, "per": "1 second"}]}
+        }))
+        .expect("valid rates");
+        let by_metric = |m: &str| rated.iter().find(|l| l.metric == m).cloned().expect(m);
+        assert_eq!(by_metric("ai_requests").allowance, Some(100));
+        assert_eq!(by_metric("ai_requests").rates.len(), 1);
+        assert_eq!((by_metric("api_calls").allowance, by_metric("api_calls").period), (None, Period::Lifetime));
+        assert_eq!(by_metric("api_calls").rates.iter().map(|r| r.limit).collect::<Vec<_>>(), vec![5, 100]);
     }
 
     #[test]
@@ -203,6 +225,9 @@ mod tests {
             json!({"a": {"limit": 1, "per": "day", "anchor": "moon"}}),
             json!({"a": {"limit": 1, "per": "day", "time_zone": "Mars/Olympus"}}),
             json!({"a": {"limit": 1, "per": "day", "window": "day"}}),
+            json!({"a": {"rate": []}}),
+            json!({"a": {"rate": [{"limit": 1, "per": "1 month"}]}}),
+            json!({"a": {"limit": 1, "per": "day", "rate": {"limit": 1}}}),
         ];
         for case in cases {
             let error = parse_limits(&case).expect_err(&case.to_string());

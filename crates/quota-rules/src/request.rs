@@ -137,7 +137,7 @@ impl RequestError {
             RequestError::Negative { .. } => "Pass 0 to block the metric, or NULL for unlimited.",
             RequestError::IdempotencyKeyLength => "Use a request id or a UUID; pass NULL for no idempotency.",
             RequestError::InTheFuture => "Record usage that already happened; clocks may be ahead by at most 5 minutes.",
-            RequestError::ExpiryNotInTheFuture => "Pass a future expiry, or NULL for a grant that never expires.",
+            RequestError::ExpiryNotInTheFuture => "Pass a future expiry, or NULL for one that never expires.",
             RequestError::HoldTtl { .. } => "For example '15 minutes' or '2 hours'.",
             RequestError::KeyReused { .. } => "Retry with the original metric and amount, or use a new key for a new request.",
             RequestError::ReservationReleased { .. } => "A released hold is gone; reserve again for new work.",

@@ -25,7 +25,7 @@ SELECT allowed, from_grants, remaining FROM quota.consume(s(50), 'ai', 8);
 -- Expiry at the boundary: a grant is usable strictly before expires_at.
 SELECT quota.grant(s(51), 'ai', 10, expires_at => now() + interval '1 hour') AS g \gset
 SELECT quota.assign_plan(s(51), 'bonus');
-SELECT quota.consume(s(51), 'ai', 3) IS NOT NULL AS allowance_spent;
+SELECT (quota.consume(s(51), 'ai', 3)).allowed AS allowance_spent;
 BEGIN;
 UPDATE quota.grants SET expires_at = now() + interval '1 microsecond' WHERE grant_id = :'g';
 SELECT allowed, from_grants, remaining FROM quota.check(s(51), 'ai', 10);

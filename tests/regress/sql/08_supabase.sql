@@ -114,9 +114,11 @@ SELECT p.oid::regprocedure AS end_user_function_with_a_subject
 
 -- Catalog checks like Supabase's database linter: all must be empty.
 -- (The in-app admin functions are SECURITY DEFINER and executable by authenticated on
--- purpose: they check the caller's quota_role claim first. Nothing is executable by anon.)
+-- purpose: they check the caller's quota_role claim first. The pre-request function
+-- limit_request is executable by anon and authenticated on purpose: it takes no subject and
+-- spends only the caller's own (JWT sub, or client address). Nothing else is executable by anon.)
 SELECT 'security definer executable by anon/authenticated' AS lint, p.oid::regprocedure::text AS object
-  FROM pg_proc p WHERE p.pronamespace = 'quota'::regnamespace AND p.prosecdef
+  FROM pg_proc p WHERE p.pronamespace = 'quota'::regnamespace AND p.prosecdef AND p.proname <> 'limit_request'
    AND (has_function_privilege('anon', p.oid, 'EXECUTE')
         OR (has_function_privilege('authenticated', p.oid, 'EXECUTE') AND p.proname NOT IN (SELECT proname FROM in_app_admin)))
 UNION ALL

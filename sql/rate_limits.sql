@@ -1,0 +1,38 @@
+-- The PostgREST pre-request function: a rate rule per request, applied before PostgREST
+-- runs the request. Configure it on PostgREST's authenticator role:
+--   ALTER ROLE authenticator SET pgrst.db_pre_request = 'quota.limit_request';
+--   ALTER ROLE authenticator SET quota.request_metric = 'api_requests';   -- the default
+-- Each request is one unit of that metric for its subject: the JWT's sub when signed in,
+-- else quota.subject_for('ip:' || the client address), the first entry of the
+-- X-Forwarded-For header PostgREST passes on ('ip:unknown' without one). Over a rate rule
+-- or the quota, the request is HTTP 429 with Retry-After (quota.raise_denied()).
+-- PostgREST runs GET and HEAD in read-only transactions, where nothing can be written:
+-- there the function only checks (quota.check()): a bucket that writes emptied turns GETs
+-- away too, but a GET takes no unit and is never an error of its own (no HTTP 5xx).
+-- A subject without a plan (and no default plan) is let through.
+CREATE FUNCTION quota.limit_request(metric text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    request_metric constant text := coalesce(metric, nullif(current_setting('quota.request_metric', true), ''), 'api_requests');
+    caller uuid := quota.current_subject();
+    client_address text;
+    d quota.decision;
+BEGIN
+    IF caller IS NULL THEN
+        client_address := left(btrim(split_part(
+            coalesce(nullif(current_setting('request.headers', true), ''), '{}')::json ->> 'x-forwarded-for', ',', 1)), 200);
+        caller := quota.subject_for('ip:' || coalesce(nullif(client_address, ''), 'unknown'));
+    END IF;
+    IF current_setting('transaction_read_only') = 'on' THEN
+        d := quota.check(caller, request_metric);
+    ELSE
+        d := quota.consume(caller, request_metric);
+    END IF;
+    IF NOT d.allowed AND d.reason IN ('rate_limited', 'quota_exceeded') THEN
+        PERFORM quota.raise_denied(caller, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
+                                   d.retry_after);
+    END IF;
+END
+$$;
