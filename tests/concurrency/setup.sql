@@ -41,3 +41,6 @@ SELECT quota.create_plan('bundled', '{"requests": {"limit": 40, "per": "day"}, "
 SELECT quota.create_plan('bundled_more', '{"requests": {"limit": 60, "per": "day"}, "tokens": {"limit": 2000, "per": "day"}, "images": {"limit": 40, "per": "day"}}');
 SELECT quota.assign_plan(s(7100), 'bundled');
 SELECT quota.assign_plan(s(7101), 'bundled');
+-- A rate rule of 10 per second with a burst of 10, hammered by every session (paced).
+SELECT quota.create_plan('paced', '{"paced": {"limit": null, "rate": [{"limit": 10, "per": "1 second", "burst": 10}]}}');
+SELECT quota.assign_plan(s(7200), 'paced');
