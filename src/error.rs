@@ -118,6 +118,12 @@ impl QuotaError {
             .with_hint("Retry: the call that holds the key has committed.")
     }
 
+    /// 0A000: a feature of this library that the database's pg_quota schema lacks yet.
+    pub fn schema_too_old(feature: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("{feature} need the pg_quota 0.7.0 schema"))
+            .with_hint("Run ALTER EXTENSION pg_quota UPDATE.")
+    }
+
     /// XX000: a broken invariant of pg_quota itself, never a client mistake.
     pub fn internal(what: impl std::fmt::Display) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_quota internal error: {what}"))

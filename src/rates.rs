@@ -23,6 +23,7 @@ use crate::changes::{audited, Change};
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::spending::Request;
 use crate::store::rates::{self as statements, NewOverride, States};
+use crate::store::schema::{self, Part};
 use crate::store::{to_micros, transaction_now};
 
 /// The rules of one call, decided: the new state of each when all admit it, else when the
@@ -136,6 +137,9 @@ fn set_rate_override(
         let per = per_text(rule.per_us);
         Spi::connect(|client| {
             let caller = authorize(client, QuotaRole::Admin, "set_rate_override")?;
+            if !schema::has(client, Part::RateLimits)? {
+                return Err(QuotaError::schema_too_old("rate overrides"));
+            }
             require_known_metric(client, metric)?;
             let change = Change { action: "set_rate_override", subject: Some(subject), metric: Some(metric), ..Change::default() };
             let new = NewOverride { subject, metric, per: &per, limit: rule.limit, burst: rule.burst, expires_at };
@@ -157,6 +161,9 @@ fn clear_rate_override(subject: Option<Uuid>, metric: Option<&str>, per: Option<
         let per = per_text(per_argument(per)?);
         Spi::connect(|client| {
             let caller = authorize(client, QuotaRole::Admin, "clear_rate_override")?;
+            if !schema::has(client, Part::RateLimits)? {
+                return Err(QuotaError::schema_too_old("rate overrides"));
+            }
             require_known_metric(client, metric)?;
             let change = Change { action: "clear_rate_override", subject: Some(subject), metric: Some(metric), ..Change::default() };
             audited(client, &caller, change, |client| statements::override_state(client, subject, metric, &per), |client| {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pg_dump of a database using pg_quota, restored into a new database: plans, assignments,
-# overrides, resets, counters, grants, reservations and the ledger survive, and
+# overrides, resets, counters, grants, reservations, rate overrides and state and the ledger
+# survive, and
 # consumption continues correctly (limits, idempotency keys, new event ids, audit).
 set -euo pipefail
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
@@ -17,6 +18,10 @@ SELECT quota.grant('00000000-0000-0000-0000-000000000001', 'credits', 100);
 SELECT quota.consume('00000000-0000-0000-0000-000000000001', 'credits', 30);
 SELECT quota.reserve('00000000-0000-0000-0000-000000000001', 'calls', 3, ttl => '1 day');
 SELECT quota.record('00000000-0000-0000-0000-000000000003', 'calls', 2, occurred_at => now() - interval '1 day');
+SELECT quota.create_plan('paced', '{"api": {"rate": [{"limit": 1, "per": "1 hour", "burst": 2}]}}');
+SELECT quota.assign_plan('00000000-0000-0000-0000-000000000004', 'paced');
+SELECT quota.set_rate_override('00000000-0000-0000-0000-000000000004', 'api', '1 day', 3);
+SELECT quota.consume('00000000-0000-0000-0000-000000000004', 'api', 2);
 SQL
 fingerprint() {
   command psql -X -qtA -d "$1" -c "
@@ -31,7 +36,9 @@ fingerprint() {
       SELECT 'event_grants', count(*) FROM quota.event_grants UNION ALL
       SELECT 'reservations', count(*) FILTER (WHERE status = 'held') FROM quota.reservations UNION ALL
       SELECT 'events', count(*) FROM quota.events UNION ALL
-      SELECT 'admin_changes', count(*) FROM quota.admin_changes) AS f"
+      SELECT 'admin_changes', count(*) FROM quota.admin_changes UNION ALL
+      SELECT 'rate_overrides', count(*) FROM quota.rate_overrides UNION ALL
+      SELECT 'rate_state', count(*) FROM quota.rate_state WHERE tat_us > 0) AS f"
 }
 before=$(fingerprint "$src")
 pg_dump -Fc -d "$src" | pg_restore -d "$dst"
@@ -60,6 +67,9 @@ BEGIN
        OR (SELECT count(*) FROM quota.admin_changes) < 2 THEN
         RAISE EXCEPTION 'the audit trail of administration was lost or restarted its ids';
     END IF;
+    -- The rule's state came along: its burst of 2 is spent.
+    d := quota.consume('00000000-0000-0000-0000-000000000004', 'api', 1);
+    IF d.allowed OR d.reason <> 'rate_limited' THEN RAISE EXCEPTION 'the rate state was lost: %', d; END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after restore'; END IF;
 END $$;
 SQL

@@ -17,7 +17,7 @@ rows() {
   local db=$1 t
   for t in $tables; do
     echo "== $t"
-    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'settle_event_id' FROM quota.$t AS x ORDER BY 1"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'settle_event_id' - 'rate' FROM quota.$t AS x ORDER BY 1"
   done
 }
 
@@ -134,6 +134,14 @@ BEGIN
     IF (SELECT count(*) FROM quota.consume_many('00000000-0000-0000-0000-000000000001', '{"calls": 1, "credits": 1}')
          WHERE reason = 'bundle_denied') <> 1 THEN
         RAISE EXCEPTION 'consume_many is not all or nothing after the upgrade';
+    END IF;
+    -- Rate rules on the upgraded plan: a burst of 2, then rate_limited with a retry instant.
+    PERFORM quota.set_limits('pro', '{"calls": {"limit": 100, "per": "month", "anchor": "subscription", "rate": [{"limit": 1, "per": "1 hour", "burst": 2}]}}');
+    d := quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 2);
+    IF NOT d.allowed THEN RAISE EXCEPTION 'a burst was denied after the upgrade: %', d; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 1);
+    IF d.allowed OR d.reason <> 'rate_limited' OR d.retry_after IS NULL THEN
+        RAISE EXCEPTION 'a rate rule did not apply after the upgrade: %', d;
     END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after the upgrade'; END IF;
 END $$;

@@ -8,8 +8,9 @@ use quota_rules::plan::LimitDef;
 use quota_rules::rate::RateRule;
 use quota_rules::window::Micros;
 
+use super::schema::{self, Part};
 use super::{not_null, query, query_row, timestamp, Kept};
-use crate::error::QResult;
+use crate::error::{QResult, QuotaError};
 
 thread_local! {
     static CLEAR_DEFAULT_PLAN: Kept = const { Kept::new(
@@ -25,6 +26,14 @@ thread_local! {
          ON CONFLICT (plan, metric) DO UPDATE
             SET allowance = excluded.allowance, period = excluded.period,
                 anchor = excluded.anchor, time_zone = excluded.time_zone, rate = excluded.rate",
+    ) };
+    // UPSERT_LIMIT on a schema before 0.7.0, whose limits have no rate rules.
+    static UPSERT_LIMIT_WITHOUT_RATES: Kept = const { Kept::new(
+        "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone)
+         VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone)
+         ON CONFLICT (plan, metric) DO UPDATE
+            SET allowance = excluded.allowance, period = excluded.period,
+                anchor = excluded.anchor, time_zone = excluded.time_zone",
     ) };
     static PLAN_EXISTS: Kept = const { Kept::new(
         "SELECT EXISTS (SELECT FROM quota.plans WHERE plan = $plan) AS found",
@@ -87,17 +96,29 @@ pub fn insert_plan(client: &SpiClient, plan: &str, is_default: bool) -> QResult<
 
 /// Adds or replaces each limit of a plan.
 pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QResult<()> {
+    let with_rates = schema::has(client, Part::RateLimits)?;
+    if !with_rates && limits.iter().any(|limit| !limit.rates.is_empty()) {
+        return Err(QuotaError::schema_too_old("rate rules"));
+    }
     for limit in limits {
-        let args = [
-            ("plan", plan.into()),
-            ("metric", limit.metric.as_str().into()),
-            ("allowance", limit.allowance.into()),
-            ("period", limit.period.canonical().into()),
-            ("anchor", limit.anchor.as_str().into()),
-            ("time_zone", limit.time_zone.name().into()),
-            ("rate", serde_json::Value::Array(limit.rates.iter().map(RateRule::to_json).collect()).to_string().into()),
-        ];
-        query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
+        let args = || {
+            [
+                ("plan", plan.into()),
+                ("metric", limit.metric.as_str().into()),
+                ("allowance", limit.allowance.into()),
+                ("period", limit.period.canonical().into()),
+                ("anchor", limit.anchor.as_str().into()),
+                ("time_zone", limit.time_zone.name().into()),
+            ]
+        };
+        if with_rates {
+            let rate = serde_json::Value::Array(limit.rates.iter().map(RateRule::to_json).collect()).to_string();
+            let [plan, metric, allowance, period, anchor, time_zone] = args();
+            let args = [plan, metric, allowance, period, anchor, time_zone, ("rate", rate.into())];
+            query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
+        } else {
+            query(client, &UPSERT_LIMIT_WITHOUT_RATES, args(), |_| Ok(()))?;
+        }
     }
     Ok(())
 }
