@@ -4,7 +4,8 @@
 //!
 //! Each connection (one thread) owns a disjoint set of subjects and applies a random
 //! sequence of operations to them, generated from the seed: consume, check, record,
-//! grant, revoke, reserve, settle, release, reset, plan changes, overrides, retries with
+//! grant, revoke, reserve, settle, release, reset, plan changes, overrides, a rate rule
+//! (plan sim_a's "tokens", whose units do not come back during a run), retries with
 //! the same idempotency key, transactions and savepoints rolled back, bad input. The model
 //! below (written from the product contract, not from the extension's code) predicts every
 //! decision on owned subjects exactly, whatever the interleaving. All connections also
@@ -25,6 +26,9 @@ const METRICS: [&str; 3] = ["calls", "tokens", "free"];
 /// during a run.
 const PLANS: [(&str, [Option<Option<i64>>; 3]); 2] =
     [("sim_a", [Some(Some(20)), Some(Some(1000)), Some(None)]), ("sim_b", [Some(Some(50)), Some(Some(200)), None])];
+/// Plan sim_a also rate-limits "tokens": a burst of RATE_BURST units, coming back at 1 per
+/// 7 days, so that no unit comes back during a run and the model needs no clock.
+const RATE_BURST: i64 = 60;
 const EXPIRIES: [Option<&str>; 3] = [None, Some("2100-01-01 00:00:00+00"), Some("2101-01-01 00:00:00+00")];
 const SHARED_SUBJECTS: usize = 2;
 
@@ -81,6 +85,9 @@ struct Subject {
     keys: HashMap<(String, usize), (i64, Expected)>,
     /// Committed bundle keys of consume_many: each metric's (metric, amount, decision).
     bundles: HashMap<String, Vec<(usize, i64, Expected)>>,
+    /// Units sim_a's "tokens" rule admitted (consume, consume_many, reserve; its state stays
+    /// across plan changes, as quota.rate_state does).
+    rate_taken: i64,
 }
 
 /// How a payment is made: allowance, then grants in spending order, then overage.
@@ -100,6 +107,28 @@ impl Subject {
             holds: Vec::new(),
             keys: HashMap::new(),
             bundles: HashMap::new(),
+            rate_taken: 0,
+        }
+    }
+
+    /// Whether the metric's rate rule (if its plan has one) admits the amount now.
+    fn rate_admits(&self, metric: usize, amount: i64) -> bool {
+        !self.rate_limited_metric(metric) || self.rate_taken + amount <= RATE_BURST
+    }
+
+    fn rate_limited_metric(&self, metric: usize) -> bool {
+        self.plan == 0 && METRICS[metric] == "tokens"
+    }
+
+    /// What consume, consume_many and reserve pay: the rate rule first, then the quota.
+    fn consume_payment(&self, metric: usize, amount: i64) -> Option<Payment> {
+        self.rate_admits(metric, amount).then(|| self.pay(metric, self.epoch(metric), amount, false, None)).flatten()
+    }
+
+    /// Applies a payment of consume, consume_many or reserve, and takes its rate room.
+    fn take_rate(&mut self, metric: usize, amount: i64) {
+        if self.rate_limited_metric(metric) {
+            self.rate_taken += amount;
         }
     }
 
@@ -179,7 +208,7 @@ impl Subject {
     /// What check reports: whether and how the amount would be paid, with usage as it is.
     fn check(&self, metric: usize, amount: i64) -> Expected {
         let epoch = self.epoch(metric);
-        match self.pay(metric, epoch, amount, false, None) {
+        match self.consume_payment(metric, amount) {
             Some(payment) => Expected { used: self.used[metric][epoch], ..payment.expected },
             None => self.denial(metric),
         }
@@ -299,13 +328,18 @@ impl Worker {
             _ if self.rng.chance(40) => Some(self.new_key()),
             _ => None,
         };
-        let sql = format!("SELECT {DECISION} FROM quota.consume($1, $2, $3, $4)");
+        let sql = format!("SELECT {DECISION}, reason FROM quota.consume($1, $2, $3, $4)");
         let row = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount, &key]).map_err(db)?;
         let subject = &mut self.subjects[s];
         let epoch = subject.epoch(metric);
-        let expected = match subject.pay(metric, epoch, amount, false, None) {
+        let rate_limited = !subject.rate_admits(metric, amount);
+        if rate_limited != (row.get::<_, String>("reason") == "rate_limited") {
+            return fail(format!("consume {amount} {}: model rate_limited={rate_limited}, pg_quota {:?}", METRICS[metric], row.get::<_, String>("reason")));
+        }
+        let expected = match subject.consume_payment(metric, amount) {
             Some(payment) => {
                 subject.apply(metric, epoch, &payment);
+                subject.take_rate(metric, amount);
                 payment.expected
             }
             None => subject.denial(metric),
@@ -386,7 +420,7 @@ impl Worker {
             };
         }
         let rows = result.map_err(db)?;
-        let payments: Vec<Option<Payment>> = order.iter().map(|(m, a)| subject.pay(*m, subject.epoch(*m), *a, false, None)).collect();
+        let payments: Vec<Option<Payment>> = order.iter().map(|(m, a)| subject.consume_payment(*m, *a)).collect();
         let all_fit = payments.iter().all(Option::is_some);
         let mut expected = Vec::new();
         for ((metric, amount), payment) in order.iter().zip(payments) {
@@ -394,6 +428,7 @@ impl Worker {
             let decided = match payment {
                 Some(payment) if all_fit => {
                     subject.apply(*metric, epoch, &payment);
+                    subject.take_rate(*metric, *amount);
                     payment.expected
                 }
                 _ => subject.denial(*metric),
@@ -469,13 +504,14 @@ impl Worker {
             .map_err(db)?;
         let subject = &mut self.subjects[s];
         let epoch = subject.epoch(metric);
-        let allowed = subject.pay(metric, epoch, amount, false, None).is_some();
+        let allowed = subject.consume_payment(metric, amount).is_some();
         if row.get::<_, bool>("allowed") != allowed {
             return fail(format!("reserve {amount} {}: model says allowed={allowed}, pg_quota {}", METRICS[metric], !allowed));
         }
         if allowed {
             let id: Uuid = row.get("reservation_id");
             subject.holds.push(Hold { id, metric, amount, epoch, open: true });
+            subject.take_rate(metric, amount);
             if row.get::<_, i64>("reserved") != subject.held(metric, epoch, None) {
                 return fail("reserve: reserved differs from the model's holds");
             }
@@ -557,8 +593,7 @@ impl Worker {
         self.client.batch_execute("BEGIN").map_err(db)?;
         let sql = format!("SELECT {DECISION} FROM quota.consume($1, $2, $3, $4)");
         let row = self.client.query_one(&sql, &[&id, &METRICS[metric], &amount, &key]).map_err(db)?;
-        let epoch = before.epoch(metric);
-        let expected = before.pay(metric, epoch, amount, false, None).map_or_else(|| before.denial(metric), |p| p.expected);
+        let expected = before.consume_payment(metric, amount).map_or_else(|| before.denial(metric), |p| p.expected);
         compare("consume in a rolled-back transaction", &expected, &decision(&row))?;
         self.client.execute("SELECT quota.grant($1, $2, 100)", &[&id, &METRICS[metric]]).map_err(db)?;
         self.client.execute("SELECT quota.reset($1, $2)", &[&id, &METRICS[metric]]).map_err(db)?;
@@ -582,9 +617,10 @@ impl Worker {
         self.client.batch_execute("COMMIT").map_err(db)?;
         let subject = &mut self.subjects[s];
         let epoch = subject.epoch(metric);
-        let expected = match subject.pay(metric, epoch, kept, false, None) {
+        let expected = match subject.consume_payment(metric, kept) {
             Some(payment) => {
                 subject.apply(metric, epoch, &payment);
+                subject.take_rate(metric, kept);
                 payment.expected
             }
             None => subject.denial(metric),
@@ -647,7 +683,11 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
         for (metric, limit) in METRICS.iter().zip(limits) {
             if let Some(limit) = limit {
                 let per = if *metric == "tokens" { "year" } else { "lifetime" };
-                json.insert(metric.to_string(), serde_json::json!({"limit": limit, "per": per}));
+                let mut spec = serde_json::json!({"limit": limit, "per": per});
+                if index == 0 && *metric == "tokens" {
+                    spec["rate"] = serde_json::json!([{"limit": 1, "per": "7 days", "burst": RATE_BURST}]);
+                }
+                json.insert(metric.to_string(), spec);
             }
         }
         client
