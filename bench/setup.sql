@@ -12,10 +12,18 @@ SELECT quota.create_plan('bench', '{"calls": {"limit": 1000000000000, "per": "da
 SELECT quota.create_plan('tight', '{"calls": {"limit": 10, "per": "day"},
                                    "credits": {"limit": 0, "per": "lifetime"},
                                    "items": {"limit": 10, "per": "lifetime"}}');
+-- Rate rules (rated: one rule beside the same quota as calls; paced: a rule alone), set so
+-- that they never deny here: 1,000,000 units come back per second, a burst of 10^9.
+SELECT quota.set_limits(plan, format('{"rated": {"limit": %s, "per": "day", "rate": [{"limit": 1000000, "per": "1 second", "burst": 1000000000}]},
+                                       "paced": {"rate": [{"limit": 1000000, "per": "1 second", "burst": 1000000000}]}}', allowance)::jsonb)
+  FROM (VALUES ('bench', 1000000000000), ('tight', 10)) AS p (plan, allowance);
 SELECT count(quota.assign_plan(s(n), 'bench')) FROM generate_series(0, 10000) AS n;
 SELECT count(quota.assign_plan(s(n), 'tight')) FROM generate_series(20001, 30000) AS n;
 SELECT count(quota.consume(s(n), 'calls')) FROM generate_series(0, 10000) AS n;
 SELECT count(quota.consume(s(n), 'calls', 10)) FROM generate_series(20001, 30000) AS n;
+SELECT count(quota.consume(s(n), 'rated')) FROM generate_series(0, 10000) AS n;
+SELECT count(quota.consume(s(n), 'rated', 10)) FROM generate_series(20001, 30000) AS n;
+SELECT count(quota.consume(s(n), 'paced')) FROM generate_series(0, 30000) AS n;
 -- Feature variants: a credit wallet paid by a grant; an app table under quota.enforce.
 SELECT count(quota.grant(s(n), 'credits', 1000000000000)) FROM generate_series(0, 10000) AS n;
 CREATE TABLE bench_items (id bigserial PRIMARY KEY, user_id uuid NOT NULL);
@@ -77,3 +85,9 @@ END $$;
 CREATE TABLE cta_counters (subject uuid PRIMARY KEY, used bigint NOT NULL, allowance bigint NOT NULL);
 INSERT INTO cta_counters VALUES (s(0), 0, 1000);
 VACUUM ANALYZE;
+
+-- gcra: the hand-written single-statement rate limiter a rate-only metric is measured
+-- against: one conditional UPDATE of a GCRA timestamp (µs since 1970), the same rule as
+-- "paced" (1 µs per unit, at most 10^9 µs ahead).
+CREATE TABLE gcra_state (subject uuid PRIMARY KEY, tat_us bigint NOT NULL) WITH (fillfactor = 80);
+INSERT INTO gcra_state SELECT s(n), 0 FROM generate_series(0, 30000) AS n;

@@ -128,5 +128,15 @@ SELECT metric, used, reserved, allowance, grants_remaining AS bonus, remaining, 
 SELECT metric, used, allowance, remaining, coalesce(percent_used || '%', '-') AS used_pct, resets_at FROM quota.usage(:bob);
 
 \echo
-\echo '== 14. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
+\echo '== 14. A rate limit beside the quota: 100 API calls a day, at most 5 a second (a burst of 5)'
+SELECT quota.set_limits('pro', '{"api_calls": {"limit": 100, "per": "day", "rate": [{"limit": 5, "per": "1 second"}]}}');
+\echo '   ... 8 calls in one instant: 5 pass, 3 are rate_limited and may retry 0.2 s later; the quota counts 5'
+SELECT d.reason, count(*), max(d.used) AS used, coalesce(min(d.retry_after - statement_timestamp())::text, '') AS retry_in
+  FROM generate_series(1, 8) AS g, LATERAL quota.consume(:bob, 'api_calls', 1 + 0 * g) AS d GROUP BY d.reason ORDER BY d.reason;
+\echo '   ... what his usage page shows of the rule, and the day''s rate limit hits'
+SELECT metric, used, rates -> 0 ->> 'remaining' AS rate_remaining, rates -> 0 ->> 'per' AS per FROM quota.usage(:bob) WHERE metric = 'api_calls';
+SELECT metric, count(*) AS rate_limit_hits FROM quota.events WHERE reason = 'rate_limited' GROUP BY metric;
+
+\echo
+\echo '== 15. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
 SELECT count(*) AS mismatches FROM quota.audit();
