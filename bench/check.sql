@@ -15,7 +15,9 @@ BEGIN
     IF (SELECT sum(used) FROM plp_usage) <> (SELECT count(*) FILTER (WHERE allowed) FROM plp_events) + 10 * 10000 THEN
         RAISE EXCEPTION 'plpgsql: counters differ from the ledger';
     END IF;
-    IF EXISTS (SELECT FROM quota.counters c JOIN quota.assignments a USING (subject) WHERE a.plan = 'tight' AND c.used > 10) THEN
+    IF EXISTS (SELECT FROM quota.counters c JOIN quota.assignments a USING (subject)
+                 JOIN quota.limits l ON l.plan = a.plan AND l.metric = c.metric
+                WHERE c.used > l.allowance) THEN
         RAISE EXCEPTION 'pg_quota: a counter is above its limit';
     END IF;
     IF EXISTS (SELECT FROM quota.counters c JOIN quota.assignments a USING (subject)

@@ -16,7 +16,7 @@ use quota_rules::window::Window;
 
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::jsonb::Jsonb;
-use crate::rates::{self, RateCheck};
+use crate::rates::{self, RateCheck, StateRows};
 use crate::spending::{governing_with_assignment, lock_capacity, write_event, Capacity, Entry, Request};
 use crate::store::ledger;
 use crate::tuples::{decision_tuple, DecisionTuple};
@@ -77,7 +77,7 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
         let window = governing.counting_window(request.at)?;
         let grants_left = governing.grants_left;
         // Each metric's rate states, then its counter: the order a single consume locks them in.
-        let rate = rates::lock_and_decide(client, request, &governing.rates)?;
+        let rate = rates::decide(client, request, &governing.rates, StateRows::Lock)?;
         let (capacity, paid) = match governing.plan {
             None => (None, None),
             Some(_) => {

@@ -71,24 +71,25 @@ fn with_states(rules: &[RateRule], pers: &[String], states: &States) -> Vec<(Rat
         .collect()
 }
 
-/// Locks the request's rule states and decides them (consume, reserve, consume_many).
-pub fn lock_and_decide(client: &SpiClient, request: &Request, rules: &[RateRule]) -> QResult<RateCheck> {
-    if rules.is_empty() {
-        return Ok(RateCheck::none());
-    }
-    let pers = pers(rules);
-    let states = statements::lock_states(client, request.subject, request.metric, &pers)?;
-    let outcome = decide_all(&with_states(rules, &pers, &states), request.instant, request.amount);
-    Ok(RateCheck { pers, outcome })
+/// How a call reads its rules' state rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StateRows {
+    /// Locked (created if missing) until the transaction ends: consume, reserve, consume_many.
+    Lock,
+    /// Read as they are, without locks or writes: check.
+    Read,
 }
 
-/// What the rules would decide now, read without locks (check).
-pub fn read_and_decide(client: &SpiClient, request: &Request, rules: &[RateRule]) -> QResult<RateCheck> {
+/// Decides the request's rules at its statement's instant.
+pub fn decide(client: &SpiClient, request: &Request, rules: &[RateRule], rows: StateRows) -> QResult<RateCheck> {
     if rules.is_empty() {
         return Ok(RateCheck::none());
     }
     let pers = pers(rules);
-    let states = statements::read_states(client, request.subject, request.metric, &pers)?;
+    let states = match rows {
+        StateRows::Lock => statements::lock_states(client, request.subject, request.metric, &pers)?,
+        StateRows::Read => statements::read_states(client, request.subject, request.metric, &pers)?,
+    };
     let outcome = decide_all(&with_states(rules, &pers, &states), request.instant, request.amount);
     Ok(RateCheck { pers, outcome })
 }

@@ -13,7 +13,7 @@ use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempoten
 use quota_rules::window::{Micros, Window};
 
 use crate::error::{required, sql_call, QResult, QuotaError};
-use crate::rates;
+use crate::rates::{self, StateRows};
 use crate::spending::{governing_with_assignment, lock_capacity, pay, rate_limited, resolve_known, write_event, Entry, Request};
 use crate::store::counters;
 use crate::store::ledger;
@@ -90,7 +90,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let allowance = governing.allowance();
     let window = governing.window_at(request.now)?;
-    let rate = rates::lock_and_decide(client, request, &governing.rates)?;
+    let rate = rates::decide(client, request, &governing.rates, StateRows::Lock)?;
     if !rate.admitted() {
         let denied = rate_limited(client, request, &governing, window, &rate)?;
         return Ok((None, write_event(client, Entry { key, ..Entry::new(subject, Mode::Reserve, window) }, denied)?));

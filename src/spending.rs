@@ -22,7 +22,7 @@ use quota_rules::window::{Micros, Window};
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
 use crate::fast_path;
 use crate::jsonb::Jsonb;
-use crate::rates::{self, RateCheck};
+use crate::rates::{self, RateCheck, StateRows};
 use crate::store::counters::{self, CounterKey, GrantBalance};
 use crate::store::ledger::{self, EventRow};
 use crate::store::reservations::Reservation;
@@ -224,10 +224,8 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     let window = governing.counting_window(request.at)?;
     let allowance = governing.allowance();
     // Records are usage that already happened: rate rules do not apply to them.
-    let rate = match mode {
-        Mode::Consume => rates::lock_and_decide(client, request, &governing.rates)?,
-        _ => rates::lock_and_decide(client, request, &[])?,
-    };
+    let rules = if mode == Mode::Consume { &governing.rates[..] } else { &[] };
+    let rate = rates::decide(client, request, rules, StateRows::Lock)?;
     if !rate.admitted() {
         let decision = rate_limited(client, request, &governing, window, &rate)?;
         return write_event(client, Entry { key, metadata, ..Entry::new(request.subject, mode, window) }, decision);
@@ -471,7 +469,7 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     }
     let decision = request.decision(paid.as_ref(), standing, allowance, window);
     // consume decides the rate rules first: a call both deny is rate_limited.
-    let rate = rates::read_and_decide(client, request, &governing.rates)?;
+    let rate = rates::decide(client, request, &governing.rates, StateRows::Read)?;
     match rate.admitted() {
         true => Ok(decision),
         false => Ok(decision.rate_limited(rate.retry_at())),
