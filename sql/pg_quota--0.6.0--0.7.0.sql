@@ -387,12 +387,23 @@ CREATE TABLE quota.rate_overrides (
 -- the instant the rule's bucket is full again, in microseconds since 1970-01-01 UTC. One row
 -- per (subject, metric, per), written by the calls the rule admits; a tat in the past means
 -- a full bucket, so nothing ever needs to delete rows.
+-- fast marks the rows of the rules in force when the (subject, metric)'s counter is marked
+-- fast too: consume's fast path then decides them in its one statement with the rule cached
+-- here (rule_limit per rule_per_us, rule_burst), until rule_until (an override's expiry).
+-- Marked with the counter, under its keys (src/store/fast_path.rs); a configuration change
+-- unmarks the counter, which is enough.
 CREATE TABLE quota.rate_state (
     subject     uuid NOT NULL,
     metric      text NOT NULL,
     per         text NOT NULL,
     tat_us      bigint NOT NULL,
-    PRIMARY KEY (subject, metric, per)
+    fast        boolean NOT NULL DEFAULT false,
+    rule_limit  bigint,
+    rule_per_us bigint,
+    rule_burst  bigint,
+    rule_until  timestamptz,
+    PRIMARY KEY (subject, metric, per),
+    CHECK (NOT fast OR (rule_limit > 0 AND rule_per_us > 0 AND rule_burst > 0))
 ) WITH (fillfactor = 80);
 SELECT pg_catalog.pg_extension_config_dump('quota.rate_overrides', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.rate_state', '');

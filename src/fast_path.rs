@@ -1,6 +1,7 @@
-//! consume's fast path. A window is marked with its effective allowance when a consume on
-//! the slow path finds that nothing but the allowance can decide later consumes (see
-//! `Governing::fast_path_can_decide`); later consumes then decide in one statement. Every
+//! consume's fast path. A window is marked with its effective allowance, and the metric's
+//! rate rules in force with it, when a consume on the slow path finds that nothing else can
+//! decide later consumes (see `Governing::fast_path_can_decide`); later consumes then decide
+//! in one statement. Every
 //! configuration change unmarks what it affects (sql/fast_path.sql), under advisory locks
 //! whose seeds are named in quota_rules::locks.
 
@@ -14,7 +15,7 @@ use quota_rules::window::Window;
 use crate::error::QResult;
 use crate::jsonb::Jsonb;
 use crate::spending::{resolve_known, Request};
-use crate::store::fast_path::{self, CounterKeyAt};
+use crate::store::fast_path::{self, CounterKeyAt, RulesInForce};
 
 /// What the fast path made of a consume.
 pub enum Outcome {
@@ -23,19 +24,21 @@ pub enum Outcome {
     /// The marked window has no room: denied, as the slow path would; its ledger row is
     /// still to be written.
     Denied { decision: Decision, window: Window },
-    /// No marked window, or one with room after all (a concurrent give-back or reset).
+    /// No marked window, one with room after all (a concurrent give-back or reset), or one
+    /// with rate rules beside it.
     SlowPath,
 }
 
 pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
-    let at_now = CounterKeyAt { subject: request.subject, metric: request.metric, now: request.now };
+    let at_now = CounterKeyAt { subject: request.subject, metric: request.metric, now: request.now, instant: request.instant };
     if let Some(decided) = fast_path::consume(client, at_now, request.amount, key, metadata)? {
         return Ok(Outcome::Decided(decided));
     }
     let Some(marked) = fast_path::marked_window(client, at_now)? else {
         return Ok(Outcome::SlowPath);
     };
-    if ceiling(marked.allowance, request.amount).admits(marked.used) {
+    // With rate rules, the slow path decides which denies (a rule before the quota).
+    if marked.rated || ceiling(marked.allowance, request.amount).admits(marked.used) {
         return Ok(Outcome::SlowPath);
     }
     let standing = Standing { used: marked.used, reserved: 0, grants_left: 0 };
@@ -58,7 +61,8 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: G
     // A plan change committed meanwhile: its plan's key is not held, so no mark.
     if governing.fast_path_can_decide() && governing.plan.as_deref() == Some(plan.as_str()) {
         let window = governing.counting_window(request.at)?;
-        fast_path::mark(client, request.counter(window), governing.allowance())?;
+        let rates = RulesInForce { rules: &governing.rates, until: governing.rates_until };
+        fast_path::mark(client, request.counter(window), governing.allowance(), rates)?;
     }
     Ok(governing)
 }

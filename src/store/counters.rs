@@ -6,7 +6,7 @@ use pgrx::Uuid;
 
 use quota_rules::decide::Limit;
 use quota_rules::governing::Governing;
-use quota_rules::rate::{rules_in_force, stored_overrides, stored_rules};
+use quota_rules::rate::{rules_change_at, rules_in_force, stored_overrides, stored_rules};
 use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
 
 use super::schema::{self, Part};
@@ -138,16 +138,17 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
     let statement = if with_rates { &RESOLVE } else { &RESOLVE_WITHOUT_RATES };
     the_row(query_row(client, statement, args, |row| {
         let plan: Option<String> = column(row, "plan")?;
-        let rates = match (&plan, with_rates) {
+        let (rates, rates_until) = match (&plan, with_rates) {
             (Some(_), true) => {
                 let plan_rates = stored_rules(&not_null::<String>(row, "plan_rates")?)?;
                 let overrides = stored_overrides(&not_null::<String>(row, "rate_overrides")?)?;
-                rules_in_force(&plan_rates, &overrides, now)
+                (rules_in_force(&plan_rates, &overrides, now), rules_change_at(&overrides, now))
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), None),
         };
         Ok(Governing {
             rates,
+            rates_until,
             plan,
             assigned: not_null(row, "assigned")?,
             subscription_anchor: instant(row, "subscription_anchor")?,

@@ -1,15 +1,19 @@
-//! consume's fast path: one statement that takes the amount from a window marked with its
-//! effective allowance and writes the ledger row, and the marks themselves (quota.counters'
-//! `fast`, `allowance`; the triggers in sql/fast_path.sql unmark on every change).
+//! consume's fast path: one statement that decides the rate rules cached beside a window
+//! marked with its effective allowance, takes the amount and writes the ledger row; and the
+//! marks themselves (quota.counters' `fast`, `allowance`, quota.rate_state's `fast` and
+//! cached rule; the triggers in sql/fast_path.sql unmark counters on every change).
 
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::decide::Decision;
+use quota_rules::rate::{per_text, RateRule};
 use quota_rules::locks::{FAST_PATH_PLAN_LOCK_SEED, FAST_PATH_SUBJECT_LOCK_SEED};
 use quota_rules::window::{Micros, Window};
 
 use super::counters::{lock_counter, CounterKey};
+use super::rates::create_states;
+use super::schema::{self, Part};
 use super::ledger::decision_from_row;
 use super::{column, from_window_key, instant, not_null, query, the_row, query_row, timestamp, window_key, Kept};
 use crate::error::QResult;
@@ -26,27 +30,71 @@ macro_rules! marked_window_at_now {
     };
 }
 
+/// Takes `$amount` from the marked window's cached allowance (FAST_CONSUME's `taken`).
+macro_rules! take_from_marked_window {
+    () => {
+        concat!("UPDATE quota.counters SET used = used + $amount
+                  WHERE ", marked_window_at_now!(), " AND (allowance IS NULL OR used <= allowance - $amount)")
+    };
+}
+
+/// The ledger row of what FAST_CONSUME took, returned as a decision.
+macro_rules! ledger_row_of_taken {
+    () => {
+        concat!("INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
+                                           used, allowance, remaining, reason, idempotency_key, metadata)
+                 SELECT $subject, 'consume', $metric, $amount, $amount, window_start, window_end, used, allowance,
+                        allowance - used, 'ok', $idempotency_key, $metadata
+                   FROM taken
+                 RETURNING ", decision_columns!())
+    };
+}
+
 thread_local! {
-    // On the subject's current window if it is marked fast (see quota.counters): take the
-    // amount from the cached allowance and write the ledger row, in one statement, the same
-    // work as a hand-written conditional update. Returns no row when the window is not
-    // marked, has holds, or the amount does not fit.
+    // On the subject's current window if it is marked fast: decide the rules cached beside
+    // it (rate_state rows marked fast, locked before the counter as the slow path locks
+    // them), take the amount from the cached allowance, move the rules' states and write the
+    // ledger row, in one statement. The rules' arithmetic is quota_rules::rate's (RateRule::
+    // decide), exact in numeric. Returns no row when the window is not marked, has holds, a
+    // rule or the allowance has no room, or a cached rule has expired.
     static FAST_CONSUME: Kept = const { Kept::new(
-        concat!("WITH taken AS (
-             UPDATE quota.counters SET used = used + $amount
-              WHERE ", marked_window_at_now!(), " AND (allowance IS NULL OR used <= allowance - $amount)
-             RETURNING window_start, window_end, used, allowance)
-         INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
-                                   used, allowance, remaining, reason, idempotency_key, metadata)
-         SELECT $subject, 'consume', $metric, $amount, $amount, window_start, window_end, used, allowance,
-                allowance - used, 'ok', $idempotency_key, $metadata
-           FROM taken
-         RETURNING ", decision_columns!()),
+        concat!("WITH rules AS MATERIALIZED (
+             SELECT per, tat_us, rule_limit, rule_per_us, rule_burst, rule_until FROM quota.rate_state
+              WHERE subject = $subject AND metric = $metric AND fast
+              ORDER BY per COLLATE \"C\"
+                FOR UPDATE),
+         priced AS MATERIALIZED (
+             SELECT per, GREATEST(tat_us, $instant_us) AS from_us,
+                    $amount <= rule_burst AND (rule_until IS NULL OR rule_until > $now)
+                    AND GREATEST(tat_us, $instant_us) - $instant_us
+                        <= pg_catalog.div((rule_burst - $amount)::numeric * rule_per_us, rule_limit) AS admits,
+                    CASE WHEN $amount <= rule_burst
+                         THEN pg_catalog.div($amount::numeric * rule_per_us + rule_limit - 1, rule_limit)::int8 END AS cost_us
+               FROM rules),
+         taken AS (", take_from_marked_window!(), "
+                AND (SELECT COALESCE(pg_catalog.bool_and(admits), true) FROM priced)
+             RETURNING window_start, window_end, used, allowance),
+         paced AS (
+             UPDATE quota.rate_state AS s SET tat_us = p.from_us + p.cost_us
+               FROM priced AS p
+              WHERE s.subject = $subject AND s.metric = $metric AND s.per = p.per AND EXISTS (SELECT FROM taken))
+         ", ledger_row_of_taken!()),
+    ) };
+    // The same on a schema from before rate rules (0.7.0).
+    static FAST_CONSUME_WITHOUT_RATES: Kept = const { Kept::new(
+        concat!("WITH taken AS (", take_from_marked_window!(), " RETURNING window_start, window_end, used, allowance) ",
+                ledger_row_of_taken!()),
     ) };
     // After FAST_CONSUME found nothing to take: the marked window, read with a fresh
     // snapshot (a consumer that FAST_CONSUME waited for has committed).
     static MARKED_WINDOW: Kept = const { Kept::new(
-        concat!("SELECT window_start, window_end, used::int8 AS used, allowance FROM quota.counters WHERE ", marked_window_at_now!()),
+        concat!("SELECT window_start, window_end, used::int8 AS used, allowance,
+                        EXISTS (SELECT FROM quota.rate_state AS r WHERE r.subject = $subject AND r.metric = $metric AND r.fast) AS rated
+                   FROM quota.counters WHERE ", marked_window_at_now!()),
+    ) };
+    static MARKED_WINDOW_WITHOUT_RATES: Kept = const { Kept::new(
+        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, false AS rated
+                   FROM quota.counters WHERE ", marked_window_at_now!()),
     ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
     // the fast path: quota.forget_fast_path() takes the subject's key and the plan's key
@@ -63,6 +111,27 @@ thread_local! {
     // (MARK_FAST) marks the current window with its effective allowance. Separate
     // statements, so that the mark's snapshot sees the unmarking (counters_fast is unique: at
     // most one marked row per (subject, metric)).
+    // Under the subject's fast-path key, before the counter is marked: caches the rules in
+    // force in their state rows (created first, see store::rates) and unmarks the rows of
+    // rules no longer in force. Every row of the (subject, metric) is locked in the order
+    // consumes lock them, before the counter.
+    static MARK_RATES: Kept = const { Kept::new(
+        "WITH locked AS (
+             SELECT per FROM quota.rate_state WHERE subject = $subject AND metric = $metric
+              ORDER BY per COLLATE \"C\"
+                FOR UPDATE)
+         UPDATE quota.rate_state AS s
+            SET fast = r.per IS NOT NULL, rule_limit = r.rule_limit, rule_per_us = r.rule_per_us,
+                rule_burst = r.rule_burst, rule_until = CASE WHEN r.per IS NOT NULL THEN $rule_until END
+           FROM locked LEFT JOIN ROWS FROM (pg_catalog.unnest($pers), pg_catalog.unnest($rule_limits),
+                                            pg_catalog.unnest($rule_per_uss), pg_catalog.unnest($rule_bursts))
+                              AS r (per, rule_limit, rule_per_us, rule_burst) ON r.per = locked.per
+          WHERE s.subject = $subject AND s.metric = $metric AND s.per = locked.per
+            AND (s.fast OR r.per IS NOT NULL)
+            AND (s.fast, s.rule_limit, s.rule_per_us, s.rule_burst, s.rule_until)
+                IS DISTINCT FROM (r.per IS NOT NULL, r.rule_limit, r.rule_per_us, r.rule_burst,
+                                  CASE WHEN r.per IS NOT NULL THEN $rule_until END)",
+    ) };
     static UNMARK_OTHERS: Kept = const { Kept::new(
         "UPDATE quota.counters SET fast = false
           WHERE subject = $subject AND metric = $metric AND fast AND window_start <> $window_start",
@@ -74,7 +143,8 @@ thread_local! {
     ) };
 }
 
-/// The fast path's decision when the marked window pays, else None.
+/// The fast path's decision when the marked window and the rules cached beside it pay,
+/// else None.
 pub fn consume(
     client: &SpiClient,
     key: CounterKeyAt,
@@ -90,16 +160,23 @@ pub fn consume(
         ("idempotency_key", idempotency_key.into()),
         ("metadata", metadata.into()),
     ];
-    let decided = query_row(client, &FAST_CONSUME, args, decision_from_row)?;
+    let decided = if schema::has(client, Part::RateLimits)? {
+        let [subject, metric, now, amount, idempotency_key, metadata] = args;
+        let args = [subject, metric, now, ("instant_us", key.instant.into()), amount, idempotency_key, metadata];
+        query_row(client, &FAST_CONSUME, args, decision_from_row)?
+    } else {
+        query_row(client, &FAST_CONSUME_WITHOUT_RATES, args, decision_from_row)?
+    };
     Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
 }
 
-/// A (subject, metric) at the transaction's instant.
+/// A (subject, metric) at the transaction's instant (windows) and the statement's (rules).
 #[derive(Clone, Copy)]
 pub struct CounterKeyAt<'a> {
     pub subject: Uuid,
     pub metric: &'a str,
     pub now: Micros,
+    pub instant: Micros,
 }
 
 /// A window marked for the fast path: its usage and the effective allowance cached in it.
@@ -107,16 +184,20 @@ pub struct MarkedWindow {
     pub window: Window,
     pub used: i64,
     pub allowance: Option<i64>,
+    /// Rate rules are cached beside it.
+    pub rated: bool,
 }
 
 /// The (subject, metric)'s window marked for the fast path at `now`, if any (see MARKED_WINDOW).
 pub fn marked_window(client: &SpiClient, key: CounterKeyAt) -> QResult<Option<MarkedWindow>> {
     let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("now", timestamp(key.now)?.into())];
-    query_row(client, &MARKED_WINDOW, args, |row| {
+    let statement = if schema::has(client, Part::RateLimits)? { &MARKED_WINDOW } else { &MARKED_WINDOW_WITHOUT_RATES };
+    query_row(client, statement, args, |row| {
         Ok(MarkedWindow {
             window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
             used: not_null(row, "used")?,
             allowance: column(row, "allowance")?,
+            rated: not_null(row, "rated")?,
         })
     })
 }
@@ -133,9 +214,18 @@ pub fn try_lock(client: &SpiClient, subject: Uuid, plan: &str) -> QResult<bool> 
     the_row(query_row(client, &TRY_LOCK_FAST_PATH, args, |row| not_null(row, "locked"))?)
 }
 
+/// The rate rules in force beside a window being marked, and until when.
+pub struct RulesInForce<'a> {
+    pub rules: &'a [RateRule],
+    pub until: Option<Micros>,
+}
+
 /// Marks the window as the (subject, metric)'s only fast-path window, with its effective
-/// allowance. Runs under the subject's fast-path key (try_lock).
-pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>) -> QResult<()> {
+/// allowance and the rate rules in force. Runs under the subject's fast-path key (try_lock).
+pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce) -> QResult<()> {
+    if schema::has(client, Part::RateLimits)? {
+        mark_rates(client, key, rates)?;
+    }
     let start = window_key(key.window.start)?;
     let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("window_start", start.into())];
     query(client, &UNMARK_OTHERS, args, |_| Ok(()))?;
@@ -149,4 +239,22 @@ pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>) -> QRes
         ("allowance", allowance.into()),
     ];
     query(client, &MARK_FAST, args, |_| Ok(())).map(drop)
+}
+
+/// Caches the rules in force in their state rows (see MARK_RATES).
+fn mark_rates(client: &SpiClient, key: CounterKey, rates: RulesInForce) -> QResult<()> {
+    let pers: Vec<String> = rates.rules.iter().map(|rule| per_text(rule.per_us)).collect();
+    if !pers.is_empty() {
+        create_states(client, key.subject, key.metric, &pers)?;
+    }
+    let args = [
+        ("subject", key.subject.into()),
+        ("metric", key.metric.into()),
+        ("pers", pers.into()),
+        ("rule_limits", rates.rules.iter().map(|rule| rule.limit).collect::<Vec<i64>>().into()),
+        ("rule_per_uss", rates.rules.iter().map(|rule| rule.per_us).collect::<Vec<i64>>().into()),
+        ("rule_bursts", rates.rules.iter().map(|rule| rule.burst).collect::<Vec<i64>>().into()),
+        ("rule_until", rates.until.map(timestamp).transpose()?.into()),
+    ];
+    query(client, &MARK_RATES, args, |_| Ok(())).map(drop)
 }

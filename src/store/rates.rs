@@ -63,8 +63,14 @@ pub fn lock_states(client: &SpiClient, subject: Uuid, metric: &str, pers: &[Stri
     if states.len() == pers.len() {
         return Ok(states);
     }
-    query(client, &CREATE_STATES, args(), |_| Ok(()))?;
+    create_states(client, subject, metric, pers)?;
     query(client, &LOCK_STATES, args(), read)
+}
+
+/// Creates the missing state rows of `pers`, with full buckets.
+pub fn create_states(client: &SpiClient, subject: Uuid, metric: &str, pers: &[String]) -> QResult<()> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("pers", pers.to_vec().into())];
+    query(client, &CREATE_STATES, args, |_| Ok(())).map(drop)
 }
 
 /// The state rows of `pers`, read without locks (check, usage).

@@ -31,6 +31,8 @@ pub struct Governing {
     /// The rate rules in force: the plan's with the subject's unexpired overrides, ordered by
     /// `per`; none without a plan.
     pub rates: Vec<RateRule>,
+    /// When an override among them expires next (the rules in force change then).
+    pub rates_until: Option<Micros>,
 }
 
 impl Governing {
@@ -58,10 +60,10 @@ impl Governing {
 
     /// Whether the fast path may decide the (subject, metric)'s next consumes from its
     /// window's cached allowance alone: an assigned plan, no usable grants, no reset after
-    /// this instant (the reset's window is the current one then), and no rate rule (its
-    /// state is decided beside the counter, on the slow path).
+    /// this instant (the reset's window is the current one then). Rate rules are cached
+    /// beside it, each in its state row, valid until `rates_until`.
     pub fn fast_path_can_decide(&self) -> bool {
-        self.assigned && self.plan.is_some() && self.grants_left == 0 && !self.reset_since && self.rates.is_empty()
+        self.assigned && self.plan.is_some() && self.grants_left == 0 && !self.reset_since
     }
 }
 
@@ -85,6 +87,7 @@ mod tests {
             grants_left: 0,
             reset_since: false,
             rates: Vec::new(),
+            rates_until: None,
         }
     }
 
@@ -110,7 +113,7 @@ mod tests {
         assert!(!Governing { grants_left: 1, ..g.clone() }.fast_path_can_decide());
         assert!(!Governing { reset_since: true, ..g.clone() }.fast_path_can_decide());
         let rule = crate::rate::RateRule::new(1, 1_000_000, 1).expect("valid");
-        assert!(!Governing { rates: vec![rule], ..g.clone() }.fast_path_can_decide());
+        assert!(Governing { rates: vec![rule], rates_until: Some(DAY), ..g.clone() }.fast_path_can_decide());
         assert!(!Governing { assigned: false, ..g.clone() }.fast_path_can_decide());
         assert!(!governing(None).fast_path_can_decide());
     }

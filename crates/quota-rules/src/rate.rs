@@ -311,6 +311,12 @@ pub fn rules_in_force(plan: &[RateRule], overrides: &[RateOverride], now: Micros
     rules
 }
 
+/// When the rules in force at `now` change by themselves next: the earliest expiry of an
+/// unexpired override (None: only when someone changes them).
+pub fn rules_change_at(overrides: &[RateOverride], now: Micros) -> Option<Micros> {
+    overrides.iter().filter_map(|o| o.expires_at).filter(|expires_at| *expires_at > now).min()
+}
+
 /// The rules of quota.limits.rate, as create_plan wrote them.
 pub fn stored_rules(text: &str) -> Result<Vec<RateRule>, CorruptValue> {
     let corrupt = || CorruptValue::new("rate rules", text);
@@ -447,6 +453,10 @@ mod tests {
         let extra = RateOverride { rule: rule(1000, DAY, 1000), expires_at: None };
         assert_eq!(rules_in_force(&plan, &[doubled, extra], 99), vec![rule(1, SECOND, 1), rule(20, MINUTE, 20), rule(1000, DAY, 1000)]);
         assert_eq!(rules_in_force(&plan, &[doubled], 100), vec![rule(1, SECOND, 1), rule(10, MINUTE, 10)]);
+        let later = RateOverride { expires_at: Some(200), ..doubled };
+        assert_eq!(rules_change_at(&[later, doubled, extra], 99), Some(100));
+        assert_eq!(rules_change_at(&[later, doubled, extra], 100), Some(200));
+        assert_eq!(rules_change_at(&[extra], 99), None);
     }
 
     /// The exact token bucket: level = tokens * P (integer), refilled at L per µs, capped at

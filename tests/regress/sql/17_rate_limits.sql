@@ -74,8 +74,17 @@ SELECT action, metric, before IS NULL AS was_new, after ->> 'per' AS per FROM qu
 SELECT quota.assign_plan(s(1704), 'rated');
 SELECT quota.set_rate_override(s(1704), 'api', '1 second', 1, expires_at => clock_timestamp() + interval '1 second');
 SELECT jsonb_path_query_array(rates, '$[*].limit') FROM quota.usage(s(1704)) WHERE metric = 'api';
+SELECT reason FROM quota.consume(s(1704), 'api');
+SELECT reason FROM quota.consume(s(1704), 'api');
 SELECT pg_sleep(1.1);
 SELECT jsonb_path_query_array(rates, '$[*].limit') FROM quota.usage(s(1704)) WHERE metric = 'api';
+-- Consume's fast path caches the rules in force beside the window until the override's
+-- expiry: past it, the plan's 5 per second decides again (not the cached 1).
+SELECT reason FROM quota.consume(s(1704), 'api');
+SELECT reason FROM quota.consume(s(1704), 'api');
+SELECT reason FROM quota.consume(s(1704), 'api');
+SELECT per, fast, rule_limit, rule_burst, rule_until FROM quota.rate_state WHERE subject = s(1704) ORDER BY per COLLATE "C";
+SELECT fast FROM quota.counters WHERE subject = s(1704) AND metric = 'api';
 
 -- require: PT429 with the retry instant; through PostgREST (request.method is set) the same
 -- denial is SQLSTATE PGRST with exactly the JSON PostgREST parses: the message an object
