@@ -1,6 +1,7 @@
--- Every call is autocommit, so a ledger row's created_at is the instant its rule decided
--- at. Over every interval [a, b] of admitted instants at most 10 + 10 * (b - a) seconds were
--- admitted (burst plus refill), and demand never stopped, so the rule admitted about that.
+-- Every call is autocommit and sent with the simple protocol (paced.pgbench), so a ledger
+-- row's created_at is the instant its rule decided at. Over every interval [a, b] of
+-- admitted instants at most 10 + 10 * (b - a) seconds were admitted (burst plus refill),
+-- and demand never stopped, so the rule admitted about that.
 DO $$
 DECLARE
     admitted bigint := (SELECT count(*) FROM quota.events WHERE subject = s(7200) AND kind = 'consume');

@@ -13,8 +13,10 @@ psql -d "$db" -f setup.sql >/dev/null
 
 for workload in *.pgbench; do
   name=${workload%.pgbench}
+  # A workload may name its protocol in a line "-- pgbench protocol: simple".
+  protocol=$(sed -n 's/^-- pgbench protocol: //p' "$workload")
   echo "concurrency: $name ($CLIENTS sessions x $CALLS calls)"
-  command pgbench -n -c "$CLIENTS" -j 2 -t "$CALLS" -M prepared -f "$workload" "$db" >"/tmp/pgq-$name.log" 2>&1 \
+  command pgbench -n -c "$CLIENTS" -j 2 -t "$CALLS" -M "${protocol:-prepared}" -f "$workload" "$db" >"/tmp/pgq-$name.log" 2>&1 \
     || { cat "/tmp/pgq-$name.log" >&2; exit 1; }
   psql -d "$db" -c "SET pgq.calls = $((CLIENTS * CALLS))" -f "check_$name.sql"
 done
