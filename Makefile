@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch reliability-long
+.PHONY: deps install demo test test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -79,6 +79,13 @@ test-pg18:
 	cargo pgrx test pg18 $(RUNAS) --pgdata $(PGRX_DATA)18/data
 	cargo pgrx install --pg-config "$$(bash scripts/pg18-config.sh)" $(SUDO)
 	@$(WITH_PG18) bash scripts/run-on-cluster.sh $(CLUSTER18) $(PORT18) tests/run-sql-tests.sh
+
+# The memory-only rate limiter against the same rule in a table and a bare SELECT 1, on a
+# cluster that preloads pg_quota (a benchmark: nothing fails on its figures).
+bench-preload: install
+	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
+	@BENCH=1 SETTINGS="-c shared_preload_libraries=pg_quota" bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
+	@bash bench/preload.sh $(BENCH_CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
 
 # What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).
 bench-signup: install cluster-start

@@ -4,6 +4,8 @@
 #   scripts/cluster.sh stop DIR         stop immediately
 # Tests run with fsync=off. Benchmarks set BENCH=1: fsync on, so that commits cost what they
 # cost, and no checkpoint requested by WAL volume or time while they run (see bench/lib.sh).
+# SETTINGS adds server settings ("-c shared_preload_libraries=pg_quota ..."); a DIR whose
+# data directory exists already (a replica made by pg_basebackup) is started as it is.
 # initdb refuses to run as root, so as root the cluster belongs to the postgres user.
 set -euo pipefail
 
@@ -18,6 +20,7 @@ start)
   port=$3
   settings="-c fsync=off"
   [ "${BENCH:-0}" = 1 ] && settings="-c fsync=on -c max_wal_size=32GB -c checkpoint_timeout=1h"
+  settings="$settings ${SETTINGS:-}"
   mkdir -p "$dir"
   [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then

@@ -6,10 +6,13 @@
 -- else quota.subject_for('ip:' || the client address), the first entry of the
 -- X-Forwarded-For header PostgREST passes on ('ip:unknown' without one). Over a rate rule
 -- or the quota, the request is HTTP 429 with Retry-After (quota.raise_denied()).
--- PostgREST runs GET and HEAD in read-only transactions, where nothing can be written:
--- there the function only checks (quota.check()): a bucket that writes emptied turns GETs
--- away too, but a GET takes no unit and is never an error of its own (no HTTP 5xx).
--- A subject without a plan (and no default plan) is let through.
+-- PostgREST runs GET and HEAD in read-only transactions, where no table can be written.
+-- When pg_quota is preloaded (shared_preload_libraries), a GET takes its unit from the
+-- metric's rate rules in shared memory (quota.limit_in_memory(): no write, so replicas
+-- count too), a bucket of its own beside the one writes take from the table. Either way it
+-- then checks (quota.check()): a bucket or quota that writes emptied turns GETs away too.
+-- A GET is never an error of its own (no HTTP 5xx). A subject without a plan (and no
+-- default plan) is let through.
 CREATE FUNCTION quota.limit_request(metric text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -18,6 +21,7 @@ DECLARE
     request_metric constant text := coalesce(metric, nullif(current_setting('quota.request_metric', true), ''), 'api_requests');
     caller uuid := quota.current_subject();
     client_address text;
+    in_memory record;
     d quota.decision;
 BEGIN
     IF caller IS NULL THEN
@@ -26,6 +30,12 @@ BEGIN
         caller := quota.subject_for('ip:' || coalesce(nullif(client_address, ''), 'unknown'));
     END IF;
     IF current_setting('transaction_read_only') = 'on' THEN
+        IF quota.preloaded() THEN
+            SELECT m.allowed, m.retry_after INTO in_memory FROM quota.limit_in_memory(caller, request_metric) AS m;
+            IF NOT in_memory.allowed THEN
+                PERFORM quota.raise_denied(caller, request_metric, 'rate_limited', 1, 0, 0, NULL, NULL, in_memory.retry_after);
+            END IF;
+        END IF;
         d := quota.check(caller, request_metric);
     ELSE
         d := quota.consume(caller, request_metric);

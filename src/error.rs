@@ -50,6 +50,15 @@ impl QuotaError {
         self
     }
 
+    /// 55000: a feature of the shared-memory tier on a server that did not preload pg_quota.
+    pub fn not_preloaded(feature: &str) -> Self {
+        Self::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("{feature} needs pg_quota's shared memory, and this server did not preload pg_quota"),
+        )
+        .with_hint("Add pg_quota to shared_preload_libraries in postgresql.conf and restart the server.")
+    }
+
     /// 22004: an argument that must be given was NULL.
     pub fn null_argument(name: &str) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL"))

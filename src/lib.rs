@@ -6,7 +6,8 @@
 //! one-statement path), `bundles` (consume_many), `reservations`, `denials` (what a raised
 //! denial says), `usage` (and the end-user surface), `admin`, `callers` (who is calling and
 //! what a signed-in user may do), `changes` (the audit trail of administration),
-//! `enforce` (what the enforce and sign-up triggers read of a row). `store` holds every
+//! `enforce` (what the enforce and sign-up triggers read of a row), `shared` (the
+//! shared-memory tier of a preloaded library: the memory-only rate limiter). `store` holds every
 //! statement they run, `tuples` the composite results, `error` the SQLSTATEs, `jsonb` the
 //! jsonb arguments. Tables, types and hand-written SQL live in `sql/`, one file per concern.
 
@@ -23,6 +24,7 @@ mod fast_path;
 mod jsonb;
 mod rates;
 mod reservations;
+mod shared;
 mod spending;
 mod store;
 mod subject_keys;
@@ -38,6 +40,7 @@ mod usage;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    shared::init();
 }
 
 // The hand-written SQL, in install order: the schema first, the privileges last, and each
@@ -54,7 +57,14 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/rate_limits.sql",
     name = "rate_limits",
-    requires = ["require", spending::check, usage::current_subject, subject_keys::subject_for]
+    requires = [
+        "require",
+        spending::check,
+        usage::current_subject,
+        subject_keys::subject_for,
+        shared::memory_rates::preloaded_sql,
+        shared::memory_rates::limit_in_memory
+    ]
 );
 extension_sql_file!(
     "../sql/enforce.sql",

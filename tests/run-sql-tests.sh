@@ -37,7 +37,9 @@ harness=tests/harness/target/release
 "$harness/simulate" ${SEED:+--seed "$SEED"} --ops "${SIM_OPS:-2000}" --connections 4
 "$harness/fuzz" ${SEED:+--seed "$SEED"} --calls "${FUZZ_CALLS:-10000}"
 bash tests/crash.sh "$PGHOST-crash" $((PGPORT + 100))
+# The shared-memory tier on a primary that preloads pg_quota and its hot standby.
+bash tests/preload.sh "$PGHOST-preload" $((PGPORT + 200))
 # Keeps make bench working: a seconds-long run of the same harness (figures not kept).
 bash bench/run.sh "$PGHOST" "$PGPORT" smoke >/dev/null
 echo "bench smoke: ok"
-echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 8)) passed, 0 failed"
+echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 9)) passed, 0 failed"

@@ -12,6 +12,7 @@
 //! - `denial`: what a raised denial says.
 //! - `rate`: rate rules (token buckets kept as GCRA), and the rules in force for a subject.
 //! - `keys`: the subject of a key that is not a user (an IP address, an API key).
+//! - `memory_table`: where the shared-memory rate limiter keeps a rule's state.
 //! - `locks`: the advisory-lock seeds shared with the hand-written SQL.
 //! - `rng`: the seeded generator of every property test and of the test harness.
 
@@ -27,6 +28,7 @@ pub mod denial;
 pub mod governing;
 pub mod keys;
 pub mod locks;
+pub mod memory_table;
 pub mod plan;
 pub mod rate;
 pub mod request;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# make bench-preload: the memory-only rate limiter (quota.limit_in_memory, on a server that
+# preloads pg_quota) against the same rule kept in a table (quota.consume of a rate-only
+# metric) and a bare SELECT 1 round trip, the physical ceiling; uniform subjects, the
+# variants taking turns run by run. A benchmark: nothing fails on its figures.
+#   bench/preload.sh SOCKET_DIR PORT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PGHOST=$1 PGPORT=$2 PGUSER=postgres PGOPTIONS='-c client_min_messages=warning'
+clients=${BENCH_CLIENTS:-8} threads=2 seconds=${BENCH_SECONDS:-4} runs=${BENCH_RUNS:-5}
+db=pgq_bench_preload out=target/bench-preload
+rm -rf "$out" && mkdir -p "$out"
+. bench/lib.sh
+psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+psql -d "$db" -f bench/setup.sql >/dev/null
+[ "$(command psql -X -qtA -d "$db" -c 'SELECT quota.preloaded()')" = t ] || { echo "bench: pg_quota is not preloaded" >&2; exit 1; }
+checkpoint "$db"
+subjects='\set n random(1, 10000)'
+{ echo "$subjects"; echo "SELECT allowed FROM quota.limit_in_memory(s(:n), 'paced');"; } >"$out/memory.pgbench"
+{ echo "$subjects"; cat bench/scripts/pg_quota_rate_only.pgbench; } >"$out/table.pgbench"
+{ echo "$subjects"; echo "SELECT 1;"; } >"$out/select_1.pgbench"
+for sync in off on; do
+  declare -A median_of=()
+  while read -r variant median_tps; do median_of[$variant]=$median_tps; done \
+    < <(alternate "$db" "$sync" "$runs" "" memory="$out/memory.pgbench" table="$out/table.pgbench" select_1="$out/select_1.pgbench")
+  echo "synchronous_commit=$sync, $clients clients, median of $runs runs of ${seconds}s:" \
+       "memory ${median_of[memory]} tps, table ${median_of[table]} tps, SELECT 1 ${median_of[select_1]} tps;" \
+       "memory/table $(ratio "${median_of[memory]}" "${median_of[table]}"), memory/SELECT 1 $(ratio "${median_of[memory]}" "${median_of[select_1]}")"
+done
+psql -d "$db" -c "SELECT * FROM quota.memory_limiter_state()"

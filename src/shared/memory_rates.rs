@@ -1,0 +1,143 @@
+//! The memory-only rate limiter: a metric's rate rules (the plan's, with the subject's
+//! overrides) decided against state in shared memory instead of quota.rate_state. Nothing is
+//! written to a table, so it counts calls in read-only transactions (PostgREST's GET and
+//! HEAD) and on hot standbys; what it admits is not rolled back with the caller's
+//! transaction, and a restart forgets every state (a free burst). The arithmetic is the
+//! table rules' (quota_rules::rate), the table is quota_rules::memory_table.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::Uuid;
+
+use quota_rules::memory_table::{metric_digest, place, state_of, MemoryKey, Placement, Slot};
+use quota_rules::plan::validate_metric;
+use quota_rules::rate::{decide_all, RateRule};
+use quota_rules::window::Micros;
+
+use super::Table;
+use crate::error::{positive_amount, required, sql_call};
+use crate::store::{counters, statement_now, timestamp, transaction_now};
+
+/// Decides `amount` units of the metric's rate rules for the subject in shared memory, all
+/// or nothing: admitted by every rule (their states move) or by none (nothing moves).
+/// `remaining` is what the tightest rule has left after the call (NULL: the metric has no
+/// rule); `retry_after` when the same call would fit (NULL when allowed, or never: the
+/// amount is over a burst).
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn limit_in_memory(
+    subject: Option<Uuid>,
+    metric: Option<&str>,
+    amount: default!(Option<i64>, 1),
+) -> Result<
+    TableIterator<
+        'static,
+        (name!(allowed, bool), name!(reason, String), name!(remaining, Option<i64>), name!(retry_after, Option<TimestampWithTimeZone>)),
+    >,
+    ErrorReport,
+> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        validate_metric(metric)?;
+        let amount = positive_amount(amount)?;
+        let table = Table::attach("quota.limit_in_memory()")?;
+        let now = transaction_now()?;
+        let rules = Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?.rates;
+        let outcome = decide(&table, &keyed(subject, metric, &rules), statement_now()?, amount);
+        let row = match outcome {
+            Ok(remaining) => (true, "ok".to_string(), remaining, None),
+            Err(retry_at) => (false, "rate_limited".to_string(), Some(0), retry_at.map(timestamp).transpose()?),
+        };
+        Ok(TableIterator::once(row))
+    })
+}
+
+/// Whether this server preloaded pg_quota: the memory-only features work (limit_request
+/// uses them for read-only requests).
+#[pg_extern(stable, parallel_safe, name = "preloaded")]
+#[search_path(pg_catalog, pg_temp)]
+fn preloaded_sql() -> bool {
+    super::preloaded()
+}
+
+/// The limiter's state: whether this server preloaded pg_quota, its capacity and the states
+/// that still owe (keys whose bucket is not full), calls admitted and limited, evictions that
+/// forgot a debt, and the shared memory it takes. Without the preload: false and zeros.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn memory_limiter_state() -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(preloaded, bool),
+            name!(capacity_keys, i64),
+            name!(keys_owing, i64),
+            name!(admitted, i64),
+            name!(limited, i64),
+            name!(lossy_evictions, i64),
+            name!(shared_bytes, i64),
+        ),
+    >,
+    ErrorReport,
+> {
+    sql_call(|| {
+        if !super::preloaded() {
+            return Ok(TableIterator::once((false, 0, 0, 0, 0, 0, 0)));
+        }
+        let table = Table::attach("quota.memory_limiter_state()")?;
+        let now = statement_now()?;
+        let owing: usize = (0..table.sets())
+            .map(|set| table.with_sets(&[set], |sets| sets.read(set).iter().filter(|slot| slot.used && slot.tat_us > now).count()))
+            .sum();
+        let (admitted, limited, lossy) = table.counters();
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let capacity = table.sets() * quota_rules::memory_table::WAYS;
+        Ok(TableIterator::once((
+            true,
+            count(capacity as u64),
+            count(owing as u64),
+            count(admitted),
+            count(limited),
+            count(lossy),
+            count(table.bytes() as u64),
+        )))
+    })
+}
+
+/// The key of each rule of the (subject, metric) in this database.
+fn keyed(subject: Uuid, metric: &str, rules: &[RateRule]) -> Vec<(RateRule, MemoryKey)> {
+    let subject = *subject.as_bytes();
+    let metric = metric_digest(metric);
+    // SAFETY: MyDatabaseId is set for the life of a backend connected to a database.
+    let database = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
+    rules.iter().map(|rule| (*rule, MemoryKey { subject, metric, per_us: rule.per_us, database })).collect()
+}
+
+/// Decides the rules under their sets' locks. Ok(what the tightest rule has left, None
+/// without rules) or Err(when the call fits, None: never).
+fn decide(table: &Table, rules: &[(RateRule, MemoryKey)], now: Micros, amount: i64) -> Result<Option<i64>, Option<Micros>> {
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let sets: Vec<usize> = rules.iter().map(|(_, key)| key.set_index(table.sets())).collect();
+    let (outcome, lossy) = table.with_sets(&sets, |locked| {
+        let states: Vec<(RateRule, Option<Micros>)> =
+            rules.iter().zip(&sets).map(|((rule, key), &set)| (*rule, state_of(&locked.read(set), key))).collect();
+        let tats = match decide_all(&states, now, amount) {
+            Ok(tats) => tats,
+            Err(retry_at) => return (Err(retry_at), 0),
+        };
+        let mut lossy = 0;
+        for (((_, key), &set), tat_us) in rules.iter().zip(&sets).zip(&tats) {
+            // Read again: an earlier rule of this call may have taken a slot of the same set.
+            let placement = place(&locked.read(set), key, now);
+            lossy += u64::from(matches!(placement, Placement::Evict(_)));
+            locked.write(set, placement.slot(), Slot { key: *key, tat_us: *tat_us, used: true });
+        }
+        let remaining = rules.iter().zip(&tats).map(|((rule, _), tat)| rule.remaining(Some(*tat), now)).min();
+        (Ok(remaining), lossy)
+    });
+    table.count(outcome.is_ok(), lossy);
+    outcome
+}

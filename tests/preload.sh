@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The shared-memory tier (issue 20) on servers that preload pg_quota: a primary started with
+# shared_preload_libraries = pg_quota and a small limiter (512 states), and its streaming
+# replica, both started here and stopped at the end. Checks that raise fail the run.
+#   tests/preload.sh DIR PORT     (uses DIR-primary on PORT and DIR-replica on PORT + 1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+base=$1 port=$2
+primary=$base-primary replica=$base-replica replica_port=$((port + 1))
+BIN=$(pg_config --bindir)
+as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+stop_all() { bash scripts/cluster.sh stop "$replica"; bash scripts/cluster.sh stop "$primary"; }
+trap stop_all EXIT
+stop_all; rm -rf "$primary" "$replica"
+export SETTINGS="-c shared_preload_libraries=pg_quota -c pg_quota.memory_rate_keys=512"
+bash scripts/cluster.sh start "$primary" "$port"
+on() { local dir=$1 p=$2; shift 2; command psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$p" -U postgres -d postgres "$@"; }
+value() { local dir=$1 p=$2; shift 2; command psql -X -qtA -v ON_ERROR_STOP=1 -h "$dir" -p "$p" -U postgres -d postgres -c "$@"; }
+expect() {  # expect WHAT GOT WANTED
+  [ "$2" = "$3" ] || { echo "preload: $1: got '$2', expected '$3'" >&2; exit 1; }
+}
+
+on "$primary" "$port" >/dev/null <<'SQL'
+CREATE EXTENSION pg_quota;
+CREATE FUNCTION public.s(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
+    AS $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
+SELECT quota.create_plan('visitors', '{"api_requests": {"rate": [{"limit": 10, "per": "1 second", "burst": 10}]},
+                                       "slow": {"rate": [{"limit": 1, "per": "1 hour"}]}}', is_default => true);
+SQL
+
+# A burst in one read-only statement: its calls share the statement's instant, so exactly
+# the burst is admitted and the rest fits again when one unit has come back (100 ms).
+on "$primary" "$port" <<'SQL'
+DO $$
+DECLARE
+    r record;
+    state record;
+BEGIN
+    SET TRANSACTION READ ONLY;
+    SELECT count(*) FILTER (WHERE m.allowed) AS admitted, count(*) FILTER (WHERE NOT m.allowed) AS limited,
+           min(m.retry_after - statement_timestamp()) FILTER (WHERE NOT m.allowed) AS retry_in,
+           min(m.remaining) FILTER (WHERE m.allowed) AS last_remaining
+      INTO r FROM generate_series(1, 15) AS g, LATERAL quota.limit_in_memory(s(1), 'api_requests', 1 + 0 * g) AS m;
+    IF (r.admitted, r.limited, r.retry_in, r.last_remaining) IS DISTINCT FROM (10::bigint, 5::bigint, interval '100 ms', 0::bigint) THEN
+        RAISE EXCEPTION 'read-only burst: %', r;
+    END IF;
+    SELECT * INTO state FROM quota.memory_limiter_state();
+    IF NOT state.preloaded OR state.capacity_keys <> 512 OR state.keys_owing <> 1 OR state.admitted <> 10 OR state.limited <> 5 THEN
+        RAISE EXCEPTION 'limiter state after the burst: %', state;
+    END IF;
+    IF EXISTS (SELECT FROM quota.rate_state) OR EXISTS (SELECT FROM quota.events) THEN
+        RAISE EXCEPTION 'the memory limiter wrote a table';
+    END IF;
+    RAISE NOTICE 'preload: a read-only burst of 15 admitted 10, the rest fits again in 100 ms; nothing written';
+END $$;
+SQL
+
+# PostgREST's GET: limit_request in a read-only transaction takes the unit in memory and
+# answers HTTP 429 (RAISE SQLSTATE 'PGRST') once the bucket is empty.
+on "$primary" "$port" <<'SQL'
+DO $$
+DECLARE
+    admitted int := 0;
+    status text;
+BEGIN
+    SET TRANSACTION READ ONLY;
+    PERFORM set_config('request.method', 'GET', true),
+            set_config('request.headers', '{"x-forwarded-for": "203.0.113.9, 10.0.0.1"}', true);
+    FOR i IN 1..12 LOOP
+        BEGIN
+            PERFORM quota.limit_request();
+            admitted := admitted + 1;
+        EXCEPTION WHEN SQLSTATE 'PGRST' THEN
+            GET STACKED DIAGNOSTICS status = PG_EXCEPTION_DETAIL;
+        END;
+    END LOOP;
+    -- The calls of this block share its statement's instant: exactly the burst.
+    IF admitted <> 10 OR (status::json ->> 'status') <> '429' THEN
+        RAISE EXCEPTION 'GETs through limit_request: % admitted, last error %', admitted, status;
+    END IF;
+    RAISE NOTICE 'preload: % of 12 GETs admitted in memory, then HTTP 429', admitted;
+END $$;
+SQL
+
+# 32 sessions hammering one key for 3 seconds: no more than the burst plus 10 a second over
+# the run, and no fewer than the rule lets through (less a second for connecting).
+before=$(value "$primary" "$port" "SELECT admitted FROM quota.memory_limiter_state()")
+t0=$(value "$primary" "$port" "SELECT extract(epoch FROM clock_timestamp())")
+echo "SELECT allowed FROM quota.limit_in_memory(s(2), 'api_requests');" >"$primary/hammer.pgbench"
+command pgbench -n -h "$primary" -p "$port" -U postgres -c 32 -j 2 -T 3 -M prepared -f "$primary/hammer.pgbench" postgres \
+  >"$primary/hammer.log" 2>&1 || { cat "$primary/hammer.log" >&2; exit 1; }
+t1=$(value "$primary" "$port" "SELECT extract(epoch FROM clock_timestamp())")
+calls=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$primary/hammer.log")
+value "$primary" "$port" "DO \$\$
+DECLARE
+    admitted bigint := (SELECT admitted FROM quota.memory_limiter_state()) - $before;
+    span numeric := $t1 - $t0;
+BEGIN
+    IF admitted > 10 + 10 * span THEN
+        RAISE EXCEPTION 'memory limiter overspent: % admitted in %s, at most %', admitted, span, 10 + 10 * span;
+    END IF;
+    IF admitted < 10 * (span - 1) THEN
+        RAISE EXCEPTION 'memory limiter under-admitted: % in %s at 10 a second', admitted, span;
+    END IF;
+    RAISE NOTICE 'preload: 32 sessions, % calls on one key in %s: % admitted (at most %)', $calls, round(span, 2), admitted, round(10 + 10 * span, 1);
+END \$\$"
+
+# Eviction: 5,000 keys through 512 states. Memory stays what it was; the newest key keeps
+# its debt; old keys were forgotten (a free burst each, counted).
+on "$primary" "$port" <<'SQL'
+DO $$
+DECLARE
+    bytes_before bigint := (SELECT shared_bytes FROM quota.memory_limiter_state());
+    state record;
+    newest_again boolean;
+    old_readmitted bigint;
+BEGIN
+    IF (SELECT count(*) FILTER (WHERE m.allowed) FROM generate_series(1, 5000) AS g,
+               LATERAL quota.limit_in_memory(quota.subject_for('key:' || g), 'slow') AS m) <> 5000 THEN
+        RAISE EXCEPTION 'a new key was refused';
+    END IF;
+    SELECT * INTO state FROM quota.memory_limiter_state();
+    IF state.keys_owing > 512 OR state.shared_bytes <> bytes_before OR state.lossy_evictions < 5000 - 512 THEN
+        RAISE EXCEPTION 'eviction: %', state;
+    END IF;
+    SELECT m.allowed INTO newest_again FROM quota.limit_in_memory(quota.subject_for('key:5000'), 'slow') AS m;
+    SELECT count(*) FILTER (WHERE m.allowed) INTO old_readmitted
+      FROM generate_series(1, 100) AS g, LATERAL quota.limit_in_memory(quota.subject_for('key:' || g), 'slow') AS m;
+    IF newest_again OR old_readmitted = 0 THEN
+        RAISE EXCEPTION 'after eviction: newest admitted again %, old keys admitted again %', newest_again, old_readmitted;
+    END IF;
+    RAISE NOTICE 'preload: 5000 keys in 512 states (% bytes): % owing, % lossy evictions', state.shared_bytes, state.keys_owing, state.lossy_evictions;
+END $$;
+SQL
+
+# A restart forgets every state: the key limited a moment ago gets a new burst.
+slow_call="SELECT allowed FROM quota.limit_in_memory(s(3), 'slow')"
+expect "first call" "$(value "$primary" "$port" "$slow_call")" t
+expect "second call within the hour" "$(value "$primary" "$port" "$slow_call")" f
+as_owner "$BIN/pg_ctl" -D "$primary/data" -l "$primary/server.log" -w -m fast restart >/dev/null
+expect "calls counted after a restart" "$(value "$primary" "$port" "SELECT admitted + limited FROM quota.memory_limiter_state()")" 0
+expect "the same call after a restart" "$(value "$primary" "$port" "$slow_call")" t
+echo "preload: a restart empties the limiter (a free burst)"
+
+# A hot standby counts too: it writes nothing, so the limiter is all it needs.
+mkdir -p "$replica" && { [ "$(id -u)" -ne 0 ] || chown postgres "$replica"; }
+as_owner "$BIN/pg_basebackup" -h "$primary" -p "$port" -U postgres -D "$replica/data" -R -X stream -c fast
+SETTINGS="$SETTINGS -c hot_standby=on" bash scripts/cluster.sh start "$replica" "$replica_port"
+expect "the replica is a standby" "$(value "$replica" "$replica_port" "SELECT pg_is_in_recovery()")" t
+value "$replica" "$replica_port" "DO \$\$
+DECLARE
+    admitted bigint := (SELECT count(*) FILTER (WHERE m.allowed)
+                          FROM generate_series(1, 15) AS g, LATERAL quota.limit_in_memory(s(4), 'api_requests', 1 + 0 * g) AS m);
+BEGIN
+    IF admitted <> 10 THEN RAISE EXCEPTION 'standby burst: % admitted', admitted; END IF;
+    PERFORM set_config('request.method', 'GET', true);
+    PERFORM quota.limit_request();
+    RAISE NOTICE 'preload: on a hot standby a burst of 15 admitted 10, and a GET through limit_request is counted';
+END \$\$"
+echo "preload: all 6 checks passed"
