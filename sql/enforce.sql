@@ -86,15 +86,26 @@ AS $$
 $$;
 
 -- For quota.enforce: charges a table's row to its subject. The table's account is locked
--- first, then the counter (by quota.require), the order quota.enforce_refund uses too.
+-- first, then the counter (by quota.consume), the order quota.enforce_refund uses too. A
+-- denial raises as require's does, naming the table.
 CREATE FUNCTION quota.enforce_charge(enforced_table regclass, subject uuid, metric text, amount bigint) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    d quota.decision;
+BEGIN
     INSERT INTO quota.enforced_charges AS c (subject, metric, enforced_table, units)
     VALUES (enforce_charge.subject, enforce_charge.metric, enforce_charge.enforced_table, enforce_charge.amount)
     ON CONFLICT (subject, metric, enforced_table) DO UPDATE SET units = c.units + excluded.units;
-    SELECT quota.require(enforce_charge.subject, enforce_charge.metric, enforce_charge.amount);
+    d := quota.consume(enforce_charge.subject, enforce_charge.metric, enforce_charge.amount);
+    IF NOT d.allowed THEN
+        PERFORM quota.raise_denied(enforce_charge.subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance,
+                                   d.remaining, d.window_start, d.resets_at, d.retry_after, 'enforce',
+                                   enforce_charge.enforced_table::text);
+    END IF;
+END
 $$;
 
 -- For quota.enforce: gives back what a row was charged, at most what its table still holds

@@ -33,7 +33,8 @@ BEGIN
         IF quota.preloaded() THEN
             SELECT m.allowed, m.retry_after INTO in_memory FROM quota.limit_in_memory(caller, request_metric) AS m;
             IF NOT in_memory.allowed THEN
-                PERFORM quota.raise_denied(caller, request_metric, 'rate_limited', 1, 0, 0, NULL, NULL, in_memory.retry_after);
+                PERFORM quota.raise_denied(caller, request_metric, 'rate_limited', 1, 0, 0, NULL, 0, NULL, NULL,
+                                           in_memory.retry_after, 'limit_request');
             END IF;
         END IF;
         d := quota.check(caller, request_metric);
@@ -41,8 +42,8 @@ BEGIN
         d := quota.consume(caller, request_metric);
     END IF;
     IF NOT d.allowed AND d.reason IN ('rate_limited', 'quota_exceeded') THEN
-        PERFORM quota.raise_denied(caller, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
-                                   d.retry_after);
+        PERFORM quota.raise_denied(caller, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.remaining,
+                                   d.window_start, d.resets_at, d.retry_after, 'limit_request');
     END IF;
 END
 $$;

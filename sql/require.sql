@@ -1,18 +1,22 @@
 -- The raising functions: consume, consume_many and reserve that raise PT429 when denied
 -- (PostgREST answers HTTP 429, with Retry-After). A custom SQLSTATE cannot be raised from Rust, so they are
 -- thin PL/pgSQL; what a denial says is made in one place, quota.explain_denial()
--- (src/denials.rs). Raising rolls the transaction back, so the denial row is not kept.
+-- (src/denials.rs). Raising rolls the transaction back, so the denial row is not kept; on a
+-- server that preloads pg_quota the denial journal keeps it (quota.journal_denial()).
 
--- Raises the denial of `requested` units of `metric`, with the window's figures. Through
+-- Raises the denial of `requested` units of `metric`, with the window's figures, after
+-- queueing it in the denial journal (a no-op without the preload). `raised_by` names the
+-- raising function, `source_table` the table of an enforce trigger. Through
 -- PostgREST (which sets request.method for each request) it is RAISE SQLSTATE 'PGRST', the
 -- one error PostgREST takes its status and headers from: HTTP 429 with Retry-After (whole
 -- seconds, rounded up) when the call fits again at retry_after, and the body PostgREST
 -- always sends, {"code": "PT429", "message", "details", "hint"}. Anywhere else it is
 -- SQLSTATE PT429 with the same message, detail and hint.
 CREATE FUNCTION quota.raise_denied(subject uuid, metric text, reason text, requested bigint, used bigint,
-                                   reserved bigint, allowance bigint, resets_at timestamptz,
-                                   retry_after timestamptz) RETURNS void
-LANGUAGE plpgsql STABLE
+                                   reserved bigint, allowance bigint, remaining bigint, window_start timestamptz,
+                                   resets_at timestamptz, retry_after timestamptz, raised_by text,
+                                   source_table text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -20,6 +24,8 @@ DECLARE
     detail text;
     hint text;
 BEGIN
+    PERFORM quota.journal_denial(subject, metric, reason, requested, used, reserved, allowance, remaining,
+                                 window_start, resets_at, retry_after, raised_by, source_table);
     IF reason = 'no_plan' THEN
         message := format('quota exceeded for "%s": subject %s has no plan and there is no default plan', metric, subject);
         detail := json_build_object('metric', metric, 'reason', reason, 'requested', requested)::text;
@@ -64,8 +70,8 @@ DECLARE
     d quota.decision := quota.consume(subject, metric, amount, idempotency_key, metadata);
 BEGIN
     IF NOT d.allowed THEN
-        PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
-                                       d.retry_after);
+        PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.remaining,
+                                   d.window_start, d.resets_at, d.retry_after, 'require');
     END IF;
     RETURN d;
 END
@@ -88,8 +94,8 @@ DECLARE
 BEGIN
     FOREACH d IN ARRAY decisions LOOP
         IF NOT d.allowed AND d.reason <> 'bundle_denied' THEN
-            PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.resets_at,
-                                       d.retry_after);
+            PERFORM quota.raise_denied(subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance, d.remaining,
+                                       d.window_start, d.resets_at, d.retry_after, 'require_many');
         END IF;
     END LOOP;
     RETURN QUERY SELECT * FROM pg_catalog.unnest(decisions);
@@ -112,8 +118,8 @@ DECLARE
     r quota.reservation := quota.reserve(subject, metric, amount, ttl, idempotency_key);
 BEGIN
     IF NOT r.allowed THEN
-        PERFORM quota.raise_denied(subject, r.metric, r.reason, r.amount, r.used, r.reserved, r.allowance, r.resets_at,
-                                   r.retry_after);
+        PERFORM quota.raise_denied(subject, r.metric, r.reason, r.amount, r.used, r.reserved, r.allowance, r.remaining,
+                                   r.window_start, r.resets_at, r.retry_after, 'require_reservation');
     END IF;
     RETURN r;
 END

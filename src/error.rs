@@ -24,6 +24,13 @@ pub struct QuotaError {
 
 pub type QResult<T> = Result<T, QuotaError>;
 
+/// The message, as a background worker logs it.
+impl std::fmt::Display for QuotaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Runs the body of a SQL entry point; its error leaves as a PostgreSQL ERROR with its SQLSTATE.
 pub fn sql_call<T>(body: impl FnOnce() -> QResult<T>) -> Result<T, ErrorReport> {
     body().map_err(ErrorReport::from)

@@ -7,7 +7,8 @@
 //! denial says), `usage` (and the end-user surface), `admin`, `callers` (who is calling and
 //! what a signed-in user may do), `changes` (the audit trail of administration),
 //! `enforce` (what the enforce and sign-up triggers read of a row), `shared` (the
-//! shared-memory tier of a preloaded library: the memory-only rate limiter). `store` holds every
+//! shared-memory tier of a preloaded library: the memory-only rate limiter and the denial
+//! journal). `store` holds every
 //! statement they run, `tuples` the composite results, `error` the SQLSTATEs, `jsonb` the
 //! jsonb arguments. Tables, types and hand-written SQL live in `sql/`, one file per concern.
 
@@ -49,10 +50,18 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
 extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["fast_path"]);
 extension_sql_file!("../sql/reservations.sql", name = "reservations", requires = ["audit"]);
+extension_sql_file!("../sql/journal.sql", name = "journal", requires = ["reservations"]);
 extension_sql_file!(
     "../sql/require.sql",
     name = "require",
-    requires = [spending::consume, bundles::consume_many, reservations::reserve, denials::explain_denial]
+    requires = [
+        "journal",
+        spending::consume,
+        bundles::consume_many,
+        reservations::reserve,
+        denials::explain_denial,
+        shared::journal::journal_denial
+    ]
 );
 extension_sql_file!(
     "../sql/rate_limits.sql",
@@ -69,7 +78,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/enforce.sql",
     name = "enforce",
-    requires = ["require", spending::check, spending::give_back, enforce::row_uuid, enforce::row_units]
+    requires = ["require", spending::consume, spending::check, spending::give_back, enforce::row_uuid, enforce::row_units]
 );
 extension_sql_file!("../sql/supabase.sql", name = "supabase", requires = ["enforce", "reservations", usage::current_subject]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The shared-memory tier (issue 20) on servers that preload pg_quota: a primary started with
-# shared_preload_libraries = pg_quota and a small limiter (512 states), and its streaming
-# replica, both started here and stopped at the end. Checks that raise fail the run.
+# shared_preload_libraries = pg_quota, a small limiter (512 states) and a tiny denial journal
+# (16 records), and its streaming replica, both started here and stopped at the end. Checks
+# that raise fail the run.
 #   tests/preload.sh DIR PORT     (uses DIR-primary on PORT and DIR-replica on PORT + 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@
 stop_all() { bash scripts/cluster.sh stop "$replica"; bash scripts/cluster.sh stop "$primary"; }
 trap stop_all EXIT
 stop_all; rm -rf "$primary" "$replica"
-export SETTINGS="-c shared_preload_libraries=pg_quota -c pg_quota.memory_rate_keys=512"
+export SETTINGS="-c shared_preload_libraries=pg_quota -c pg_quota.memory_rate_keys=512 -c pg_quota.journal_size=16"
 bash scripts/cluster.sh start "$primary" "$port"
 on() { local dir=$1 p=$2; shift 2; command psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$p" -U postgres -d postgres "$@"; }
 value() { local dir=$1 p=$2; shift 2; command psql -X -qtA -v ON_ERROR_STOP=1 -h "$dir" -p "$p" -U postgres -d postgres -c "$@"; }
@@ -26,7 +27,111 @@ CREATE FUNCTION public.s(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
     AS $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
 SELECT quota.create_plan('visitors', '{"api_requests": {"rate": [{"limit": 10, "per": "1 second", "burst": 10}]},
                                        "slow": {"rate": [{"limit": 1, "per": "1 hour"}]}}', is_default => true);
+SELECT quota.create_plan('capped', '{"projects": {"limit": 1, "per": "lifetime"}}');
+SELECT quota.assign_plan(s(n), 'capped') FROM generate_series(10, 140) AS n;
+CREATE TABLE public.projects (id serial PRIMARY KEY, owner uuid NOT NULL);
+SELECT quota.enforce_on('public.projects', 'projects', 'owner');
+-- A denial caught where it is raised: its transaction goes on, its ledger row does not.
+CREATE FUNCTION public.deny(n int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM quota.require(s(n), 'projects', 2);
+EXCEPTION WHEN SQLSTATE 'PT429' THEN
+    RETURN;
+END $$;
 SQL
+
+# The denial journal: a denial that raises and rolls back its transaction is in the ledger
+# soon after, written by the worker; within a second is the issue's bound.
+journal_row() {  # journal_row SUBJECT_N RAISED_BY: "latency_ms table role" once written
+  local tries=0 found=""
+  while [ $tries -lt 100 ]; do
+    found=$(value "$primary" "$port" "SELECT round(extract(epoch FROM clock_timestamp() - created_at) * 1000),
+                                             coalesce(metadata #>> '{journal,table}', '-'), metadata #>> '{journal,role}'
+                                        FROM quota.events WHERE subject = s($1) AND kind = 'denial'
+                                         AND metadata #>> '{journal,raised_by}' = '$2'")
+    [ -n "$found" ] && { echo "$found" | tr '|' ' '; return; }
+    sleep 0.05; tries=$((tries + 1))
+  done
+  echo "preload: the journal did not write the denial of s($1) by $2 within 5 s" >&2; exit 1
+}
+command psql -X -q -h "$primary" -p "$port" -U postgres -d postgres >/dev/null 2>&1 <<'SQL' || true
+BEGIN;
+SELECT quota.require(s(10), 'projects', 5);
+ROLLBACK;
+SQL
+read -r latency table role <<<"$(journal_row 10 require)"
+[ "$latency" -le 1000 ] || { echo "preload: a rolled-back denial took ${latency} ms to reach the ledger" >&2; exit 1; }
+expect "the database role of a journaled denial" "$role" postgres
+command psql -X -q -h "$primary" -p "$port" -U postgres -d postgres >/dev/null 2>&1 <<'SQL' || true
+BEGIN;
+INSERT INTO public.projects (owner) VALUES (s(11)), (s(11));
+ROLLBACK;
+SQL
+read -r latency table role <<<"$(journal_row 11 enforce)"
+expect "the table of an enforce denial" "$table" public.projects
+expect "rows of the rolled-back inserts" "$(value "$primary" "$port" "SELECT count(*) FROM public.projects")" 0
+echo "preload: rolled-back denials of require and of the enforce trigger reached the ledger (${latency} ms after the last)"
+
+# 32 sessions raising denials into a journal of 16: every denial is written or counted as
+# dropped, none is written twice, and the callers never waited for the journal.
+read -r written_before dropped_before <<<"$(value "$primary" "$port" "SELECT written, dropped FROM quota.denial_journal_state()" | tr '|' ' ')"
+echo "SELECT public.deny(100 + :client_id);" >"$primary/deny.pgbench"
+command pgbench -n -h "$primary" -p "$port" -U postgres -c 32 -j 2 -t 100 -M prepared -f "$primary/deny.pgbench" postgres \
+  >"$primary/deny.log" 2>&1 || { cat "$primary/deny.log" >&2; exit 1; }
+for _ in $(seq 100); do
+  [ "$(value "$primary" "$port" "SELECT queued FROM quota.denial_journal_state()")" = 0 ] && break
+  sleep 0.05
+done
+value "$primary" "$port" "DO \$\$
+DECLARE
+    state record;
+    written bigint;
+    dropped bigint;
+    rows bigint;
+    distinct_records bigint;
+BEGIN
+    SELECT * INTO state FROM quota.denial_journal_state();
+    written := state.written - $written_before;
+    dropped := state.dropped - $dropped_before;
+    SELECT count(*), count(DISTINCT metadata #>> '{journal,seq}') INTO rows, distinct_records
+      FROM quota.events WHERE kind = 'denial' AND subject IN (SELECT s(n) FROM generate_series(100, 131) AS n);
+    IF state.queued <> 0 OR written + dropped <> 3200 THEN
+        RAISE EXCEPTION 'journal: 3200 denials raised, % written, % dropped, state %', written, dropped, state;
+    END IF;
+    IF rows <> written OR rows <> distinct_records THEN
+        RAISE EXCEPTION 'journal: % written, % ledger rows for % records', written, rows, distinct_records;
+    END IF;
+    IF dropped = 0 OR written = 0 THEN
+        RAISE EXCEPTION 'journal: a journal of 16 under 32 sessions wrote % and dropped %', written, dropped;
+    END IF;
+    RAISE NOTICE 'preload: 32 sessions raised 3200 denials into a journal of 16: % written once each, % dropped', written, dropped;
+END \$\$"
+
+# The worker, stopped by pg_terminate_backend, starts again by itself and goes on.
+worker_pid() { value "$primary" "$port" "SELECT coalesce(worker_pid, 0) FROM quota.denial_journal_state()"; }
+wait_for_worker() {  # wait_for_worker OLD_PID: a worker other than OLD_PID runs
+  local pid
+  for _ in $(seq 200); do
+    pid=$(value "$primary" "$port" "SELECT coalesce(worker_pid, 0) FROM quota.denial_journal_state()" 2>/dev/null || echo 0)
+    [ "$pid" != 0 ] && [ "$pid" != "$1" ] && { echo "$pid"; return; }
+    sleep 0.05
+  done
+  echo "preload: no new journal worker after $1" >&2; exit 1
+}
+old=$(worker_pid)
+[ "$old" != 0 ] || { echo "preload: no journal worker runs" >&2; exit 1; }
+value "$primary" "$port" "SELECT pg_terminate_backend($old)" >/dev/null
+new=$(wait_for_worker "$old")
+value "$primary" "$port" "SELECT public.deny(12)" >/dev/null
+journal_row 12 require >/dev/null
+# kill -9 makes the postmaster reset every process and shared memory (what was queued is
+# lost, as the README says); the worker comes back with the server.
+kill -9 "$new"
+for _ in $(seq 200); do value "$primary" "$port" "SELECT 1" >/dev/null 2>&1 && break; sleep 0.05; done
+newest=$(wait_for_worker "$new")
+value "$primary" "$port" "SELECT public.deny(13)" >/dev/null
+journal_row 13 require >/dev/null
+echo "preload: the journal's worker came back after pg_terminate_backend ($old -> $new) and kill -9 ($new -> $newest) and went on"
 
 # A burst in one read-only statement: its calls share the statement's instant, so exactly
 # the burst is admitted and the rest fits again when one unit has come back (100 ms).
@@ -48,7 +153,7 @@ BEGIN
     IF NOT state.preloaded OR state.capacity_keys <> 512 OR state.keys_owing <> 1 OR state.admitted <> 10 OR state.limited <> 5 THEN
         RAISE EXCEPTION 'limiter state after the burst: %', state;
     END IF;
-    IF EXISTS (SELECT FROM quota.rate_state) OR EXISTS (SELECT FROM quota.events) THEN
+    IF EXISTS (SELECT FROM quota.rate_state WHERE subject = s(1)) OR EXISTS (SELECT FROM quota.events WHERE subject = s(1)) THEN
         RAISE EXCEPTION 'the memory limiter wrote a table';
     END IF;
     RAISE NOTICE 'preload: a read-only burst of 15 admitted 10, the rest fits again in 100 ms; nothing written';
@@ -157,4 +262,4 @@ BEGIN
     PERFORM quota.limit_request();
     RAISE NOTICE 'preload: on a hot standby a burst of 15 admitted 10, and a GET through limit_request is counted';
 END \$\$"
-echo "preload: all 6 checks passed"
+echo "preload: all 9 checks passed"

@@ -37,6 +37,7 @@ pub mod admin;
 pub mod changes;
 pub mod counters;
 pub mod fast_path;
+pub mod journal;
 pub mod ledger;
 pub mod rates;
 pub mod reservations;

@@ -13,6 +13,7 @@
 //! - `rate`: rate rules (token buckets kept as GCRA), and the rules in force for a subject.
 //! - `keys`: the subject of a key that is not a user (an IP address, an API key).
 //! - `memory_table`: where the shared-memory rate limiter keeps a rule's state.
+//! - `journal`: what a raised denial records, and the ring that holds it until written.
 //! - `locks`: the advisory-lock seeds shared with the hand-written SQL.
 //! - `rng`: the seeded generator of every property test and of the test harness.
 
@@ -26,6 +27,7 @@ pub mod claims;
 pub mod decide;
 pub mod denial;
 pub mod governing;
+pub mod journal;
 pub mod keys;
 pub mod locks;
 pub mod memory_table;
