@@ -80,11 +80,13 @@ test-pg18:
 	cargo pgrx install --pg-config "$$(bash scripts/pg18-config.sh)" $(SUDO)
 	@$(WITH_PG18) bash scripts/run-on-cluster.sh $(CLUSTER18) $(PORT18) tests/run-sql-tests.sh
 
-# The memory-only rate limiter against the same rule in a table and a bare SELECT 1, on a
-# cluster that preloads pg_quota (a benchmark: nothing fails on its figures).
+# The memory-only rate limiter against the same rule in a table and a bare SELECT 1, and
+# raised denials with the denial journal on and off, on a cluster that preloads pg_quota
+# (a benchmark: nothing fails on its figures).
 bench-preload: install
 	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
-	@BENCH=1 SETTINGS="-c shared_preload_libraries=pg_quota" bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
+	@BENCH=1 SETTINGS="-c shared_preload_libraries=pg_quota -c pg_quota.journal_database=pgq_bench_preload" \
+	  bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
 	@bash bench/preload.sh $(BENCH_CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
 
 # What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# make bench-preload: the memory-only rate limiter (quota.limit_in_memory, on a server that
-# preloads pg_quota) against the same rule kept in a table (quota.consume of a rate-only
-# metric) and a bare SELECT 1 round trip, the physical ceiling; uniform subjects, the
-# variants taking turns run by run. A benchmark: nothing fails on its figures.
+# make bench-preload, on a server that preloads pg_quota: the memory-only rate limiter
+# (quota.limit_in_memory) against the same rule kept in a table (quota.consume of a
+# rate-only metric) and a bare SELECT 1 round trip, the physical ceiling; and a raised
+# require denial with the denial journal on and off (pg_quota.journal_denials). Uniform
+# subjects, the variants taking turns run by run. A benchmark: nothing fails on its figures.
 #   bench/preload.sh SOCKET_DIR PORT
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,19 @@ subjects='\set n random(1, 10000)'
 { echo "$subjects"; echo "SELECT allowed FROM quota.limit_in_memory(s(:n), 'paced');"; } >"$out/memory.pgbench"
 { echo "$subjects"; cat bench/scripts/pg_quota_rate_only.pgbench; } >"$out/table.pgbench"
 { echo "$subjects"; echo "SELECT 1;"; } >"$out/select_1.pgbench"
+# Subjects 20001-30000 are at their limit (bench/setup.sql): every require is denied.
+psql -d "$db" <<'SQL'
+CREATE FUNCTION public.bench_deny(n int, journal boolean) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('pg_quota.journal_denials', journal::text, true);
+    PERFORM quota.require(s(n), 'calls');
+EXCEPTION WHEN SQLSTATE 'PT429' THEN
+    RETURN;
+END $$;
+SQL
+near='\set n random(20001, 30000)'
+{ echo "$near"; echo "SELECT public.bench_deny(:n, true);"; } >"$out/journal_on.pgbench"
+{ echo "$near"; echo "SELECT public.bench_deny(:n, false);"; } >"$out/journal_off.pgbench"
 for sync in off on; do
   declare -A median_of=()
   while read -r variant median_tps; do median_of[$variant]=$median_tps; done \
@@ -27,4 +41,9 @@ for sync in off on; do
        "memory ${median_of[memory]} tps, table ${median_of[table]} tps, SELECT 1 ${median_of[select_1]} tps;" \
        "memory/table $(ratio "${median_of[memory]}" "${median_of[table]}"), memory/SELECT 1 $(ratio "${median_of[memory]}" "${median_of[select_1]}")"
 done
-psql -d "$db" -c "SELECT * FROM quota.memory_limiter_state()"
+declare -A denial_tps=()
+while read -r variant median_tps; do denial_tps[$variant]=$median_tps; done \
+  < <(alternate "$db" off "$runs" "" journal_on="$out/journal_on.pgbench" journal_off="$out/journal_off.pgbench")
+echo "raised require denials, synchronous_commit=off: journal on ${denial_tps[journal_on]} tps, off ${denial_tps[journal_off]} tps;" \
+     "on/off $(ratio "${denial_tps[journal_on]}" "${denial_tps[journal_off]}")"
+psql -d "$db" -c "SELECT * FROM quota.memory_limiter_state()" -c "SELECT * FROM quota.denial_journal_state()"

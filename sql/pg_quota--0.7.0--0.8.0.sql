@@ -52,6 +52,12 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'preloaded_sql_wrapper';
 
+CREATE FUNCTION quota."configuration_changed"() RETURNS void
+STRICT VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'configuration_changed_wrapper';
+
 CREATE FUNCTION quota."journal_denial"(
 	"subject" uuid, /* Option < Uuid > */
 	"metric" TEXT, /* Option < & str > */
@@ -86,6 +92,31 @@ STRICT VOLATILE SECURITY DEFINER
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'denial_journal_state_wrapper';
+
+-- The shared-memory limiter keeps each backend's rules in force per (subject, metric)
+-- (src/shared/memory_rates.rs). What decides them is a subject's assignment, the default
+-- plan, the plans' limits and the subject's rate overrides: a committed change to any of
+-- them moves a generation counter in shared memory, and every backend resolves again.
+-- Statement triggers: one call per statement, however many rows it changes. Without the
+-- preload, quota.configuration_changed() does nothing.
+CREATE FUNCTION quota.note_configuration_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM quota.configuration_changed();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER note_configuration_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON quota.plans
+    FOR EACH STATEMENT EXECUTE FUNCTION quota.note_configuration_change();
+CREATE TRIGGER note_configuration_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON quota.limits
+    FOR EACH STATEMENT EXECUTE FUNCTION quota.note_configuration_change();
+CREATE TRIGGER note_configuration_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON quota.assignments
+    FOR EACH STATEMENT EXECUTE FUNCTION quota.note_configuration_change();
+CREATE TRIGGER note_configuration_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON quota.rate_overrides
+    FOR EACH STATEMENT EXECUTE FUNCTION quota.note_configuration_change();
 
 DROP FUNCTION quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, timestamptz, timestamptz);
 CREATE FUNCTION quota.raise_denied(subject uuid, metric text, reason text, requested bigint, used bigint,
@@ -258,4 +289,6 @@ REVOKE EXECUTE ON FUNCTION quota.memory_limiter_state() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.preloaded() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.journal_denial(uuid, text, text, bigint, bigint, bigint, bigint, bigint, timestamptz, timestamptz, timestamptz, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.denial_journal_state() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.configuration_changed() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.note_configuration_change() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, bigint, timestamptz, timestamptz, timestamptz, text, text) FROM PUBLIC;

@@ -10,6 +10,7 @@ use pgrx::spi::SpiClient;
 
 use quota_rules::decide::{ceiling, Decision, Standing};
 use quota_rules::governing::Governing;
+use quota_rules::rate::decide_all;
 use quota_rules::window::Window;
 
 use crate::error::QResult;
@@ -21,11 +22,11 @@ use crate::store::fast_path::{self, CounterKeyAt, RulesInForce};
 pub enum Outcome {
     /// Paid from the marked window; the ledger row is written.
     Decided(Decision),
-    /// The marked window has no room: denied, as the slow path would; its ledger row is
-    /// still to be written.
+    /// The marked window has no room: denied, as the slow path would (rate_limited when a
+    /// cached rule has no room either); its ledger row is still to be written.
     Denied { decision: Decision, window: Window },
     /// No marked window, one with room after all (a concurrent give-back or reset), or one
-    /// with rate rules beside it.
+    /// whose cached rate rules have expired.
     SlowPath,
 }
 
@@ -37,12 +38,18 @@ pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadat
     let Some(marked) = fast_path::marked_window(client, at_now)? else {
         return Ok(Outcome::SlowPath);
     };
-    // With rate rules, the slow path decides which denies (a rule before the quota).
-    if marked.rated || ceiling(marked.allowance, request.amount).admits(marked.used) {
-        return Ok(Outcome::SlowPath);
-    }
+    let Some(rules) = marked.rules else {
+        return Ok(Outcome::SlowPath); // a cached rule has expired
+    };
     let standing = Standing { used: marked.used, reserved: 0, grants_left: 0 };
     let decision = request.decision(None, standing, marked.allowance, marked.window);
+    // The rules are decided first, as the slow path decides them, on their states as this
+    // snapshot has them: a denial moves no state, so it needs no lock.
+    let decision = match decide_all(&rules, request.instant, request.amount) {
+        Err(retry_at) => decision.rate_limited(retry_at),
+        Ok(_) if ceiling(marked.allowance, request.amount).admits(marked.used) => return Ok(Outcome::SlowPath), // room after all
+        Ok(_) => decision,
+    };
     Ok(Outcome::Denied { decision, window: marked.window })
 }
 

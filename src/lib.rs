@@ -52,10 +52,15 @@ extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["fast_path"]
 extension_sql_file!("../sql/reservations.sql", name = "reservations", requires = ["audit"]);
 extension_sql_file!("../sql/journal.sql", name = "journal", requires = ["reservations"]);
 extension_sql_file!(
+    "../sql/memory_rates.sql",
+    name = "memory_rates",
+    requires = ["journal", shared::memory_rates::configuration_changed]
+);
+extension_sql_file!(
     "../sql/require.sql",
     name = "require",
     requires = [
-        "journal",
+        "memory_rates",
         spending::consume,
         bundles::consume_many,
         reservations::reserve,

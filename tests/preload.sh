@@ -160,6 +160,37 @@ BEGIN
 END $$;
 SQL
 
+# Each backend keeps the rules in force; a committed change by another session (a plan's
+# limits, a new assignment, an override and its expiry) reaches it at its next call.
+other="command psql -X -q -v ON_ERROR_STOP=1 -h $primary -p $port -U postgres -d postgres"
+on "$primary" "$port" <<SQL
+SELECT quota.create_plan('tuned', '{"tuned": {"rate": [{"limit": 1, "per": "1 hour"}]}}');
+CREATE TEMP TABLE seen (step text, allowed bigint);
+INSERT INTO seen SELECT 'default plan, no rule', count(*) FILTER (WHERE m.allowed)
+  FROM generate_series(1, 5) AS g, LATERAL quota.limit_in_memory(s(6), 'tuned', 1 + 0 * g) AS m;
+\! $other -c "SELECT quota.assign_plan(s(6), 'tuned')"
+INSERT INTO seen SELECT 'assigned tuned, burst 1', count(*) FILTER (WHERE m.allowed)
+  FROM generate_series(1, 5) AS g, LATERAL quota.limit_in_memory(s(6), 'tuned', 1 + 0 * g) AS m;
+\! $other -c "SELECT quota.set_limits('tuned', '{\"tuned\": {\"rate\": [{\"limit\": 1, \"per\": \"1 hour\", \"burst\": 3}]}}')"
+INSERT INTO seen SELECT 'burst raised to 3', count(*) FILTER (WHERE m.allowed)
+  FROM generate_series(1, 5) AS g, LATERAL quota.limit_in_memory(s(6), 'tuned', 1 + 0 * g) AS m;
+\! $other -c "SELECT quota.set_rate_override(s(6), 'tuned', '1 hour', 1, 10, clock_timestamp() + interval '2 seconds')"
+INSERT INTO seen SELECT 'override, burst 10', count(*) FILTER (WHERE m.allowed)
+  FROM generate_series(1, 20) AS g, LATERAL quota.limit_in_memory(s(6), 'tuned', 1 + 0 * g) AS m;
+SELECT pg_sleep(2.2);
+INSERT INTO seen SELECT 'override expired', count(*) FILTER (WHERE m.allowed)
+  FROM generate_series(1, 5) AS g, LATERAL quota.limit_in_memory(s(6), 'tuned', 1 + 0 * g) AS m;
+DO \$\$
+BEGIN
+    -- The default plan has no rule for it; tuned: 1, 2 more with a burst of 3, 7 more with 10, none after.
+    IF (SELECT string_agg(step || '=' || allowed, ', ' ORDER BY ctid) FROM seen)
+       <> 'default plan, no rule=5, assigned tuned, burst 1=1, burst raised to 3=2, override, burst 10=7, override expired=0' THEN
+        RAISE EXCEPTION 'rules in force after changes: %', (SELECT string_agg(step || '=' || allowed, ', ' ORDER BY ctid) FROM seen);
+    END IF;
+    RAISE NOTICE 'preload: a session sees plan changes, assignments, overrides and their expiry at its next call';
+END \$\$;
+SQL
+
 # PostgREST's GET: limit_request in a read-only transaction takes the unit in memory and
 # answers HTTP 429 (RAISE SQLSTATE 'PGRST') once the bucket is empty.
 on "$primary" "$port" <<'SQL'
@@ -262,4 +293,4 @@ BEGIN
     PERFORM quota.limit_request();
     RAISE NOTICE 'preload: on a hot standby a burst of 15 admitted 10, and a GET through limit_request is counted';
 END \$\$"
-echo "preload: all 9 checks passed"
+echo "preload: all 10 checks passed"

@@ -18,7 +18,7 @@ use quota_rules::journal::{progress_after, unwritten, Denial, InlineText};
 use quota_rules::plan::validate_metric;
 use quota_rules::request::format_instant;
 
-use super::{journal_database, preloaded, Journal};
+use super::{journal_database, preloaded, Journal, JOURNAL_DENIALS};
 use crate::callers::claims;
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::store::{changes, journal as statements, statement_now, to_micros};
@@ -28,7 +28,8 @@ const BATCH: usize = 500;
 const WORKER_NAME: &str = "pg_quota denial journal";
 
 /// Queues a denial about to be raised; false when it is not journaled (the library is not
-/// preloaded, the journal is full, or it serves another database). Never raises for a full
+/// preloaded, pg_quota.journal_denials is off, the journal is full, or it serves another
+/// database). Never raises for a full
 /// journal: the caller's own error is what must reach the client.
 #[allow(clippy::too_many_arguments)] // the columns of a raised denial, as raise_denied has them
 #[pg_extern(volatile)]
@@ -49,7 +50,7 @@ fn journal_denial(
     source_table: Option<&str>,
 ) -> Result<bool, ErrorReport> {
     sql_call(|| {
-        if !preloaded() {
+        if !preloaded() || !JOURNAL_DENIALS.get() {
             return Ok(false);
         }
         let metric = required(metric, "metric")?;

@@ -4,18 +4,27 @@
 //! HEAD) and on hot standbys; what it admits is not rolled back with the caller's
 //! transaction, and a restart forgets every state (a free burst). The arithmetic is the
 //! table rules' (quota_rules::rate), the table is quota_rules::memory_table.
+//!
+//! The rules in force are resolved once per (subject, metric) in a backend and kept until
+//! the configuration changes: every committed change to plans, limits, assignments or rate
+//! overrides moves a generation counter in shared memory (sql/memory_rates.sql's triggers,
+//! `configuration_changed`), and an override's expiry ends its entry. A call that hits the
+//! cache runs no SQL at all.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::Uuid;
+use pgrx::{pg_sys, PgXactCallbackEvent, Uuid};
 
 use quota_rules::memory_table::{metric_digest, place, state_of, MemoryKey, Placement, Slot};
 use quota_rules::plan::validate_metric;
 use quota_rules::rate::{decide_all, RateRule};
 use quota_rules::window::Micros;
 
-use super::Table;
-use crate::error::{positive_amount, required, sql_call};
+use super::{preloaded, Table};
+use crate::error::{positive_amount, required, sql_call, QResult};
 use crate::store::{counters, statement_now, timestamp, transaction_now};
 
 /// Decides `amount` units of the metric's rate rules for the subject in shared memory, all
@@ -42,8 +51,7 @@ fn limit_in_memory(
         validate_metric(metric)?;
         let amount = positive_amount(amount)?;
         let table = Table::attach("quota.limit_in_memory()")?;
-        let now = transaction_now()?;
-        let rules = Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?.rates;
+        let rules = rules_in_force(&table, subject, metric, transaction_now()?)?;
         let outcome = decide(&table, &keyed(subject, metric, &rules), statement_now()?, amount);
         let row = match outcome {
             Ok(remaining) => (true, "ok".to_string(), remaining, None),
@@ -103,6 +111,72 @@ fn memory_limiter_state() -> Result<
             count(table.bytes() as u64),
         )))
     })
+}
+
+/// The rules of a (subject, metric) as resolved at `generation`, in force until `until`
+/// (None: until the configuration changes).
+struct CachedRules {
+    generation: u64,
+    rules: Vec<RateRule>,
+    until: Option<Micros>,
+}
+
+/// Entries a backend keeps at most; past that the cache starts over.
+const MAX_CACHED: usize = 10_000;
+
+thread_local! {
+    static CACHE: RefCell<HashMap<(Uuid, String), CachedRules>> = RefCell::new(HashMap::new());
+    static CACHE_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_rules(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    CACHE.with(|cache| cache.borrow_mut().clear());
+}
+
+/// The metric's rate rules in force for the subject at `now`, from the cache when the
+/// configuration has not changed since they were resolved.
+fn rules_in_force(table: &Table, subject: Uuid, metric: &str, now: Micros) -> QResult<Vec<RateRule>> {
+    if !CACHE_CALLBACK.with(std::cell::Cell::get) {
+        // DROP EXTENSION (and any DDL on pg_quota's tables) invalidates the relcache.
+        // SAFETY: registering a relcache callback is allowed at any time in a backend.
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_rules), pg_sys::Datum::from(0)) };
+        CACHE_CALLBACK.with(|registered| registered.set(true));
+    }
+    // Read before resolving: a change committed after this read moves the generation again,
+    // so what is resolved from an older snapshot is never kept under a newer generation.
+    let generation = table.generation();
+    let key = (subject, metric.to_string());
+    let hit = CACHE.with(|cache| {
+        cache
+            .borrow()
+            .get(&key)
+            .filter(|cached| cached.generation == generation && cached.until.is_none_or(|until| until > now))
+            .map(|cached| cached.rules.clone())
+    });
+    if let Some(rules) = hit {
+        return Ok(rules);
+    }
+    let governing = Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?;
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, CachedRules { generation, rules: governing.rates.clone(), until: governing.rates_until });
+    });
+    Ok(governing.rates)
+}
+
+/// Called by the statement triggers of sql/memory_rates.sql on every change to what decides
+/// a subject's rate rules: moves the configuration generation when the transaction commits
+/// (then every backend resolves again), nothing when it rolls back or without the preload.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn configuration_changed() {
+    if preloaded() {
+        pgrx::register_xact_callback(PgXactCallbackEvent::Commit, super::bump_generation);
+    }
 }
 
 /// The key of each rule of the (subject, metric) in this database.

@@ -33,6 +33,8 @@ const MAX_KEYS: i32 = 1 << 24;
 
 /// `pg_quota.journal_size`: how many raised denials wait for the journal's worker at most.
 static JOURNAL_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4_096);
+/// `pg_quota.journal_denials`: whether this session's raised denials are journaled.
+pub static JOURNAL_DENIALS: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `pg_quota.journal_database`: the database whose ledger the worker writes.
 static JOURNAL_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
@@ -59,6 +61,8 @@ struct Header {
     journal_latch: AtomicPtr<pg_sys::Latch>,
     /// Denials raised in another database than the worker's: not journaled.
     journal_other_database: AtomicU64,
+    /// Moved by every committed change to what decides rate rules (memory_rates' cache).
+    configuration_generation: AtomicU64,
 }
 
 /// The block, once attached in this process (null: not preloaded).
@@ -102,6 +106,14 @@ pub fn init() {
         1,
         1 << 20,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_quota.journal_denials",
+        c"Whether raised denials are written to the ledger by the denial journal.",
+        c"On by default; a superuser may turn it off, e.g. for a session that raises denials by design.",
+        &JOURNAL_DENIALS,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -172,6 +184,14 @@ fn header(feature: &str) -> QResult<&'static Header> {
     unsafe { block.as_ref() }.ok_or_else(|| QuotaError::not_preloaded(feature))
 }
 
+/// Moves the configuration generation (a transaction that changed the configuration has
+/// committed). Runs in a commit callback: nothing here may raise.
+pub fn bump_generation() {
+    if let Ok(header) = header("the configuration generation") {
+        header.configuration_generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Whether this server preloaded pg_quota (and so has the shared-memory tier).
 pub fn preloaded() -> bool {
     !HEADER.load(Ordering::Acquire).is_null()
@@ -225,6 +245,10 @@ impl Table {
         locks.dedup();
         let _held: Vec<Held> = locks.iter().map(|&lock| Held::acquire(lock)).collect();
         body(&mut LockedSets { table: self, locks: &locks })
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.header.configuration_generation.load(Ordering::Acquire)
     }
 
     pub fn count(&self, admitted: bool, lossy_evictions: u64) {

@@ -7,7 +7,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::decide::Decision;
-use quota_rules::rate::{per_text, RateRule};
+use quota_rules::rate::{cached_rule, per_text, RateRule};
 use quota_rules::locks::{FAST_PATH_PLAN_LOCK_SEED, FAST_PATH_SUBJECT_LOCK_SEED};
 use quota_rules::window::{Micros, Window};
 
@@ -87,13 +87,23 @@ thread_local! {
     ) };
     // After FAST_CONSUME found nothing to take: the marked window, read with a fresh
     // snapshot (a consumer that FAST_CONSUME waited for has committed).
+    // With the rules cached beside it and their states, read in the same snapshot; `rules_current`
+    // is false when a cached rule has expired (the slow path resolves them again).
     static MARKED_WINDOW: Kept = const { Kept::new(
-        concat!("SELECT window_start, window_end, used::int8 AS used, allowance,
-                        EXISTS (SELECT FROM quota.rate_state AS r WHERE r.subject = $subject AND r.metric = $metric AND r.fast) AS rated
-                   FROM quota.counters WHERE ", marked_window_at_now!()),
+        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, r.limits, r.per_uss, r.bursts, r.tats,
+                        r.current AS rules_current
+                   FROM quota.counters,
+                        LATERAL (SELECT coalesce(pg_catalog.array_agg(rule_limit ORDER BY per COLLATE \"C\"), '{}') AS limits,
+                                        coalesce(pg_catalog.array_agg(rule_per_us ORDER BY per COLLATE \"C\"), '{}') AS per_uss,
+                                        coalesce(pg_catalog.array_agg(rule_burst ORDER BY per COLLATE \"C\"), '{}') AS bursts,
+                                        coalesce(pg_catalog.array_agg(tat_us ORDER BY per COLLATE \"C\"), '{}') AS tats,
+                                        coalesce(pg_catalog.bool_and(rule_until IS NULL OR rule_until > $now), true) AS current
+                                   FROM quota.rate_state AS s WHERE s.subject = $subject AND s.metric = $metric AND s.fast) AS r
+                  WHERE ", marked_window_at_now!()),
     ) };
     static MARKED_WINDOW_WITHOUT_RATES: Kept = const { Kept::new(
-        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, false AS rated
+        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, '{}'::int8[] AS limits,
+                        '{}'::int8[] AS per_uss, '{}'::int8[] AS bursts, '{}'::int8[] AS tats, true AS rules_current
                    FROM quota.counters WHERE ", marked_window_at_now!()),
     ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
@@ -184,8 +194,9 @@ pub struct MarkedWindow {
     pub window: Window,
     pub used: i64,
     pub allowance: Option<i64>,
-    /// Rate rules are cached beside it.
-    pub rated: bool,
+    /// The rate rules cached beside it, with their states, in lock order; None when one of
+    /// them has expired.
+    pub rules: Option<Vec<(RateRule, Option<Micros>)>>,
 }
 
 /// The (subject, metric)'s window marked for the fast path at `now`, if any (see MARKED_WINDOW).
@@ -197,9 +208,28 @@ pub fn marked_window(client: &SpiClient, key: CounterKeyAt) -> QResult<Option<Ma
             window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
             used: not_null(row, "used")?,
             allowance: column(row, "allowance")?,
-            rated: not_null(row, "rated")?,
+            rules: cached_rules(row)?,
         })
     })
+}
+
+/// The rules MARKED_WINDOW read, each with its state.
+fn cached_rules(row: &super::Row) -> QResult<Option<Vec<(RateRule, Option<Micros>)>>> {
+    if !not_null::<bool>(row, "rules_current")? {
+        return Ok(None);
+    }
+    let [limits, per_uss, bursts, tats]: [Vec<i64>; 4] =
+        [not_null(row, "limits")?, not_null(row, "per_uss")?, not_null(row, "bursts")?, not_null(row, "tats")?];
+    limits
+        .iter()
+        .zip(&per_uss)
+        .zip(&bursts)
+        .zip(&tats)
+        .map(|(((&limit, &per_us), &burst), &tat)| {
+            Ok((cached_rule(limit, per_us, burst)?, Some(tat)))
+        })
+        .collect::<QResult<Vec<_>>>()
+        .map(Some)
 }
 
 /// Takes the keys a consume needs to mark its window (see TRY_LOCK_FAST_PATH) if they are

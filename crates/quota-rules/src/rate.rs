@@ -317,6 +317,16 @@ pub fn rules_change_at(overrides: &[RateOverride], now: Micros) -> Option<Micros
     overrides.iter().filter_map(|o| o.expires_at).filter(|expires_at| *expires_at > now).min()
 }
 
+/// A rule as a marked window's state row caches it (quota.rate_state's rule_limit,
+/// rule_per_us, rule_burst), checked as any rule is.
+pub fn cached_rule(limit: i64, per_us: i64, burst: i64) -> Result<RateRule, CorruptValue> {
+    let in_range = (1..=MAX_UNITS).contains(&limit) && (1..=MAX_UNITS).contains(&burst) && (1..=MAX_PER).contains(&per_us);
+    in_range
+        .then(|| RateRule::new(limit, per_us, burst))
+        .flatten()
+        .ok_or_else(|| CorruptValue::new("cached rate rule", &format!("{limit} per {per_us} us, burst {burst}")))
+}
+
 /// The rules of quota.limits.rate, as create_plan wrote them.
 pub fn stored_rules(text: &str) -> Result<Vec<RateRule>, CorruptValue> {
     let corrupt = || CorruptValue::new("rate rules", text);

@@ -167,3 +167,23 @@ SELECT try($$SELECT quota.set_rate_override(s(1701), 'nope', '1 minute', 1)$$);
 SELECT try($$SELECT quota.set_rate_override(s(1701), 'ai', NULL, 1)$$);
 SELECT try($$SELECT quota.set_rate_override(s(1701), 'ai', '1 minute', NULL)$$);
 SELECT try($$SELECT quota.clear_rate_override(s(1701), 'ai', 'soon')$$);
+
+-- Denials of a window marked for the fast path with rules cached beside it are decided there
+-- too, without resolving the subject's plan (no scan of quota.assignments): a rule's denial
+-- first, else the quota's. The calls of one statement share its instant.
+CREATE FUNCTION public.rated_path(subject uuid, metric text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    scans_before bigint := (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass);
+    decided quota.decision := quota.consume(subject, metric);
+BEGIN
+    RETURN format('%s: allowed=%s reason=%s retry=%s',
+                  CASE WHEN (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass)
+                            > scans_before THEN 'slow' ELSE 'fast' END,
+                  decided.allowed, decided.reason, decided.retry_after IS NOT NULL);
+END $$;
+SELECT quota.assign_plan(s(1730), 'rated');
+SELECT rated_path(s(1730), 'ai') FROM generate_series(1, 7);
+SELECT rated_path(s(1730), 'one') FROM generate_series(1, 3);
+SELECT count(*) FILTER (WHERE reason = 'rate_limited') AS rate_limited, count(*) FILTER (WHERE reason = 'quota_exceeded') AS quota_exceeded
+  FROM quota.events WHERE subject = s(1730) AND kind = 'denial';
+SELECT used FROM quota.counters WHERE subject = s(1730) ORDER BY metric;
