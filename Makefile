@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo test test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload reliability-long
+.PHONY: deps install demo demo-cluster-start test test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -29,10 +29,16 @@ cluster-start:
 	@rm -rf $(CLUSTER)
 	@bash scripts/cluster.sh start $(CLUSTER) $(PORT)
 
+# The demo's server preloads pg_quota, so that the demo shows the shared-memory tier.
+demo-cluster-start:
+	@bash scripts/cluster.sh stop $(CLUSTER)
+	@rm -rf $(CLUSTER)
+	@SETTINGS="-c shared_preload_libraries=pg_quota -c pg_quota.journal_database=demo" bash scripts/cluster.sh start $(CLUSTER) $(PORT)
+
 cluster-stop:
 	@bash scripts/cluster.sh stop $(CLUSTER)
 
-demo: install cluster-start
+demo: install demo-cluster-start
 	@$(PSQL) -d postgres -c 'CREATE DATABASE demo'
 	@$(PSQL) -d demo -f examples/demo.sql; status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
 

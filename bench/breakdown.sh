@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What costs the difference between quota.consume and the floor, piece by piece
 # (docs/benchmarks.md): the fast-path statement run directly as SQL, in its 0.4.0 and its
-# 0.3.0 shape; its counter update feeding the floor's narrow ledger; ledger inserts with and
-# without the ledger's rules; WAL written per transaction; and the fast path with a year of
-# old windows per subject. Uniform subjects, synchronous_commit=off, same server, same run,
-# the scripts of each group taking turns, median of several runs. Nothing fails on a timing.
+# 0.3.0 shape and with 0.7.0's search for rate rules; its counter update feeding the floor's
+# narrow ledger; ledger inserts with and without the ledger's rules; WAL written per
+# transaction; and the fast path with a year of old windows per subject. Uniform subjects,
+# synchronous_commit=off, same server, same run, the scripts of each group taking turns,
+# median of several runs. Nothing fails on a timing.
 #   bench/breakdown.sh SOCKET_DIR PORT       (make bench-breakdown)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,7 @@ statements=(
   "$(script floor bench/scripts/floor.pgbench)"
   "$(script consume bench/scripts/pg_quota.pgbench)"
   "$(script fast_statement bench/breakdown/fast_statement.pgbench)"
+  "$(script fast_statement_rated bench/breakdown/fast_statement_rated.pgbench)"
   "$(script fast_statement_0_3 bench/breakdown/fast_statement_0_3.pgbench)"
   "$(script fast_update_floor_ledger bench/breakdown/fast_update_floor_ledger.pgbench)"
 )

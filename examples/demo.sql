@@ -138,5 +138,24 @@ SELECT metric, used, rates -> 0 ->> 'remaining' AS rate_remaining, rates -> 0 ->
 SELECT metric, count(*) AS rate_limit_hits FROM quota.events WHERE reason = 'rate_limited' GROUP BY metric;
 
 \echo
-\echo '== 15. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
+\echo '== 15. This server preloads pg_quota (make demo starts it so): GETs are rate-limited in memory'
+SELECT quota.preloaded();
+\echo '   ... 8 GETs in a read-only transaction, as PostgREST runs them: 5 pass, nothing is written'
+BEGIN READ ONLY;
+SELECT m.allowed, count(*) FROM generate_series(1, 8) AS g, LATERAL quota.limit_in_memory(:bob, 'api_calls', 1 + 0 * g) AS m
+ GROUP BY m.allowed ORDER BY m.allowed DESC;
+COMMIT;
+\echo '   ... Bob asks for 49 more projects past his cap of 50: require raises, his transaction rolls'
+\echo '       back, and the denial journal writes the denial to the ledger all the same'
+\set ON_ERROR_STOP 0
+BEGIN;
+SELECT quota.require(:bob, 'projects', 49);
+ROLLBACK;
+\set ON_ERROR_STOP 1
+SELECT pg_sleep(0.3) \g /dev/null
+SELECT metric, amount, used, allowance, reason, metadata #>> '{journal,raised_by}' AS raised_by
+  FROM quota.events WHERE subject = :bob AND kind = 'denial' AND metadata ? 'journal';
+
+\echo
+\echo '== 16. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
 SELECT count(*) AS mismatches FROM quota.audit();

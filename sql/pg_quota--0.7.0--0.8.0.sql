@@ -17,6 +17,12 @@ CREATE TABLE quota.journal_progress (
 INSERT INTO quota.journal_progress (epoch, written_through) VALUES (0, 0);
 ALTER TABLE quota.journal_progress ENABLE ROW LEVEL SECURITY;
 
+-- Marked windows say whether rate rules are cached beside them; a window marked by 0.7.0
+-- with rules beside it is rated.
+ALTER TABLE quota.counters ADD COLUMN rated boolean NOT NULL DEFAULT false;
+UPDATE quota.counters AS c SET rated = true
+ WHERE c.fast AND EXISTS (SELECT FROM quota.rate_state AS r WHERE r.subject = c.subject AND r.metric = c.metric AND r.fast);
+
 CREATE FUNCTION quota."limit_in_memory"(
 	"subject" uuid, /* Option < Uuid > */
 	"metric" TEXT, /* Option < & str > */

@@ -119,7 +119,9 @@ CREATE DOMAIN quota.event_kind AS text
 -- subject's current window, allowance is the effective allowance (NULL = unlimited), and
 -- the subject had no usable grants when it was marked. Whatever could change that unmarks
 -- the row (quota.forget_fast_path(), sql/fast_path.sql); at most one row of a (subject,
--- metric) is marked, which the unique index counters_fast enforces.
+-- metric) is marked, which the unique index counters_fast enforces. rated says that rate
+-- rules are cached beside the marked window (quota.rate_state's fast rows): a window marked
+-- without them is decided by a statement that does not look for any.
 -- fillfactor leaves room on each page so that the hot UPDATE of "used" stays HOT.
 CREATE TABLE quota.counters (
     subject      uuid NOT NULL,
@@ -130,6 +132,7 @@ CREATE TABLE quota.counters (
     held         quota.units NOT NULL DEFAULT 0,
     allowance    bigint,
     fast         boolean NOT NULL DEFAULT false,
+    rated        boolean NOT NULL DEFAULT false,
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
 CREATE UNIQUE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;

@@ -16,7 +16,7 @@ use quota_rules::window::Window;
 use crate::error::QResult;
 use crate::jsonb::Jsonb;
 use crate::spending::{resolve_known, Request};
-use crate::store::fast_path::{self, CounterKeyAt, RulesInForce};
+use crate::store::fast_path::{self, CounterKeyAt, FastStatement, RulesInForce};
 
 /// What the fast path made of a consume.
 pub enum Outcome {
@@ -32,7 +32,8 @@ pub enum Outcome {
 
 pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
     let at_now = CounterKeyAt { subject: request.subject, metric: request.metric, now: request.now, instant: request.instant };
-    if let Some(decided) = fast_path::consume(client, at_now, request.amount, key, metadata)? {
+    let first = fast_path::first_statement(client, request.metric)?;
+    if let Some(decided) = fast_path::consume(client, at_now, first, request.amount, key, metadata)? {
         return Ok(Outcome::Decided(decided));
     }
     let Some(marked) = fast_path::marked_window(client, at_now)? else {
@@ -41,6 +42,14 @@ pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadat
     let Some(rules) = marked.rules else {
         return Ok(Outcome::SlowPath); // a cached rule has expired
     };
+    fast_path::remember_rated(request.metric, !rules.is_empty());
+    if first == FastStatement::Unrated && !rules.is_empty() {
+        // The window is rated: the statement that decides its rules has not run yet.
+        return match fast_path::consume(client, at_now, FastStatement::Rated, request.amount, key, metadata)? {
+            Some(decided) => Ok(Outcome::Decided(decided)),
+            None => Ok(Outcome::SlowPath),
+        };
+    }
     let standing = Standing { used: marked.used, reserved: 0, grants_left: 0 };
     let decision = request.decision(None, standing, marked.allowance, marked.window);
     // The rules are decided first, as the slow path decides them, on their states as this

@@ -17,7 +17,7 @@ rows() {
   local db=$1 t
   for t in $tables; do
     echo "== $t"
-    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'settle_event_id' - 'rate' FROM quota.$t AS x ORDER BY 1"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' FROM quota.$t AS x ORDER BY 1"
   done
 }
 
@@ -61,6 +61,15 @@ CREATE TABLE public.projects (id serial PRIMARY KEY, user_id uuid NOT NULL);
 SELECT quota.enforce_on('public.projects', 'projects');
 INSERT INTO public.projects (user_id) SELECT '00000000-0000-0000-0000-000000000005' FROM generate_series(1, 2);
 SQL
+  # From 0.7.0 on: a window marked for the fast path with a rate rule cached beside it, which
+  # 0.8.0 must still decide with its rule (a burst of 2: the third call is rate_limited).
+  if [ "$(printf '%s\n' "$old" 0.7.0 | sort -V | head -n 1)" = 0.7.0 ]; then
+    psql -d "$db" >/dev/null <<'SQL'
+SELECT quota.create_plan('rated', '{"hits": {"limit": 100, "per": "day", "rate": [{"limit": 1, "per": "1 hour", "burst": 2}]}}');
+SELECT quota.assign_plan('00000000-0000-0000-0000-000000000006', 'rated');
+SELECT quota.consume('00000000-0000-0000-0000-000000000006', 'hits') FROM generate_series(1, 2);
+SQL
+  fi
   rows "$db" >target/upgrade-before.rows
   files_before=$(storage "$db")
   psql -d "$db" -c "ALTER EXTENSION pg_quota UPDATE"
@@ -134,6 +143,10 @@ BEGIN
     IF (SELECT count(*) FROM quota.consume_many('00000000-0000-0000-0000-000000000001', '{"calls": 1, "credits": 1}')
          WHERE reason = 'bundle_denied') <> 1 THEN
         RAISE EXCEPTION 'consume_many is not all or nothing after the upgrade';
+    END IF;
+    IF EXISTS (SELECT FROM quota.plans WHERE plan = 'rated') THEN
+        d := quota.consume('00000000-0000-0000-0000-000000000006', 'hits');
+        IF d.reason <> 'rate_limited' THEN RAISE EXCEPTION 'a rule cached beside a marked window was lost: %', d; END IF;
     END IF;
     -- Rate rules on the upgraded plan: a burst of 2, then rate_limited with a retry instant.
     PERFORM quota.set_limits('pro', '{"calls": {"limit": 100, "per": "month", "anchor": "subscription", "rate": [{"limit": 1, "per": "1 hour", "burst": 2}]}}');

@@ -80,6 +80,12 @@ thread_local! {
               WHERE s.subject = $subject AND s.metric = $metric AND s.per = p.per AND EXISTS (SELECT FROM taken))
          ", ledger_row_of_taken!()),
     ) };
+    // The same on a window marked without rate rules (`NOT rated`): no search for rules,
+    // which costs a metric that has none about a third of this statement's throughput.
+    static FAST_CONSUME_UNRATED: Kept = const { Kept::new(
+        concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated RETURNING window_start, window_end, used, allowance) ",
+                ledger_row_of_taken!()),
+    ) };
     // The same on a schema from before rate rules (0.7.0).
     static FAST_CONSUME_WITHOUT_RATES: Kept = const { Kept::new(
         concat!("WITH taken AS (", take_from_marked_window!(), " RETURNING window_start, window_end, used, allowance) ",
@@ -151,13 +157,59 @@ thread_local! {
           WHERE subject = $subject AND metric = $metric AND window_start = $window_start
             AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance)",
     ) };
+    // The same, saying whether rate rules are cached beside the window (0.8.0).
+    static MARK_FAST_RATED: Kept = const { Kept::new(
+        "UPDATE quota.counters SET fast = true, allowance = $allowance, rated = $rated
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start
+            AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance AND rated = $rated)",
+    ) };
 }
 
-/// The fast path's decision when the marked window and the rules cached beside it pay,
-/// else None.
+/// Which fast statement decides a consume.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FastStatement {
+    /// A window marked without rate rules (FAST_CONSUME_UNRATED).
+    Unrated,
+    /// Any marked window, with the rules cached beside it (FAST_CONSUME).
+    Rated,
+    /// A schema from before rate rules (FAST_CONSUME_WITHOUT_RATES).
+    WithoutRates,
+}
+
+/// The statement to try first for a metric: the unrated one unless this backend last found
+/// the metric's window rated (a hint: the unrated statement takes no rated window).
+pub fn first_statement(client: &SpiClient, metric: &str) -> QResult<FastStatement> {
+    Ok(match (schema::has(client, Part::RateLimits)?, schema::has(client, Part::RatedMarks)?) {
+        (false, _) => FastStatement::WithoutRates,
+        (true, true) if !RATED_METRICS.with(|rated| rated.borrow().contains(metric)) => FastStatement::Unrated,
+        (true, _) => FastStatement::Rated,
+    })
+}
+
+thread_local! {
+    // Metrics whose marked windows had rate rules beside them when last seen in this
+    // backend: only which fast statement to try first, never what decides.
+    static RATED_METRICS: std::cell::RefCell<std::collections::HashSet<String>> = std::cell::RefCell::new(Default::default());
+}
+
+/// Notes whether a marked window of the metric had rate rules beside it (RATED_METRICS).
+pub fn remember_rated(metric: &str, rated: bool) {
+    RATED_METRICS.with(|known| {
+        let mut known = known.borrow_mut();
+        if rated {
+            known.insert(metric.to_string());
+        } else {
+            known.remove(metric);
+        }
+    });
+}
+
+/// The fast path's decision when `statement` finds the marked window (and the rules cached
+/// beside it) with room, else None.
 pub fn consume(
     client: &SpiClient,
     key: CounterKeyAt,
+    statement: FastStatement,
     amount: i64,
     idempotency_key: Option<&str>,
     metadata: Option<Jsonb>,
@@ -170,12 +222,14 @@ pub fn consume(
         ("idempotency_key", idempotency_key.into()),
         ("metadata", metadata.into()),
     ];
-    let decided = if schema::has(client, Part::RateLimits)? {
-        let [subject, metric, now, amount, idempotency_key, metadata] = args;
-        let args = [subject, metric, now, ("instant_us", key.instant.into()), amount, idempotency_key, metadata];
-        query_row(client, &FAST_CONSUME, args, decision_from_row)?
-    } else {
-        query_row(client, &FAST_CONSUME_WITHOUT_RATES, args, decision_from_row)?
+    let decided = match statement {
+        FastStatement::WithoutRates => query_row(client, &FAST_CONSUME_WITHOUT_RATES, args, decision_from_row)?,
+        FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, decision_from_row)?,
+        FastStatement::Rated => {
+            let [subject, metric, now, amount, idempotency_key, metadata] = args;
+            let args = [subject, metric, now, ("instant_us", key.instant.into()), amount, idempotency_key, metadata];
+            query_row(client, &FAST_CONSUME, args, decision_from_row)?
+        }
     };
     Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
 }
@@ -253,6 +307,7 @@ pub struct RulesInForce<'a> {
 /// Marks the window as the (subject, metric)'s only fast-path window, with its effective
 /// allowance and the rate rules in force. Runs under the subject's fast-path key (try_lock).
 pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce) -> QResult<()> {
+    let rated = !rates.rules.is_empty();
     if schema::has(client, Part::RateLimits)? {
         mark_rates(client, key, rates)?;
     }
@@ -268,7 +323,13 @@ pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: 
         ("window_start", start.into()),
         ("allowance", allowance.into()),
     ];
-    query(client, &MARK_FAST, args, |_| Ok(())).map(drop)
+    if schema::has(client, Part::RatedMarks)? {
+        let [subject, metric, window_start, allowance] = args;
+        let args = [subject, metric, window_start, allowance, ("rated", rated.into())];
+        query(client, &MARK_FAST_RATED, args, |_| Ok(())).map(drop)
+    } else {
+        query(client, &MARK_FAST, args, |_| Ok(())).map(drop)
+    }
 }
 
 /// Caches the rules in force in their state rows (see MARK_RATES).
