@@ -152,7 +152,12 @@ BEGIN;
 SELECT quota.require(:bob, 'projects', 49);
 ROLLBACK;
 \set ON_ERROR_STOP 1
-SELECT pg_sleep(0.3) \g /dev/null
+DO $$ BEGIN  -- the journal's worker writes it in its own transaction, a moment later
+    FOR i IN 1..100 LOOP
+        EXIT WHEN EXISTS (SELECT FROM quota.events WHERE kind = 'denial' AND metadata ? 'journal');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
 SELECT metric, amount, used, allowance, reason, metadata #>> '{journal,raised_by}' AS raised_by
   FROM quota.events WHERE subject = :bob AND kind = 'denial' AND metadata ? 'journal';
 

@@ -154,9 +154,13 @@ pub extern "C-unwind" fn pg_quota_journal_worker(_argument: pg_sys::Datum) {
     };
     // SAFETY: this process's database and latch, set for its life.
     journal.serve(unsafe { pg_sys::MyDatabaseId }.to_u32(), unsafe { pg_sys::MyLatch });
-    // Wakes when a denial is queued; the timeout retries a database without pg_quota yet.
-    while BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+    // Writes what was queued before it started, then wakes when a denial is queued; the
+    // timeout retries a database without pg_quota yet.
+    loop {
         while write_batch(&journal) {}
+        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+            break;
+        }
     }
     journal.serve(unsafe { pg_sys::MyDatabaseId }.to_u32(), std::ptr::null_mut());
     // Exit code 1: the postmaster starts the worker again (after pg_terminate_backend), unless
