@@ -6,7 +6,9 @@
 //! sequence of operations to them, generated from the seed: consume, check, record,
 //! grant, revoke, reserve, settle, release, reset, plan changes, overrides, a rate rule
 //! (plan sim_a's "tokens", whose units do not come back during a run), retries with
-//! the same idempotency key, transactions and savepoints rolled back, bad input. The model
+//! the same idempotency key, transactions and savepoints rolled back, bad input, and on a
+//! server that preloads pg_quota the memory-only limiter (its own state of the same rule,
+//! kept when a transaction rolls back). The model
 //! below (written from the product contract, not from the extension's code) predicts every
 //! decision on owned subjects exactly, whatever the interleaving. All connections also
 //! hammer a few shared subjects, where only invariants can be checked. At the end every
@@ -88,6 +90,9 @@ struct Subject {
     /// Units sim_a's "tokens" rule admitted (consume, consume_many, reserve; its state stays
     /// across plan changes, as quota.rate_state does).
     rate_taken: i64,
+    /// Units the same rule admitted in shared memory (quota.limit_in_memory: a state of its
+    /// own, kept whatever the caller's transaction does).
+    memory_taken: i64,
 }
 
 /// How a payment is made: allowance, then grants in spending order, then overage.
@@ -108,6 +113,7 @@ impl Subject {
             keys: HashMap::new(),
             bundles: HashMap::new(),
             rate_taken: 0,
+            memory_taken: 0,
         }
     }
 
@@ -255,6 +261,8 @@ struct Worker {
     granted_shared: i64,
     /// The operations applied, printed when one fails.
     trace: Vec<String>,
+    /// The server preloads pg_quota (quota.limit_in_memory works).
+    preloaded: bool,
 }
 
 impl Worker {
@@ -291,6 +299,7 @@ impl Worker {
             81..=85 => self.set_override(s, metric),
             86..=91 => self.rolled_back(s, metric),
             92..=95 => self.savepoint(s, metric),
+            96..=97 => self.memory(s, metric),
             _ => self.bad_input(s),
         }
     }
@@ -628,6 +637,46 @@ impl Worker {
         compare("consume after a rolled-back savepoint", &expected, &decision(&row))
     }
 
+    /// The memory-only limiter: sim_a's "tokens" rule decided in shared memory, sometimes in
+    /// a transaction that rolls back (what it admitted stays admitted); the rules follow the
+    /// subject's plan changes. Without the preload it is SQLSTATE 55000.
+    fn memory(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        self.count("limit_in_memory");
+        let (amount, rolled_back) = (self.rng.range(1, 8), self.rng.chance(30));
+        let id = self.subjects[s].id;
+        if rolled_back {
+            self.client.batch_execute("BEGIN").map_err(db)?;
+        }
+        let result =
+            self.client.query_one("SELECT allowed, remaining FROM quota.limit_in_memory($1, $2, $3)", &[&id, &METRICS[metric], &amount]);
+        if rolled_back {
+            self.client.batch_execute("ROLLBACK").map_err(db)?;
+        }
+        if !self.preloaded {
+            return match result {
+                Err(e) if sqlstate(&e).as_deref() == Some("55000") => Ok(()),
+                other => fail(format!("limit_in_memory without the preload: expected 55000, got {other:?}")),
+            };
+        }
+        let row = result.map_err(db)?;
+        let subject = &mut self.subjects[s];
+        let expected = if subject.rate_limited_metric(metric) {
+            let admitted = subject.memory_taken + amount <= RATE_BURST;
+            if admitted {
+                subject.memory_taken += amount;
+            }
+            (admitted, Some(if admitted { RATE_BURST - subject.memory_taken } else { 0 }))
+        } else {
+            (true, None)
+        };
+        let got = (row.get::<_, bool>("allowed"), row.get::<_, Option<i64>>("remaining"));
+        if got == expected {
+            Ok(())
+        } else {
+            fail(format!("limit_in_memory {amount} {}: model expected {expected:?}, pg_quota returned {got:?}", METRICS[metric]))
+        }
+    }
+
     fn bad_input(&mut self, s: usize) -> Result<(), Fail> {
         self.count("bad input");
         let id = self.subjects[s].id;
@@ -868,7 +917,8 @@ fn main() {
                 let subjects: Vec<Subject> = (0..4).map(|_| Subject::new(rng.uuid())).collect();
                 let (shared, dbname) = (shared.clone(), dbname.clone());
                 thread::spawn(move || -> Result<Worker, Fail> {
-                    let client = connect(&dbname).map_err(db)?;
+                    let mut client = connect(&dbname).map_err(db)?;
+                    let preloaded = client.query_one("SELECT quota.preloaded()", &[]).map_err(db)?.get(0);
                     let mut worker = Worker {
                         index,
                         rng,
@@ -881,6 +931,7 @@ fn main() {
                         acknowledged: Vec::new(),
                         granted_shared: 0,
                         trace: Vec::new(),
+                        preloaded,
                     };
                     for op in 0..ops {
                         worker.step().map_err(|e| {
