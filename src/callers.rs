@@ -24,6 +24,20 @@ pub fn claims() -> Claims {
     read_claims(text.as_deref())
 }
 
+/// The database role that called: the role PostgREST switched to with SET ROLE (a
+/// SECURITY DEFINER function changes the user, not the role setting), else the session's.
+pub fn db_role() -> String {
+    // SAFETY: GetConfigOptionByName of a built-in setting (missing_ok false) returns a
+    // palloc'd copy of what SHOW role says ("none" without SET ROLE).
+    let role = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionByName(c"role".as_ptr(), std::ptr::null_mut(), false)) };
+    let role = role.to_string_lossy();
+    if role != "none" {
+        return role.into_owned();
+    }
+    // SAFETY: the session's user exists while the session lasts; the name is copied at once.
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), false)) }.to_string_lossy().into_owned()
+}
+
 /// The caller of an administration function, as its audit row names it.
 pub struct Caller {
     pub db_role: String,
@@ -39,7 +53,8 @@ impl Caller {
 /// The caller, if they may call `function`, which needs `needed` of a signed-in user.
 /// 42501 otherwise: a user's own claims (`user_metadata`) never count.
 pub fn authorize(client: &SpiClient, needed: QuotaRole, function: &str) -> QResult<Caller> {
-    let (db_role, trusted) = changes::caller(client)?;
+    let db_role = db_role();
+    let trusted = changes::role_trusted(client, &db_role)?;
     let claims = claims();
     if trusted || claims.quota_role.is_some_and(|role| role >= needed) {
         Ok(Caller { db_role, claims })

@@ -19,9 +19,9 @@ use quota_rules::plan::validate_metric;
 use quota_rules::request::format_instant;
 
 use super::{journal_database, preloaded, Journal, JOURNAL_DENIALS};
-use crate::callers::claims;
+use crate::callers::{claims, db_role};
 use crate::error::{required, sql_call, QResult, QuotaError};
-use crate::store::{changes, journal as statements, statement_now, to_micros};
+use crate::store::{journal as statements, statement_now, to_micros};
 
 /// Records a worker writes in one transaction at most.
 const BATCH: usize = 500;
@@ -76,7 +76,7 @@ fn journal_denial(
             retry_after: instant(retry_after, "retry_after")?,
             raised_by: InlineText::new(required(raised_by, "raised_by")?),
             source_table: InlineText::new(source_table.unwrap_or("")),
-            role: InlineText::new(&Spi::connect(|client| changes::caller(client))?.0),
+            role: InlineText::new(&db_role()),
             jwt_subject: claims().subject.map(|sub| *sub.as_bytes()),
         };
         Ok(Journal::attach("quota.journal_denial()")?.push(denial))

@@ -8,17 +8,14 @@ use super::{not_null, query, query_row, the_row, Kept};
 use crate::error::QResult;
 
 thread_local! {
-    // The database role that called: the role PostgREST switched to with SET ROLE (a
-    // SECURITY DEFINER function changes the user, not the role setting), else the session's.
-    // Trusted: a superuser, or a role that inherits neither of Supabase's end-user roles.
-    static CALLER: Kept = const { Kept::new(
-        "SELECT c.name AS db_role,
-                coalesce(r.rolsuper OR NOT EXISTS (
+    // Whether the calling database role (callers::db_role) is trusted: a superuser, or a
+    // role that inherits neither of Supabase's end-user roles.
+    static CALLER_TRUSTED: Kept = const { Kept::new(
+        "SELECT coalesce(r.rolsuper OR NOT EXISTS (
                     SELECT FROM pg_catalog.pg_roles AS e
                      WHERE e.rolname IN ('anon', 'authenticated') AND pg_catalog.pg_has_role(r.oid, e.oid, 'USAGE')),
                     false) AS trusted
-           FROM (SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user::text
-                             ELSE pg_catalog.current_setting('role') END AS name) AS c
+           FROM (SELECT $db_role::text AS name) AS c
            LEFT JOIN pg_catalog.pg_roles AS r ON r.rolname = c.name",
     ) };
     static RECORD_CHANGE: Kept = const { Kept::new(
@@ -48,8 +45,8 @@ thread_local! {
 }
 
 /// The role that called, and whether it is trusted without a quota_role claim.
-pub fn caller(client: &SpiClient) -> QResult<(String, bool)> {
-    the_row(query_row(client, &CALLER, [], |row| Ok((not_null(row, "db_role")?, not_null(row, "trusted")?)))?)
+pub fn role_trusted(client: &SpiClient, db_role: &str) -> QResult<bool> {
+    the_row(query_row(client, &CALLER_TRUSTED, [("db_role", db_role.into())], |row| not_null(row, "trusted"))?)
 }
 
 /// One row of quota.admin_changes. States are JSON text (None: the object did not exist).
