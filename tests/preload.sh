@@ -72,6 +72,36 @@ expect "the table of an enforce denial" "$table" public.projects
 expect "rows of the rolled-back inserts" "$(value "$primary" "$port" "SELECT count(*) FROM public.projects")" 0
 echo "preload: rolled-back denials of require and of the enforce trigger reached the ledger (${latency} ms after the last)"
 
+# Every raising function says so; pg_quota.journal_denials = off (a superuser's session)
+# queues nothing; a denial raised in another database is counted there, not written.
+command psql -X -q -h "$primary" -p "$port" -U postgres -d postgres >/dev/null 2>&1 <<'SQL' || true
+BEGIN;
+SELECT quota.require_reservation(s(15), 'projects', 5);
+ROLLBACK;
+BEGIN;
+SELECT quota.require_many(s(16), '{"projects": 5}');
+ROLLBACK;
+SQL
+journal_row 15 require_reservation >/dev/null
+journal_row 16 require_many >/dev/null
+entered() { value "$primary" "$port" "SELECT written + dropped + queued FROM quota.denial_journal_state()"; }
+before=$(entered)
+value "$primary" "$port" "SET pg_quota.journal_denials = off; SELECT public.deny(17)" >/dev/null
+expect "records entered with pg_quota.journal_denials off" "$(entered)" "$before"
+on "$primary" "$port" >/dev/null <<'SQL'
+CREATE DATABASE pgq_other;
+\c pgq_other
+CREATE EXTENSION pg_quota;
+SELECT quota.create_plan('capped', '{"projects": {"limit": 0, "per": "lifetime"}}', is_default => true);
+DO $$ BEGIN
+    PERFORM quota.require('00000000-0000-0000-0000-000000000018', 'projects');
+EXCEPTION WHEN SQLSTATE 'PT429' THEN NULL;
+END $$;
+SQL
+expect "records entered from another database" "$(entered)" "$before"
+expect "denials counted from another database" "$(value "$primary" "$port" "SELECT other_database FROM quota.denial_journal_state()")" 1
+echo "preload: require_reservation and require_many are journaled; journal_denials = off and other databases are not"
+
 # 32 sessions raising denials into a journal of 16: every denial is written or counted as
 # dropped, none is written twice, and the callers never waited for the journal.
 read -r written_before dropped_before <<<"$(value "$primary" "$port" "SELECT written, dropped FROM quota.denial_journal_state()" | tr '|' ' ')"
@@ -217,6 +247,12 @@ BEGIN
     RAISE NOTICE 'preload: % of 12 GETs admitted in memory, then HTTP 429', admitted;
 END $$;
 SQL
+for _ in $(seq 100); do
+  [ "$(value "$primary" "$port" "SELECT count(*) > 0 FROM quota.events WHERE metadata #>> '{journal,raised_by}' = 'limit_request'")" = t ] && break
+  sleep 0.05
+done
+expect "a GET's 429 in the journal" \
+  "$(value "$primary" "$port" "SELECT count(*) > 0 FROM quota.events WHERE metadata #>> '{journal,raised_by}' = 'limit_request'")" t
 
 # 32 sessions hammering one key for 3 seconds: no more than the burst plus 10 a second over
 # the run, and no fewer than the rule lets through (less a second for connecting).
@@ -298,4 +334,4 @@ END \$\$"
 cargo build --release -q --manifest-path tests/harness/Cargo.toml
 PGHOST=$primary PGPORT=$port tests/harness/target/release/simulate ${SEED:+--seed "$SEED"} --ops "${SIM_OPS:-1000}" \
   --connections 4 --db pgq_simulate_preload
-echo "preload: all 11 checks passed"
+echo "preload: all 12 checks passed"

@@ -16,6 +16,9 @@ SELECT * FROM quota.limit_in_memory(s(1801), 'hits', 0);
 SELECT * FROM quota.limit_in_memory(NULL, 'hits');
 SELECT * FROM quota.limit_in_memory(s(1801), NULL);
 \set VERBOSITY default
+-- The denial journal: nothing is queued, raising denials behave as before.
+SELECT * FROM quota.denial_journal_state();
+SELECT quota.journal_denial(s(1801), 'hits', 'quota_exceeded', 1, 0, 0, 0, 0, NULL, NULL, NULL, 'require', NULL) AS queued;
 -- A read-only request through limit_request still only checks.
 BEGIN READ ONLY;
 SELECT set_config('request.jwt.claims', json_build_object('sub', s(1801), 'role', 'authenticated')::text, true) IS NOT NULL AS signed_in;
