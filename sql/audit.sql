@@ -1,6 +1,8 @@
 -- Recomputes every counter and every grant balance from the ledger and returns what
--- disagrees: a window whose counter is not the sum of its consume/record/settle events
--- (from_allowance + overage) less its give_back events, a window whose held is not the sum of its held
+-- disagrees: a window whose counter is not the sum of its consume/record/settle/allocate
+-- events (from_allowance + overage; a pooled member's count in its pool's window) less its
+-- give_back events, a member's draws from its pool that are not the sum of its events paid
+-- by the pool, a window whose held is not the sum of its held
 -- reservations, a grant whose remaining is not its amount less what event_grants says it
 -- paid, an event whose from_grants is not what event_grants lists, or a counter marked for
 -- the fast path whose cached allowance is not the effective one (or that another marked row,
@@ -13,13 +15,23 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT subject, metric, 'window ' || window_start, c.used, e.used
     FROM quota.counters AS c
-    FULL JOIN (SELECT subject, metric, window_start,
+    FULL JOIN (SELECT coalesce(pool, subject) AS subject, metric, window_start,
                       sum(CASE kind WHEN 'give_back' THEN -from_allowance ELSE from_allowance + overage END) AS used
                FROM quota.events
-               WHERE kind IN ('consume', 'record', 'settle', 'give_back')
-               GROUP BY subject, metric, window_start) AS e
+               WHERE kind IN ('consume', 'record', 'settle', 'give_back', 'allocate')
+               GROUP BY 1, metric, window_start) AS e
          USING (subject, metric, window_start)
     WHERE coalesce(c.used, 0) <> coalesce(e.used, 0)
+    UNION ALL
+    SELECT member, metric, 'drawn from ' || pool || ' ' || window_start, d.drawn, e.drawn
+    FROM quota.pool_draws AS d
+    FULL JOIN (SELECT pool, subject AS member, metric, window_start,
+                      sum(CASE kind WHEN 'give_back' THEN -from_allowance ELSE from_allowance + from_grants + overage END) AS drawn
+               FROM quota.events
+               WHERE pool IS NOT NULL AND kind IN ('consume', 'record', 'settle', 'give_back')
+               GROUP BY pool, subject, metric, window_start) AS e
+         USING (pool, member, metric, window_start)
+    WHERE coalesce(d.drawn, 0) <> coalesce(e.drawn, 0)
     UNION ALL
     SELECT c.subject, c.metric, 'holds ' || c.window_start, c.held, coalesce(sum(r.amount), 0)
     FROM quota.counters AS c

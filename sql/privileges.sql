@@ -8,17 +8,41 @@
 -- reads the audit trail. The functions run as the owner and see everything; service_role
 -- bypasses RLS. Policies are for PUBLIC, so they need no Supabase roles.
 -- (SELECT quota.current_subject()) is evaluated once per query, not per row.
-CREATE POLICY own_rows ON quota.assignments  FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.overrides    FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.resets       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.counters     FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.events       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.grants       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.event_grants FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.enforced_charges FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.rate_overrides FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.rate_state   FOR SELECT USING (subject = (SELECT quota.current_subject()) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+-- Pools (sql/pools.sql): a member also reads its pool's plan, counters and grants (what
+-- my_usage() shows it has left), not the pool's ledger; a pool's admins read everything of
+-- the pool and of its members.
+CREATE POLICY own_rows ON quota.assignments  FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.overrides    FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.resets       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.counters     FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.events       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = ANY ((SELECT quota.administered_subjects())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.grants       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.event_grants FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = ANY ((SELECT quota.administered_subjects())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.enforced_charges FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.rate_overrides FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.rate_state   FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY pool_rows ON quota.pool_members FOR SELECT USING (member = (SELECT quota.current_subject()) OR pool = ANY ((SELECT quota.administered_pools())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY pool_rows ON quota.pool_admins  FOR SELECT USING (admin = (SELECT quota.current_subject()) OR pool = ANY ((SELECT quota.administered_pools())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY pool_rows ON quota.pool_caps    FOR SELECT USING (member = (SELECT quota.current_subject()) OR (member IS NULL AND pool = (SELECT quota.my_pool()))
+                                                   OR pool = ANY ((SELECT quota.administered_pools())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY pool_rows ON quota.pool_draws   FOR SELECT USING (member = (SELECT quota.current_subject()) OR pool = ANY ((SELECT quota.administered_pools())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY pool_rows ON quota.allocations  FOR SELECT USING (member = (SELECT quota.current_subject()) OR pool = ANY ((SELECT quota.administered_pools())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY admins ON quota.admin_changes  FOR SELECT USING ((SELECT quota.current_quota_role()) = 'admin');
 -- A user sees the plan they are on (assignments shows them only their own) and the default
 -- plan they would get, and those plans' limits: enough for my_usage() and my_check().

@@ -108,7 +108,7 @@ CREATE DOMAIN quota.idempotency_key AS text
     CONSTRAINT idempotency_key_check CHECK (length(VALUE) BETWEEN 1 AND 255);
 CREATE DOMAIN quota.event_kind AS text
     CONSTRAINT event_kind_check CHECK (VALUE IN ('consume', 'record', 'settle', 'reserve', 'release',
-                                                 'give_back', 'denial', 'reset'));
+                                                 'give_back', 'denial', 'reset', 'allocate'));
 
 -- Usage per window. Old windows stay as history; nothing deletes them.
 -- window_start is '-infinity' for a lifetime window that was never reset;
@@ -181,9 +181,10 @@ CREATE UNIQUE INDEX grants_grant_id ON quota.grants (grant_id);
 CREATE INDEX grants_spending_order ON quota.grants (subject, metric, priority, expires_at, created_at, grant_id)
     WHERE remaining > 0 AND revoked_at IS NULL;
 
--- The ledger: one row per consume, record, reserve, settle, release, give_back, denial and
--- reset. Counters always equal the sum of from_allowance + overage of the committed
--- consume/record/settle events of their window, less what give_back events returned; every
+-- The ledger: one row per consume, record, reserve, settle, release, give_back, denial,
+-- reset and allocate. Counters always equal the sum of from_allowance + overage of the
+-- committed consume/record/settle/allocate events of their window (a pooled member's events
+-- count in their pool's), less what give_back events returned; every
 -- grant's remaining equals its amount less what event_grants says it paid (quota.audit()).
 -- A consume event also keeps the decision it returned, so that a retry with the same
 -- idempotency key replays it exactly.
@@ -207,6 +208,9 @@ CREATE TABLE quota.events (
     idempotency_key  quota.idempotency_key,
     metadata         jsonb,
     reservation_id   uuid,
+    -- The pool that paid for a member's call (sql/pools.sql): the pool's window counted it,
+    -- and the member's draws from the pool, not the member's own window.
+    pool             uuid,
     PRIMARY KEY (subject, event_id)
 );
 CREATE INDEX events_reservation ON quota.events (reservation_id, kind) WHERE reservation_id IS NOT NULL;
@@ -299,6 +303,20 @@ CREATE TYPE quota.reservation AS (
     retry_after     timestamptz
 );
 
+-- The result of allocate() (sql/pools.sql).
+CREATE TYPE quota.allocation AS (
+    allocation_id   uuid,         -- NULL when denied
+    allowed         boolean,
+    pool            uuid,
+    member          uuid,
+    metric          text,
+    amount          bigint,
+    grant_id        uuid,         -- the member's grant that holds it
+    pool_remaining  bigint,       -- what the pool has left after it; NULL = unlimited
+    replayed        boolean,
+    reason          text          -- ok | quota_exceeded | no_plan
+);
+
 CREATE TYPE quota.usage_row AS (
     metric           text,
     used             bigint,
@@ -309,7 +327,11 @@ CREATE TYPE quota.usage_row AS (
     window_start     timestamptz,
     resets_at        timestamptz,
     percent_used     numeric,
-    rates            jsonb         -- each rate rule in force: limit, per, burst, remaining, next_unit_at
+    rates            jsonb,        -- each rate rule in force: limit, per, burst, remaining, next_unit_at
+    pool             uuid,         -- the pool the subject draws this metric from (sql/pools.sql), or NULL
+    pool_drawn       bigint,       -- what the subject drew from it in the pool's current window
+    pool_cap         bigint,       -- its cap there; NULL = no cap
+    pool_remaining   bigint        -- what it can still draw: the pool's remaining, at most the cap left
 );
 
 -- Keep configuration and usage in pg_dump output (extension tables are skipped otherwise).

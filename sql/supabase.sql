@@ -86,11 +86,15 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    end_user constant text[] := ARRAY['current_subject', 'current_quota_role', 'my_usage', 'my_check', 'limit_request'];
+    -- my_pool and administered_* are what row level security asks of pools (sql/pools.sql).
+    end_user constant text[] := ARRAY['current_subject', 'current_quota_role', 'my_usage', 'my_check', 'limit_request',
+                                      'my_pool', 'administered_pools', 'administered_subjects', 'pool_usage'];
     -- Callable by every signed-in user, allowed only to those whose claims carry the
-    -- quota_role they need (support: usage; admin: the rest); src/callers.rs.
+    -- quota_role they need (support: usage; admin: the rest), or, for a pool's functions,
+    -- to the pool and its admins (a member may leave); src/callers.rs.
     in_app_admin constant text[] := ARRAY['usage', 'assign_plan', 'set_override', 'clear_override', 'reset',
-                                          'grant', 'revoke_grant'];
+                                          'grant', 'revoke_grant', 'join_pool', 'leave_pool', 'set_pool_cap',
+                                          'clear_pool_cap', 'set_pool_admin', 'allocate', 'revoke_allocation'];
     fn regprocedure;
 BEGIN
     step := 'sign-up trigger quota_on_signup on auth.users';

@@ -263,6 +263,6 @@ fn start_window_over(client: &SpiClient, subject: Uuid, metric: &str, now: Micro
         event_id: None,
         retry_after: None,
     };
-    let event = EventRow { subject, kind: EventKind::Reset, decision: &decision, window, idempotency_key: None, metadata: None, reservation_id: None };
+    let event = EventRow { subject, kind: EventKind::Reset, decision: &decision, window, idempotency_key: None, metadata: None, reservation_id: None, pool: None };
     ledger::insert_event(client, event).map(drop)
 }

@@ -45,6 +45,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller as it is, authorized by the function itself.
+    pub fn current() -> Caller {
+        Caller { db_role: db_role(), claims: claims() }
+    }
+
     pub fn jwt_subject(&self) -> Option<Uuid> {
         self.claims.subject.map(|subject| Uuid::from_bytes(*subject.as_bytes()))
     }
@@ -60,5 +65,21 @@ pub fn authorize(client: &SpiClient, needed: QuotaRole, function: &str) -> QResu
         Ok(Caller { db_role, claims })
     } else {
         Err(QuotaError::not_allowed(function, &db_role, needed.as_str()))
+    }
+}
+
+/// Who may act as an admin of `pool`: whoever `authorize` lets act as a pg_quota admin, the
+/// pool itself (its JWT subject: a teacher), and the subjects named with
+/// quota.set_pool_admin(). 42501 otherwise.
+pub fn authorize_for_pool(client: &SpiClient, pool: Uuid, function: &str) -> QResult<Caller> {
+    let db_role = db_role();
+    let claims = claims();
+    if changes::role_trusted(client, &db_role)? || claims.quota_role.is_some_and(|role| role >= QuotaRole::Admin) {
+        return Ok(Caller { db_role, claims });
+    }
+    let subject = claims.subject.map(|subject| Uuid::from_bytes(*subject.as_bytes()));
+    match subject {
+        Some(subject) if subject == pool || crate::store::pools::administers(client, pool, subject)? => Ok(Caller { db_role, claims }),
+        _ => Err(QuotaError::not_pool_admin(function, pool)),
     }
 }

@@ -135,9 +135,44 @@ impl QuotaError {
     }
 
     /// 0A000: a feature of this library that the database's pg_quota schema lacks yet.
-    pub fn schema_too_old(feature: &str) -> Self {
-        Self::new(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("{feature} need the pg_quota 0.7.0 schema"))
+    pub fn schema_too_old(feature: &str, version: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("{feature} need the pg_quota {version} schema"))
             .with_hint("Run ALTER EXTENSION pg_quota UPDATE.")
+    }
+
+    /// 23505: joining a pool while a member of another (a subject draws from one pool).
+    pub fn in_another_pool(member: impl std::fmt::Display, pool: impl std::fmt::Display) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, format!("subject {member} is already a member of pool {pool}"))
+            .with_hint("A subject draws from one pool at a time: call quota.leave_pool() first.")
+    }
+
+    /// 42704: a subject that is not a member of the pool named.
+    pub fn not_a_member(member: impl std::fmt::Display, pool: impl std::fmt::Display) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("subject {member} is not a member of pool {pool}"))
+            .with_hint("Add it with quota.join_pool(pool, member).")
+    }
+
+    /// 22023: a pool metric its plan has no limit for.
+    pub fn not_pooled(pool: impl std::fmt::Display, metric: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("the plan of pool {pool} has no limit for metric \"{metric}\""))
+            .with_hint("Members draw from a pool the metrics of its plan: assign the pool a plan that has it.")
+    }
+
+    /// 42704: an allocation that does not exist.
+    pub fn unknown_allocation(allocation_id: impl std::fmt::Display) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown allocation {allocation_id}"))
+    }
+
+    /// 42501: a signed-in user who neither is the pool nor administers it.
+    pub fn not_pool_admin(function: &str, pool: impl std::fmt::Display) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("quota.{function} needs an admin of pool {pool}"))
+            .with_hint("The pool itself, a subject named with quota.set_pool_admin(), or a user with the admin quota_role may call it.")
+    }
+
+    /// 22023: an idempotency key reused with different arguments.
+    pub fn key_reused(key: &str, what: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("idempotency key \"{key}\" was used for {what}"))
+            .with_hint("Use a new key for a new call.")
     }
 
     /// XX000: a broken invariant of pg_quota itself, never a client mistake.

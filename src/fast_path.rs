@@ -17,6 +17,8 @@ use crate::error::QResult;
 use crate::jsonb::Jsonb;
 use crate::spending::{resolve_known, Request};
 use crate::store::fast_path::{self, CounterKeyAt, FastStatement, RulesInForce};
+use crate::store::pools;
+use crate::store::schema::{self, Part};
 
 /// What the fast path made of a consume.
 pub enum Outcome {
@@ -74,13 +76,18 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: G
         return Ok(governing);
     }
     let governing = resolve_known(client, request)?;
-    // A plan change committed meanwhile: its plan's key is not held, so no mark.
-    if governing.fast_path_can_decide() && governing.plan.as_deref() == Some(plan.as_str()) {
+    // A plan change committed meanwhile: its plan's key is not held, so no mark. A pool's
+    // member is never marked: its pool may pay (src/pools.rs); joining takes the same key.
+    if governing.fast_path_can_decide() && governing.plan.as_deref() == Some(plan.as_str()) && !in_a_pool(client, request)? {
         let window = governing.counting_window(request.at)?;
         let rates = RulesInForce { rules: &governing.rates, until: governing.rates_until };
         fast_path::mark(client, request.counter(window), governing.allowance(), rates)?;
     }
     Ok(governing)
+}
+
+fn in_a_pool(client: &SpiClient, request: &Request) -> QResult<bool> {
+    Ok(schema::has(client, Part::Pools)? && pools::is_member(client, request.subject)?)
 }
 
 /// REPEATABLE READ and SERIALIZABLE transactions read one snapshot throughout.

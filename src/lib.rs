@@ -23,6 +23,7 @@ mod enforce;
 mod error;
 mod fast_path;
 mod jsonb;
+mod pools;
 mod rates;
 mod reservations;
 mod shared;
@@ -48,7 +49,8 @@ pub extern "C-unwind" fn _PG_init() {
 // file after the Rust functions it calls.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
-extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["fast_path"]);
+extension_sql_file!("../sql/pools.sql", name = "pools", requires = ["fast_path", usage::current_subject]);
+extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["pools"]);
 extension_sql_file!("../sql/reservations.sql", name = "reservations", requires = ["audit"]);
 extension_sql_file!("../sql/journal.sql", name = "journal", requires = ["reservations"]);
 extension_sql_file!(

@@ -139,7 +139,7 @@ fn set_rate_override(
         Spi::connect(|client| {
             let caller = authorize(client, QuotaRole::Admin, "set_rate_override")?;
             if !schema::has(client, Part::RateLimits)? {
-                return Err(QuotaError::schema_too_old("rate overrides"));
+                return Err(QuotaError::schema_too_old("rate overrides", "0.7.0"));
             }
             require_known_metric(client, metric)?;
             let change = Change { action: "set_rate_override", subject: Some(subject), metric: Some(metric), ..Change::default() };
@@ -163,7 +163,7 @@ fn clear_rate_override(subject: Option<Uuid>, metric: Option<&str>, per: Option<
         Spi::connect(|client| {
             let caller = authorize(client, QuotaRole::Admin, "clear_rate_override")?;
             if !schema::has(client, Part::RateLimits)? {
-                return Err(QuotaError::schema_too_old("rate overrides"));
+                return Err(QuotaError::schema_too_old("rate overrides", "0.7.0"));
             }
             require_known_metric(client, metric)?;
             let change = Change { action: "clear_rate_override", subject: Some(subject), metric: Some(metric), ..Change::default() };

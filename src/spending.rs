@@ -1,6 +1,7 @@
 //! Spending: consume, check, record, record_batch and give_back, and how a call is paid:
 //! the allowance first, then grants, then (record, settle) overage. Reservations pay through
-//! `pay` too (src/reservations.rs); consume tries the fast path first (src/fast_path.rs).
+//! `pay` too (src/reservations.rs); consume tries the fast path first (src/fast_path.rs); a
+//! pool pays what a member's own means do not cover (src/pools.rs).
 //!
 //! Every function is SECURITY DEFINER with a pinned search_path, and EXECUTE is revoked
 //! from PUBLIC (sql/privileges.sql): granting EXECUTE is the one gate to these functions.
@@ -21,6 +22,7 @@ use quota_rules::window::{Micros, Window};
 
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
 use crate::fast_path;
+use crate::pools;
 use crate::jsonb::Jsonb;
 use crate::rates::{self, RateCheck, StateRows};
 use crate::store::counters::{self, CounterKey, GrantBalance};
@@ -144,6 +146,7 @@ fn give_back(
 /// A validated request, decided at the transaction's start instant `now`; usage counts
 /// into the window that contains `at` (now, except for records of the past). Rate rules
 /// decide at `instant`, the statement's start.
+#[derive(Clone, Copy)]
 pub struct Request<'a> {
     pub subject: Uuid,
     pub metric: &'a str,
@@ -230,18 +233,24 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         let decision = rate_limited(client, request, &governing, window, &rate)?;
         return write_event(client, Entry { key, metadata, ..Entry::new(request.subject, mode, window) }, decision);
     }
-    // Without a plan consume is denied outright; record still counts (as overage).
-    let paid = match governing.plan {
-        None if mode == Mode::Consume => Paid::denied(Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
-        _ => pay(client, request, mode, &governing, window, allowance, None)?,
+    let pool = pools::pool_call(client, request, true)?;
+    let paid = match (&pool, &governing.plan) {
+        // A member's own means pay only an amount they cover in full; else its pool pays.
+        (Some(_), _) => pay(client, request, Mode::Consume, &governing, window, allowance, None)?,
+        // Without a plan consume is denied outright; record still counts (as overage).
+        (None, None) if mode == Mode::Consume => Paid::denied(Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
+        (None, _) => pay(client, request, mode, &governing, window, allowance, None)?,
     };
+    if let (Some(pool), None) = (&pool, &paid.split) {
+        return pools::spend_from_pool(client, request, mode, pool, &rate, key, metadata);
+    }
     if paid.split.is_some() {
         rate.commit(client, request)?;
     }
     let decision = request.decision(paid.split.as_ref(), paid.standing, allowance, window);
-    let decision = match governing.plan {
-        None => Decision { reason: Reason::NoPlan, ..decision },
-        Some(_) => decision,
+    let decision = match (&governing.plan, &pool) {
+        (None, None) => Decision { reason: Reason::NoPlan, ..decision },
+        _ => decision,
     };
     let entry = Entry { grants_taken: &paid.grants_taken, key, metadata, ..Entry::new(request.subject, mode, window) };
     if let Some(written) = try_write_event(client, entry, decision)? {
@@ -281,11 +290,14 @@ pub struct Entry<'a> {
     pub key: Option<&'a str>,
     pub metadata: Option<Jsonb>,
     pub reservation_id: Option<Uuid>,
+    /// The pool that paid for a member's call: its window is `window`, the grants taken are
+    /// its own (src/pools.rs).
+    pub pool: Option<Uuid>,
 }
 
 impl<'a> Entry<'a> {
     pub fn new(subject: Uuid, mode: Mode, window: Window) -> Entry<'a> {
-        Entry { subject, mode, window, grants_taken: &[], key: None, metadata: None, reservation_id: None }
+        Entry { subject, mode, window, grants_taken: &[], key: None, metadata: None, reservation_id: None, pool: None }
     }
 }
 
@@ -305,12 +317,14 @@ fn try_write_event(client: &SpiClient, entry: Entry, decision: Decision) -> QRes
         idempotency_key: entry.key,
         metadata: entry.metadata,
         reservation_id: entry.reservation_id,
+        pool: entry.pool,
     };
     let Some(event_id) = ledger::insert_event(client, event)? else {
         return Ok(None);
     };
+    let grants_owner = entry.pool.unwrap_or(entry.subject);
     for (grant_id, taken) in entry.grants_taken {
-        counters::spend_grant(client, entry.subject, event_id, *grant_id, *taken)?;
+        counters::spend_grant(client, grants_owner, entry.subject, event_id, *grant_id, *taken)?;
     }
     Ok(Some(Decision { event_id: Some(event_id), ..decision }))
 }
@@ -448,11 +462,12 @@ pub fn resolve_known(client: &SpiClient, request: &Request) -> QResult<Governing
 /// window as it stands now; read without locks or writes.
 pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResult<Decision> {
     let governing = resolve_known(client, request)?;
-    if governing.plan.is_none() {
+    let pool = pools::pool_call_unlocked(client, request)?;
+    if governing.plan.is_none() && pool.is_none() {
         return Ok(request.no_plan(governing.grants_left, Window::LIFETIME));
     }
     let allowance = governing.allowance();
-    let window = governing.window_at(request.at)?;
+    let window = governing.counting_window(request.at)?;
     let counter = counters::read_counter(client, request.counter(window))?;
     let reserved = match counter.held {
         0 => 0,
@@ -470,9 +485,10 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     let decision = request.decision(paid.as_ref(), standing, allowance, window);
     // consume decides the rate rules first: a call both deny is rate_limited.
     let rate = rates::decide(client, request, &governing.rates, StateRows::Read)?;
-    match rate.admitted() {
-        true => Ok(decision),
-        false => Ok(decision.rate_limited(rate.retry_at())),
+    match (rate.admitted(), &pool, decision.allowed) {
+        (false, _, _) => Ok(decision.rate_limited(rate.retry_at())),
+        (true, Some(pool), false) => pools::check_from_pool(client, pool, request.subject),
+        (true, _, _) => Ok(decision),
     }
 }
 
@@ -482,6 +498,12 @@ fn give_back_units(client: &SpiClient, request: &Request) -> QResult<Decision> {
     let window = governing.counting_window(request.now)?;
     let allowance = governing.allowance();
     let counter = counters::lock_counter(client, request.counter(window))?;
+    // A member that used nothing of its own gives back to its pool.
+    if counter.used == 0 {
+        if let Some(pool) = pools::pool_call(client, request, false)? {
+            return pools::give_back_to_pool(client, request, &pool);
+        }
+    }
     let returned = request.amount.min(counter.used);
     let used = match returned {
         0 => counter.used,

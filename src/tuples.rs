@@ -1,5 +1,6 @@
 //! The composite results of the SQL functions (sql/schema.sql's quota.decision,
-//! quota.reservation, quota.usage_row), built from the Rust values in column order.
+//! quota.reservation, quota.usage_row, quota.allocation), built from the Rust values in
+//! column order.
 
 use std::cell::Cell;
 
@@ -12,11 +13,13 @@ use quota_rules::window::Micros;
 
 use crate::error::{QResult, QuotaError};
 use crate::store::timestamp;
+use crate::pools::Allocated;
 use crate::usage::UsageRow;
 
 pub type DecisionTuple = pgrx::composite_type!('static, "quota.decision");
 pub type UsageTuple = pgrx::composite_type!('static, "quota.usage_row");
 type ReservationTuple = pgrx::composite_type!('static, "quota.reservation");
+type AllocationTuple = pgrx::composite_type!('static, "quota.allocation");
 
 /// A reservation that holds units: its id and when it expires.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +34,7 @@ thread_local! {
     static DECISION_OID: Cell<Oid> = const { Cell::new(Oid::INVALID) };
     static USAGE_ROW_OID: Cell<Oid> = const { Cell::new(Oid::INVALID) };
     static RESERVATION_OID: Cell<Oid> = const { Cell::new(Oid::INVALID) };
+    static ALLOCATION_OID: Cell<Oid> = const { Cell::new(Oid::INVALID) };
     static INVALIDATION_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -39,6 +43,7 @@ unsafe extern "C-unwind" fn forget_type_oids(_arg: pg_sys::Datum, _cache_id: std
     DECISION_OID.with(|oid| oid.set(Oid::INVALID));
     USAGE_ROW_OID.with(|oid| oid.set(Oid::INVALID));
     RESERVATION_OID.with(|oid| oid.set(Oid::INVALID));
+    ALLOCATION_OID.with(|oid| oid.set(Oid::INVALID));
 }
 
 fn composite_desc(cache: &'static std::thread::LocalKey<Cell<Oid>>, name: &str) -> QResult<PgTupleDesc<'static>> {
@@ -153,6 +158,29 @@ pub fn usage_tuple(row: &UsageRow) -> QResult<UsageTuple> {
             optional_timestamp(row.window.end)?.into_datum(),
             percent.into_datum(),
             pgrx::JsonB(row.rates.clone()).into_datum(),
+            row.pool.as_ref().map(|pool| pool.pool).into_datum(),
+            row.pool.as_ref().map(|pool| pool.drawn).into_datum(),
+            row.pool.as_ref().and_then(|pool| pool.cap).into_datum(),
+            row.pool.as_ref().and_then(|pool| pool.remaining).into_datum(),
+        ],
+    )
+}
+
+pub fn allocation_tuple(a: &Allocated) -> QResult<AllocationTuple> {
+    composite(
+        &ALLOCATION_OID,
+        "quota.allocation",
+        vec![
+            a.allocation_id.into_datum(),
+            a.allocation_id.is_some().into_datum(),
+            a.pool.into_datum(),
+            a.member.into_datum(),
+            a.metric.as_str().into_datum(),
+            a.amount.into_datum(),
+            a.grant_id.into_datum(),
+            a.pool_remaining.into_datum(),
+            a.replayed.into_datum(),
+            a.reason.as_str().into_datum(),
         ],
     )
 }

@@ -17,6 +17,7 @@ use crate::callers::{authorize, claims};
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::spending::{what_consume_would_decide, Request};
 use crate::store::counters::{self, CounterKey};
+use crate::pools::{self, pool_usage, PoolUsage};
 use crate::rates::rate_usage;
 use crate::store::{admin, statement_now, transaction_now};
 use crate::tuples::{decision_tuple, usage_tuple, UsageTuple};
@@ -31,6 +32,8 @@ pub struct UsageRow {
     pub window: Window,
     /// Each rate rule in force and its state (src/rates.rs).
     pub rates: serde_json::Value,
+    /// The pool the subject draws the metric from, if any (src/pools.rs).
+    pub pool: Option<PoolUsage>,
 }
 
 #[pg_extern(stable, security_definer)]
@@ -52,9 +55,15 @@ fn usage_of(subject: Uuid) -> QResult<SetOfIterator<'static, UsageTuple>> {
     Ok(SetOfIterator::new(tuples))
 }
 
-/// The current window of every metric of the subject's plan.
+/// The current window of every metric of the subject's plan, and of its pool's plan.
 fn usage_rows(client: &SpiClient, subject: Uuid, now: Micros) -> QResult<Vec<UsageRow>> {
-    admin::plan_metrics(client, subject)?.iter().map(|metric| usage_row(client, subject, metric, now)).collect()
+    let mut metrics = admin::plan_metrics(client, subject)?;
+    if let Some(pool) = pools::pool_of(client, subject)? {
+        metrics.extend(admin::plan_metrics(client, pool)?);
+        metrics.sort_unstable();
+        metrics.dedup();
+    }
+    metrics.iter().map(|metric| usage_row(client, subject, metric, now)).collect()
 }
 
 /// The current window of one metric of the subject.
@@ -69,7 +78,8 @@ pub fn usage_row(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -
     };
     let allowance = governing.allowance();
     let rates = rate_usage(client, subject, metric, &governing.rates, statement_now()?)?;
-    Ok(UsageRow { metric: metric.to_string(), used: counter.used, reserved, allowance, grants_left: governing.grants_left, window, rates })
+    let pool = pool_usage(client, subject, metric, now)?;
+    Ok(UsageRow { metric: metric.to_string(), used: counter.used, reserved, allowance, grants_left: governing.grants_left, window, rates, pool })
 }
 
 /// The caller's subject: `sub` of the JWT claims PostgREST sets; NULL when absent, empty

@@ -98,7 +98,7 @@ pub fn insert_plan(client: &SpiClient, plan: &str, is_default: bool) -> QResult<
 pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QResult<()> {
     let with_rates = schema::has(client, Part::RateLimits)?;
     if !with_rates && limits.iter().any(|limit| !limit.rates.is_empty()) {
-        return Err(QuotaError::schema_too_old("rate rules"));
+        return Err(QuotaError::schema_too_old("rate rules", "0.7.0"));
     }
     for limit in limits {
         let args = || {

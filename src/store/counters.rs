@@ -277,9 +277,10 @@ pub fn lock_grants(client: &SpiClient, subject: Uuid, metric: &str, now: Micros)
     query(client, &LOCK_GRANTS, args, |row| Ok(GrantBalance { grant_id: not_null(row, "grant_id")?, remaining: not_null(row, "remaining")? }))
 }
 
-/// Takes `amount` from a locked grant and records which event it paid for.
-pub fn spend_grant(client: &SpiClient, subject: Uuid, event_id: i64, grant_id: Uuid, amount: i64) -> QResult<()> {
-    let args = [("subject", subject.into()), ("grant_id", grant_id.into()), ("amount", amount.into())];
+/// Takes `amount` from a locked grant of `owner` and records which event (of `subject`: a
+/// pooled member's event is paid by its pool's grants) it paid for.
+pub fn spend_grant(client: &SpiClient, owner: Uuid, subject: Uuid, event_id: i64, grant_id: Uuid, amount: i64) -> QResult<()> {
+    let args = [("subject", owner.into()), ("grant_id", grant_id.into()), ("amount", amount.into())];
     query(client, &SPEND_GRANT, args, |_| Ok(()))?;
     let args = [("subject", subject.into()), ("event_id", event_id.into()), ("grant_id", grant_id.into()), ("amount", amount.into())];
     query(client, &INSERT_EVENT_GRANT, args, |_| Ok(())).map(drop)

@@ -13,6 +13,21 @@ use super::{Row, column, from_window_key, instant, not_null, query, query_row, w
 use crate::error::QResult;
 use crate::jsonb::Jsonb;
 
+macro_rules! insert_event {
+    ($pool_column:literal, $pool_value:literal) => {
+        concat!(
+            "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, from_grants, overage,
+                                       window_start, window_end, used, reserved, allowance, remaining, reason,
+                                       idempotency_key, metadata, reservation_id", $pool_column, ")
+             VALUES ($subject, $kind, $metric, $amount, $from_allowance, $from_grants, $overage,
+                     $window_start, $window_end, $used, $reserved, $allowance, $remaining, $reason,
+                     $idempotency_key, $metadata, $reservation_id", $pool_value, ")
+             ON CONFLICT DO NOTHING
+             RETURNING event_id"
+        )
+    };
+}
+
 thread_local! {
     static LOCK_KEY: Kept = const { Kept::new(
         "SELECT pg_catalog.pg_advisory_xact_lock(
@@ -30,16 +45,9 @@ thread_local! {
     static FIND_RESERVATION_EVENT: Kept = const { Kept::new(
         concat!("SELECT ", decision_columns!(), " FROM quota.events WHERE reservation_id = $reservation_id AND kind = $kind"),
     ) };
-    static INSERT_EVENT: Kept = const { Kept::new(
-        "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, from_grants, overage,
-                                   window_start, window_end, used, reserved, allowance, remaining, reason,
-                                   idempotency_key, metadata, reservation_id)
-         VALUES ($subject, $kind, $metric, $amount, $from_allowance, $from_grants, $overage,
-                 $window_start, $window_end, $used, $reserved, $allowance, $remaining, $reason,
-                 $idempotency_key, $metadata, $reservation_id)
-         ON CONFLICT DO NOTHING
-         RETURNING event_id",
-    ) };
+    static INSERT_EVENT: Kept = const { Kept::new(insert_event!("", "")) };
+    // A pooled member's event names the pool that paid (a column since 0.9.0).
+    static INSERT_POOLED_EVENT: Kept = const { Kept::new(insert_event!(", pool", ", $pool")) };
 }
 
 /// Serializes calls that use the same idempotency key for the same (subject, metric) until
@@ -104,6 +112,8 @@ pub struct EventRow<'a> {
     pub idempotency_key: Option<&'a str>,
     pub metadata: Option<Jsonb>,
     pub reservation_id: Option<Uuid>,
+    /// The pool that paid for a member's call.
+    pub pool: Option<Uuid>,
 }
 
 /// Writes the ledger row; None when another call's consume or record holds its idempotency
@@ -132,5 +142,10 @@ pub fn insert_event(client: &SpiClient, event: EventRow) -> QResult<Option<i64>>
         ("metadata", event.metadata.into()),
         ("reservation_id", event.reservation_id.into()),
     ];
-    query_row(client, &INSERT_EVENT, args, |row| not_null(row, "event_id"))
+    let Some(pool) = event.pool else {
+        return query_row(client, &INSERT_EVENT, args, |row| not_null(row, "event_id"));
+    };
+    let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16] = args;
+    let args = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, ("pool", pool.into())];
+    query_row(client, &INSERT_POOLED_EVENT, args, |row| not_null(row, "event_id"))
 }

@@ -2,7 +2,7 @@
 //! `counters` (what governs a request, counters, holds, grants), `ledger` (quota.events),
 //! `reservations`, `fast_path` (consume's one-statement path and its marks), `admin` (plans,
 //! limits, assignments, overrides, grants, resets), `changes` (the caller, and the audit trail
-//! of administration).
+//! of administration), `pools` (membership, caps, draws, allocations).
 //!
 //! Statements name their parameters (`$subject`) and every call binds them by name; rows
 //! are read by column name, through the names of the statement's result columns read once. Each is prepared on first use in a backend and kept
@@ -39,6 +39,7 @@ pub mod counters;
 pub mod fast_path;
 pub mod journal;
 pub mod ledger;
+pub mod pools;
 pub mod rates;
 pub mod reservations;
 pub mod schema;

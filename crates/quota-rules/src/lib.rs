@@ -10,6 +10,7 @@
 //! - `batch`: the events of `quota.record_batch()`. `claims`: who is calling (JWT `sub`).
 //! - `bundle`: the amounts of `quota.consume_many()` and their replay.
 //! - `denial`: what a raised denial says.
+//! - `pool`: how a pool pays for its members, within their caps.
 //! - `rate`: rate rules (token buckets kept as GCRA), and the rules in force for a subject.
 //! - `keys`: the subject of a key that is not a user (an IP address, an API key).
 //! - `memory_table`: where the shared-memory rate limiter keeps a rule's state.
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod locks;
 pub mod memory_table;
 pub mod plan;
+pub mod pool;
 pub mod rate;
 pub mod request;
 pub mod rng;

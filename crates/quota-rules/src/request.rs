@@ -23,10 +23,12 @@ pub enum Mode {
     Settle,
     Release,
     GiveBack,
+    /// A pool gives a member a fixed part of itself (quota.allocate()).
+    Allocate,
 }
 
 impl Mode {
-    const ALL: [Mode; 6] = [Mode::Consume, Mode::Record, Mode::Reserve, Mode::Settle, Mode::Release, Mode::GiveBack];
+    const ALL: [Mode; 7] = [Mode::Consume, Mode::Record, Mode::Reserve, Mode::Settle, Mode::Release, Mode::GiveBack, Mode::Allocate];
 
     pub fn overage_allowed(self) -> bool {
         matches!(self, Mode::Record | Mode::Settle)
@@ -62,6 +64,7 @@ impl EventKind {
             EventKind::Allowed(Mode::Settle) => "settle",
             EventKind::Allowed(Mode::Release) => "release",
             EventKind::Allowed(Mode::GiveBack) => "give_back",
+            EventKind::Allowed(Mode::Allocate) => "allocate",
             EventKind::Denial => "denial",
             EventKind::Reset => "reset",
         }

@@ -1,0 +1,321 @@
+//! The statements of pools (sql/pools.sql): membership and caps, each member's draws from
+//! its pool, and allocations.
+
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::window::Window;
+
+use super::{column, from_window_key, instant, not_null, query, query_row, the_row, window_end, window_key, Args, Kept};
+use crate::error::QResult;
+
+/// The member's pool, and its own cap for the metric or the pool's default.
+macro_rules! seat {
+    () => {
+        "SELECT m.pool, own.member IS NOT NULL AS own_cap, own.cap AS member_cap, dflt.cap AS default_cap
+           FROM quota.pool_members AS m
+           LEFT JOIN quota.pool_caps AS own ON own.pool = m.pool AND own.metric = $metric AND own.member = m.member
+           LEFT JOIN quota.pool_caps AS dflt ON dflt.pool = m.pool AND dflt.metric = $metric AND dflt.member IS NULL
+          WHERE m.member = $member"
+    };
+}
+
+thread_local! {
+    // The member's pool and its cap for the metric, locked against the member leaving
+    // until the call commits (leave_pool deletes the row).
+    static SEAT: Kept = const { Kept::new(concat!(seat!(), " FOR KEY SHARE OF m")) };
+    static IS_MEMBER: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM quota.pool_members WHERE member = $member) AS member",
+    ) };
+    static LOCK_DRAWS: Kept = const { Kept::new(
+        "INSERT INTO quota.pool_draws AS d (pool, member, metric, window_start, window_end, drawn)
+         VALUES ($pool, $member, $metric, $window_start, $window_end, 0)
+         ON CONFLICT (pool, member, metric, window_start) DO UPDATE SET drawn = d.drawn
+         RETURNING d.drawn::int8 AS drawn",
+    ) };
+    static ADJUST_DRAWS: Kept = const { Kept::new(
+        "UPDATE quota.pool_draws SET drawn = drawn + $change
+          WHERE pool = $pool AND member = $member AND metric = $metric AND window_start = $window_start
+         RETURNING drawn::int8 AS drawn",
+    ) };
+    static READ_DRAWS: Kept = const { Kept::new(
+        "SELECT drawn::int8 AS drawn FROM quota.pool_draws
+          WHERE pool = $pool AND member = $member AND metric = $metric AND window_start = $window_start",
+    ) };
+    static JOIN: Kept = const { Kept::new(
+        "INSERT INTO quota.pool_members (pool, member) VALUES ($pool, $member)
+         ON CONFLICT (member) DO NOTHING RETURNING pool",
+    ) };
+    static POOL_OF: Kept = const { Kept::new(
+        "SELECT pool FROM quota.pool_members WHERE member = $member",
+    ) };
+    static LEAVE: Kept = const { Kept::new(
+        "DELETE FROM quota.pool_members WHERE member = $member RETURNING pool",
+    ) };
+    static SET_CAP: Kept = const { Kept::new(
+        "INSERT INTO quota.pool_caps (pool, metric, member, cap) VALUES ($pool, $metric, $member, $cap)
+         ON CONFLICT (pool, metric, member) DO UPDATE SET cap = excluded.cap, updated_at = pg_catalog.now()",
+    ) };
+    static CLEAR_CAP: Kept = const { Kept::new(
+        "DELETE FROM quota.pool_caps WHERE pool = $pool AND metric = $metric AND member IS NOT DISTINCT FROM $member",
+    ) };
+    static ADD_ADMIN: Kept = const { Kept::new(
+        "INSERT INTO quota.pool_admins (pool, admin) VALUES ($pool, $admin) ON CONFLICT DO NOTHING",
+    ) };
+    static REMOVE_ADMIN: Kept = const { Kept::new(
+        "DELETE FROM quota.pool_admins WHERE pool = $pool AND admin = $admin",
+    ) };
+    static ADMINISTERS: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM quota.pool_admins WHERE pool = $pool AND admin = $admin) AS admin",
+    ) };
+    static INSERT_ALLOCATION: Kept = const { Kept::new(
+        "INSERT INTO quota.allocations (pool, member, metric, amount, grant_id, event_id, window_start, idempotency_key)
+         VALUES ($pool, $member, $metric, $amount, $grant_id, $event_id, $window_start, $idempotency_key)
+         RETURNING allocation_id",
+    ) };
+    static ALLOCATION_BY_KEY: Kept = const { Kept::new(
+        concat!("SELECT ", allocation_columns!(), " FROM quota.allocations WHERE pool = $pool AND idempotency_key = $key"),
+    ) };
+    static LOCK_ALLOCATION: Kept = const { Kept::new(
+        concat!("SELECT ", allocation_columns!(), " FROM quota.allocations WHERE allocation_id = $allocation_id FOR UPDATE"),
+    ) };
+    static SEAT_UNLOCKED: Kept = const { Kept::new(seat!()) };
+    static FIND_ALLOCATION: Kept = const { Kept::new(
+        concat!("SELECT ", allocation_columns!(), " FROM quota.allocations WHERE allocation_id = $allocation_id"),
+    ) };
+    static LOCK_GRANT: Kept = const { Kept::new(
+        "SELECT remaining FROM quota.grants WHERE subject = $subject AND grant_id = $grant_id FOR UPDATE",
+    ) };
+    // The pool's window the allocation came from, and what it took from the allowance: all
+    // that revoking it may return.
+    static ALLOCATION_EVENT: Kept = const { Kept::new(
+        "SELECT window_start, window_end, from_allowance::int8 AS from_allowance FROM quota.events
+          WHERE subject = $pool AND event_id = $event_id",
+    ) };
+    static MEMBER_ALLOCATIONS: Kept = const { Kept::new(
+        "SELECT allocation_id FROM quota.allocations WHERE member = $member AND revoked_at IS NULL ORDER BY allocation_id",
+    ) };
+    static CLOSE_ALLOCATION: Kept = const { Kept::new(
+        "UPDATE quota.allocations SET revoked_at = pg_catalog.now(), returned = $returned
+          WHERE pool = $pool AND allocation_id = $allocation_id",
+    ) };
+    // The audit trail's view of a membership and of a pool's caps.
+    static MEMBERSHIP_STATE: Kept = const { Kept::new(
+        "SELECT pg_catalog.to_jsonb(m)::text AS state FROM quota.pool_members AS m WHERE member = $member",
+    ) };
+    static CAP_STATE: Kept = const { Kept::new(
+        "SELECT pg_catalog.to_jsonb(c)::text AS state FROM quota.pool_caps AS c
+          WHERE pool = $pool AND metric = $metric AND member IS NOT DISTINCT FROM $member",
+    ) };
+}
+
+macro_rules! allocation_columns {
+    () => {
+        "pool, allocation_id, member, metric, amount, grant_id, event_id, revoked_at IS NOT NULL AS revoked"
+    };
+}
+use allocation_columns;
+
+/// A member's place in its pool for one metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Seat {
+    pub pool: Uuid,
+    /// What the member may draw per window of the pool (None = no cap).
+    pub cap: Option<i64>,
+}
+
+/// The member's pool and cap for `metric`, the membership locked until commit; None for a
+/// subject in no pool.
+pub fn seat(client: &SpiClient, member: Uuid, metric: &str) -> QResult<Option<Seat>> {
+    query_row(client, &SEAT, [("member", member.into()), ("metric", metric.into())], seat_from_row)
+}
+
+fn seat_from_row(row: &super::Row) -> QResult<Seat> {
+    let cap = match not_null::<bool>(row, "own_cap")? {
+        true => column(row, "member_cap")?,
+        false => column(row, "default_cap")?,
+    };
+    Ok(Seat { pool: not_null(row, "pool")?, cap })
+}
+
+/// seat() without the lock, for readers (my_usage runs as the user).
+pub fn seat_unlocked(client: &SpiClient, member: Uuid, metric: &str) -> QResult<Option<Seat>> {
+    query_row(client, &SEAT_UNLOCKED, [("member", member.into()), ("metric", metric.into())], seat_from_row)
+}
+
+pub fn is_member(client: &SpiClient, member: Uuid) -> QResult<bool> {
+    the_row(query_row(client, &IS_MEMBER, [("member", member.into())], |row| not_null(row, "member"))?)
+}
+
+/// The member's draws from the pool in one of the pool's windows.
+#[derive(Clone, Copy)]
+pub struct DrawsKey<'a> {
+    pub pool: Uuid,
+    pub member: Uuid,
+    pub metric: &'a str,
+    pub window: Window,
+}
+
+impl<'a> DrawsKey<'a> {
+    fn args(&self) -> QResult<Args<'a, 4>> {
+        Ok([
+            ("pool", self.pool.into()),
+            ("member", self.member.into()),
+            ("metric", self.metric.into()),
+            ("window_start", window_key(self.window.start)?.into()),
+        ])
+    }
+}
+
+/// Locks the member's draws row of the window (creating it) and returns what it drew.
+pub fn lock_draws(client: &SpiClient, key: DrawsKey) -> QResult<i64> {
+    let [pool, member, metric, window_start] = key.args()?;
+    let args = [pool, member, metric, window_start, ("window_end", window_end(key.window.end)?.into())];
+    the_row(query_row(client, &LOCK_DRAWS, args, |row| not_null(row, "drawn"))?)
+}
+
+/// Changes a locked draws row; returns what the member drew now.
+pub fn adjust_draws(client: &SpiClient, key: DrawsKey, change: i64) -> QResult<i64> {
+    let [pool, member, metric, window_start] = key.args()?;
+    let args = [pool, member, metric, window_start, ("change", change.into())];
+    the_row(query_row(client, &ADJUST_DRAWS, args, |row| not_null(row, "drawn"))?)
+}
+
+/// What the member drew in the window (read only); 0 before its first draw.
+pub fn read_draws(client: &SpiClient, key: DrawsKey) -> QResult<i64> {
+    Ok(query_row(client, &READ_DRAWS, key.args()?, |row| not_null(row, "drawn"))?.unwrap_or(0))
+}
+
+/// Adds the member to the pool; the pool it is already in (perhaps this one) otherwise.
+pub fn join(client: &SpiClient, pool: Uuid, member: Uuid) -> QResult<Option<Uuid>> {
+    if query_row(client, &JOIN, [("pool", pool.into()), ("member", member.into())], |_| Ok(()))?.is_some() {
+        return Ok(None);
+    }
+    pool_of(client, member)
+}
+
+pub fn pool_of(client: &SpiClient, member: Uuid) -> QResult<Option<Uuid>> {
+    query_row(client, &POOL_OF, [("member", member.into())], |row| not_null(row, "pool"))
+}
+
+/// Removes the member from its pool; the pool it left, None when it was in none.
+pub fn leave(client: &SpiClient, member: Uuid) -> QResult<Option<Uuid>> {
+    query_row(client, &LEAVE, [("member", member.into())], |row| not_null(row, "pool"))
+}
+
+/// The cap of a member (None: the pool's default for its members).
+pub fn set_cap(client: &SpiClient, pool: Uuid, metric: &str, member: Option<Uuid>, cap: Option<i64>) -> QResult<()> {
+    let args = [("pool", pool.into()), ("metric", metric.into()), ("member", member.into()), ("cap", cap.into())];
+    query(client, &SET_CAP, args, |_| Ok(())).map(drop)
+}
+
+pub fn clear_cap(client: &SpiClient, pool: Uuid, metric: &str, member: Option<Uuid>) -> QResult<()> {
+    query(client, &CLEAR_CAP, [("pool", pool.into()), ("metric", metric.into()), ("member", member.into())], |_| Ok(())).map(drop)
+}
+
+pub fn set_admin(client: &SpiClient, pool: Uuid, admin: Uuid, is_admin: bool) -> QResult<()> {
+    let statement = if is_admin { &ADD_ADMIN } else { &REMOVE_ADMIN };
+    query(client, statement, [("pool", pool.into()), ("admin", admin.into())], |_| Ok(())).map(drop)
+}
+
+/// Whether `admin` is named as an admin of `pool`.
+pub fn administers(client: &SpiClient, pool: Uuid, admin: Uuid) -> QResult<bool> {
+    the_row(query_row(client, &ADMINISTERS, [("pool", pool.into()), ("admin", admin.into())], |row| not_null(row, "admin"))?)
+}
+
+pub struct NewAllocation<'a> {
+    pub pool: Uuid,
+    pub member: Uuid,
+    pub metric: &'a str,
+    pub amount: i64,
+    pub grant_id: Uuid,
+    pub event_id: i64,
+    pub window: Window,
+    pub idempotency_key: Option<&'a str>,
+}
+
+pub fn insert_allocation(client: &SpiClient, allocation: NewAllocation) -> QResult<Uuid> {
+    let args = [
+        ("pool", allocation.pool.into()),
+        ("member", allocation.member.into()),
+        ("metric", allocation.metric.into()),
+        ("amount", allocation.amount.into()),
+        ("grant_id", allocation.grant_id.into()),
+        ("event_id", allocation.event_id.into()),
+        ("window_start", window_key(allocation.window.start)?.into()),
+        ("idempotency_key", allocation.idempotency_key.into()),
+    ];
+    the_row(query_row(client, &INSERT_ALLOCATION, args, |row| not_null(row, "allocation_id"))?)
+}
+
+/// An allocation as stored.
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    pub pool: Uuid,
+    pub allocation_id: Uuid,
+    pub member: Uuid,
+    pub metric: String,
+    pub amount: i64,
+    pub grant_id: Uuid,
+    pub event_id: i64,
+    pub revoked: bool,
+}
+
+fn allocation_from_row(row: &super::Row) -> QResult<Allocation> {
+    Ok(Allocation {
+        pool: not_null(row, "pool")?,
+        allocation_id: not_null(row, "allocation_id")?,
+        member: not_null(row, "member")?,
+        metric: not_null(row, "metric")?,
+        amount: not_null(row, "amount")?,
+        grant_id: not_null(row, "grant_id")?,
+        event_id: not_null(row, "event_id")?,
+        revoked: not_null(row, "revoked")?,
+    })
+}
+
+pub fn allocation_by_key(client: &SpiClient, pool: Uuid, key: &str) -> QResult<Option<Allocation>> {
+    query_row(client, &ALLOCATION_BY_KEY, [("pool", pool.into()), ("key", key.into())], allocation_from_row)
+}
+
+pub fn lock_allocation(client: &SpiClient, allocation_id: Uuid) -> QResult<Option<Allocation>> {
+    query_row(client, &LOCK_ALLOCATION, [("allocation_id", allocation_id.into())], allocation_from_row)
+}
+
+/// The member's allocations not revoked yet.
+pub fn member_allocations(client: &SpiClient, member: Uuid) -> QResult<Vec<Uuid>> {
+    query(client, &MEMBER_ALLOCATIONS, [("member", member.into())], |row| not_null(row, "allocation_id"))
+}
+
+pub fn close_allocation(client: &SpiClient, allocation: &Allocation, returned: i64) -> QResult<()> {
+    let args = [("pool", allocation.pool.into()), ("allocation_id", allocation.allocation_id.into()), ("returned", returned.into())];
+    query(client, &CLOSE_ALLOCATION, args, |_| Ok(())).map(drop)
+}
+
+/// The window of the pool the allocation was taken from, and what it took from its allowance.
+pub fn allocation_event(client: &SpiClient, allocation: &Allocation) -> QResult<(Window, i64)> {
+    let args = [("pool", allocation.pool.into()), ("event_id", allocation.event_id.into())];
+    the_row(query_row(client, &ALLOCATION_EVENT, args, |row| {
+        let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
+        Ok((window, not_null(row, "from_allowance")?))
+    })?)
+}
+
+pub fn find_allocation(client: &SpiClient, allocation_id: Uuid) -> QResult<Option<Allocation>> {
+    query_row(client, &FIND_ALLOCATION, [("allocation_id", allocation_id.into())], allocation_from_row)
+}
+
+/// Locks a grant and returns what it has left.
+pub fn lock_grant(client: &SpiClient, subject: Uuid, grant_id: Uuid) -> QResult<i64> {
+    the_row(query_row(client, &LOCK_GRANT, [("subject", subject.into()), ("grant_id", grant_id.into())], |row| not_null(row, "remaining"))?)
+}
+
+pub fn membership_state(client: &SpiClient, member: Uuid) -> QResult<Option<String>> {
+    query_row(client, &MEMBERSHIP_STATE, [("member", member.into())], |row| not_null(row, "state"))
+}
+
+pub fn cap_state(client: &SpiClient, pool: Uuid, metric: &str, member: Option<Uuid>) -> QResult<Option<String>> {
+    query_row(client, &CAP_STATE, [("pool", pool.into()), ("metric", metric.into()), ("member", member.into())], |row| {
+        not_null(row, "state")
+    })
+}
