@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn kinds_and_statuses_round_trip_and_refuse_anything_else() {
-        assert_eq!(EventKind::all().count(), 8);
+        assert_eq!(EventKind::all().count(), 9);
         for kind in EventKind::all() {
             assert_eq!(EventKind::parse(kind.as_str()), Ok(kind));
         }
