@@ -8,6 +8,10 @@ ALTER DOMAIN quota.event_kind DROP CONSTRAINT event_kind_check;
 ALTER DOMAIN quota.event_kind ADD CONSTRAINT event_kind_check CHECK (VALUE IN ('consume', 'record', 'settle', 'reserve', 'release',
                                                  'give_back', 'denial', 'reset', 'allocate'));
 ALTER TABLE quota.events ADD COLUMN pool uuid;
+ALTER TABLE quota.reservations ADD COLUMN member uuid;
+DROP INDEX quota.reservations_idempotency_key;
+CREATE UNIQUE INDEX reservations_idempotency_key ON quota.reservations (coalesce(member, subject), idempotency_key, metric)
+    WHERE idempotency_key IS NOT NULL;
 ALTER TYPE quota.usage_row ADD ATTRIBUTE pool uuid, ADD ATTRIBUTE pool_drawn bigint, ADD ATTRIBUTE pool_cap bigint,
     ADD ATTRIBUTE pool_remaining bigint;
 

@@ -38,6 +38,16 @@ BEGIN
         hint := CASE WHEN retry_after IS NULL
             THEN 'Ask for at most the smallest burst of the metric''s rate rules (quota.usage() shows them).'
             ELSE 'Slow down and retry after retry_after; quota.set_rate_override() raises a subject''s rule.' END;
+    ELSIF reason = 'cap_reached' THEN
+        -- A pool's member (sql/pools.sql): used is what it drew from the pool in the pool's
+        -- window, reserved what its holds there keep, allowance its cap.
+        message := format('cap reached for "%s": requested %s, %s of the cap of %s left in the pool''s window%s',
+                          metric, requested, remaining, allowance,
+                          CASE WHEN resets_at IS NULL THEN ''
+                               ELSE ' (resets at ' || to_char(resets_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"') || ')' END);
+        detail := json_build_object('metric', metric, 'reason', reason, 'requested', requested, 'available', remaining,
+                                    'cap', allowance, 'drawn', used, 'reserved', reserved, 'resets_at', resets_at)::text;
+        hint := 'An admin of the pool can raise the cap (quota.set_pool_cap()) or allocate units (quota.allocate()).';
     ELSE
         SELECT d.message, d.detail, d.hint INTO message, detail, hint
           FROM quota.explain_denial(subject, metric, requested, used, reserved, allowance, resets_at) AS d;

@@ -152,11 +152,15 @@ CREATE TABLE quota.reservations (
     status           text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'settled', 'released', 'expired')),
     idempotency_key  quota.idempotency_key,
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- A member's hold on its pool (sql/pools.sql): subject is the pool, whose window and
+    -- counter it holds, member the subject that reserved.
+    member           uuid,
     PRIMARY KEY (subject, reservation_id)
 );
 CREATE UNIQUE INDEX reservations_reservation_id ON quota.reservations (reservation_id);
--- Idempotency keys are scoped to (subject, metric), as in quota.events.
-CREATE UNIQUE INDEX reservations_idempotency_key ON quota.reservations (subject, idempotency_key, metric)
+-- Idempotency keys are scoped to (subject, metric), as in quota.events: the subject that
+-- reserved, which is the member of a pooled hold (sql/pools.sql).
+CREATE UNIQUE INDEX reservations_idempotency_key ON quota.reservations (coalesce(member, subject), idempotency_key, metric)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX reservations_held ON quota.reservations (subject, metric, window_start, expires_at)
     WHERE status = 'held';

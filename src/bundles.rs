@@ -2,7 +2,8 @@
 //! and its tokens) all or nothing. Every metric is decided as consume decides it, under its
 //! counter lock, before any is taken; metrics are locked in one fixed order
 //! (quota_rules::bundle), so that concurrent bundles cannot deadlock. One ledger row per
-//! metric, one idempotency key for the bundle.
+//! metric, one idempotency key for the bundle. A pool's member has each metric its own means
+//! do not cover decided by its pool, in the same all-or-nothing step (src/pools.rs).
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -16,6 +17,7 @@ use quota_rules::window::Window;
 
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::jsonb::Jsonb;
+use crate::pools::{self, PooledDecided};
 use crate::rates::{self, RateCheck, StateRows};
 use crate::spending::{governing_with_assignment, lock_capacity, write_event, Capacity, Entry, Request};
 use crate::store::ledger;
@@ -56,6 +58,9 @@ struct Decided<'r> {
     grants_left: i64,
     /// The metric's rate rules, decided under their state locks.
     rate: RateCheck,
+    /// What the subject's pool would pay, when the subject is a member and its own means
+    /// do not cover the metric (src/pools.rs).
+    pooled: Option<PooledDecided<'r>>,
 }
 
 fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Vec<Decision>> {
@@ -73,29 +78,41 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
     let mut decided = Vec::with_capacity(requests.len());
     for request in requests {
         let governing = governing_with_assignment(client, request)?;
+        let pool = pools::pool_call(client, request, true)?;
         let allowance = governing.allowance();
         let window = governing.counting_window(request.at)?;
         let grants_left = governing.grants_left;
-        // Each metric's rate states, then its counter: the order a single consume locks them in.
+        // Each metric's rate states, then its counter: the order a single consume locks them in;
+        // then, for a member its own means do not cover, the pool's (member first, then pool).
         let rate = rates::decide(client, request, &governing.rates, StateRows::Lock)?;
-        let (capacity, paid) = match governing.plan {
-            None => (None, None),
-            Some(_) => {
+        let (capacity, paid) = match (&governing.plan, &pool) {
+            (None, None) => (None, None),
+            _ => {
                 let capacity = lock_capacity(client, request, window, allowance, None)?;
                 let paid = capacity.split(request.amount, Mode::Consume).filter(|_| rate.admitted());
                 (Some(capacity), paid)
             }
         };
-        decided.push(Decided { request, window, allowance, capacity, paid, grants_left, rate });
+        let pooled = match (pool, &paid, rate.admitted()) {
+            (Some(call), None, true) => Some(pools::decide_from_pool(client, request, call, Mode::Consume)?),
+            _ => None,
+        };
+        decided.push(Decided { request, window, allowance, capacity, paid, grants_left, rate, pooled });
     }
-    let all_fit = decided.iter().all(|metric| metric.paid.is_some());
+    let all_fit = decided.iter().all(|metric| metric.paid.is_some() || metric.pooled.as_ref().is_some_and(PooledDecided::fits));
     decided.into_iter().map(|metric| take(client, metric, all_fit, key, metadata)).collect()
 }
 
 /// Takes one metric's share (when every metric fits) and writes its ledger row; a metric
 /// that fits in a denied bundle only frees its expired holds and writes nothing.
 fn take(client: &SpiClient, metric: Decided, all_fit: bool, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Decision> {
-    let Decided { request, window, allowance, capacity, paid, grants_left, rate } = metric;
+    let Decided { request, window, allowance, capacity, paid, grants_left, rate, pooled } = metric;
+    if let Some(pooled) = pooled {
+        if let Some(capacity) = capacity {
+            capacity.take(client, request, window, None, 0)?;
+        }
+        return pools::take_decided(client, request, Mode::Consume, pooled, all_fit, &rate, key, metadata);
+    }
     let Some(capacity) = capacity else {
         let entry = Entry { key, metadata, ..Entry::new(request.subject, Mode::Consume, window) };
         return write_event(client, entry, request.no_plan(grants_left, window));

@@ -1,6 +1,7 @@
 //! Reservations: reserve holds units before slow work (an AI call) so that concurrent
 //! callers cannot spend them; settle pays what the work used and frees the hold; release
-//! frees it unused. Holds expire by themselves (quota.expire_reservations() tidies up).
+//! frees it unused. Holds expire by themselves (quota.expire_reservations() tidies up). A
+//! pool's member holds on its pool what its own means cannot (src/pools.rs).
 
 use pgrx::datum::Interval;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -13,6 +14,7 @@ use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempoten
 use quota_rules::window::{Micros, Window};
 
 use crate::error::{required, sql_call, QResult, QuotaError};
+use crate::pools;
 use crate::rates::{self, StateRows};
 use crate::spending::{governing_with_assignment, lock_capacity, pay, rate_limited, resolve_known, write_event, Entry, Request};
 use crate::store::counters;
@@ -83,13 +85,14 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
         }
     }
     let governing = governing_with_assignment(client, request)?;
-    if governing.plan.is_none() {
+    let pool = pools::pool_call(client, request, true)?;
+    if governing.plan.is_none() && pool.is_none() {
         let denied = request.no_plan(governing.grants_left, Window::LIFETIME);
         let entry = Entry { key, ..Entry::new(subject, Mode::Reserve, Window::LIFETIME) };
         return Ok((None, write_event(client, entry, denied)?));
     }
     let allowance = governing.allowance();
-    let window = governing.window_at(request.now)?;
+    let window = governing.counting_window(request.now)?;
     let rate = rates::decide(client, request, &governing.rates, StateRows::Lock)?;
     if !rate.admitted() {
         let denied = rate_limited(client, request, &governing, window, &rate)?;
@@ -101,11 +104,14 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
         if capacity.expired != 0 {
             counters::adjust_counter(client, request.counter(window), 0, -capacity.expired)?;
         }
+        if let Some(pool) = pool {
+            return pools::hold_from_pool(client, request, pool, &rate, ttl, key);
+        }
         let denied = request.decision(None, standing, allowance, window);
         return Ok((None, write_event(client, Entry { key, ..Entry::new(subject, Mode::Reserve, window) }, denied)?));
     }
     let expires_at = request.now.checked_add(ttl).ok_or_else(|| QuotaError::overflow("expires_at"))?;
-    let new_hold = NewHold { subject, metric: request.metric, amount: request.amount, window, expires_at, idempotency_key: key };
+    let new_hold = NewHold { subject, metric: request.metric, amount: request.amount, window, expires_at, idempotency_key: key, member: None };
     let id = held_rows::insert_reservation(client, new_hold)?;
     // A hold starts the call: it takes the rate rules' room now, and settle takes none.
     rate.commit(client, request)?;
@@ -132,6 +138,9 @@ fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Mi
         return Ok(request::replay_settle(id, original, actual)?);
     }
     still_held(id, held.status, held.expires_at, now)?;
+    if held.member.is_some() {
+        return pools::settle_from_pool(client, &held, actual, now);
+    }
     let request = Request { subject: held.subject, metric: &held.metric, amount: actual, now, at: now, instant: now };
     let governing = resolve_known(client, &request)?;
     let allowance = governing.allowance();
@@ -153,6 +162,7 @@ fn release_reservation(client: &SpiClient, id: Uuid, now: Micros) -> QResult<()>
     held_rows::set_reservation_status(client, &held, ReservationStatus::Released)?;
     let standing = Standing { used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
     let released = Decision { allowed: true, reason: Reason::Ok, retry_after: None, ..request.decision(None, standing, allowance, held.window) };
-    let entry = Entry { reservation_id: Some(id), ..Entry::new(held.subject, Mode::Release, held.window) };
+    // A member's hold on its pool is the member's in the ledger.
+    let entry = Entry { reservation_id: Some(id), pool: held.member.map(|_| held.subject), ..Entry::new(held.member.unwrap_or(held.subject), Mode::Release, held.window) };
     write_event(client, entry, released).map(drop)
 }

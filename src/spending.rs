@@ -241,15 +241,16 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         (None, None) if mode == Mode::Consume => Paid::denied(Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
         (None, _) => pay(client, request, mode, &governing, window, allowance, None)?,
     };
-    if let (Some(pool), None) = (&pool, &paid.split) {
+    let pooled = pool.is_some();
+    if let (Some(pool), None) = (pool, &paid.split) {
         return pools::spend_from_pool(client, request, mode, pool, &rate, key, metadata);
     }
     if paid.split.is_some() {
         rate.commit(client, request)?;
     }
     let decision = request.decision(paid.split.as_ref(), paid.standing, allowance, window);
-    let decision = match (&governing.plan, &pool) {
-        (None, None) => Decision { reason: Reason::NoPlan, ..decision },
+    let decision = match (&governing.plan, pooled) {
+        (None, false) => Decision { reason: Reason::NoPlan, ..decision },
         _ => decision,
     };
     let entry = Entry { grants_taken: &paid.grants_taken, key, metadata, ..Entry::new(request.subject, mode, window) };

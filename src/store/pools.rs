@@ -4,9 +4,9 @@
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::window::Window;
+use quota_rules::window::{Micros, Window};
 
-use super::{column, from_window_key, instant, not_null, query, query_row, the_row, window_end, window_key, Args, Kept};
+use super::{column, from_window_key, instant, not_null, query, query_row, the_row, timestamp, window_end, window_key, Args, Kept};
 use crate::error::QResult;
 
 /// The member's pool, and its own cap for the metric or the pool's default.
@@ -41,6 +41,13 @@ thread_local! {
     static READ_DRAWS: Kept = const { Kept::new(
         "SELECT drawn::int8 AS drawn FROM quota.pool_draws
           WHERE pool = $pool AND member = $member AND metric = $metric AND window_start = $window_start",
+    ) };
+    // Under the pool's counter lock: what the member's unexpired holds on the pool keep in
+    // the window (but the one being settled).
+    static MEMBER_HOLDS: Kept = const { Kept::new(
+        "SELECT coalesce(sum(amount), 0)::int8 AS held FROM quota.reservations
+          WHERE subject = $pool AND metric = $metric AND window_start = $window_start AND status = 'held'
+            AND expires_at > $now AND member = $member AND reservation_id IS DISTINCT FROM $settling",
     ) };
     static JOIN: Kept = const { Kept::new(
         "INSERT INTO quota.pool_members (pool, member) VALUES ($pool, $member)
@@ -184,6 +191,13 @@ pub fn adjust_draws(client: &SpiClient, key: DrawsKey, change: i64) -> QResult<i
 /// What the member drew in the window (read only); 0 before its first draw.
 pub fn read_draws(client: &SpiClient, key: DrawsKey) -> QResult<i64> {
     Ok(query_row(client, &READ_DRAWS, key.args()?, |row| not_null(row, "drawn"))?.unwrap_or(0))
+}
+
+/// What the member's unexpired holds on the pool keep in the window, but `settling`.
+pub fn member_holds(client: &SpiClient, key: DrawsKey, now: Micros, settling: Option<Uuid>) -> QResult<i64> {
+    let [pool, member, metric, window_start] = key.args()?;
+    let args = [pool, member, metric, window_start, ("now", timestamp(now)?.into()), ("settling", settling.into())];
+    the_row(query_row(client, &MEMBER_HOLDS, args, |row| not_null(row, "held"))?)
 }
 
 /// Adds the member to the pool; the pool it is already in (perhaps this one) otherwise.

@@ -7,21 +7,36 @@ use pgrx::Uuid;
 use quota_rules::request::ReservationStatus;
 use quota_rules::window::{Micros, Window};
 
-use super::{from_window_key, instant, not_null, query, the_row, query_row, timestamp, to_micros, window_end, window_key, Kept};
+use super::schema::{self, Part};
+use super::{column, from_window_key, instant, not_null, query, the_row, query_row, timestamp, to_micros, window_end, window_key, Kept};
 use crate::error::QResult;
 
 thread_local! {
     static INSERT_RESERVATION: Kept = const { Kept::new(
-        "INSERT INTO quota.reservations (subject, metric, amount, window_start, window_end, expires_at, idempotency_key)
-         VALUES ($subject, $metric, $amount, $window_start, $window_end, $expires_at, $idempotency_key)
+        "INSERT INTO quota.reservations (subject, metric, amount, window_start, window_end, expires_at, idempotency_key, member)
+         VALUES ($subject, $metric, $amount, $window_start, $window_end, $expires_at, $idempotency_key, $member)
          RETURNING reservation_id",
     ) };
+    // A key is the reserving subject's: the member of a pooled hold (0.9.0).
     static FIND_RESERVATION: Kept = const { Kept::new(
-        "SELECT reservation_id, subject, metric, amount, window_start, window_end, expires_at, status
+        "SELECT reservation_id, subject, metric, amount, window_start, window_end, expires_at, status, member
+           FROM quota.reservations
+          WHERE reservation_id = $reservation_id
+             OR (coalesce(member, subject) = $subject AND idempotency_key = $idempotency_key AND metric = $metric)
+            FOR UPDATE",
+    ) };
+    // The same on a schema before 0.9.0, which has no pooled holds.
+    static FIND_RESERVATION_WITHOUT_POOLS: Kept = const { Kept::new(
+        "SELECT reservation_id, subject, metric, amount, window_start, window_end, expires_at, status, NULL::uuid AS member
            FROM quota.reservations
           WHERE reservation_id = $reservation_id
              OR (subject = $subject AND idempotency_key = $idempotency_key AND metric = $metric)
             FOR UPDATE",
+    ) };
+    static INSERT_RESERVATION_WITHOUT_POOLS: Kept = const { Kept::new(
+        "INSERT INTO quota.reservations (subject, metric, amount, window_start, window_end, expires_at, idempotency_key)
+         VALUES ($subject, $metric, $amount, $window_start, $window_end, $expires_at, $idempotency_key)
+         RETURNING reservation_id",
     ) };
     static SET_RESERVATION_STATUS: Kept = const { Kept::new(
         "UPDATE quota.reservations SET status = $status WHERE subject = $subject AND reservation_id = $reservation_id",
@@ -38,6 +53,8 @@ pub struct Reservation {
     pub window: Window,
     pub expires_at: Micros,
     pub status: ReservationStatus,
+    /// The member that reserved, when the hold is on its pool (`subject`).
+    pub member: Option<Uuid>,
 }
 
 /// A new hold, counted in no counter yet.
@@ -48,6 +65,8 @@ pub struct NewHold<'a> {
     pub window: Window,
     pub expires_at: Micros,
     pub idempotency_key: Option<&'a str>,
+    /// The member that reserves on its pool (`subject`).
+    pub member: Option<Uuid>,
 }
 
 pub fn insert_reservation(client: &SpiClient, hold: NewHold) -> QResult<Uuid> {
@@ -60,10 +79,16 @@ pub fn insert_reservation(client: &SpiClient, hold: NewHold) -> QResult<Uuid> {
         ("expires_at", timestamp(hold.expires_at)?.into()),
         ("idempotency_key", hold.idempotency_key.into()),
     ];
+    if !schema::has(client, Part::Pools)? {
+        return the_row(query_row(client, &INSERT_RESERVATION_WITHOUT_POOLS, args, |row| not_null(row, "reservation_id"))?);
+    }
+    let [a0, a1, a2, a3, a4, a5, a6] = args;
+    let args = [a0, a1, a2, a3, a4, a5, a6, ("member", hold.member.into())];
     the_row(query_row(client, &INSERT_RESERVATION, args, |row| not_null(row, "reservation_id"))?)
 }
 
-/// How a reservation is found: by its id, or by the idempotency key of its (subject, metric).
+/// How a reservation is found: by its id, or by the idempotency key of the (subject, metric)
+/// that reserved it.
 pub enum FindBy<'a> {
     Id(Uuid),
     Key { subject: Uuid, metric: &'a str, key: &'a str },
@@ -76,7 +101,8 @@ pub fn find_reservation(client: &SpiClient, by: FindBy) -> QResult<Option<Reserv
         FindBy::Key { subject, metric, key } => (None, Some(subject), Some(metric), Some(key)),
     };
     let args = [("reservation_id", id.into()), ("subject", subject.into()), ("idempotency_key", key.into()), ("metric", metric.into())];
-    query_row(client, &FIND_RESERVATION, args, |row| {
+    let statement = if schema::has(client, Part::Pools)? { &FIND_RESERVATION } else { &FIND_RESERVATION_WITHOUT_POOLS };
+    query_row(client, statement, args, |row| {
         Ok(Reservation {
             id: not_null(row, "reservation_id")?,
             subject: not_null(row, "subject")?,
@@ -85,6 +111,7 @@ pub fn find_reservation(client: &SpiClient, by: FindBy) -> QResult<Option<Reserv
             window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
             expires_at: to_micros(not_null(row, "expires_at")?, "expires_at")?,
             status: ReservationStatus::parse(&not_null::<String>(row, "status")?)?,
+            member: column(row, "member")?,
         })
     })
 }

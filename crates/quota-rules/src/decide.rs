@@ -20,6 +20,9 @@ pub enum Reason {
     /// quota.consume_many(): this metric would have fit, but another metric of the bundle
     /// was denied, so nothing was consumed. Never written to the ledger.
     BundleDenied,
+    /// A pool's member asked for more than its cap in the pool still allows, though the pool
+    /// itself could pay (quota_rules::pool).
+    CapReached,
 }
 
 impl Reason {
@@ -32,13 +35,14 @@ impl Reason {
             Reason::Overage => "overage",
             Reason::Reset => "reset",
             Reason::BundleDenied => "bundle_denied",
+            Reason::CapReached => "cap_reached",
         }
     }
 
     /// A reason read back from the ledger (which never holds bundle_denied); anything else
     /// is a corrupt row.
     pub fn parse(text: &str) -> Result<Reason, CorruptValue> {
-        [Reason::Ok, Reason::QuotaExceeded, Reason::RateLimited, Reason::NoPlan, Reason::Overage, Reason::Reset]
+        [Reason::Ok, Reason::QuotaExceeded, Reason::RateLimited, Reason::NoPlan, Reason::Overage, Reason::Reset, Reason::CapReached]
             .into_iter()
             .find(|reason| reason.as_str() == text)
             .ok_or_else(|| CorruptValue::new("reason", text))
@@ -127,7 +131,7 @@ impl Decision {
         let paid = i128::from(self.from_allowance) + i128::from(self.from_grants) + i128::from(self.overage);
         let parts_valid = self.from_allowance >= 0 && self.from_grants >= 0 && self.overage >= 0;
         let adds_up = paid == 0 || paid == i128::from(self.amount);
-        let denied_for_a_reason = self.allowed || matches!(self.reason, Reason::QuotaExceeded | Reason::RateLimited | Reason::NoPlan);
+        let denied_for_a_reason = self.allowed || matches!(self.reason, Reason::QuotaExceeded | Reason::RateLimited | Reason::NoPlan | Reason::CapReached);
         if parts_valid && adds_up && denied_for_a_reason {
             Ok(())
         } else {

@@ -35,6 +35,11 @@ pub fn pooled_split(amount: i64, room: Option<i64>, balances: &[i64], cap_left: 
     Some(paid)
 }
 
+/// Whether the member's cap, not the pool, is what denies `amount`: the pool alone could pay.
+pub fn cap_binds(amount: i64, room: Option<i64>, balances: &[i64], cap_left: Option<i64>) -> bool {
+    cap_left.is_some_and(|left| amount > left) && split(amount, room, balances, false).is_some()
+}
+
 /// What a member can still consume from the pool: the pool's remaining, at most its cap left.
 pub fn member_remaining(pool_remaining: Option<i64>, cap_left: Option<i64>) -> Option<i64> {
     match (pool_remaining, cap_left) {
@@ -64,6 +69,15 @@ mod tests {
         assert_eq!((recorded.from_allowance, recorded.overage), (0, 5));
         let recorded = pooled_split(5, Some(1), &[2], Some(4), true).expect("record never denies");
         assert_eq!((recorded.from_allowance, recorded.grants_total(), recorded.overage), (1, 2, 2));
+    }
+
+    #[test]
+    fn the_cap_binds_only_where_the_pool_could_pay() {
+        assert!(cap_binds(3, Some(10), &[], Some(2)));
+        assert!(!cap_binds(3, Some(2), &[], Some(2)), "the pool cannot pay either: the pool's denial");
+        assert!(cap_binds(3, Some(1), &[2], Some(0)), "grants of the pool count");
+        assert!(!cap_binds(3, Some(10), &[], Some(3)));
+        assert!(!cap_binds(3, None, &[], None));
     }
 
     #[test]

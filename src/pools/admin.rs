@@ -1,264 +1,32 @@
-//! Pools: a subject (a team, a class, a teacher) whose plan its members draw from, each
-//! within a cap, and allocations: fixed parts of the pool given to a member. The tables are
-//! in sql/pools.sql, the arithmetic in quota_rules::pool, the documentation in docs/pools.md.
-//!
-//! A member's consume, record and check (and require and the enforce trigger, which call
-//! them) are paid wholly by the member's own means when they cover the amount (its plan's
-//! allowance, then its grants, allocations among them), otherwise wholly by the pool: the
-//! member's cap and the pool's remaining are decided together, under their locks, and both
-//! move or neither. Locks are always taken member first (its membership, its counter and
-//! grants, its draws row), then the pool (its rate states, counter, grants), so that members,
-//! allocations and admins cannot deadlock. The fast path never decides a member
-//! (src/fast_path.rs marks none of its windows).
+//! Administration of pools: membership, caps, the pool's admins, and allocations. Every
+//! change is recorded in quota.admin_changes. Callable by trusted roles and pg_quota admins;
+//! the pool itself (its JWT subject: a teacher) and the subjects named its admins may act on
+//! their pool (callers::authorize_for_pool), a member may leave.
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::decide::{Decision, Reason, Split, Standing};
-use quota_rules::governing::Governing;
+use quota_rules::claims::QuotaRole;
+use quota_rules::decide::{Decision, Reason, Standing};
 use quota_rules::plan::validate_metric;
-use quota_rules::pool::{cap_left, member_remaining, pooled_split};
 use quota_rules::request::{self, validate_idempotency_key, Mode};
-use quota_rules::window::Window;
 
+use super::pool_call;
 use crate::admin::require_known_metric;
-use crate::callers::{authorize, authorize_for_pool, Caller};
+use crate::callers::{authorize, authorize_for_pool, claims, Caller};
 use crate::changes::{audited, record, Change};
 use crate::error::{required, sql_call, QResult, QuotaError};
-use crate::jsonb::Jsonb;
-use crate::rates::{self, RateCheck, StateRows};
-use crate::spending::{governing_with_assignment, lock_capacity, rate_limited, write_event, Entry, Paid, Request};
+use crate::spending::{lock_capacity, write_event, Entry, Request};
 use crate::store::admin::{self as admin_statements, NewGrant};
 use crate::store::changes::grant_state;
 use crate::store::counters::{self, CounterKey};
 use crate::store::ledger;
-use crate::store::pools::{self as statements, DrawsKey, NewAllocation, Seat};
+use crate::store::pools::{self as statements, NewAllocation};
 use crate::store::schema::{self, Part};
 use crate::store::{to_micros, transaction_now};
 use crate::tuples::allocation_tuple;
-use quota_rules::claims::QuotaRole;
-
-/// A member's call that its pool may pay for: the member's seat, the pool's side of the
-/// request and what governs the pool, and the pool's window.
-pub struct PoolCall<'a> {
-    pub seat: Seat,
-    pub request: Request<'a>,
-    pub governing: Governing,
-    pub window: Window,
-}
-
-impl<'a> PoolCall<'a> {
-    fn draws(&self, member: Uuid) -> DrawsKey<'a> {
-        DrawsKey { pool: self.seat.pool, member, metric: self.request.metric, window: self.window }
-    }
-}
-
-/// The pool that pays for the request's subject when its own means cannot: None for a
-/// subject in no pool, or whose pool's plan lacks the metric. Locks the membership until
-/// commit, so that leaving waits for the call. `assign`: give an unassigned pool the default
-/// plan (as a consume gives its subject), so that its windows have an anchor.
-pub fn pool_call<'a>(client: &SpiClient, request: &Request<'a>, assign: bool) -> QResult<Option<PoolCall<'a>>> {
-    if !schema::has(client, Part::Pools)? {
-        return Ok(None);
-    }
-    let Some(seat) = statements::seat(client, request.subject, request.metric)? else {
-        return Ok(None);
-    };
-    let pool_request = Request { subject: seat.pool, ..*request };
-    let governing = counters::resolve(client, seat.pool, request.metric, request.at, request.now)?;
-    if governing.plan.is_none() || governing.plan_limit == quota_rules::decide::Limit::Absent {
-        return Ok(None);
-    }
-    let governing = match assign && !governing.assigned {
-        true => governing_with_assignment(client, &pool_request)?,
-        false => governing,
-    };
-    let window = governing.window_at(request.at)?;
-    Ok(Some(PoolCall { seat, request: pool_request, governing, window }))
-}
-
-/// What the pool paid for a member's call (split None: denied), and the member's cap left.
-struct PoolPaid {
-    paid: Paid,
-    cap_left: Option<i64>,
-}
-
-/// Decides and takes the member's call from the pool: the member's draws row, then the
-/// pool's rate rules, counter and grants. Writes the ledger row, on the member, naming the
-/// pool. `own_rate`: the member's own rate rules, admitted, committed when the pool pays.
-pub fn spend_from_pool(
-    client: &SpiClient,
-    request: &Request,
-    mode: Mode,
-    call: &PoolCall,
-    own_rate: &RateCheck,
-    key: Option<&str>,
-    metadata: Option<Jsonb>,
-) -> QResult<Decision> {
-    if let (Mode::Record, Some(key)) = (mode, key) {
-        // A record takes no key lock on its own path (src/spending.rs); here a concurrent
-        // retry waits, then replays, rather than count in the pool twice.
-        ledger::lock_idempotency_key(client, request.subject, request.metric, key)?;
-        if let Some(original) = ledger::find_replay(client, request.subject, request.metric, key)? {
-            return Ok(request::replay(original, request.metric, request.amount, key)?);
-        }
-    }
-    let entry = |grants_taken| Entry { grants_taken, key, metadata, pool: Some(call.seat.pool), ..Entry::new(request.subject, mode, call.window) };
-    let draws = call.draws(request.subject);
-    let drawn = statements::lock_draws(client, draws)?;
-    let rules = if mode == Mode::Consume { &call.governing.rates[..] } else { &[] };
-    let pool_rate = rates::decide(client, &call.request, rules, StateRows::Lock)?;
-    if !pool_rate.admitted() {
-        let denied = rate_limited(client, &call.request, &call.governing, call.window, &pool_rate)?;
-        return write_event(client, entry(&[]), member_view(denied, call.seat.cap, cap_left(call.seat.cap, drawn)));
-    }
-    let taken = take_from_pool(client, call, mode, draws, drawn)?;
-    if taken.paid.split.is_some() {
-        own_rate.commit(client, request)?;
-        pool_rate.commit(client, &call.request)?;
-    }
-    let decision = call.request.decision(taken.paid.split.as_ref(), taken.paid.standing, call.governing.allowance(), call.window);
-    let decision = member_view(decision, call.seat.cap, taken.cap_left);
-    write_event(client, entry(&taken.paid.grants_taken), decision)
-}
-
-/// Under the member's draws lock: locks the pool's capacity, splits the amount within the
-/// cap, counts it in the pool's window and in the member's draws.
-fn take_from_pool(client: &SpiClient, call: &PoolCall, mode: Mode, draws: DrawsKey, drawn: i64) -> QResult<PoolPaid> {
-    let capacity = lock_capacity(client, &call.request, call.window, call.governing.allowance(), None)?;
-    let split = pooled_split(call.request.amount, capacity.room, &capacity.balances, cap_left(call.seat.cap, drawn), mode.overage_allowed());
-    let paid = capacity.take(client, &call.request, call.window, split, 0)?;
-    let drawn = match &paid.split {
-        Some(split) => statements::adjust_draws(client, draws, drawn_by(split))?,
-        None => drawn,
-    };
-    Ok(PoolPaid { paid, cap_left: cap_left(call.seat.cap, drawn) })
-}
-
-/// All a split takes from the pool counts toward the member's cap, grants and overage too.
-fn drawn_by(split: &Split) -> i64 {
-    split.from_allowance + split.grants_total() + split.overage
-}
-
-/// A decision on the pool's window as the member sees it: what it can still draw is the
-/// pool's remaining, at most its cap left; an amount over the cap never fits, so it has no
-/// retry_after.
-fn member_view(decision: Decision, cap: Option<i64>, cap_left: Option<i64>) -> Decision {
-    let over_cap = cap.is_some_and(|cap| decision.amount > cap);
-    Decision {
-        remaining: member_remaining(decision.remaining, cap_left),
-        retry_after: decision.retry_after.filter(|_| !over_cap),
-        ..decision
-    }
-}
-
-/// check() of a member whose own means do not cover the amount: what the pool would decide
-/// now, read without locks or writes.
-pub fn check_from_pool(client: &SpiClient, call: &PoolCall, member: Uuid) -> QResult<Decision> {
-    let request = &call.request;
-    let counter = counters::read_counter(client, request.counter(call.window))?;
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, request.counter(call.window), request.now)?,
-    };
-    let allowance = call.governing.allowance();
-    let mut grants = [call.governing.grants_left];
-    let room = quota_rules::decide::after_holds(quota_rules::decide::remaining(allowance, counter.used), &mut grants, reserved);
-    let left = cap_left(call.seat.cap, statements::read_draws(client, call.draws(member))?);
-    let paid = pooled_split(request.amount, room, &grants, left, false);
-    let standing = Standing { used: counter.used, reserved, grants_left: call.governing.grants_left };
-    let decision = member_view(request.decision(paid.as_ref(), standing, allowance, call.window), call.seat.cap, left);
-    let rate = rates::decide(client, request, &call.governing.rates, StateRows::Read)?;
-    match rate.admitted() {
-        true => Ok(decision),
-        false => Ok(decision.rate_limited(rate.retry_at())),
-    }
-}
-
-/// give_back of a member that used nothing of its own window: returns units to its pool's
-/// current window, at most what the member drew there.
-pub fn give_back_to_pool(client: &SpiClient, request: &Request, call: &PoolCall) -> QResult<Decision> {
-    let draws = call.draws(request.subject);
-    let drawn = statements::lock_draws(client, draws)?;
-    let counter = counters::lock_counter(client, call.request.counter(call.window))?;
-    let returned = request.amount.min(drawn).min(counter.used);
-    let used = match returned {
-        0 => counter.used,
-        _ => {
-            statements::adjust_draws(client, draws, -returned)?;
-            counters::adjust_counter(client, call.request.counter(call.window), -returned, 0)?
-        }
-    };
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, call.request.counter(call.window), request.now)?,
-    };
-    let standing = Standing { used, reserved, grants_left: call.governing.grants_left };
-    let given = Decision {
-        allowed: true,
-        reason: Reason::Ok,
-        retry_after: None,
-        amount: returned,
-        from_allowance: returned,
-        ..call.request.decision(None, standing, call.governing.allowance(), call.window)
-    };
-    let given = member_view(given, call.seat.cap, cap_left(call.seat.cap, drawn - returned));
-    write_event(client, Entry { pool: Some(call.seat.pool), ..Entry::new(request.subject, Mode::GiveBack, call.window) }, given)
-}
-
-/// The pool the subject is a member of (None on a schema without pools).
-pub fn pool_of(client: &SpiClient, member: Uuid) -> QResult<Option<Uuid>> {
-    match schema::has(client, Part::Pools)? {
-        true => statements::pool_of(client, member),
-        false => Ok(None),
-    }
-}
-
-/// What a member's usage row shows of its pool: the pool, what the member drew in the
-/// pool's current window, its cap, and what it can still draw.
-pub struct PoolUsage {
-    pub pool: Uuid,
-    pub drawn: i64,
-    pub cap: Option<i64>,
-    pub remaining: Option<i64>,
-}
-
-/// The member's pool side of one metric, read without locks (None: not pooled).
-pub fn pool_usage(client: &SpiClient, member: Uuid, metric: &str, now: quota_rules::window::Micros) -> QResult<Option<PoolUsage>> {
-    let request = Request { subject: member, metric, amount: 1, now, at: now, instant: now };
-    let Some(call) = pool_call_unlocked(client, &request)? else {
-        return Ok(None);
-    };
-    let counter = counters::read_counter(client, call.request.counter(call.window))?;
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, call.request.counter(call.window), now)?,
-    };
-    let drawn = statements::read_draws(client, call.draws(member))?;
-    let pool_left =
-        quota_rules::decide::remaining_with_grants(call.governing.allowance(), counter.used, call.governing.grants_left, reserved);
-    let remaining = member_remaining(pool_left, cap_left(call.seat.cap, drawn));
-    Ok(Some(PoolUsage { pool: call.seat.pool, drawn, cap: call.seat.cap, remaining }))
-}
-
-/// pool_call for readers: no lock on the membership (my_usage runs as the user, who may
-/// not lock), no assignment written.
-pub fn pool_call_unlocked<'a>(client: &SpiClient, request: &Request<'a>) -> QResult<Option<PoolCall<'a>>> {
-    if !schema::has(client, Part::Pools)? {
-        return Ok(None);
-    }
-    let Some(seat) = statements::seat_unlocked(client, request.subject, request.metric)? else {
-        return Ok(None);
-    };
-    let governing = counters::resolve(client, seat.pool, request.metric, request.at, request.now)?;
-    if governing.plan.is_none() || governing.plan_limit == quota_rules::decide::Limit::Absent {
-        return Ok(None);
-    }
-    let window = governing.window_at(request.at)?;
-    Ok(Some(PoolCall { seat, request: Request { subject: seat.pool, ..*request }, governing, window }))
-}
 
 /// Adds `member` to `pool`: from now on the pool pays for the member's calls of the metrics
 /// of the pool's plan that its own means do not cover. A subject is in one pool at a time
@@ -296,7 +64,7 @@ fn leave_pool(pool: Option<Uuid>, member: Option<Uuid>) -> Result<(), ErrorRepor
         let pool = required(pool, "pool")?;
         let member = required(member, "member")?;
         Spi::connect(|client| {
-            let caller = match crate::callers::claims().subject.map(|subject| Uuid::from_bytes(*subject.as_bytes())) {
+            let caller = match claims().subject.map(|subject| Uuid::from_bytes(*subject.as_bytes())) {
                 Some(subject) if subject == member => Caller::current(),
                 _ => authorize_for_pool(client, pool, "leave_pool")?,
             };
@@ -431,7 +199,7 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
         reason,
     };
     if let Some(key) = key {
-        crate::store::ledger::lock_idempotency_key(client, pool, request.metric, key)?;
+        ledger::lock_idempotency_key(client, pool, request.metric, key)?;
         if let Some(original) = statements::allocation_by_key(client, pool, key)? {
             if original.member != member || original.metric != request.metric || original.amount != request.amount {
                 return Err(QuotaError::key_reused(key, &format!("allocating {} {} to {}", original.amount, original.metric, original.member)));
