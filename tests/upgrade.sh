@@ -17,7 +17,7 @@ rows() {
   local db=$1 t
   for t in $tables; do
     echo "== $t"
-    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' - 'pool' FROM quota.$t AS x ORDER BY 1"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' - 'pool' - 'member' FROM quota.$t AS x ORDER BY 1"
   done
 }
 
@@ -156,6 +156,17 @@ BEGIN
     IF d.allowed OR d.reason <> 'rate_limited' OR d.retry_after IS NULL THEN
         RAISE EXCEPTION 'a rate rule did not apply after the upgrade: %', d;
     END IF;
+    -- Pools on the upgraded data: subject 2 (a plan of its own, 5 calls, used up) joins
+    -- subject 1's pool with a cap of 3; its own window and the held-over reservation keep
+    -- their meaning, and the pool pays what its own plan cannot, within the cap.
+    PERFORM quota.set_limits('pro', '{"calls": {"limit": 100, "per": "month", "anchor": "subscription"}}');
+    PERFORM quota.assign_plan('00000000-0000-0000-0000-000000000007', 'pro');
+    PERFORM quota.join_pool('00000000-0000-0000-0000-000000000007', '00000000-0000-0000-0000-000000000002');
+    PERFORM quota.set_pool_cap('00000000-0000-0000-0000-000000000007', 'calls', 3);
+    d := quota.consume('00000000-0000-0000-0000-000000000002', 'calls', 3);
+    IF NOT d.allowed OR d.used <> 3 THEN RAISE EXCEPTION 'the pool did not pay after the upgrade: %', d; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000002', 'calls', 1);
+    IF d.reason <> 'cap_reached' THEN RAISE EXCEPTION 'the cap did not hold after the upgrade: %', d; END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after the upgrade'; END IF;
 END $$;
 SQL
