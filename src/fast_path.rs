@@ -72,12 +72,17 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: G
     let Some(plan) = governing.plan.clone().filter(|_| governing.fast_path_can_decide() && !transaction_snapshot_is_fixed()) else {
         return Ok(governing);
     };
+    // A member is never marked, and takes no key: holding it while the pool's rows are
+    // locked would deadlock with an allocation, which takes the key after the pool's counter.
+    if in_a_pool(client, request)? {
+        return Ok(governing);
+    }
     if !fast_path::try_lock(client, request.subject, &plan)? {
         return Ok(governing);
     }
     let governing = resolve_known(client, request)?;
-    // A plan change committed meanwhile: its plan's key is not held, so no mark. A pool's
-    // member is never marked: its pool may pay (src/pools.rs); joining takes the same key.
+    // A plan change committed meanwhile: its plan's key is not held, so no mark. Nor a
+    // subject that joined a pool meanwhile: joining takes the same key (sql/pools.sql).
     if governing.fast_path_can_decide() && governing.plan.as_deref() == Some(plan.as_str()) && !in_a_pool(client, request)? {
         let window = governing.counting_window(request.at)?;
         let rates = RulesInForce { rules: &governing.rates, until: governing.rates_until };

@@ -22,6 +22,7 @@ use crate::spending::{lock_capacity, write_event, Entry, Request};
 use crate::store::admin::{self as admin_statements, NewGrant};
 use crate::store::changes::grant_state;
 use crate::store::counters::{self, CounterKey};
+use crate::store::fast_path;
 use crate::store::ledger;
 use crate::store::pools::{self as statements, NewAllocation};
 use crate::store::schema::{self, Part};
@@ -214,6 +215,9 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
             _ => Err(QuotaError::not_a_member(member, pool)),
         };
     };
+    // The member's key before the pool's counter: its grant's trigger takes it, and so does
+    // a revoke, which locks the member's grant before the pool's counter.
+    fast_path::lock_subject_key(client, member)?;
     let capacity = lock_capacity(client, request, call.window, call.governing.allowance(), None)?;
     let paid = capacity.split(request.amount, Mode::Allocate);
     let taken = capacity.take(client, request, call.window, paid, 0)?;
