@@ -8,7 +8,8 @@
 //! (plan sim_a's "tokens", whose units do not come back during a run), retries with
 //! the same idempotency key, transactions and savepoints rolled back, bad input, and on a
 //! server that preloads pg_quota the memory-only limiter (its own state of the same rule,
-//! kept when a transaction rolls back). The model
+//! kept when a transaction rolls back), and a pool of its own with two members (pools.rs
+//! beside this file). The model
 //! below (written from the product contract, not from the extension's code) predicts every
 //! decision on owned subjects exactly, whatever the interleaving. All connections also
 //! hammer a few shared subjects, where only invariants can be checked. At the end every
@@ -19,6 +20,10 @@ use std::collections::HashMap;
 use std::thread;
 
 use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
+
+#[path = "simulate/pools.rs"]
+mod pools;
+use pools::{PoolModel, POOL_PLAN};
 use postgres::{Client, Row};
 use uuid::Uuid;
 
@@ -263,6 +268,8 @@ struct Worker {
     trace: Vec<String>,
     /// The server preloads pg_quota (quota.limit_in_memory works).
     preloaded: bool,
+    /// The connection's pool and its members (src/bin/simulate/pools.rs).
+    pool: PoolModel,
 }
 
 impl Worker {
@@ -280,6 +287,9 @@ impl Worker {
     fn step(&mut self) -> Result<(), Fail> {
         if self.rng.chance(15) {
             return self.shared_step();
+        }
+        if self.rng.chance(12) {
+            return self.pool_step();
         }
         let s = self.rng.below(self.subjects.len() as u64) as usize;
         let metric = self.rng.below(3) as usize;
@@ -746,17 +756,20 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
     for subject in shared {
         client.execute("SELECT quota.assign_plan($1, 'sim_a')", &[subject]).map_err(db)?;
     }
+    let pool_plan = serde_json::json!({"calls": {"limit": POOL_PLAN.1, "per": "lifetime"}});
+    client.execute("SELECT quota.create_plan($1, $2)", &[&POOL_PLAN.0, &pool_plan]).map_err(db)?;
     Ok(())
 }
 
 /// The audit trail of administration: one row per administrative call that committed (the
 /// setup's plans and shared assignments, every worker's), none for a rolled-back one.
 fn verify_admin_changes(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<(), Fail> {
-    let mut expected: HashMap<&str, u64> = HashMap::from([("create_plan", PLANS.len() as u64), ("assign_plan", shared.len() as u64)]);
+    let mut expected: HashMap<&str, u64> = HashMap::from([("create_plan", PLANS.len() as u64 + 1), ("assign_plan", shared.len() as u64)]);
     for worker in workers {
         for (op, count) in &worker.counts {
             let action = op.strip_prefix("shared ").unwrap_or(op);
-            if ["grant", "revoke_grant", "reset", "assign_plan", "set_override", "clear_override"].contains(&action) {
+            let pools = ["join_pool", "leave_pool", "set_pool_cap", "clear_pool_cap", "allocate", "revoke_allocation"];
+            if ["grant", "revoke_grant", "reset", "assign_plan", "set_override", "clear_override"].contains(&action) || pools.contains(&action) {
                 *expected.entry(action).or_default() += count;
             }
         }
@@ -794,6 +807,7 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
         return fail(format!("{twice} idempotency keys charged more than once"));
     }
     for worker in workers {
+        worker.pool.verify(client)?;
         for subject in &worker.subjects {
             for (metric, name) in METRICS.iter().enumerate() {
                 let epoch = subject.epoch(metric);
@@ -915,6 +929,7 @@ fn main() {
                 // Each connection's generator is seeded from the run's: independent streams.
                 let mut rng = Rng::new(rng.next_u64());
                 let subjects: Vec<Subject> = (0..4).map(|_| Subject::new(rng.uuid())).collect();
+                let pool = PoolModel::new(rng.uuid(), [rng.uuid(), rng.uuid()]);
                 let (shared, dbname) = (shared.clone(), dbname.clone());
                 thread::spawn(move || -> Result<Worker, Fail> {
                     let mut client = connect(&dbname).map_err(db)?;
@@ -932,7 +947,9 @@ fn main() {
                         granted_shared: 0,
                         trace: Vec::new(),
                         preloaded,
+                        pool,
                     };
+                    worker.setup_pool()?;
                     for op in 0..ops {
                         worker.step().map_err(|e| {
                             let last = &worker.trace[worker.trace.len().saturating_sub(24)..];
