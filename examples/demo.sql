@@ -1,7 +1,8 @@
 -- pg_quota demo: plans like the ones SaaS and AI apps sell, consumption, a denial, an
 -- idempotent retry, many metrics in one decision, an override, a reset, a bonus grant, a
 -- credit wallet, offline usage synced after the fact, a reservation around an AI call, a
--- mid-cycle upgrade, and usage a person can read.
+-- mid-cycle upgrade, usage a person can read, rate limits, the shared-memory tier, and a
+-- teacher's class quota shared by students.
 \set QUIET on
 \set SHOW_CONTEXT never
 \pset footer off
@@ -162,5 +163,44 @@ SELECT metric, amount, used, allowance, reason, metadata #>> '{journal,raised_by
   FROM quota.events WHERE subject = :bob AND kind = 'denial' AND metadata ? 'journal';
 
 \echo
-\echo '== 16. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
+\echo '== 16. A teacher shares a class quota: 300 AI requests a month, a part given to each student'
+\set teacher '''7eac4e00-0000-4000-8000-000000000010'''
+\set sam '''5a000000-0000-4000-8000-000000000011'''
+\set kim '''41000000-0000-4000-8000-000000000012'''
+\set lee '''1ee00000-0000-4000-8000-000000000013'''
+CREATE TEMP TABLE students (student text, id uuid);
+INSERT INTO students VALUES ('Sam', :sam), ('Kim', :kim), ('Lee', :lee);
+SELECT quota.create_plan('classroom', '{"ai_requests": {"limit": 300, "per": "month"}}') \g /dev/null
+SELECT quota.assign_plan(:teacher, 'classroom') \g /dev/null
+SELECT count(quota.join_pool(:teacher, id)) AS students_in_the_class FROM students;
+\echo '   ... students may spend only what they are given (a cap of 0 in the class); Sam gets 30,'
+\echo '       Kim 15, taken from the class at once (a retry with the same key gives nothing twice)'
+SELECT quota.set_pool_cap(:teacher, 'ai_requests', 0) \g /dev/null
+SELECT st.student, a.amount, a.pool_remaining AS class_left, a.replayed
+  FROM (VALUES ('Sam', :sam::uuid, 30, 'week-1-sam'), ('Kim', :kim, 15, 'week-1-kim'), ('Sam', :sam, 30, 'week-1-sam'))
+       AS st(student, id, amount, key), LATERAL quota.allocate(:teacher, st.id, 'ai_requests', st.amount, st.key) AS a;
+\echo '   ... each student spends their own free 10 a day first, then what they were given'
+SELECT st.student, st.asked, d.allowed, d.from_allowance AS own_free, d.from_grants AS given, d.reason
+  FROM (VALUES (1, 'Sam', :sam::uuid, 10), (2, 'Sam', :sam, 25), (3, 'Kim', :kim, 10), (4, 'Kim', :kim, 20), (5, 'Kim', :kim, 15))
+       AS st(n, student, id, asked), LATERAL quota.consume(st.id, 'ai_requests', st.asked) AS d ORDER BY st.n;
+\echo '   ... (20 was more than Kim had: all or nothing, so her 15 paid the next call whole)'
+\echo '   ... Kim is out of what she was given: denied while the class still has units'
+SELECT d.allowed, d.reason, d.used AS drawn_from_class, d.allowance AS cap, u.remaining AS class_left
+  FROM quota.consume(:kim, 'ai_requests', 1) AS d, quota.usage(:teacher) AS u;
+\echo '   ... the teacher lets every student draw up to 20 from the class itself: Lee, given nothing,'
+\echo '       uses his free 10, then 5 from the class'
+SELECT quota.set_pool_cap(:teacher, 'ai_requests', 20) \g /dev/null
+SELECT d.allowed, d.from_allowance, d.used, d.allowance, d.remaining
+  FROM generate_series(1, 2) AS g, LATERAL quota.consume(:lee, 'ai_requests', CASE g WHEN 1 THEN 10 ELSE 5 END) AS d ORDER BY g;
+\echo '   ... what the teacher sees for each student (through row level security, a teacher signed in'
+\echo '       with their own JWT sees the same, and a student only their own row)'
+SELECT st.student, u.drawn AS drawn_from_class, u.cap, u.allocated_left
+  FROM quota.pool_usage(:teacher) AS u JOIN students AS st ON st.id = u.member ORDER BY st.student;
+\echo '   ... Sam moves to another class: what is left of his 30 goes back to this one'
+SELECT used AS class_used_before FROM quota.usage(:teacher);
+SELECT quota.leave_pool(:teacher, :sam) \g /dev/null
+SELECT used AS class_used_after, allowance, remaining FROM quota.usage(:teacher);
+
+\echo
+\echo '== 17. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
 SELECT count(*) AS mismatches FROM quota.audit();

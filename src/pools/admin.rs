@@ -205,7 +205,8 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
             if original.member != member || original.metric != request.metric || original.amount != request.amount {
                 return Err(QuotaError::key_reused(key, &format!("allocating {} {} to {}", original.amount, original.metric, original.member)));
             }
-            return Ok(answer(Some(original.allocation_id), Some(original.grant_id), None, true, Reason::Ok));
+            let event = statements::allocation_event(client, &original)?;
+            return Ok(answer(Some(original.allocation_id), Some(original.grant_id), event.pool_remaining, true, Reason::Ok));
         }
     }
     // The member's seat, locked as a spend locks it: it cannot leave meanwhile.
@@ -265,7 +266,7 @@ fn close_allocation(client: &SpiClient, caller: &Caller, allocation_id: Uuid) ->
     }
     let before = grant_state(client, allocation.grant_id)?.map(|(_, _, state)| state);
     admin_statements::revoke_grant(client, allocation.grant_id)?;
-    let (window, from_allowance) = statements::allocation_event(client, &allocation)?;
+    let statements::AllocationEvent { window, from_allowance, .. } = statements::allocation_event(client, &allocation)?;
     let key = CounterKey { subject: allocation.pool, metric: &allocation.metric, window };
     let counter = counters::lock_counter(client, key)?;
     let returned = unspent.min(from_allowance).min(counter.used);

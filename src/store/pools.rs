@@ -93,10 +93,10 @@ thread_local! {
     static LOCK_GRANT: Kept = const { Kept::new(
         "SELECT remaining FROM quota.grants WHERE subject = $subject AND grant_id = $grant_id FOR UPDATE",
     ) };
-    // The pool's window the allocation came from, and what it took from the allowance: all
-    // that revoking it may return.
+    // The pool's window the allocation came from, what it took from the allowance (all that
+    // revoking it may return), and what the pool had left after it (what a retry answers).
     static ALLOCATION_EVENT: Kept = const { Kept::new(
-        "SELECT window_start, window_end, from_allowance::int8 AS from_allowance FROM quota.events
+        "SELECT window_start, window_end, from_allowance::int8 AS from_allowance, remaining FROM quota.events
           WHERE subject = $pool AND event_id = $event_id",
     ) };
     static MEMBER_ALLOCATIONS: Kept = const { Kept::new(
@@ -306,12 +306,24 @@ pub fn close_allocation(client: &SpiClient, allocation: &Allocation, returned: i
     query(client, &CLOSE_ALLOCATION, args, |_| Ok(())).map(drop)
 }
 
-/// The window of the pool the allocation was taken from, and what it took from its allowance.
-pub fn allocation_event(client: &SpiClient, allocation: &Allocation) -> QResult<(Window, i64)> {
+/// An allocation's 'allocate' event, as the pool's ledger keeps it.
+pub struct AllocationEvent {
+    /// The pool's window it was taken from.
+    pub window: Window,
+    /// What it took from the pool's allowance.
+    pub from_allowance: i64,
+    /// What the pool had left after it (None = unlimited).
+    pub pool_remaining: Option<i64>,
+}
+
+pub fn allocation_event(client: &SpiClient, allocation: &Allocation) -> QResult<AllocationEvent> {
     let args = [("pool", allocation.pool.into()), ("event_id", allocation.event_id.into())];
     the_row(query_row(client, &ALLOCATION_EVENT, args, |row| {
-        let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
-        Ok((window, not_null(row, "from_allowance")?))
+        Ok(AllocationEvent {
+            window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
+            from_allowance: not_null(row, "from_allowance")?,
+            pool_remaining: column(row, "remaining")?,
+        })
     })?)
 }
 

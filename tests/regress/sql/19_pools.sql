@@ -102,9 +102,11 @@ SELECT allowed, reason FROM quota.reserve(s(190104), 'ai', 3);
 SELECT pg_temp.said(quota.consume(s(190104), 'ai', 3)) AS cap_counts_the_hold;
 SELECT pg_temp.said(quota.settle(:'held_id', 7));
 SELECT pg_temp.drawn(190104);
-SELECT reservation_id AS second_id FROM quota.reserve(s(190104), 'ai', 1) \gset
+SELECT allowed, reason FROM quota.reserve(s(190104), 'ai', 1) AS at_the_cap;
+SELECT reservation_id AS second_id FROM quota.reserve(s(190103), 'ai', 1) \gset
 SELECT quota.release(:'second_id');
-SELECT subject = s(190100) AS held_on_the_pool, member = s(190104) AS by_the_member, status
+SELECT pg_temp.drawn(190103);
+SELECT subject = s(190100) AS held_on_the_pool, right(member::text, 6) AS by_member, status
   FROM quota.reservations WHERE reservation_id IN (:'held_id', :'second_id') ORDER BY created_at;
 
 -- consume_many: all or nothing across a member's own metrics and its pool's.
