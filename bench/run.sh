@@ -15,7 +15,7 @@ case "$mode" in
   smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
   *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
 esac
-variants=${BENCH_VARIANTS:-"floor plpgsql pg_quota pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce pg_quota_rate pg_quota_rate_only gcra"}
+variants=${BENCH_VARIANTS:-"floor plpgsql pg_quota pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce pg_quota_rate pg_quota_rate_only gcra pg_quota_pool"}
 db=pgq_bench out=target/bench
 rm -rf "$out" && mkdir -p "$out/logs"
 . bench/lib.sh
@@ -62,7 +62,8 @@ for sync in $syncs; do
          "reserve+settle/consume $(ratio "${tps_of[$sync-$workload-pg_quota_reserve]}" "$q")," \
          "insert under quota.enforce/consume $(ratio "${tps_of[$sync-$workload-pg_quota_enforce]}" "$q")," \
          "with a rate rule/without $(ratio "${tps_of[$sync-$workload-pg_quota_rate]}" "$q")," \
-         "rate-only metric/hand-written GCRA $(ratio "${tps_of[$sync-$workload-pg_quota_rate_only]}" "${tps_of[$sync-$workload-gcra]}")"
+         "rate-only metric/hand-written GCRA $(ratio "${tps_of[$sync-$workload-pg_quota_rate_only]}" "${tps_of[$sync-$workload-gcra]}")," \
+         "a pool's member/a plain subject $(ratio "${tps_of[$sync-$workload-pg_quota_pool]}" "$q")"
   done
   if [[ " $workloads " == *" hot "* ]]; then
     echo "  synchronous_commit=$sync pg_quota hot/uniform: $(ratio "${tps_of[$sync-hot-pg_quota]}" "${tps_of[$sync-uniform-pg_quota]}")"

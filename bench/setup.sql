@@ -42,6 +42,21 @@ EXCEPTION WHEN SQLSTATE 'PT429' THEN
     RETURN false;
 END $$;
 
+-- Pools: member s(m) draws from pool s(200000 + m / 10) (ten members a pool), its own plan
+-- lacking "calls", with a cap that never binds: s(100000..110000) from pools on 'bench' (a
+-- pooled consume, measured against the plain one of s(m - 100000)), s(120001..130000) from
+-- pools on 'tight' that used their 10 (every call denied).
+SELECT quota.create_plan('member', '{"notes": {"limit": 1, "per": "day"}}');
+SELECT count(quota.assign_plan(s(n), 'bench')) FROM generate_series(210000, 211000) AS n;
+SELECT count(quota.assign_plan(s(n), 'tight')) FROM generate_series(212000, 213000) AS n;
+SELECT count(quota.set_pool_cap(s(n), 'calls', 1000000000000)) FROM generate_series(210000, 213000) AS n;
+SELECT count(quota.assign_plan(s(n), 'member')) FROM generate_series(100000, 110000) AS n;
+SELECT count(quota.assign_plan(s(n), 'member')) FROM generate_series(120001, 130000) AS n;
+SELECT count(quota.join_pool(s(200000 + n / 10), s(n))) FROM generate_series(100000, 110000) AS n;
+SELECT count(quota.join_pool(s(200000 + n / 10), s(n))) FROM generate_series(120001, 130000) AS n;
+SELECT count(quota.consume(s(n), 'calls', 10)) FROM generate_series(212000, 213000) AS n;
+SELECT count(quota.consume(s(n), 'calls')) FROM generate_series(100000, 110000) AS n;
+
 -- floor: the bare statements that do the same durable work as one consume: a conditional
 -- counter update and a ledger insert, in one statement.
 CREATE TABLE floor_counters (subject uuid, metric text, window_start timestamptz, used bigint NOT NULL,

@@ -68,15 +68,13 @@ pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadat
 /// what governs it then. The configuration is resolved again after the keys that
 /// configuration changes take exclusively: that snapshot sees every change committed before.
 /// Only at READ COMMITTED, whose snapshots are fresh.
-pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: Governing) -> QResult<Governing> {
-    let Some(plan) = governing.plan.clone().filter(|_| governing.fast_path_can_decide() && !transaction_snapshot_is_fixed()) else {
+/// `member`: the subject is a pool's member (src/pools.rs), which is never marked, and takes
+/// no key: holding it while its pool's rows are locked would deadlock with an allocation,
+/// which takes the member's key after the pool's counter.
+pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: Governing, member: bool) -> QResult<Governing> {
+    let Some(plan) = governing.plan.clone().filter(|_| governing.fast_path_can_decide() && !member && !transaction_snapshot_is_fixed()) else {
         return Ok(governing);
     };
-    // A member is never marked, and takes no key: holding it while the pool's rows are
-    // locked would deadlock with an allocation, which takes the key after the pool's counter.
-    if in_a_pool(client, request)? {
-        return Ok(governing);
-    }
     if !fast_path::try_lock(client, request.subject, &plan)? {
         return Ok(governing);
     }

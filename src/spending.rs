@@ -221,9 +221,11 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         }
     }
     let mut governing = governing_with_assignment(client, request)?;
+    let membership = pools::membership(client, request, true)?;
     if fast_path {
-        governing = fast_path::mark_if_it_can_decide(client, request, governing)?;
+        governing = fast_path::mark_if_it_can_decide(client, request, governing, membership.is_member())?;
     }
+    let pool = membership.call();
     let window = governing.counting_window(request.at)?;
     let allowance = governing.allowance();
     // Records are usage that already happened: rate rules do not apply to them.
@@ -233,9 +235,10 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         let decision = rate_limited(client, request, &governing, window, &rate)?;
         return write_event(client, Entry { key, metadata, ..Entry::new(request.subject, mode, window) }, decision);
     }
-    let pool = pools::pool_call(client, request, true)?;
     let paid = match (&pool, &governing.plan) {
         // A member's own means pay only an amount they cover in full; else its pool pays.
+        // Without allowance or grants of its own they cannot (its holds could only take).
+        (Some(_), _) if allowance == Some(0) && governing.grants_left == 0 => Paid::denied(Standing { used: 0, reserved: 0, grants_left: 0 }),
         (Some(_), _) => pay(client, request, Mode::Consume, &governing, window, allowance, None)?,
         // Without a plan consume is denied outright; record still counts (as overage).
         (None, None) if mode == Mode::Consume => Paid::denied(Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),

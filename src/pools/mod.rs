@@ -20,7 +20,7 @@ pub use admin::Allocated;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::decide::{after_holds, remaining, remaining_with_grants, Decision, Limit, Reason, Split, Standing};
+use quota_rules::decide::{after_holds, ceiling, remaining, remaining_with_grants, Ceiling, Decision, Limit, Reason, Split, Standing};
 use quota_rules::governing::Governing;
 use quota_rules::pool::{cap_binds, cap_left, member_remaining, pooled_split};
 use quota_rules::request::{self, Mode, ReservationStatus};
@@ -52,28 +52,56 @@ impl<'a> PoolCall<'a> {
     }
 }
 
-/// The pool that pays for the request's subject when its own means cannot: None for a
-/// subject in no pool, or whose pool's plan lacks the metric. Locks the membership until
-/// commit, so that leaving waits for the call. `assign`: give an unassigned pool the default
-/// plan (as a consume gives its subject), so that its windows have an anchor.
-pub fn pool_call<'a>(client: &SpiClient, request: &Request<'a>, assign: bool) -> QResult<Option<PoolCall<'a>>> {
+/// A subject's place in a pool, for one metric.
+pub enum Membership<'a> {
+    /// In no pool.
+    None,
+    /// A member of a pool whose plan lacks the metric: its own means alone decide it.
+    Unpooled,
+    /// A member its pool pays for when its own means cannot.
+    Pooled(PoolCall<'a>),
+}
+
+impl<'a> Membership<'a> {
+    pub fn is_member(&self) -> bool {
+        !matches!(self, Membership::None)
+    }
+
+    pub fn call(self) -> Option<PoolCall<'a>> {
+        match self {
+            Membership::Pooled(call) => Some(call),
+            _ => None,
+        }
+    }
+}
+
+/// The request's subject in its pool, the membership locked until commit, so that leaving
+/// waits for the call. `assign`: give an unassigned pool the default plan (as a consume gives
+/// its subject), so that its windows have an anchor.
+pub fn membership<'a>(client: &SpiClient, request: &Request<'a>, assign: bool) -> QResult<Membership<'a>> {
     if !schema::has(client, Part::Pools)? {
-        return Ok(None);
+        return Ok(Membership::None);
     }
     let Some(seat) = statements::seat(client, request.subject, request.metric)? else {
-        return Ok(None);
+        return Ok(Membership::None);
     };
     let pool_request = Request { subject: seat.pool, ..*request };
     let governing = counters::resolve(client, seat.pool, request.metric, request.at, request.now)?;
     if !pools_metric(&governing) {
-        return Ok(None);
+        return Ok(Membership::Unpooled);
     }
     let governing = match assign && !governing.assigned {
         true => governing_with_assignment(client, &pool_request)?,
         false => governing,
     };
     let window = governing.window_at(request.at)?;
-    Ok(Some(PoolCall { seat, request: pool_request, governing, window }))
+    Ok(Membership::Pooled(PoolCall { seat, request: pool_request, governing, window }))
+}
+
+/// The pool that pays for the request's subject when its own means cannot: None for a
+/// subject in no pool, or whose pool's plan lacks the metric.
+pub fn pool_call<'a>(client: &SpiClient, request: &Request<'a>, assign: bool) -> QResult<Option<PoolCall<'a>>> {
+    membership(client, request, assign).map(Membership::call)
 }
 
 /// pool_call for readers: no lock on the membership (check and my_usage are STABLE, and
@@ -193,6 +221,19 @@ pub fn decide_from_pool<'r>(client: &SpiClient, request: &Request<'r>, call: Poo
     // Records are usage that already happened: rate rules do not apply to them.
     let rules = if mode == Mode::Consume { &call.governing.rates[..] } else { &[] };
     let rate = rates::decide(client, &call.request, rules, StateRows::Lock)?;
+    decide_locked(client, request, call, mode, draws, drawn, rate)
+}
+
+/// decide_from_pool under the member's draws lock and the pool's rate states.
+fn decide_locked<'r>(
+    client: &SpiClient,
+    request: &Request<'r>,
+    call: PoolCall<'r>,
+    mode: Mode,
+    draws: DrawsKey<'r>,
+    drawn: i64,
+    rate: RateCheck,
+) -> QResult<PooledDecided<'r>> {
     let capacity = lock_capacity(client, &call.request, call.window, call.governing.allowance(), None)?;
     let standing = CapStanding::read(client, &call, draws, drawn, capacity.reserved, None)?;
     let amount = request.amount;
@@ -256,8 +297,42 @@ pub fn spend_from_pool(
             return Ok(request::replay(original, request.metric, request.amount, key)?);
         }
     }
-    let decided = decide_from_pool(client, request, call, mode)?;
+    let draws = call.draws(request.subject);
+    let drawn = statements::lock_draws(client, draws)?;
+    let rules = if mode == Mode::Consume { &call.governing.rates[..] } else { &[] };
+    let rate = rates::decide(client, &call.request, rules, StateRows::Lock)?;
+    if let Some(decision) = bump_pool(client, request, mode, &call, drawn, &rate)? {
+        own_rate.commit(client, request)?;
+        rate.commit(client, &call.request)?;
+        statements::adjust_draws(client, draws, request.amount)?;
+        let entry = Entry { key, metadata, pool: Some(call.seat.pool), ..Entry::new(request.subject, mode, call.window) };
+        return write_event(client, entry, decision);
+    }
+    let decided = decide_locked(client, request, call, mode, draws, drawn, rate)?;
     take_decided(client, request, mode, decided, true, own_rate, key, metadata)
+}
+
+/// The pool's allowance alone pays, in one conditional upsert of its counter (as consume's
+/// allowance does, src/spending.rs): when the amount is within the member's cap and the
+/// pool's window has no holds (the upsert checks that, so the member has none there either).
+/// None: the locked path decides.
+fn bump_pool(client: &SpiClient, request: &Request, mode: Mode, call: &PoolCall, drawn: i64, rate: &RateCheck) -> QResult<Option<Decision>> {
+    let standing = CapStanding { cap: call.seat.cap, drawn, held: 0 };
+    if mode != Mode::Consume || !rate.admitted() || standing.left().is_some_and(|left| request.amount > left) {
+        return Ok(None);
+    }
+    let allowance = call.governing.allowance();
+    let max_used = match ceiling(allowance, request.amount) {
+        Ceiling::Never => return Ok(None),
+        Ceiling::Unlimited => None,
+        Ceiling::AtMost(max_used) => Some(max_used),
+    };
+    let Some(used) = counters::bump(client, call.request.counter(call.window), request.amount, max_used)? else {
+        return Ok(None);
+    };
+    let pool_standing = Standing { used, reserved: 0, grants_left: call.governing.grants_left };
+    let decision = call.request.decision(Some(&Split::allowance_only(request.amount)), pool_standing, allowance, call.window);
+    Ok(Some(standing.after(request.amount, 0).view(decision, false)))
 }
 
 /// reserve() of a member whose own means cannot hold the amount: a hold on the pool's
