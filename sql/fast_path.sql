@@ -58,6 +58,10 @@ AS $$
                FOR UPDATE) AS marked
      WHERE c.subject = forget_fast_path_of_subject.subject AND c.metric = marked.metric
        AND c.window_start = marked.window_start;
+    -- A pool's member: its own means may now pay (sql/schema.sql, quota.pool_draws).
+    UPDATE quota.pool_draws AS d SET fast = false
+     WHERE d.member = forget_fast_path_of_subject.subject AND d.fast
+       AND (forget_fast_path_of_subject.metric IS NULL OR d.metric = forget_fast_path_of_subject.metric);
 $$;
 
 -- Unmarks the windows of one metric of every subject on a plan.
@@ -70,6 +74,10 @@ AS $$
       FROM quota.assignments AS a
      WHERE a.plan = forget_fast_path_of_plan.plan AND c.subject = a.subject
        AND c.metric = forget_fast_path_of_plan.metric AND c.fast;
+    UPDATE quota.pool_draws AS d SET fast = false
+      FROM quota.assignments AS a
+     WHERE a.plan = forget_fast_path_of_plan.plan AND d.member = a.subject
+       AND d.metric = forget_fast_path_of_plan.metric AND d.fast;
 $$;
 
 CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.limits

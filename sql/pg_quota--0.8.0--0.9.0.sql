@@ -31,11 +31,9 @@ CREATE TYPE quota.allocation AS (
 
 -- Pools (docs/pools.md): a pool is a subject (a team, a class, a teacher) with a plan of its
 -- own; its members draw from it, each within a cap. A subject is a member of at most one
--- pool, for every metric the pool's plan has. What decides a member's call is in
--- src/pools.rs; the arithmetic in crates/quota-rules/src/pool.rs.
--- Every table leads its key with the pool: a sharded deployment routes a pool's rows and
--- its members' pool rows together (quota.routing_key()).
-
+-- pool, for every metric the pool's plan has. Every table leads its key with the pool: a
+-- sharded deployment routes a pool's rows and its members' pool rows together
+-- (quota.routing_key(), sql/pools.sql).
 CREATE TABLE quota.pool_members (
     pool       uuid NOT NULL,
     member     uuid NOT NULL,
@@ -69,6 +67,12 @@ CREATE UNIQUE INDEX pool_caps_key ON quota.pool_caps (pool, metric, member) NULL
 
 -- What each member drew from the pool in each of the pool's windows: the ledger's events of
 -- the member with this pool, summed (quota.audit()). Kept after the member leaves.
+-- fast marks the row a member's consume may be decided on alone (src/pools/mod.rs): the
+-- member's own means pay nothing for the metric (no allowance, no usable grants, no rate
+-- rule of its own), it is in the pool, and cap is its effective cap (NULL = none). The
+-- pool's side is the pool's counter of the same window, which must be marked too. Whatever
+-- could change that unmarks the row (sql/fast_path.sql, sql/pools.sql); at most one row of
+-- a (member, metric) is marked.
 CREATE TABLE quota.pool_draws (
     pool         uuid NOT NULL,
     member       uuid NOT NULL,
@@ -76,8 +80,11 @@ CREATE TABLE quota.pool_draws (
     window_start timestamptz NOT NULL,
     window_end   timestamptz,
     drawn        quota.units NOT NULL,
+    fast         boolean NOT NULL DEFAULT false,
+    cap          bigint,
     PRIMARY KEY (pool, member, metric, window_start)
 ) WITH (fillfactor = 80);
+CREATE UNIQUE INDEX pool_draws_fast ON quota.pool_draws (member, metric) WHERE fast;
 
 -- A fixed part of the pool given to a member: taken from the pool's window at once (the
 -- pool's 'allocate' event, event_id), and the member's as a grant (grant_id) spent before
@@ -109,16 +116,55 @@ SELECT pg_catalog.pg_extension_config_dump('quota.pool_admins', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.pool_caps', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.pool_draws', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.allocations', '');
-
 ALTER TABLE quota.pool_members ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.pool_admins  ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.pool_caps    ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.pool_draws   ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.allocations  ENABLE ROW LEVEL SECURITY;
 
--- Joining or leaving changes who pays for every metric of the member: its windows are
--- unmarked, under its fast-path key (sql/fast_path.sql), and a consume marks none of a
--- member's (src/fast_path.rs): the fast path never decides a member alone.
+CREATE OR REPLACE FUNCTION quota.forget_fast_path_of_subject(subject uuid, metric text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(forget_fast_path_of_subject.subject::text, 1903127));
+    UPDATE quota.counters AS c SET fast = false
+      FROM (SELECT k.metric, k.window_start FROM quota.counters AS k
+             WHERE k.subject = forget_fast_path_of_subject.subject AND k.fast
+               AND (forget_fast_path_of_subject.metric IS NULL OR k.metric = forget_fast_path_of_subject.metric)
+             ORDER BY k.metric COLLATE "C"
+               FOR UPDATE) AS marked
+     WHERE c.subject = forget_fast_path_of_subject.subject AND c.metric = marked.metric
+       AND c.window_start = marked.window_start;
+    -- A pool's member: its own means may now pay (sql/schema.sql, quota.pool_draws).
+    UPDATE quota.pool_draws AS d SET fast = false
+     WHERE d.member = forget_fast_path_of_subject.subject AND d.fast
+       AND (forget_fast_path_of_subject.metric IS NULL OR d.metric = forget_fast_path_of_subject.metric);
+$$;
+
+CREATE OR REPLACE FUNCTION quota.forget_fast_path_of_plan(plan text, metric text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(forget_fast_path_of_plan.plan, 1903128));
+    UPDATE quota.counters AS c SET fast = false
+      FROM quota.assignments AS a
+     WHERE a.plan = forget_fast_path_of_plan.plan AND c.subject = a.subject
+       AND c.metric = forget_fast_path_of_plan.metric AND c.fast;
+    UPDATE quota.pool_draws AS d SET fast = false
+      FROM quota.assignments AS a
+     WHERE a.plan = forget_fast_path_of_plan.plan AND d.member = a.subject
+       AND d.metric = forget_fast_path_of_plan.metric AND d.fast;
+$$;
+
+-- Pools (docs/pools.md): what keeps the fast path's marks of members true, who may read a
+-- pool's rows, the routing key, and the admins' view. The tables are in sql/schema.sql;
+-- what decides a member's call is in src/pools/, the arithmetic in
+-- crates/quota-rules/src/pool.rs.
+
+-- Joining or leaving changes who pays for every metric of the member: its windows and its
+-- draws are unmarked, under its fast-path key (sql/fast_path.sql). A consume marks none of
+-- a member's windows (src/fast_path.rs); its draws from the pool it marks itself
+-- (src/pools/mod.rs).
 CREATE FUNCTION quota.forget_fast_path_of_member() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -135,6 +181,26 @@ END
 $$;
 CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.pool_members
     FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path_of_member();
+
+-- A cap change unmarks the members' rows it concerns (they cache the cap), under the pool's
+-- fast-path key (FAST_PATH_SUBJECT_LOCK_SEED = 1903127), which a consume that marks them
+-- takes first (src/pools/mod.rs).
+CREATE FUNCTION quota.forget_fast_path_of_caps() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed quota.pool_caps := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(changed.pool::text, 1903127));
+    UPDATE quota.pool_draws AS d SET fast = false
+     WHERE d.pool = changed.pool AND d.metric = changed.metric AND d.fast
+       AND (changed.member IS NULL OR d.member = changed.member);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.pool_caps
+    FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path_of_caps();
 
 -- Where a sharded deployment sends a subject's rows: a member goes with its pool.
 CREATE FUNCTION quota.routing_key(subject uuid) RETURNS uuid
@@ -526,6 +592,7 @@ CREATE POLICY pool_rows ON quota.allocations  FOR SELECT USING (member = (SELECT
 
 REVOKE ALL ON quota.pool_members, quota.pool_admins, quota.pool_caps, quota.pool_draws, quota.allocations FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.forget_fast_path_of_member() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.forget_fast_path_of_caps() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.routing_key(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.my_pool() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.administered_pools() FROM PUBLIC;

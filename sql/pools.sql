@@ -1,93 +1,12 @@
--- Pools (docs/pools.md): a pool is a subject (a team, a class, a teacher) with a plan of its
--- own; its members draw from it, each within a cap. A subject is a member of at most one
--- pool, for every metric the pool's plan has. What decides a member's call is in
--- src/pools.rs; the arithmetic in crates/quota-rules/src/pool.rs.
--- Every table leads its key with the pool: a sharded deployment routes a pool's rows and
--- its members' pool rows together (quota.routing_key()).
+-- Pools (docs/pools.md): what keeps the fast path's marks of members true, who may read a
+-- pool's rows, the routing key, and the admins' view. The tables are in sql/schema.sql;
+-- what decides a member's call is in src/pools/, the arithmetic in
+-- crates/quota-rules/src/pool.rs.
 
-CREATE TABLE quota.pool_members (
-    pool       uuid NOT NULL,
-    member     uuid NOT NULL,
-    joined_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (pool, member),
-    CHECK (pool <> member)
-);
-CREATE UNIQUE INDEX pool_members_member ON quota.pool_members (member);
-
--- Subjects who administer a pool besides the pool itself (a team's owner): they allocate,
--- set caps and see every member's usage.
-CREATE TABLE quota.pool_admins (
-    pool       uuid NOT NULL,
-    admin      uuid NOT NULL,
-    added_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (pool, admin)
-);
-CREATE INDEX pool_admins_admin ON quota.pool_admins (admin);
-
--- What a member may draw from the pool per window of the pool's metric: member NULL is the
--- pool's default for its members, a member's row replaces it. cap NULL = no cap; no row at
--- all = no cap.
-CREATE TABLE quota.pool_caps (
-    pool       uuid NOT NULL,
-    metric     text NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
-    member     uuid,
-    cap        bigint CHECK (cap >= 0),
-    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-CREATE UNIQUE INDEX pool_caps_key ON quota.pool_caps (pool, metric, member) NULLS NOT DISTINCT;
-
--- What each member drew from the pool in each of the pool's windows: the ledger's events of
--- the member with this pool, summed (quota.audit()). Kept after the member leaves.
-CREATE TABLE quota.pool_draws (
-    pool         uuid NOT NULL,
-    member       uuid NOT NULL,
-    metric       text NOT NULL,
-    window_start timestamptz NOT NULL,
-    window_end   timestamptz,
-    drawn        quota.units NOT NULL,
-    PRIMARY KEY (pool, member, metric, window_start)
-) WITH (fillfactor = 80);
-
--- A fixed part of the pool given to a member: taken from the pool's window at once (the
--- pool's 'allocate' event, event_id), and the member's as a grant (grant_id) spent before
--- anything the pool pays. Revoking stops the grant and returns what it had left.
-CREATE TABLE quota.allocations (
-    pool            uuid NOT NULL,
-    allocation_id   uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
-    member          uuid NOT NULL,
-    metric          text NOT NULL,
-    amount          bigint NOT NULL CHECK (amount > 0),
-    grant_id        uuid NOT NULL,
-    event_id        bigint NOT NULL,
-    window_start    timestamptz NOT NULL,
-    idempotency_key quota.idempotency_key,
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    revoked_at      timestamptz,
-    returned        bigint CHECK (returned >= 0),
-    PRIMARY KEY (pool, allocation_id),
-    CHECK ((revoked_at IS NULL) = (returned IS NULL))
-);
-CREATE UNIQUE INDEX allocations_allocation_id ON quota.allocations (allocation_id);
-CREATE UNIQUE INDEX allocations_idempotency_key ON quota.allocations (pool, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX allocations_member ON quota.allocations (member) WHERE revoked_at IS NULL;
-CREATE INDEX events_pool ON quota.events (pool, metric, window_start) WHERE pool IS NOT NULL;
-
-SELECT pg_catalog.pg_extension_config_dump('quota.pool_members', '');
-SELECT pg_catalog.pg_extension_config_dump('quota.pool_admins', '');
-SELECT pg_catalog.pg_extension_config_dump('quota.pool_caps', '');
-SELECT pg_catalog.pg_extension_config_dump('quota.pool_draws', '');
-SELECT pg_catalog.pg_extension_config_dump('quota.allocations', '');
-
-ALTER TABLE quota.pool_members ENABLE ROW LEVEL SECURITY;
-ALTER TABLE quota.pool_admins  ENABLE ROW LEVEL SECURITY;
-ALTER TABLE quota.pool_caps    ENABLE ROW LEVEL SECURITY;
-ALTER TABLE quota.pool_draws   ENABLE ROW LEVEL SECURITY;
-ALTER TABLE quota.allocations  ENABLE ROW LEVEL SECURITY;
-
--- Joining or leaving changes who pays for every metric of the member: its windows are
--- unmarked, under its fast-path key (sql/fast_path.sql), and a consume marks none of a
--- member's (src/fast_path.rs): the fast path never decides a member alone.
+-- Joining or leaving changes who pays for every metric of the member: its windows and its
+-- draws are unmarked, under its fast-path key (sql/fast_path.sql). A consume marks none of
+-- a member's windows (src/fast_path.rs); its draws from the pool it marks itself
+-- (src/pools/mod.rs).
 CREATE FUNCTION quota.forget_fast_path_of_member() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -104,6 +23,26 @@ END
 $$;
 CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.pool_members
     FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path_of_member();
+
+-- A cap change unmarks the members' rows it concerns (they cache the cap), under the pool's
+-- fast-path key (FAST_PATH_SUBJECT_LOCK_SEED = 1903127), which a consume that marks them
+-- takes first (src/pools/mod.rs).
+CREATE FUNCTION quota.forget_fast_path_of_caps() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed quota.pool_caps := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(changed.pool::text, 1903127));
+    UPDATE quota.pool_draws AS d SET fast = false
+     WHERE d.pool = changed.pool AND d.metric = changed.metric AND d.fast
+       AND (changed.member IS NULL OR d.member = changed.member);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.pool_caps
+    FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path_of_caps();
 
 -- Where a sharded deployment sends a subject's rows: a member goes with its pool.
 CREATE FUNCTION quota.routing_key(subject uuid) RETURNS uuid

@@ -268,6 +268,88 @@ CREATE TABLE quota.admin_changes (
 );
 CREATE INDEX admin_changes_subject ON quota.admin_changes (subject, change_id) WHERE subject IS NOT NULL;
 
+-- Pools (docs/pools.md): a pool is a subject (a team, a class, a teacher) with a plan of its
+-- own; its members draw from it, each within a cap. A subject is a member of at most one
+-- pool, for every metric the pool's plan has. Every table leads its key with the pool: a
+-- sharded deployment routes a pool's rows and its members' pool rows together
+-- (quota.routing_key(), sql/pools.sql).
+CREATE TABLE quota.pool_members (
+    pool       uuid NOT NULL,
+    member     uuid NOT NULL,
+    joined_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (pool, member),
+    CHECK (pool <> member)
+);
+CREATE UNIQUE INDEX pool_members_member ON quota.pool_members (member);
+
+-- Subjects who administer a pool besides the pool itself (a team's owner): they allocate,
+-- set caps and see every member's usage.
+CREATE TABLE quota.pool_admins (
+    pool       uuid NOT NULL,
+    admin      uuid NOT NULL,
+    added_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (pool, admin)
+);
+CREATE INDEX pool_admins_admin ON quota.pool_admins (admin);
+
+-- What a member may draw from the pool per window of the pool's metric: member NULL is the
+-- pool's default for its members, a member's row replaces it. cap NULL = no cap; no row at
+-- all = no cap.
+CREATE TABLE quota.pool_caps (
+    pool       uuid NOT NULL,
+    metric     text NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    member     uuid,
+    cap        bigint CHECK (cap >= 0),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX pool_caps_key ON quota.pool_caps (pool, metric, member) NULLS NOT DISTINCT;
+
+-- What each member drew from the pool in each of the pool's windows: the ledger's events of
+-- the member with this pool, summed (quota.audit()). Kept after the member leaves.
+-- fast marks the row a member's consume may be decided on alone (src/pools/mod.rs): the
+-- member's own means pay nothing for the metric (no allowance, no usable grants, no rate
+-- rule of its own), it is in the pool, and cap is its effective cap (NULL = none). The
+-- pool's side is the pool's counter of the same window, which must be marked too. Whatever
+-- could change that unmarks the row (sql/fast_path.sql, sql/pools.sql); at most one row of
+-- a (member, metric) is marked.
+CREATE TABLE quota.pool_draws (
+    pool         uuid NOT NULL,
+    member       uuid NOT NULL,
+    metric       text NOT NULL,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz,
+    drawn        quota.units NOT NULL,
+    fast         boolean NOT NULL DEFAULT false,
+    cap          bigint,
+    PRIMARY KEY (pool, member, metric, window_start)
+) WITH (fillfactor = 80);
+CREATE UNIQUE INDEX pool_draws_fast ON quota.pool_draws (member, metric) WHERE fast;
+
+-- A fixed part of the pool given to a member: taken from the pool's window at once (the
+-- pool's 'allocate' event, event_id), and the member's as a grant (grant_id) spent before
+-- anything the pool pays. Revoking stops the grant and returns what it had left.
+CREATE TABLE quota.allocations (
+    pool            uuid NOT NULL,
+    allocation_id   uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    member          uuid NOT NULL,
+    metric          text NOT NULL,
+    amount          bigint NOT NULL CHECK (amount > 0),
+    grant_id        uuid NOT NULL,
+    event_id        bigint NOT NULL,
+    window_start    timestamptz NOT NULL,
+    idempotency_key quota.idempotency_key,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    revoked_at      timestamptz,
+    returned        bigint CHECK (returned >= 0),
+    PRIMARY KEY (pool, allocation_id),
+    CHECK ((revoked_at IS NULL) = (returned IS NULL))
+);
+CREATE UNIQUE INDEX allocations_allocation_id ON quota.allocations (allocation_id);
+CREATE UNIQUE INDEX allocations_idempotency_key ON quota.allocations (pool, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX allocations_member ON quota.allocations (member) WHERE revoked_at IS NULL;
+CREATE INDEX events_pool ON quota.events (pool, metric, window_start) WHERE pool IS NOT NULL;
+
 -- The result of consume / check / require.
 CREATE TYPE quota.decision AS (
     allowed         boolean,
@@ -355,6 +437,11 @@ SELECT pg_catalog.pg_extension_config_dump('quota.admin_changes', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.admin_changes_change_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.rate_overrides', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.rate_state', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.pool_members', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.pool_admins', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.pool_caps', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.pool_draws', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.allocations', '');
 
 -- Rows are reached through the functions (SECURITY DEFINER); nobody else sees or writes
 -- them until the policies of the end-user surface say so.
@@ -372,3 +459,8 @@ ALTER TABLE quota.enforced_charges ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.admin_changes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.rate_overrides ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.rate_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.pool_members ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.pool_admins  ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.pool_caps    ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.pool_draws   ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.allocations  ENABLE ROW LEVEL SECURITY;

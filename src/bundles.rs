@@ -79,11 +79,15 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
     for request in requests {
         let governing = governing_with_assignment(client, request)?;
         let pool = pools::pool_call(client, request, true)?;
+        if let Some(call) = &pool {
+            pools::lock_member(client, request, call)?;
+        }
         let allowance = governing.allowance();
         let window = governing.counting_window(request.at)?;
         let grants_left = governing.grants_left;
-        // Each metric's rate states, then its counter: the order a single consume locks them in;
-        // then, for a member its own means do not cover, the pool's (member first, then pool).
+        // Each metric's rate states, then its counter: the order a single consume locks them in
+        // (a pool's member: its draws row first); then, for a member its own means do not
+        // cover, the pool's (member first, then pool).
         let rate = rates::decide(client, request, &governing.rates, StateRows::Lock)?;
         let (capacity, paid) = match (&governing.plan, &pool) {
             (None, None) => (None, None),

@@ -94,7 +94,7 @@ fn in_a_pool(client: &SpiClient, request: &Request) -> QResult<bool> {
 }
 
 /// REPEATABLE READ and SERIALIZABLE transactions read one snapshot throughout.
-fn transaction_snapshot_is_fixed() -> bool {
+pub fn transaction_snapshot_is_fixed() -> bool {
     // SAFETY: a backend global, set for the running transaction.
     unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
 }

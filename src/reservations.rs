@@ -86,6 +86,9 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let governing = governing_with_assignment(client, request)?;
     let pool = pools::pool_call(client, request, true)?;
+    if let Some(call) = &pool {
+        pools::lock_member(client, request, call)?;
+    }
     if governing.plan.is_none() && pool.is_none() {
         let denied = request.no_plan(governing.grants_left, Window::LIFETIME);
         let entry = Entry { key, ..Entry::new(subject, Mode::Reserve, Window::LIFETIME) };

@@ -211,7 +211,11 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         }
     }
     let fast_path = mode == Mode::Consume && schema::has(client, Part::FastPath)?;
-    if fast_path {
+    if fast_path && pools::hinted(request.subject) {
+        if let Some(decision) = pools::fast_consume(client, request, key, metadata)? {
+            return Ok(decision);
+        }
+    } else if fast_path {
         match fast_path::consume(client, request, key, metadata)? {
             fast_path::Outcome::Decided(decision) => return Ok(decision),
             fast_path::Outcome::Denied { decision, window } => {
@@ -226,6 +230,12 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         governing = fast_path::mark_if_it_can_decide(client, request, governing, membership.is_member())?;
     }
     let pool = membership.call();
+    if let Some(call) = &pool {
+        pools::lock_member(client, request, call)?;
+    }
+    if fast_path {
+        pools::remember(request.subject, pool.is_some());
+    }
     let window = governing.counting_window(request.at)?;
     let allowance = governing.allowance();
     // Records are usage that already happened: rate rules do not apply to them.
@@ -246,6 +256,9 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     };
     let pooled = pool.is_some();
     if let (Some(pool), None) = (pool, &paid.split) {
+        if fast_path {
+            pools::mark_if_it_can_decide(client, request, &governing, &pool)?;
+        }
         return pools::spend_from_pool(client, request, mode, pool, &rate, key, metadata);
     }
     if paid.split.is_some() {
@@ -501,12 +514,14 @@ fn give_back_units(client: &SpiClient, request: &Request) -> QResult<Decision> {
     let governing = resolve_known(client, request)?;
     let window = governing.counting_window(request.now)?;
     let allowance = governing.allowance();
+    let pool = pools::pool_call(client, request, false)?;
+    if let Some(call) = &pool {
+        pools::lock_member(client, request, call)?;
+    }
     let counter = counters::lock_counter(client, request.counter(window))?;
     // A member that used nothing of its own gives back to its pool.
-    if counter.used == 0 {
-        if let Some(pool) = pools::pool_call(client, request, false)? {
-            return pools::give_back_to_pool(client, request, &pool);
-        }
+    if let (0, Some(pool)) = (counter.used, &pool) {
+        return pools::give_back_to_pool(client, request, pool);
     }
     let returned = request.amount.min(counter.used);
     let used = match returned {

@@ -216,9 +216,10 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
             _ => Err(QuotaError::not_a_member(member, pool)),
         };
     };
-    // The member's key before the pool's counter: its grant's trigger takes it, and so does
-    // a revoke, which locks the member's grant before the pool's counter.
-    fast_path::lock_subject_key(client, member)?;
+    // The member's key and marks before the pool's counter: the grant's trigger would take
+    // them after it (a revoke takes them before it, and a consume locks the member's draws
+    // before it).
+    fast_path::forget_subject(client, member, request.metric)?;
     let capacity = lock_capacity(client, request, call.window, call.governing.allowance(), None)?;
     let paid = capacity.split(request.amount, Mode::Allocate);
     let taken = capacity.take(client, request, call.window, paid, 0)?;

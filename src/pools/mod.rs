@@ -8,14 +8,17 @@
 //! by the member's own means when they cover the amount (its plan's allowance, then its
 //! grants, allocations among them), otherwise wholly by the pool: the member's cap and the
 //! pool's remaining are decided together, under their locks, and both move or neither.
-//! Locks are always taken member first (its membership, its counter and grants, its draws
-//! row), then the pool (its rate states, counter, grants), so that members, allocations and
-//! admins cannot deadlock. The fast path never decides a member (src/fast_path.rs marks none
+//! Locks are always taken member first (its membership, its draws row, its own counter and
+//! grants), then the pool (its rate states, counter, grants), so that members, allocations
+//! and admins cannot deadlock. The fast path never decides a member (src/fast_path.rs marks none
 //! of its windows).
 
 mod admin;
 
 pub use admin::Allocated;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
 
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
@@ -27,6 +30,8 @@ use quota_rules::request::{self, Mode, ReservationStatus};
 use quota_rules::window::{Micros, Window};
 
 use crate::error::{QResult, QuotaError};
+use crate::fast_path;
+use crate::store::fast_path as fast_path_keys;
 use crate::jsonb::Jsonb;
 use crate::rates::{self, RateCheck, StateRows};
 use crate::spending::{governing_with_assignment, lock_capacity, rate_limited, resolve_known, write_event, Capacity, Entry, Request};
@@ -104,6 +109,14 @@ pub fn pool_call<'a>(client: &SpiClient, request: &Request<'a>, assign: bool) ->
     membership(client, request, assign).map(Membership::call)
 }
 
+/// Locks the member's draws row of the pool's window (creating it) before any other row of
+/// the member: a consume on the pooled fast path holds it when it falls back to the locked
+/// path, which then locks the member's own counter and grants (and a bundle or a hold locks
+/// those before it asks the pool).
+pub fn lock_member(client: &SpiClient, request: &Request, call: &PoolCall) -> QResult<()> {
+    statements::lock_draws(client, call.draws(request.subject)).map(drop)
+}
+
 /// pool_call for readers: no lock on the membership (check and my_usage are STABLE, and
 /// my_usage runs as the user), no assignment written.
 pub fn pool_call_unlocked<'a>(client: &SpiClient, request: &Request<'a>) -> QResult<Option<PoolCall<'a>>> {
@@ -132,6 +145,79 @@ pub fn pool_of(client: &SpiClient, member: Uuid) -> QResult<Option<Uuid>> {
         true => statements::pool_of(client, member),
         false => Ok(None),
     }
+}
+
+thread_local! {
+    // Subjects this backend last saw as members its pool paid for: their consume tries the
+    // pooled fast path instead of consume's own (a member's windows are never marked).
+    // Only a hint: a stale one costs a statement, never a wrong decision.
+    static POOLED_MEMBERS: RefCell<HashSet<Uuid>> = RefCell::new(HashSet::new());
+}
+
+/// At most this many hints per backend; past it they are forgotten at once.
+const POOLED_MEMBER_HINTS: usize = 65_536;
+
+pub fn hinted(member: Uuid) -> bool {
+    POOLED_MEMBERS.with(|hints| hints.borrow().contains(&member))
+}
+
+/// Remembers whether the subject's last consume was paid for by a pool.
+pub fn remember(member: Uuid, pooled: bool) {
+    POOLED_MEMBERS.with(|hints| {
+        let mut hints = hints.borrow_mut();
+        if !pooled {
+            hints.remove(&member);
+            return;
+        }
+        if hints.len() >= POOLED_MEMBER_HINTS {
+            hints.clear();
+        }
+        hints.insert(member);
+    })
+}
+
+/// A hinted member's consume on its draws row and its pool's window, both marked: one
+/// statement; None when the locked path must decide.
+pub fn fast_consume(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
+    statements::fast_consume(client, request.subject, request.metric, request.amount, request.now, key, metadata)
+}
+
+/// Marks the member's draws row of the pool's current window, and the pool's window, for
+/// the pooled fast path when both can be decided on alone: the member's own means pay
+/// nothing for the metric (an assigned plan with no allowance for it, no usable grants, no
+/// rate rule) and the pool's window may be marked (src/fast_path.rs) without rate rules.
+/// Under both subjects' fast-path keys (the changes that unmark them take the same), what
+/// governs both is read again, and the member's draws rows are locked before the pool's
+/// counter.
+pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, member: &Governing, call: &PoolCall) -> QResult<()> {
+    let (Some(member_plan), Some(pool_plan)) = (member.plan.as_deref(), call.governing.plan.as_deref()) else {
+        return Ok(());
+    };
+    if !pooled_fast_path_can_decide(member, call) || fast_path::transaction_snapshot_is_fixed() {
+        return Ok(());
+    }
+    if statements::marked_for_fast_pooled(client, call.draws(request.subject))? {
+        return Ok(());
+    }
+    if !fast_path_keys::try_lock(client, request.subject, member_plan)? || !fast_path_keys::try_lock(client, call.seat.pool, pool_plan)? {
+        return Ok(());
+    }
+    let member_now = resolve_known(client, request)?;
+    let Some(call_now) = pool_call_unlocked(client, request)? else {
+        return Ok(());
+    };
+    let same_plans = member_now.plan.as_deref() == Some(member_plan) && call_now.governing.plan.as_deref() == Some(pool_plan);
+    if !same_plans || call_now.seat.pool != call.seat.pool || !pooled_fast_path_can_decide(&member_now, &call_now) {
+        return Ok(());
+    }
+    statements::mark_draws(client, call_now.draws(request.subject), call_now.seat.cap)?;
+    let no_rules = fast_path_keys::RulesInForce { rules: &[], until: None };
+    fast_path_keys::mark(client, call_now.request.counter(call_now.window), call_now.governing.allowance(), no_rules)
+}
+
+fn pooled_fast_path_can_decide(member: &Governing, call: &PoolCall) -> bool {
+    member.assigned && member.allowance() == Some(0) && member.grants_left == 0 && member.rates.is_empty()
+        && call.governing.fast_path_can_decide() && call.governing.rates.is_empty()
 }
 
 /// A member against its cap in the pool's window: what it drew, and what its unexpired

@@ -123,9 +123,10 @@ thread_local! {
         "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended($subject::text, $subject_seed))
             AND pg_catalog.pg_try_advisory_xact_lock_shared(pg_catalog.hashtextextended($plan, $plan_seed)) AS locked",
     ) };
-    // What a configuration change of the subject takes (sql/fast_path.sql), waited for.
-    static LOCK_SUBJECT_KEY: Kept = const { Kept::new(
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($subject::text, $subject_seed))",
+    // What a configuration change of the subject does (sql/fast_path.sql): waits for its
+    // key, then unmarks its windows and its draws from a pool.
+    static FORGET_SUBJECT: Kept = const { Kept::new(
+        "SELECT quota.forget_fast_path_of_subject($subject, $metric)",
     ) };
     // Under the subject's fast-path key: unmarks the (subject, metric)'s other windows, then
     // (MARK_FAST) marks the current window with its effective allowance. Separate
@@ -302,13 +303,13 @@ pub fn try_lock(client: &SpiClient, subject: Uuid, plan: &str) -> QResult<bool> 
     the_row(query_row(client, &TRY_LOCK_FAST_PATH, args, |row| not_null(row, "locked"))?)
 }
 
-/// Takes the subject's fast-path key as a configuration change of it does, before the rows
-/// it will lock: a change that writes the subject's grants after another subject's rows
-/// (an allocation: the pool's counter, then the member's grant) takes it first, in the order
-/// the member's own changes take it.
-pub fn lock_subject_key(client: &SpiClient, subject: Uuid) -> QResult<()> {
-    let args = [("subject", subject.into()), ("subject_seed", FAST_PATH_SUBJECT_LOCK_SEED.into())];
-    query(client, &LOCK_SUBJECT_KEY, args, |_| Ok(())).map(drop)
+/// Does what a configuration change of the subject's metric does to its marks, before the
+/// rows the caller will lock: a change that writes a member's grants after its pool's
+/// counter (an allocation) unmarks the member first, so that its trigger neither waits for
+/// a consume on the member's marked draws (which waits for the pool's counter) nor takes the
+/// member's key after the pool's counter.
+pub fn forget_subject(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<()> {
+    query(client, &FORGET_SUBJECT, [("subject", subject.into()), ("metric", metric.into())], |_| Ok(())).map(drop)
 }
 
 /// The rate rules in force beside a window being marked, and until when.

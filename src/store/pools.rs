@@ -4,10 +4,13 @@
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
+use quota_rules::decide::Decision;
 use quota_rules::window::{Micros, Window};
 
+use super::ledger::decision_from_row;
 use super::{column, from_window_key, instant, not_null, query, query_row, the_row, timestamp, window_end, window_key, Args, Kept};
 use crate::error::QResult;
+use crate::jsonb::Jsonb;
 
 /// The member's pool, and its own cap for the metric or the pool's default.
 macro_rules! seat {
@@ -24,6 +27,60 @@ thread_local! {
     // The member's pool and its cap for the metric, locked against the member leaving
     // until the call commits (leave_pool deletes the row).
     static SEAT: Kept = const { Kept::new(concat!(seat!(), " FOR KEY SHARE OF m")) };
+    // On the member's draws row marked for the pooled fast path, if the pool's counter of the
+    // same window is marked too (src/pools/mod.rs): the draws row locked first (the member's
+    // rows before the pool's, as everywhere), the amount taken from the pool's cached
+    // allowance within the cached cap, the draws moved and the ledger row written, in one
+    // statement. No row when either is not marked, the window has ended or has holds, or the
+    // allowance or the cap has no room (the locked path decides then).
+    static FAST_POOLED: Kept = const { Kept::new(
+        concat!("WITH seat AS MATERIALIZED (
+             SELECT pool, window_start, drawn::int8 AS drawn, cap FROM quota.pool_draws
+              WHERE member = $member AND metric = $metric AND fast
+                FOR UPDATE),
+         taken AS (
+             UPDATE quota.counters AS c SET used = c.used + $amount
+               FROM seat
+              WHERE c.subject = seat.pool AND c.metric = $metric AND c.window_start = seat.window_start
+                AND c.fast AND NOT c.rated AND c.held = 0
+                AND c.window_start <= $now AND (c.window_end IS NULL OR c.window_end > $now)
+                AND (c.allowance IS NULL OR c.used <= c.allowance - $amount)
+                AND (seat.cap IS NULL OR seat.drawn <= seat.cap - $amount)
+             RETURNING seat.pool, c.window_start, c.window_end, c.used::int8 AS used, c.allowance,
+                       seat.cap - seat.drawn - $amount AS cap_left),
+         drew AS (
+             UPDATE quota.pool_draws AS d SET drawn = d.drawn + $amount
+               FROM taken
+              WHERE d.pool = taken.pool AND d.member = $member AND d.metric = $metric
+                AND d.window_start = taken.window_start)
+         INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
+                                   used, allowance, remaining, reason, idempotency_key, metadata, pool)
+         SELECT $member, 'consume', $metric, $amount, $amount, window_start, window_end, used, allowance,
+                CASE WHEN allowance IS NULL THEN cap_left
+                     WHEN cap_left IS NULL THEN allowance - used
+                     ELSE least(allowance - used, cap_left) END,
+                'ok', $idempotency_key, $metadata, pool
+           FROM taken
+         RETURNING ", decision_columns!()),
+    ) };
+    // Marks the member's draws row of the window: its cap cached, every other row of its
+    // (member, metric) unmarked.
+    // Whether the member's draws row of the window and the pool's counter are both marked
+    // already (a consume the pooled fast path could not take: a denial).
+    static MARKED_FOR_FAST_POOLED: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM quota.pool_draws AS d
+                          JOIN quota.counters AS c ON c.subject = d.pool AND c.metric = d.metric AND c.window_start = d.window_start
+                         WHERE d.pool = $pool AND d.member = $member AND d.metric = $metric AND d.window_start = $window_start
+                           AND d.fast AND c.fast AND NOT c.rated) AS marked",
+    ) };
+    static UNMARK_OTHER_DRAWS: Kept = const { Kept::new(
+        "UPDATE quota.pool_draws SET fast = false
+          WHERE member = $member AND metric = $metric AND fast AND (pool, window_start) <> ($pool, $window_start)",
+    ) };
+    static MARK_DRAWS: Kept = const { Kept::new(
+        "UPDATE quota.pool_draws SET fast = true, cap = $cap
+          WHERE pool = $pool AND member = $member AND metric = $metric AND window_start = $window_start",
+    ) };
     static IS_MEMBER: Kept = const { Kept::new(
         "SELECT EXISTS (SELECT FROM quota.pool_members WHERE member = $member) AS member",
     ) };
@@ -179,6 +236,37 @@ pub fn lock_draws(client: &SpiClient, key: DrawsKey) -> QResult<i64> {
     let [pool, member, metric, window_start] = key.args()?;
     let args = [pool, member, metric, window_start, ("window_end", window_end(key.window.end)?.into())];
     the_row(query_row(client, &LOCK_DRAWS, args, |row| not_null(row, "drawn"))?)
+}
+
+/// The member's consume on its marked draws row and its pool's marked window (FAST_POOLED);
+/// None when the locked path must decide.
+pub fn fast_consume(client: &SpiClient, member: Uuid, metric: &str, amount: i64, now: Micros, idempotency_key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
+    let args = [
+        ("member", member.into()),
+        ("metric", metric.into()),
+        ("amount", amount.into()),
+        ("now", timestamp(now)?.into()),
+        ("idempotency_key", idempotency_key.into()),
+        ("metadata", metadata.into()),
+    ];
+    let decided = query_row(client, &FAST_POOLED, args, decision_from_row)?;
+    Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
+}
+
+/// Whether FAST_POOLED could find the member's draws row and the pool's window marked.
+pub fn marked_for_fast_pooled(client: &SpiClient, key: DrawsKey) -> QResult<bool> {
+    the_row(query_row(client, &MARKED_FOR_FAST_POOLED, key.args()?, |row| not_null(row, "marked"))?)
+}
+
+/// Marks the member's draws row of the window for the pooled fast path, with its cap. Its
+/// other rows are unmarked first, before the row is locked (and created): a consume may hold
+/// the row marked before (FAST_POOLED locked it) while it waits for this one.
+pub fn mark_draws(client: &SpiClient, key: DrawsKey, cap: Option<i64>) -> QResult<()> {
+    let [pool, member, metric, window_start] = key.args()?;
+    query(client, &UNMARK_OTHER_DRAWS, [pool, member, metric, window_start], |_| Ok(()))?;
+    lock_draws(client, key)?;
+    let [pool, member, metric, window_start] = key.args()?;
+    query(client, &MARK_DRAWS, [pool, member, metric, window_start, ("cap", cap.into())], |_| Ok(())).map(drop)
 }
 
 /// Changes a locked draws row; returns what the member drew now.

@@ -45,10 +45,10 @@ SELECT quota.assign_plan(s(7101), 'bundled');
 SELECT quota.create_plan('paced', '{"paced": {"limit": null, "rate": [{"limit": 10, "per": "1 second", "burst": 10}]}}');
 SELECT quota.assign_plan(s(7200), 'paced');
 -- A pool of 100 AI units a day shared by 8 members with a cap of 20 each, their own plan
--- counting notes (pools).
+-- counting diary entries (pools).
 SELECT quota.create_plan('class100', '{"ai": {"limit": 100, "per": "day"}}');
-SELECT quota.create_plan('notes', '{"notes": {"limit": 100000, "per": "day"}}');
+SELECT quota.create_plan('diary', '{"diary": {"limit": 100000, "per": "day"}}');
 SELECT quota.assign_plan(s(7300), 'class100');
-SELECT quota.assign_plan(s(n), 'notes') FROM generate_series(7301, 7308) AS n;
+SELECT quota.assign_plan(s(n), 'diary') FROM generate_series(7301, 7308) AS n;
 SELECT quota.join_pool(s(7300), s(n)) FROM generate_series(7301, 7308) AS n;
 SELECT quota.set_pool_cap(s(7300), 'ai', 20);

@@ -165,6 +165,35 @@ SELECT fast AS marked_after FROM quota.counters WHERE subject = s(190106) AND me
 SELECT count(*) FROM (SELECT quota.consume(s(190106), 'ai') FROM generate_series(1, 3)) AS c;
 SELECT count(*) AS marked_members FROM quota.counters AS c JOIN quota.pool_members AS m ON m.member = c.subject WHERE c.fast;
 
+-- The pooled fast path: a member with nothing of its own for the metric is decided in one
+-- statement on its draws row and its pool's window, both marked by its first consume; the
+-- same decisions as the locked path, the cap cached; a cap change, an allocation (its own
+-- means again), leaving: each unmarks it.
+SELECT quota.create_plan('quick_class', '{"ai": {"limit": 50, "per": "month"}}');
+SELECT quota.assign_plan(s(190500), 'quick_class');
+SELECT quota.assign_plan(s(190501), 'team');
+SELECT quota.join_pool(s(190500), s(190501));
+SELECT quota.set_pool_cap(s(190500), 'ai', 5);
+CREATE FUNCTION pg_temp.marks() RETURNS text LANGUAGE sql AS $$
+    SELECT format('draws marked=%s cap=%s, pool marked=%s',
+                  (SELECT bool_or(fast) FROM quota.pool_draws WHERE member = s(190501)),
+                  (SELECT cap FROM quota.pool_draws WHERE member = s(190501) AND fast),
+                  (SELECT bool_or(fast) FROM quota.counters WHERE subject = s(190500))) $$;
+SELECT pg_temp.said(quota.consume(s(190501), 'ai', 2)) AS first_marks, pg_temp.marks();
+SELECT pg_temp.said(quota.consume(s(190501), 'ai', 2)) AS decided_on_the_marks, pg_temp.marks();
+SELECT pg_temp.said(quota.consume(s(190501), 'ai', 2)) AS over_the_cached_cap;
+SELECT quota.set_pool_cap(s(190500), 'ai', 8);
+SELECT pg_temp.marks() AS after_a_cap_change;
+SELECT pg_temp.said(quota.consume(s(190501), 'ai', 2)) AS marks_again, pg_temp.marks();
+SELECT allowed FROM quota.allocate(s(190500), s(190501), 'ai', 1);
+SELECT pg_temp.marks() AS after_an_allocation;
+SELECT pg_temp.said(quota.consume(s(190501), 'ai', 1)) AS its_own_means_first;
+SELECT pg_temp.said(quota.consume(s(190501), 'ai', 1)) AS the_pool_again, pg_temp.marks();
+SELECT quota.leave_pool(s(190500), s(190501));
+SELECT pg_temp.marks() AS after_leaving;
+SELECT count(*) AS pooled_events, count(DISTINCT (used, remaining)) AS distinct_answers
+  FROM quota.events WHERE subject = s(190501) AND pool IS NOT NULL AND kind = 'consume';
+
 -- Mistakes get their SQLSTATE.
 SELECT try($$SELECT quota.join_pool(s(190100), s(190100))$$);
 SELECT try($$SELECT quota.join_pool(s(190200), s(190101))$$);

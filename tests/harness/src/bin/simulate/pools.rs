@@ -1,5 +1,6 @@
 //! The pools part of the simulation: each connection owns a pool (plan sim_pool: 150
-//! "calls", lifetime) and its two members (plan sim_a with an override of 2 "calls"), and
+//! "calls", lifetime) and its two members (plan sim_a with an override of 2 "calls" and of
+//! none: the second pays only with what it is given, so the pooled fast path decides it), and
 //! drives them with consume, record, check, reserve, settle, release, give_back, allocate,
 //! revoke, caps, leaving and joining. The model, written from docs/pools.md: a member's own
 //! means (its allowance, then its grants, allocations among them) pay an amount they cover
@@ -13,7 +14,7 @@ use super::{compare, db, decision, fail, Expected, Fail, Grant, Hold, Subject, W
 /// The pool's plan: its limit of "calls" (METRICS[0]).
 pub const POOL_PLAN: (&str, i64) = ("sim_pool", 150);
 /// What each member's own plan allows it (an override of sim_a's "calls").
-const OWN_ALLOWANCE: i64 = 2;
+const OWN_ALLOWANCE: [i64; 2] = [2, 0];
 const CALLS: usize = 0;
 
 #[derive(Debug, Clone)]
@@ -56,9 +57,10 @@ impl PoolModel {
     pub fn new(pool: Uuid, members: [Uuid; 2]) -> Self {
         let members = members
             .iter()
-            .map(|&id| {
+            .zip(OWN_ALLOWANCE)
+            .map(|(&id, own)| {
                 let mut subject = Subject::new(id);
-                subject.overrides[CALLS] = Some(Some(OWN_ALLOWANCE));
+                subject.overrides[CALLS] = Some(Some(own));
                 Member { subject, drawn: 0, cap: None, in_pool: true, allocations: Vec::new() }
             })
             .collect();
@@ -156,7 +158,7 @@ impl Worker {
         for m in 0..2 {
             let id = self.pool.members[m].subject.id;
             self.client.execute("SELECT quota.assign_plan($1, 'sim_a')", &[&id]).map_err(db)?;
-            self.client.execute("SELECT quota.set_override($1, 'calls', $2)", &[&id, &OWN_ALLOWANCE]).map_err(db)?;
+            self.client.execute("SELECT quota.set_override($1, 'calls', $2)", &[&id, &OWN_ALLOWANCE[m]]).map_err(db)?;
             self.client.execute("SELECT quota.join_pool($1, $2)", &[&pool, &id]).map_err(db)?;
             self.count("assign_plan");
             self.count("set_override");
