@@ -27,9 +27,12 @@ pub enum Outcome {
     /// The marked window has no room: denied, as the slow path would (rate_limited when a
     /// cached rule has no room either); its ledger row is still to be written.
     Denied { decision: Decision, window: Window },
-    /// No marked window, one with room after all (a concurrent give-back or reset), or one
-    /// whose cached rate rules have expired.
+    /// A marked window with room after all (a concurrent give-back or reset), or whose
+    /// cached rate rules have expired.
     SlowPath,
+    /// No marked window (the subject's first consume in the window, one that cannot be
+    /// marked, or a pool's member: see src/pools/mod.rs).
+    NotMarked,
 }
 
 pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
@@ -39,7 +42,7 @@ pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadat
         return Ok(Outcome::Decided(decided));
     }
     let Some(marked) = fast_path::marked_window(client, at_now)? else {
-        return Ok(Outcome::SlowPath);
+        return Ok(Outcome::NotMarked);
     };
     let Some(rules) = marked.rules else {
         return Ok(Outcome::SlowPath); // a cached rule has expired

@@ -211,6 +211,7 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         }
     }
     let fast_path = mode == Mode::Consume && schema::has(client, Part::FastPath)?;
+    // A pool's member is decided on its draws (src/pools/mod.rs), others on their window.
     if fast_path && pools::hinted(request.subject) {
         if let Some(decision) = pools::fast_consume(client, request, key, metadata)? {
             return Ok(decision);
@@ -221,7 +222,12 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
             fast_path::Outcome::Denied { decision, window } => {
                 return write_event(client, Entry { key, metadata, ..Entry::new(request.subject, mode, window) }, decision);
             }
-            fast_path::Outcome::SlowPath => {}
+            fast_path::Outcome::NotMarked if pools::metric_hinted(request.metric) => {
+                if let Some(decision) = pools::fast_consume(client, request, key, metadata)? {
+                    return Ok(decision);
+                }
+            }
+            fast_path::Outcome::NotMarked | fast_path::Outcome::SlowPath => {}
         }
     }
     let mut governing = governing_with_assignment(client, request)?;
@@ -234,7 +240,7 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         pools::lock_member(client, request, call)?;
     }
     if fast_path {
-        pools::remember(request.subject, pool.is_some());
+        pools::remember(request.subject, request.metric, pool.is_some());
     }
     let window = governing.counting_window(request.at)?;
     let allowance = governing.allowance();

@@ -148,38 +148,60 @@ pub fn pool_of(client: &SpiClient, member: Uuid) -> QResult<Option<Uuid>> {
 }
 
 thread_local! {
-    // Subjects this backend last saw as members its pool paid for: their consume tries the
-    // pooled fast path instead of consume's own (a member's windows are never marked).
-    // Only a hint: a stale one costs a statement, never a wrong decision.
+    // What this backend learned of the pooled fast path: the subjects its pools paid for
+    // last (their consume tries it first: a member's windows are never marked), and the
+    // metrics any pool paid for (a consume of such a metric whose window is not marked tries
+    // it next). Only hints: a stale one costs a statement, never a wrong decision.
     static POOLED_MEMBERS: RefCell<HashSet<Uuid>> = RefCell::new(HashSet::new());
+    static POOLED_METRICS: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
-/// At most this many hints per backend; past it they are forgotten at once.
-const POOLED_MEMBER_HINTS: usize = 65_536;
+/// At most this many hints of each kind per backend; past it they are forgotten at once.
+const POOLED_HINTS: usize = 65_536;
 
+/// Whether the member's consume should try the pooled fast path before consume's own.
 pub fn hinted(member: Uuid) -> bool {
     POOLED_MEMBERS.with(|hints| hints.borrow().contains(&member))
 }
 
+/// Whether a consume of the metric whose window is not marked should try the pooled fast
+/// path.
+pub fn metric_hinted(metric: &str) -> bool {
+    POOLED_METRICS.with(|hints| hints.borrow().contains(metric))
+}
+
 /// Remembers whether the subject's last consume was paid for by a pool.
-pub fn remember(member: Uuid, pooled: bool) {
+pub fn remember(member: Uuid, metric: &str, pooled: bool) {
     POOLED_MEMBERS.with(|hints| {
         let mut hints = hints.borrow_mut();
         if !pooled {
             hints.remove(&member);
             return;
         }
-        if hints.len() >= POOLED_MEMBER_HINTS {
+        if hints.len() >= POOLED_HINTS {
             hints.clear();
         }
         hints.insert(member);
-    })
+    });
+    if pooled && !metric_hinted(metric) {
+        POOLED_METRICS.with(|hints| {
+            let mut hints = hints.borrow_mut();
+            if hints.len() >= POOLED_HINTS {
+                hints.clear();
+            }
+            hints.insert(metric.to_string());
+        });
+    }
 }
 
-/// A hinted member's consume on its draws row and its pool's window, both marked: one
-/// statement; None when the locked path must decide.
+/// A member's consume on its draws row and its pool's window, both marked: one statement;
+/// None when the locked path must decide.
 pub fn fast_consume(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
-    statements::fast_consume(client, request.subject, request.metric, request.amount, request.now, key, metadata)
+    let decided = statements::fast_consume(client, request.subject, request.metric, request.amount, request.now, key, metadata)?;
+    if decided.is_some() {
+        remember(request.subject, request.metric, true);
+    }
+    Ok(decided)
 }
 
 /// Marks the member's draws row of the pool's current window, and the pool's window, for
