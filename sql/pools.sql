@@ -46,10 +46,15 @@ CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.pool_c
 
 -- Where a sharded deployment sends a subject's rows: a member goes with its pool.
 CREATE FUNCTION quota.routing_key(subject uuid) RETURNS uuid
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce((SELECT m.pool FROM quota.pool_members AS m WHERE m.member = routing_key.subject), routing_key.subject)
+BEGIN
+    IF subject IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'subject must not be NULL';
+    END IF;
+    RETURN coalesce((SELECT m.pool FROM quota.pool_members AS m WHERE m.member = routing_key.subject), routing_key.subject);
+END
 $$;
 
 -- Whose rows the signed-in user may read besides their own (row level security, in

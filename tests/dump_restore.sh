@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pg_dump of a database using pg_quota, restored into a new database: plans, assignments,
-# overrides, resets, counters, grants, reservations, rate overrides and state and the ledger
-# survive, and
+# overrides, resets, counters, grants, reservations, rate overrides and state, pools (members,
+# caps, admins, draws, allocations) and the ledger survive, and
 # consumption continues correctly (limits, idempotency keys, new event ids, audit).
 set -euo pipefail
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
@@ -22,6 +22,13 @@ SELECT quota.create_plan('paced', '{"api": {"rate": [{"limit": 1, "per": "1 hour
 SELECT quota.assign_plan('00000000-0000-0000-0000-000000000004', 'paced');
 SELECT quota.set_rate_override('00000000-0000-0000-0000-000000000004', 'api', '1 day', 3);
 SELECT quota.consume('00000000-0000-0000-0000-000000000004', 'api', 2);
+SELECT quota.create_plan('team', '{"seats": {"limit": 10, "per": "lifetime"}}');
+SELECT quota.assign_plan('00000000-0000-0000-0000-0000000000aa', 'team');
+SELECT quota.join_pool('00000000-0000-0000-0000-0000000000aa', '00000000-0000-0000-0000-000000000005');
+SELECT quota.set_pool_cap('00000000-0000-0000-0000-0000000000aa', 'seats', 4);
+SELECT quota.set_pool_admin('00000000-0000-0000-0000-0000000000aa', '00000000-0000-0000-0000-000000000006');
+SELECT quota.consume('00000000-0000-0000-0000-000000000005', 'seats', 3);
+SELECT quota.allocate('00000000-0000-0000-0000-0000000000aa', '00000000-0000-0000-0000-000000000005', 'seats', 2, 'seat-gift');
 SQL
 fingerprint() {
   command psql -X -qtA -d "$1" -c "
@@ -38,7 +45,12 @@ fingerprint() {
       SELECT 'events', count(*) FROM quota.events UNION ALL
       SELECT 'admin_changes', count(*) FROM quota.admin_changes UNION ALL
       SELECT 'rate_overrides', count(*) FROM quota.rate_overrides UNION ALL
-      SELECT 'rate_state', count(*) FROM quota.rate_state WHERE tat_us > 0) AS f"
+      SELECT 'rate_state', count(*) FROM quota.rate_state WHERE tat_us > 0 UNION ALL
+      SELECT 'pool_members', count(*) FROM quota.pool_members UNION ALL
+      SELECT 'pool_caps', count(*) FROM quota.pool_caps UNION ALL
+      SELECT 'pool_admins', count(*) FROM quota.pool_admins UNION ALL
+      SELECT 'pool_draws', sum(drawn) FROM quota.pool_draws UNION ALL
+      SELECT 'allocations', count(*) FROM quota.allocations) AS f"
 }
 before=$(fingerprint "$src")
 pg_dump -Fc -d "$src" | pg_restore -d "$dst"
@@ -70,6 +82,14 @@ BEGIN
     -- The rule's state came along: its burst of 2 is spent.
     d := quota.consume('00000000-0000-0000-0000-000000000004', 'api', 1);
     IF d.allowed OR d.reason <> 'rate_limited' THEN RAISE EXCEPTION 'the rate state was lost: %', d; END IF;
+    -- The pool came along: the member's cap (4, 3 drawn) and its allocation of 2 (spent first).
+    d := quota.consume('00000000-0000-0000-0000-000000000005', 'seats', 2);
+    IF NOT d.allowed OR d.from_grants <> 2 THEN RAISE EXCEPTION 'the allocation was lost: %', d; END IF;
+    d := quota.consume('00000000-0000-0000-0000-000000000005', 'seats', 2);
+    IF d.reason <> 'cap_reached' THEN RAISE EXCEPTION 'the cap or the draws were lost: %', d; END IF;
+    IF (SELECT (quota.allocate('00000000-0000-0000-0000-0000000000aa', '00000000-0000-0000-0000-000000000005', 'seats', 2, 'seat-gift')).replayed) IS NOT TRUE THEN
+        RAISE EXCEPTION 'the allocation key was lost';
+    END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after restore'; END IF;
 END $$;
 SQL

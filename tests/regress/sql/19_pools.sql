@@ -206,6 +206,7 @@ SELECT try($$SELECT quota.allocate(s(190100), s(190201), 'ai', 1)$$);
 SELECT try($$SELECT quota.allocate(s(190100), s(190101), 'projects', 1)$$);
 SELECT try($$SELECT quota.allocate(s(190100), s(190101), 'ai', 0)$$);
 SELECT try($$SELECT quota.revoke_allocation('00000000-0000-0000-0000-000000000000')$$);
+SELECT try($$SELECT quota.routing_key(NULL)$$);
 
 -- Who sees what, through row level security and the functions' own checks. The teacher is
 -- the pool; 190300 is named its admin; 190101 a student; 190301 a stranger; 190302 wrote

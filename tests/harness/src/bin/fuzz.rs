@@ -19,20 +19,27 @@ use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 use postgres::Client;
 
 /// Every function the README documents (trigger functions are exercised by the SQL suites).
-const DOCUMENTED: [&str; 33] = [
+const DOCUMENTED: [&str; 42] = [
     "consume", "check", "require", "record", "record_batch", "reserve", "settle", "release", "give_back", "usage",
     "current_subject", "my_usage", "my_check", "create_plan", "set_limits", "assign_plan", "set_override",
     "clear_override", "reset", "grant", "revoke_grant", "audit", "expire_reservations", "enforce_on", "enforce_off",
     "setup_supabase", "consume_many", "require_many", "require_reservation", "explain_denial", "current_quota_role",
-    "teardown_supabase", "subject_for",
+    "teardown_supabase", "subject_for", "join_pool", "leave_pool", "set_pool_cap", "clear_pool_cap", "set_pool_admin",
+    "allocate", "revoke_allocation", "pool_usage", "routing_key",
 ];
 /// The functions a signed-in user may call only with `app_metadata.quota_role` admin, and
 /// the one that also lets support through.
-const IN_APP_ADMIN: [&str; 6] = ["assign_plan", "set_override", "clear_override", "reset", "grant", "revoke_grant"];
+const IN_APP_ADMIN: [&str; 8] =
+    ["assign_plan", "set_override", "clear_override", "reset", "grant", "revoke_grant", "join_pool", "revoke_allocation"];
 const IN_APP_SUPPORT: &str = "usage";
+/// A pool's functions, which a signed-in user may also call for the pool that is its own
+/// subject (their first argument); and leave_pool, also for itself (its second).
+const POOL_ADMIN: [&str; 4] = ["set_pool_cap", "clear_pool_cap", "set_pool_admin", "allocate"];
 /// Functions that must return a value whenever they do not raise.
-const NEVER_NULL: [&str; 10] =
-    ["consume", "check", "require", "record", "reserve", "settle", "give_back", "grant", "expire_reservations", "subject_for"];
+const NEVER_NULL: [&str; 13] = [
+    "consume", "check", "require", "record", "reserve", "settle", "give_back", "grant", "expire_reservations", "subject_for",
+    "allocate", "revoke_allocation", "routing_key",
+];
 const SUBJECT: &str = "00000000-0000-0000-0000-00000000f00d";
 
 /// Values for a parameter of type `ty`, as text (None = NULL).
@@ -208,9 +215,25 @@ fn main() {
             Ok(row) => {
                 *states.entry("ok".into()).or_default() += 1;
                 if let Some((text, role)) = &signed_in {
+                    let admin = *role == Some("admin");
+                    let signed = text.contains(SUBJECT);
+                    let own = |arg: usize| signed && values.get(arg).and_then(|v| v.as_deref()) == Some(SUBJECT);
+                    // An earlier committed call may have named the user an admin of the pool.
+                    let mut named_admin = || -> bool {
+                        signed
+                            && client
+                                .query_one(
+                                    "SELECT EXISTS (SELECT FROM quota.pool_admins WHERE pool::text = $1 AND admin = $2::text::uuid)",
+                                    &[&values[0], &SUBJECT],
+                                )
+                                .map(|row| row.get::<_, bool>(0))
+                                .unwrap_or(false)
+                    };
                     let allowed = match function.name.as_str() {
-                        name if IN_APP_ADMIN.contains(&name) => *role == Some("admin"),
+                        name if IN_APP_ADMIN.contains(&name) => admin,
                         IN_APP_SUPPORT => role.is_some(),
+                        name if POOL_ADMIN.contains(&name) => admin || own(0) || named_admin(),
+                        "leave_pool" => admin || own(0) || own(1) || named_admin(),
                         _ => true,
                     };
                     if !allowed {
