@@ -27,22 +27,29 @@ pub enum Outcome {
     /// The marked window has no room: denied, as the slow path would (rate_limited when a
     /// cached rule has no room either); its ledger row is still to be written.
     Denied { decision: Decision, window: Window },
-    /// A marked window with room after all (a concurrent give-back or reset), or whose
-    /// cached rate rules have expired.
+    /// No marked window, one with room after all (a concurrent give-back or reset), or one
+    /// whose cached rate rules have expired.
     SlowPath,
-    /// No marked window (the subject's first consume in the window, one that cannot be
-    /// marked, or a pool's member: see src/pools/mod.rs).
-    NotMarked,
 }
 
-pub fn consume(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
-    let at_now = CounterKeyAt { subject: request.subject, metric: request.metric, now: request.now, instant: request.instant };
+/// The fast statement alone: the consume paid from the marked window, or None (see
+/// `after_miss`).
+pub fn take(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
     let first = fast_path::first_statement(client, request.metric)?;
-    if let Some(decided) = fast_path::consume(client, at_now, first, request.amount, key, metadata)? {
-        return Ok(Outcome::Decided(decided));
-    }
+    fast_path::consume(client, at_now(request), first, request.amount, key, metadata)
+}
+
+fn at_now<'a>(request: &Request<'a>) -> CounterKeyAt<'a> {
+    CounterKeyAt { subject: request.subject, metric: request.metric, now: request.now, instant: request.instant }
+}
+
+/// After the fast statement took nothing: whether the window is marked, and then the denial
+/// it decides, or the rated statement it still has to try.
+pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
+    let at_now = at_now(request);
+    let first = fast_path::first_statement(client, request.metric)?;
     let Some(marked) = fast_path::marked_window(client, at_now)? else {
-        return Ok(Outcome::NotMarked);
+        return Ok(Outcome::SlowPath);
     };
     let Some(rules) = marked.rules else {
         return Ok(Outcome::SlowPath); // a cached rule has expired

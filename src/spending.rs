@@ -211,23 +211,28 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         }
     }
     let fast_path = mode == Mode::Consume && schema::has(client, Part::FastPath)?;
-    // A pool's member is decided on its draws (src/pools/mod.rs), others on their window.
+    // A pool's member is decided on its draws (src/pools/mod.rs), others on their window:
+    // a member this backend knows goes to its draws at once; after a miss on the window, a
+    // metric some pool pays for tries the draws before the window's denial is read.
     if fast_path && pools::hinted(request.subject) {
         if let Some(decision) = pools::fast_consume(client, request, key, metadata)? {
             return Ok(decision);
         }
     } else if fast_path {
-        match fast_path::consume(client, request, key, metadata)? {
+        if let Some(decision) = fast_path::take(client, request, key, metadata)? {
+            return Ok(decision);
+        }
+        if pools::metric_hinted(request.metric) {
+            if let Some(decision) = pools::fast_consume(client, request, key, metadata)? {
+                return Ok(decision);
+            }
+        }
+        match fast_path::after_miss(client, request, key, metadata)? {
             fast_path::Outcome::Decided(decision) => return Ok(decision),
             fast_path::Outcome::Denied { decision, window } => {
                 return write_event(client, Entry { key, metadata, ..Entry::new(request.subject, mode, window) }, decision);
             }
-            fast_path::Outcome::NotMarked if pools::metric_hinted(request.metric) => {
-                if let Some(decision) = pools::fast_consume(client, request, key, metadata)? {
-                    return Ok(decision);
-                }
-            }
-            fast_path::Outcome::NotMarked | fast_path::Outcome::SlowPath => {}
+            fast_path::Outcome::SlowPath => {}
         }
     }
     let mut governing = governing_with_assignment(client, request)?;
