@@ -290,6 +290,12 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     if counted != 0 {
         counters::adjust_counter(client, request.counter(window), -counted, 0)?;
     }
+    replay_the_key_holder(client, request, key)
+}
+
+/// The decision of the call that committed this request's key first, after this one's
+/// ledger row conflicted with it and its count was undone.
+pub fn replay_the_key_holder(client: &SpiClient, request: &Request, key: Option<&str>) -> QResult<Decision> {
     let key = key.ok_or_else(|| QuotaError::internal("a ledger row without a key conflicted"))?;
     let original = ledger::find_replay(client, request.subject, request.metric, key)?
         .ok_or_else(|| QuotaError::internal("an idempotency key conflicted without its ledger row"))?;
@@ -336,7 +342,7 @@ pub fn write_event(client: &SpiClient, entry: Entry, decision: Decision) -> QRes
 }
 
 /// write_event, or None when a concurrent consume or record committed the same key first.
-fn try_write_event(client: &SpiClient, entry: Entry, decision: Decision) -> QResult<Option<Decision>> {
+pub fn try_write_event(client: &SpiClient, entry: Entry, decision: Decision) -> QResult<Option<Decision>> {
     let event = EventRow {
         subject: entry.subject,
         kind: EventKind::of(entry.mode, &decision),

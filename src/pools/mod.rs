@@ -26,7 +26,7 @@ use pgrx::Uuid;
 use quota_rules::decide::{after_holds, ceiling, remaining, remaining_with_grants, Ceiling, Decision, Limit, Reason, Split, Standing};
 use quota_rules::governing::Governing;
 use quota_rules::pool::{cap_binds, cap_left, member_remaining, pooled_split};
-use quota_rules::request::{self, Mode, ReservationStatus};
+use quota_rules::request::{Mode, ReservationStatus};
 use quota_rules::window::{Micros, Window};
 
 use crate::error::{QResult, QuotaError};
@@ -34,9 +34,11 @@ use crate::fast_path;
 use crate::store::fast_path as fast_path_keys;
 use crate::jsonb::Jsonb;
 use crate::rates::{self, RateCheck, StateRows};
-use crate::spending::{governing_with_assignment, lock_capacity, rate_limited, resolve_known, write_event, Capacity, Entry, Request};
+use crate::spending::{
+    governing_with_assignment, lock_capacity, rate_limited, replay_the_key_holder, resolve_known, try_write_event, write_event, Capacity,
+    Entry, Request,
+};
 use crate::store::counters;
-use crate::store::ledger;
 use crate::store::pools::{self as statements, DrawsKey, Seat};
 use crate::store::reservations::{self as held_rows, NewHold, Reservation};
 use crate::store::schema::{self, Part};
@@ -384,7 +386,20 @@ pub fn take_decided(
         rate.commit(client, &call.request)?;
         statements::adjust_draws(client, draws, drawn)?;
     }
-    write_event(client, entry(&taken.grants_taken), decision)
+    if let Some(written) = try_write_event(client, entry(&taken.grants_taken), decision)? {
+        return Ok(written);
+    }
+    // A concurrent record with the same key committed first (a record takes no key lock):
+    // undo this one's count in the pool's window and the member's draws (the pool's grants
+    // were not spent yet) and answer with that call's decision.
+    let counted = taken.split.as_ref().map_or(0, Split::counted);
+    if counted != 0 {
+        counters::adjust_counter(client, call.request.counter(call.window), -counted, 0)?;
+    }
+    if drawn != 0 {
+        statements::adjust_draws(client, draws, -drawn)?;
+    }
+    replay_the_key_holder(client, request, key)
 }
 
 /// consume and record of a member its own means do not cover: decided and taken at once.
@@ -397,14 +412,6 @@ pub fn spend_from_pool(
     key: Option<&str>,
     metadata: Option<Jsonb>,
 ) -> QResult<Decision> {
-    if let (Mode::Record, Some(key)) = (mode, key) {
-        // A record takes no key lock on its own path (src/spending.rs); here a concurrent
-        // retry waits, then replays, rather than count in the pool twice.
-        ledger::lock_idempotency_key(client, request.subject, request.metric, key)?;
-        if let Some(original) = ledger::find_replay(client, request.subject, request.metric, key)? {
-            return Ok(request::replay(original, request.metric, request.amount, key)?);
-        }
-    }
     let draws = call.draws(request.subject);
     let drawn = statements::lock_draws(client, draws)?;
     let rules = if mode == Mode::Consume { &call.governing.rates[..] } else { &[] };

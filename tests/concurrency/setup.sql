@@ -52,3 +52,8 @@ SELECT quota.assign_plan(s(7300), 'class100');
 SELECT quota.assign_plan(s(n), 'diary') FROM generate_series(7301, 7308) AS n;
 SELECT quota.join_pool(s(7300), s(n)) FROM generate_series(7301, 7308) AS n;
 SELECT quota.set_pool_cap(s(7300), 'ai', 20);
+-- Offline devices of a pool's members resending their records (pool_records).
+SELECT quota.assign_plan(s(7310), 'class100');
+SELECT quota.assign_plan(s(n), 'diary') FROM generate_series(7311, 7314) AS n;
+SELECT quota.join_pool(s(7310), s(n)) FROM generate_series(7311, 7314) AS n;
+SELECT quota.set_pool_cap(s(7310), 'ai', 20);
