@@ -225,7 +225,8 @@ SELECT c.caller,
        pg_temp.request('authenticated', c.claims, $$SELECT count(DISTINCT subject) FROM quota.events WHERE subject BETWEEN s(190101) AND s(190106)$$) AS members_ledgers,
        pg_temp.request('authenticated', c.claims, $$SELECT count(*) FROM quota.events WHERE subject = s(190100)$$) AS pool_ledger,
        pg_temp.request('authenticated', c.claims, $$SELECT count(*) FROM quota.counters WHERE subject = s(190100)$$) AS pool_counters,
-       pg_temp.request('authenticated', c.claims, $$SELECT string_agg(metric || ':' || coalesce(pool_remaining::text, '-'), ',') FROM quota.my_usage()$$) AS my_usage
+       pg_temp.request('authenticated', c.claims, $$SELECT string_agg(metric || ':' || coalesce(pool_remaining::text, '-'), ',') FROM quota.my_usage()$$) AS my_usage,
+       pg_temp.request('authenticated', c.claims, $$SELECT d.reason || ' ' || coalesce(d.remaining::text, '-') FROM quota.my_check('ai', 3) AS d$$) AS my_check
   FROM pool_callers AS c ORDER BY c.caller;
 SELECT c.caller,
        pg_temp.request('authenticated', c.claims, $$SELECT (quota.allocate(s(190100), s(190105), 'ai', 1)).allowed$$) AS allocate,
