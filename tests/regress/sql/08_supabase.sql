@@ -102,10 +102,17 @@ SELECT p.proname,
        has_function_privilege('service_role', p.oid, 'EXECUTE') AS service_role
   FROM pg_proc p WHERE p.pronamespace = 'quota'::regnamespace ORDER BY 1;
 -- No end-user function takes a subject, but those that let only a signed-in user whose
--- claims make them support or admin through (15_supabase_admins tests each of them).
+-- claims make them support or admin through (15_supabase_admins tests each of them), and a
+-- pool's functions, which let through only the pool itself, its named admins, pg_quota
+-- admins and (leave_pool) the member itself, and pool_usage, which reads through row level
+-- security (19_pools tests each of them as each kind of caller).
 CREATE TEMP TABLE in_app_admin (proname name PRIMARY KEY);
 INSERT INTO in_app_admin VALUES ('usage'), ('assign_plan'), ('set_override'), ('clear_override'), ('reset'),
-                                ('grant'), ('revoke_grant');
+                                ('grant'), ('revoke_grant'), ('join_pool'), ('leave_pool'), ('set_pool_cap'),
+                                ('clear_pool_cap'), ('set_pool_admin'), ('allocate'), ('revoke_allocation'), ('pool_usage');
+-- What row level security asks of pools: SECURITY DEFINER so that a policy can read
+-- memberships the caller cannot, each about the caller's own subject only (sql/pools.sql).
+INSERT INTO in_app_admin VALUES ('my_pool'), ('administered_pools'), ('administered_subjects');
 SELECT p.oid::regprocedure AS end_user_function_with_a_subject
   FROM pg_proc p
  WHERE p.pronamespace = 'quota'::regnamespace AND has_function_privilege('authenticated', p.oid, 'EXECUTE')
@@ -114,7 +121,7 @@ SELECT p.oid::regprocedure AS end_user_function_with_a_subject
 
 -- Catalog checks like Supabase's database linter: all must be empty.
 -- (The in-app admin functions are SECURITY DEFINER and executable by authenticated on
--- purpose: they check the caller's quota_role claim first. The pre-request function
+-- purpose: they check the caller's quota_role claim (or, for a pool's, its JWT subject) first. The pre-request function
 -- limit_request is executable by anon and authenticated on purpose: it takes no subject and
 -- spends only the caller's own (JWT sub, or client address). Nothing else is executable by anon.)
 SELECT 'security definer executable by anon/authenticated' AS lint, p.oid::regprocedure::text AS object
