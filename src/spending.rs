@@ -212,10 +212,14 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
     }
     let fast_path = mode == Mode::Consume && schema::has(client, Part::FastPath)?;
     // A pool's member is decided on its draws (src/pools/mod.rs), others on their window:
-    // a member this backend knows goes to its draws at once; after a miss on the window, a
-    // metric some pool pays for tries the draws before the window's denial is read.
+    // a member this backend knows goes to its draws at once (their denial too); after a miss
+    // on the window, a metric some pool pays for tries the draws before the window's denial
+    // is read.
     if fast_path && pools::hinted(request.subject) {
         if let Some(decision) = pools::fast_consume(client, request, key, metadata)? {
+            return Ok(decision);
+        }
+        if let Some(decision) = pools::fast_denial(client, request, key, metadata)? {
             return Ok(decision);
         }
     } else if fast_path {

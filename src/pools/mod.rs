@@ -206,6 +206,26 @@ pub fn fast_consume(client: &SpiClient, request: &Request, key: Option<&str>, me
     Ok(decided)
 }
 
+/// After the pooled fast path took nothing: the denial its marks decide, as the locked path
+/// would (the pool's, or the cap's while the pool could pay), with its ledger row; None when
+/// nothing is marked, or the amount fits after all (a concurrent give-back or reset).
+pub fn fast_denial(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
+    let Some(marked) = statements::marked_pooled(client, request.subject, request.metric, request.now)? else {
+        return Ok(None);
+    };
+    let room = remaining(marked.allowance, marked.used);
+    let standing = CapStanding { cap: marked.cap, drawn: marked.drawn, held: 0 };
+    if pooled_split(request.amount, room, &[], standing.left(), false).is_some() {
+        return Ok(None);
+    }
+    let pool_request = Request { subject: marked.pool, ..*request };
+    let pool_standing = Standing { used: marked.used, reserved: 0, grants_left: 0 };
+    let denied = pool_request.decision(None, pool_standing, marked.allowance, marked.window);
+    let denied = standing.view(denied, cap_binds(request.amount, room, &[], standing.left()));
+    let entry = Entry { key, metadata, pool: Some(marked.pool), ..Entry::new(request.subject, Mode::Consume, marked.window) };
+    write_event(client, entry, denied).map(Some)
+}
+
 /// Marks the member's draws row of the pool's current window, and the pool's window, for
 /// the pooled fast path when both can be decided on alone: the member's own means pay
 /// nothing for the metric (an assigned plan with no allowance for it, no usable grants, no

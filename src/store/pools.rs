@@ -65,6 +65,16 @@ thread_local! {
     ) };
     // Marks the member's draws row of the window: its cap cached, every other row of its
     // (member, metric) unmarked.
+    // After FAST_POOLED took nothing: the member's marked draws row and its pool's marked
+    // window as this snapshot has them, for the denial they decide (a denial moves nothing,
+    // so it needs no lock).
+    static MARKED_POOLED: Kept = const { Kept::new(
+        "SELECT d.pool, c.window_start, c.window_end, c.used::int8 AS used, c.allowance, d.drawn::int8 AS drawn, d.cap
+           FROM quota.pool_draws AS d
+           JOIN quota.counters AS c ON c.subject = d.pool AND c.metric = d.metric AND c.window_start = d.window_start
+          WHERE d.member = $member AND d.metric = $metric AND d.fast AND c.fast AND NOT c.rated AND c.held = 0
+            AND c.window_start <= $now AND (c.window_end IS NULL OR c.window_end > $now)",
+    ) };
     // Whether the member's draws row of the window and the pool's counter are both marked
     // already (a consume the pooled fast path could not take: a denial).
     static MARKED_FOR_FAST_POOLED: Kept = const { Kept::new(
@@ -256,6 +266,30 @@ pub fn fast_consume(client: &SpiClient, member: Uuid, metric: &str, amount: i64,
 /// Whether FAST_POOLED could find the member's draws row and the pool's window marked.
 pub fn marked_for_fast_pooled(client: &SpiClient, key: DrawsKey) -> QResult<bool> {
     the_row(query_row(client, &MARKED_FOR_FAST_POOLED, key.args()?, |row| not_null(row, "marked"))?)
+}
+
+/// The member's marked draws and its pool's marked window (MARKED_POOLED).
+pub struct MarkedPooled {
+    pub pool: Uuid,
+    pub window: Window,
+    pub used: i64,
+    pub allowance: Option<i64>,
+    pub drawn: i64,
+    pub cap: Option<i64>,
+}
+
+pub fn marked_pooled(client: &SpiClient, member: Uuid, metric: &str, now: Micros) -> QResult<Option<MarkedPooled>> {
+    let args = [("member", member.into()), ("metric", metric.into()), ("now", timestamp(now)?.into())];
+    query_row(client, &MARKED_POOLED, args, |row| {
+        Ok(MarkedPooled {
+            pool: not_null(row, "pool")?,
+            window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
+            used: not_null(row, "used")?,
+            allowance: column(row, "allowance")?,
+            drawn: not_null(row, "drawn")?,
+            cap: column(row, "cap")?,
+        })
+    })
 }
 
 /// Marks the member's draws row of the window for the pooled fast path, with its cap. Its
