@@ -43,6 +43,11 @@ CREATE POLICY pool_rows ON quota.pool_draws   FOR SELECT USING (member = (SELECT
                                                    OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY pool_rows ON quota.allocations  FOR SELECT USING (member = (SELECT quota.current_subject()) OR pool = ANY ((SELECT quota.administered_pools())::uuid[])
                                                    OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.alert_overrides FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = ANY ((SELECT quota.administered_subjects())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
+-- A user's alerts, for an in-app notification list: its own, its pool's admins', support's.
+CREATE POLICY own_rows ON quota.alerts       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = ANY ((SELECT quota.administered_subjects())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY admins ON quota.admin_changes  FOR SELECT USING ((SELECT quota.current_quota_role()) = 'admin');
 -- A user sees the plan they are on (assignments shows them only their own) and the default
 -- plan they would get, and those plans' limits: enough for my_usage() and my_check().

@@ -29,6 +29,9 @@ CREATE TABLE quota.limits (
     -- ordered by per, "per" in its canonical text. Written only by create_plan / set_limits,
     -- which validate it.
     rate        jsonb NOT NULL DEFAULT '[]',
+    -- Usage alert rules as quota_rules::alert stores them: '{80%,100%,"50 left",depleted,recovered}'
+    -- (sql/alerts.sql). Written only by create_plan / set_limits, which validate them.
+    alerts      text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (plan, metric)
 );
 -- "Is this metric known at all?" is asked when a subject's plan lacks the metric.
@@ -122,6 +125,9 @@ CREATE DOMAIN quota.event_kind AS text
 -- metric) is marked, which the unique index counters_fast enforces. rated says that rate
 -- rules are cached beside the marked window (quota.rate_state's fast rows): a window marked
 -- without them is decided by a statement that does not look for any.
+-- alerted lists the alert rules that fired in the window (each fires once per window,
+-- sql/alerts.sql); alert_at is the usage at which the next one fires, which a marked row's
+-- fast path never reaches (it leaves that consume to the slow path, which fires it).
 -- fillfactor leaves room on each page so that the hot UPDATE of "used" stays HOT.
 CREATE TABLE quota.counters (
     subject      uuid NOT NULL,
@@ -133,9 +139,14 @@ CREATE TABLE quota.counters (
     allowance    bigint,
     fast         boolean NOT NULL DEFAULT false,
     rated        boolean NOT NULL DEFAULT false,
+    alerted      text[] NOT NULL DEFAULT '{}',
+    alert_at     bigint,
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
 CREATE UNIQUE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;
+-- Windows whose depletion no `recovered` has answered yet (sql/alerts.sql): few rows.
+CREATE INDEX counters_awaiting_recovery ON quota.counters (subject, metric, window_end)
+    WHERE 'depleted' = ANY (alerted) AND NOT ('recovered' = ANY (alerted));
 
 -- Holds taken by quota.reserve() before slow work (an AI call). A hold counts against what
 -- others can consume in its window until it is settled, released, or expires_at passes.
@@ -350,6 +361,51 @@ CREATE UNIQUE INDEX allocations_idempotency_key ON quota.allocations (pool, idem
 CREATE INDEX allocations_member ON quota.allocations (member) WHERE revoked_at IS NULL;
 CREATE INDEX events_pool ON quota.events (pool, metric, window_start) WHERE pool IS NOT NULL;
 
+-- A subject's own usage alert rules for a metric: they replace its plan's (an empty list
+-- silences them). Written by quota.set_alerts() / quota.clear_alerts().
+CREATE TABLE quota.alert_overrides (
+    subject     uuid NOT NULL,
+    metric      text NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    alerts      text[] NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (subject, metric)
+);
+
+-- The outbox of usage alerts (docs/alerts.md): one row per (subject, metric, window, rule)
+-- that fired, written in the transaction whose usage fired it; `recovered` once per
+-- depletion it answers, with the window usable now. The numbers are the window's after that
+-- usage; event_id is its ledger row (NULL when a change or the end of a window answered a
+-- depletion), cause what it was (consume, record, settle, allocate, grant, reset,
+-- plan_change, override, give_back, release, window_end).
+-- Delivery (the consumer API in sql/alerts.sql): attempts counts claims; a claim makes the
+-- row invisible to others until claimed_until; retry_alert() defers it to available_at;
+-- delivered_at once acknowledged; dead_at once it had max_attempts claims.
+CREATE TABLE quota.alerts (
+    subject       uuid NOT NULL,
+    alert_id      bigint GENERATED ALWAYS AS IDENTITY,
+    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    metric        text NOT NULL,
+    rule          text NOT NULL,
+    window_start  timestamptz NOT NULL,   -- '-infinity': a lifetime window never reset
+    resets_at     timestamptz,
+    used          bigint NOT NULL,
+    allowance     bigint,
+    remaining     bigint,
+    event_id      bigint,
+    cause         text NOT NULL,
+    attempts      integer NOT NULL DEFAULT 0,
+    available_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    claimed_by    text,
+    claimed_until timestamptz,
+    delivered_at  timestamptz,
+    dead_at       timestamptz,
+    last_error    text,
+    PRIMARY KEY (subject, alert_id)
+);
+CREATE UNIQUE INDEX alerts_alert_id ON quota.alerts (alert_id);
+-- What consumers claim from, in order.
+CREATE INDEX alerts_pending ON quota.alerts (alert_id) WHERE delivered_at IS NULL AND dead_at IS NULL;
+
 -- The result of consume / check / require.
 CREATE TYPE quota.decision AS (
     allowed         boolean,
@@ -442,6 +498,9 @@ SELECT pg_catalog.pg_extension_config_dump('quota.pool_admins', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.pool_caps', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.pool_draws', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.allocations', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.alert_overrides', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.alerts', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.alerts_alert_id_seq', '');
 
 -- Rows are reached through the functions (SECURITY DEFINER); nobody else sees or writes
 -- them until the policies of the end-user surface say so.
@@ -464,3 +523,5 @@ ALTER TABLE quota.pool_admins  ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.pool_caps    ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.pool_draws   ENABLE ROW LEVEL SECURITY;
 ALTER TABLE quota.allocations  ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.alert_overrides ENABLE ROW LEVEL SECURITY;
+ALTER TABLE quota.alerts       ENABLE ROW LEVEL SECURITY;

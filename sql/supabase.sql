@@ -94,7 +94,8 @@ DECLARE
     -- to the pool and its admins (a member may leave); src/callers.rs.
     in_app_admin constant text[] := ARRAY['usage', 'assign_plan', 'set_override', 'clear_override', 'reset',
                                           'grant', 'revoke_grant', 'join_pool', 'leave_pool', 'set_pool_cap',
-                                          'clear_pool_cap', 'set_pool_admin', 'allocate', 'revoke_allocation'];
+                                          'clear_pool_cap', 'set_pool_admin', 'allocate', 'revoke_allocation',
+                                          'set_alerts', 'clear_alerts'];
     fn regprocedure;
 BEGIN
     step := 'sign-up trigger quota_on_signup on auth.users';

@@ -14,6 +14,7 @@ use quota_rules::plan::{parse_limits, validate_metric, validate_plan_name};
 use quota_rules::request::{self, EventKind};
 use quota_rules::window::Micros;
 
+use crate::alerts;
 use crate::callers::authorize;
 use crate::changes::{audited, record, Change};
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
@@ -104,7 +105,8 @@ fn assign_plan(
             let change = Change { action: "assign_plan", subject: Some(subject), plan: Some(plan), ..Change::default() };
             audited(client, &caller, change, |client| assignment_state(client, subject), |client| {
                 statements::assign_plan(client, subject, plan, anchor)
-            })
+            })?;
+            alerts::recover(client, subject, None, "plan_change")
         })
     })
 }
@@ -123,7 +125,8 @@ fn set_override(subject: Option<Uuid>, metric: Option<&str>, allowance: Option<i
             let change = Change { action: "set_override", subject: Some(subject), metric: Some(metric), ..Change::default() };
             audited(client, &caller, change, |client| override_state(client, subject, metric), |client| {
                 statements::set_override(client, subject, metric, allowance)
-            })
+            })?;
+            alerts::recover(client, subject, Some(metric), "override")
         })
     })
 }
@@ -141,7 +144,8 @@ fn clear_override(subject: Option<Uuid>, metric: Option<&str>) -> Result<(), Err
             let change = Change { action: "clear_override", subject: Some(subject), metric: Some(metric), ..Change::default() };
             audited(client, &caller, change, |client| override_state(client, subject, metric), |client| {
                 statements::clear_override(client, subject, metric)
-            })
+            })?;
+            alerts::recover(client, subject, Some(metric), "override")
         })
     })
 }
@@ -175,6 +179,7 @@ fn grant(
             let change = Change { action: "grant", subject: Some(subject), metric: Some(metric), ..Change::default() };
             let after = grant_state(client, grant_id)?.map(|(_, _, state)| state);
             record(client, &caller, change, None, after)?;
+            alerts::recover(client, subject, Some(metric), "grant")?;
             Ok(grant_id)
         })
     })
@@ -219,7 +224,8 @@ fn reset(subject: Option<Uuid>, metric: default!(Option<&str>, "NULL")) -> Resul
             let change = Change { action: "reset", subject: Some(subject), metric, ..Change::default() };
             audited(client, &caller, change, |client| windows_state(client, subject, &metrics, now), |client| {
                 metrics.iter().try_for_each(|metric| start_window_over(client, subject, metric, now))
-            })
+            })?;
+            metrics.iter().try_for_each(|metric| alerts::recover(client, subject, Some(metric), "reset"))
         })
     })
 }

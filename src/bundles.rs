@@ -12,9 +12,11 @@ use pgrx::Uuid;
 
 use quota_rules::bundle::{parse_amounts, replay_bundle, Part};
 use quota_rules::decide::{Decision, Reason, Split};
+use quota_rules::governing::Governing;
 use quota_rules::request::{validate_idempotency_key, Mode};
 use quota_rules::window::Window;
 
+use crate::alerts::Alerting;
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::jsonb::Jsonb;
 use crate::pools::{self, PooledDecided};
@@ -61,6 +63,7 @@ struct Decided<'r> {
     /// What the subject's pool would pay, when the subject is a member and its own means
     /// do not cover the metric (src/pools.rs).
     pooled: Option<PooledDecided<'r>>,
+    governing: Governing,
 }
 
 fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Vec<Decision>> {
@@ -101,7 +104,7 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
             (Some(call), None, true) => Some(pools::decide_from_pool(client, request, call, Mode::Consume)?),
             _ => None,
         };
-        decided.push(Decided { request, window, allowance, capacity, paid, grants_left, rate, pooled });
+        decided.push(Decided { request, window, allowance, capacity, paid, grants_left, rate, pooled, governing });
     }
     let all_fit = decided.iter().all(|metric| metric.paid.is_some() || metric.pooled.as_ref().is_some_and(PooledDecided::fits));
     decided.into_iter().map(|metric| take(client, metric, all_fit, key, metadata)).collect()
@@ -110,7 +113,7 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
 /// Takes one metric's share (when every metric fits) and writes its ledger row; a metric
 /// that fits in a denied bundle only frees its expired holds and writes nothing.
 fn take(client: &SpiClient, metric: Decided, all_fit: bool, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Decision> {
-    let Decided { request, window, allowance, capacity, paid, grants_left, rate, pooled } = metric;
+    let Decided { request, window, allowance, capacity, paid, grants_left, rate, pooled, governing } = metric;
     if let Some(pooled) = pooled {
         if let Some(capacity) = capacity {
             capacity.take(client, request, window, None, 0)?;
@@ -134,6 +137,7 @@ fn take(client: &SpiClient, metric: Decided, all_fit: bool, key: Option<&str>, m
     if all_fit {
         rate.commit(client, request)?;
     }
-    let entry = Entry { grants_taken: &taken.grants_taken, key, metadata, ..Entry::new(request.subject, Mode::Consume, window) };
+    let alerting = Some(Alerting::own(request.subject, &governing));
+    let entry = Entry { grants_taken: &taken.grants_taken, key, metadata, alerting, ..Entry::new(request.subject, Mode::Consume, window) };
     write_event(client, entry, decision)
 }

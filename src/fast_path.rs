@@ -35,7 +35,7 @@ pub enum Outcome {
 /// The fast statement alone: the consume paid from the marked window, or None (see
 /// `after_miss`).
 pub fn take(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
-    let first = fast_path::first_statement(client, request.metric)?;
+    let first = fast_path::first_statement(request.metric);
     fast_path::consume(client, at_now(request), first, request.amount, key, metadata)
 }
 
@@ -47,7 +47,7 @@ fn at_now<'a>(request: &Request<'a>) -> CounterKeyAt<'a> {
 /// it decides, or the rated statement it still has to try.
 pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
     let at_now = at_now(request);
-    let first = fast_path::first_statement(client, request.metric)?;
+    let first = fast_path::first_statement(request.metric);
     let Some(marked) = fast_path::marked_window(client, at_now)? else {
         return Ok(Outcome::SlowPath);
     };
@@ -94,7 +94,7 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: G
     if governing.fast_path_can_decide() && governing.plan.as_deref() == Some(plan.as_str()) && !in_a_pool(client, request)? {
         let window = governing.counting_window(request.at)?;
         let rates = RulesInForce { rules: &governing.rates, until: governing.rates_until };
-        fast_path::mark(client, request.counter(window), governing.allowance(), rates)?;
+        fast_path::mark(client, request.counter(window), governing.allowance(), rates, &governing.alerts)?;
     }
     Ok(governing)
 }

@@ -3,7 +3,8 @@
 //! The rules (windows, plans, limit arithmetic, the split, request rules) are the pgrx-free
 //! crate `quota_rules` (crates/quota-rules). This crate is glue, one module per feature:
 //! `spending` (consume, check, record, record_batch, give_back), `fast_path` (consume's
-//! one-statement path), `bundles` (consume_many), `reservations`, `denials` (what a raised
+//! one-statement path), `bundles` (consume_many), `reservations`, `alerts` (usage alerts and
+//! their outbox), `denials` (what a raised
 //! denial says), `usage` (and the end-user surface), `admin`, `callers` (who is calling and
 //! what a signed-in user may do), `changes` (the audit trail of administration),
 //! `enforce` (what the enforce and sign-up triggers read of a row), `shared` (the
@@ -15,6 +16,7 @@
 use pgrx::prelude::*;
 
 mod admin;
+mod alerts;
 mod bundles;
 mod callers;
 mod changes;
@@ -50,7 +52,8 @@ pub extern "C-unwind" fn _PG_init() {
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
 extension_sql_file!("../sql/pools.sql", name = "pools", requires = ["fast_path", usage::current_subject]);
-extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["pools"]);
+extension_sql_file!("../sql/alerts.sql", name = "alerts", requires = ["pools"]);
+extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["alerts"]);
 extension_sql_file!("../sql/reservations.sql", name = "reservations", requires = ["audit"]);
 extension_sql_file!("../sql/journal.sql", name = "journal", requires = ["reservations"]);
 extension_sql_file!(

@@ -13,6 +13,7 @@ use quota_rules::decide::{Decision, Reason, Standing};
 use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempotency_key, EventKind, Mode, ReservationStatus};
 use quota_rules::window::{Micros, Window};
 
+use crate::alerts::{self, Alerting};
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::pools;
 use crate::rates::{self, StateRows};
@@ -150,7 +151,8 @@ fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Mi
     let paid = pay(client, &request, Mode::Settle, &governing, held.window, allowance, Some(&held))?;
     held_rows::set_reservation_status(client, &held, ReservationStatus::Settled)?;
     let decision = request.decision(paid.split.as_ref(), paid.standing, allowance, held.window);
-    let entry = Entry { grants_taken: &paid.grants_taken, reservation_id: Some(id), ..Entry::new(held.subject, Mode::Settle, held.window) };
+    let alerting = Some(Alerting::own(held.subject, &governing));
+    let entry = Entry { grants_taken: &paid.grants_taken, reservation_id: Some(id), alerting, ..Entry::new(held.subject, Mode::Settle, held.window) };
     write_event(client, entry, decision)
 }
 
@@ -167,5 +169,6 @@ fn release_reservation(client: &SpiClient, id: Uuid, now: Micros) -> QResult<()>
     let released = Decision { allowed: true, reason: Reason::Ok, retry_after: None, ..request.decision(None, standing, allowance, held.window) };
     // A member's hold on its pool is the member's in the ledger.
     let entry = Entry { reservation_id: Some(id), pool: held.member.map(|_| held.subject), ..Entry::new(held.member.unwrap_or(held.subject), Mode::Release, held.window) };
-    write_event(client, entry, released).map(drop)
+    write_event(client, entry, released)?;
+    alerts::recover(client, held.subject, Some(&held.metric), "release")
 }

@@ -20,6 +20,7 @@ use quota_rules::plan::validate_metric;
 use quota_rules::request::{self, replay, validate_idempotency_key, EventKind, Mode};
 use quota_rules::window::{Micros, Window};
 
+use crate::alerts::{self, Alerting};
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
 use crate::fast_path;
 use crate::pools;
@@ -210,7 +211,7 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
             return Ok(replay(original, request.metric, request.amount, key)?);
         }
     }
-    let fast_path = mode == Mode::Consume && schema::has(client, Part::FastPath)?;
+    let fast_path = mode == Mode::Consume && schema::has(client, Part::Alerts)?;
     // A pool's member is decided on its draws (src/pools/mod.rs), others on their window:
     // a member this backend knows goes to its draws at once (their denial too); after a miss
     // on the window, a metric some pool pays for tries the draws before the window's denial
@@ -284,7 +285,8 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         (None, false) => Decision { reason: Reason::NoPlan, ..decision },
         _ => decision,
     };
-    let entry = Entry { grants_taken: &paid.grants_taken, key, metadata, ..Entry::new(request.subject, mode, window) };
+    let alerting = Some(Alerting::own(request.subject, &governing));
+    let entry = Entry { grants_taken: &paid.grants_taken, key, metadata, alerting, ..Entry::new(request.subject, mode, window) };
     if let Some(written) = try_write_event(client, entry, decision)? {
         return Ok(written);
     }
@@ -331,11 +333,14 @@ pub struct Entry<'a> {
     /// The pool that paid for a member's call: its window is `window`, the grants taken are
     /// its own (src/pools.rs).
     pub pool: Option<Uuid>,
+    /// Whose alert rules read the usage it counts (src/alerts.rs); None for rows that count
+    /// nothing.
+    pub alerting: Option<Alerting<'a>>,
 }
 
 impl<'a> Entry<'a> {
     pub fn new(subject: Uuid, mode: Mode, window: Window) -> Entry<'a> {
-        Entry { subject, mode, window, grants_taken: &[], key: None, metadata: None, reservation_id: None, pool: None }
+        Entry { subject, mode, window, grants_taken: &[], key: None, metadata: None, reservation_id: None, pool: None, alerting: None }
     }
 }
 
@@ -346,10 +351,12 @@ pub fn write_event(client: &SpiClient, entry: Entry, decision: Decision) -> QRes
 }
 
 /// write_event, or None when a concurrent consume or record committed the same key first.
+/// The alerts that the usage it counts fires are written with it.
 pub fn try_write_event(client: &SpiClient, entry: Entry, decision: Decision) -> QResult<Option<Decision>> {
+    let kind = EventKind::of(entry.mode, &decision);
     let event = EventRow {
         subject: entry.subject,
-        kind: EventKind::of(entry.mode, &decision),
+        kind,
         decision: &decision,
         window: entry.window,
         idempotency_key: entry.key,
@@ -363,6 +370,9 @@ pub fn try_write_event(client: &SpiClient, entry: Entry, decision: Decision) -> 
     let grants_owner = entry.pool.unwrap_or(entry.subject);
     for (grant_id, taken) in entry.grants_taken {
         counters::spend_grant(client, grants_owner, entry.subject, event_id, *grant_id, *taken)?;
+    }
+    if let Some(alerting) = &entry.alerting {
+        alerts::after_usage(client, alerting, &decision, entry.window, event_id, kind)?;
     }
     Ok(Some(Decision { event_id: Some(event_id), ..decision }))
 }
@@ -563,5 +573,7 @@ fn give_back_units(client: &SpiClient, request: &Request) -> QResult<Decision> {
         from_allowance: returned,
         ..request.decision(None, standing, allowance, window)
     };
-    write_event(client, Entry::new(request.subject, Mode::GiveBack, window), given)
+    let given = write_event(client, Entry::new(request.subject, Mode::GiveBack, window), given)?;
+    alerts::recover(client, request.subject, Some(request.metric), "give_back")?;
+    Ok(given)
 }

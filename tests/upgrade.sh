@@ -17,7 +17,7 @@ rows() {
   local db=$1 t
   for t in $tables; do
     echo "== $t"
-    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' - 'pool' - 'member' FROM quota.$t AS x ORDER BY 1"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' - 'pool' - 'member' - 'alerts' - 'alerted' - 'alert_at' FROM quota.$t AS x ORDER BY 1"
   done
 }
 
@@ -167,6 +167,12 @@ BEGIN
     IF NOT d.allowed OR d.used <> 3 THEN RAISE EXCEPTION 'the pool did not pay after the upgrade: %', d; END IF;
     d := quota.consume('00000000-0000-0000-0000-000000000002', 'calls', 1);
     IF d.reason <> 'cap_reached' THEN RAISE EXCEPTION 'the cap did not hold after the upgrade: %', d; END IF;
+    -- Alerts on a window counted before the upgrade: subject 4 (9 of 100 on pro) crosses 10%.
+    PERFORM quota.set_alerts('00000000-0000-0000-0000-000000000004', 'calls', ARRAY['10%']);
+    d := quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 1);
+    IF (SELECT count(*) FROM quota.alerts WHERE subject = '00000000-0000-0000-0000-000000000004' AND rule = '10%' AND used = d.used) <> 1 THEN
+        RAISE EXCEPTION 'no alert on a window counted before the upgrade: %', d;
+    END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after the upgrade'; END IF;
 END $$;
 SQL

@@ -14,6 +14,7 @@ use quota_rules::plan::validate_metric;
 use quota_rules::request::{self, validate_idempotency_key, Mode};
 
 use super::pool_call;
+use crate::alerts::{self, Alerting};
 use crate::admin::require_known_metric;
 use crate::callers::{authorize, authorize_for_pool, claims, Caller};
 use crate::changes::{audited, record, Change};
@@ -227,13 +228,15 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
     let Some(_) = taken.split else {
         return Ok(answer(None, None, decision.remaining, false, Reason::QuotaExceeded));
     };
-    let entry = Entry { grants_taken: &taken.grants_taken, ..Entry::new(pool, Mode::Allocate, call.window) };
+    let alerting = Some(Alerting::own(pool, &call.governing));
+    let entry = Entry { grants_taken: &taken.grants_taken, alerting, ..Entry::new(pool, Mode::Allocate, call.window) };
     let event_id = write_event(client, entry, decision.clone())?.event_id.ok_or_else(|| QuotaError::internal("an allocation without its event"))?;
     let reason = format!("allocation from pool {pool}");
     let grant = NewGrant { subject: member, metric: request.metric, amount: request.amount, expires_at, priority: 0, reason: Some(&reason) };
     let grant_id = admin_statements::insert_grant(client, grant)?.ok_or_else(|| QuotaError::internal("grant insert returned no row"))?;
     let allocation = NewAllocation { pool, member, metric: request.metric, amount: request.amount, grant_id, event_id, window: call.window, idempotency_key: key };
     let allocation_id = statements::insert_allocation(client, allocation)?;
+    alerts::recover(client, member, Some(request.metric), "grant")?;
     let after = grant_state(client, grant_id)?.map(|(_, _, state)| state);
     record(client, &caller, Change { action: "allocate", subject: Some(member), metric: Some(request.metric), ..Change::default() }, None, after)?;
     Ok(answer(Some(allocation_id), Some(grant_id), decision.remaining, false, Reason::Ok))
@@ -284,6 +287,7 @@ fn close_allocation(client: &SpiClient, caller: &Caller, allocation_id: Uuid) ->
             ..request.decision(None, standing, None, window)
         };
         write_event(client, Entry::new(allocation.pool, Mode::GiveBack, window), given)?;
+        alerts::recover(client, allocation.pool, Some(&allocation.metric), "give_back")?;
     }
     statements::close_allocation(client, &allocation, returned)?;
     let after = grant_state(client, allocation.grant_id)?.map(|(_, _, state)| state);

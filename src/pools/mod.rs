@@ -29,6 +29,7 @@ use quota_rules::pool::{cap_binds, cap_left, member_remaining, pooled_split};
 use quota_rules::request::{Mode, ReservationStatus};
 use quota_rules::window::{Micros, Window};
 
+use crate::alerts::{self, Alerting};
 use crate::error::{QResult, QuotaError};
 use crate::fast_path;
 use crate::store::fast_path as fast_path_keys;
@@ -256,7 +257,8 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, member: &Gov
     }
     statements::mark_draws(client, call_now.draws(request.subject), call_now.seat.cap)?;
     let no_rules = fast_path_keys::RulesInForce { rules: &[], until: None };
-    fast_path_keys::mark(client, call_now.request.counter(call_now.window), call_now.governing.allowance(), no_rules)
+    let pool = &call_now.governing;
+    fast_path_keys::mark(client, call_now.request.counter(call_now.window), pool.allowance(), no_rules, &pool.alerts)
 }
 
 fn pooled_fast_path_can_decide(member: &Governing, call: &PoolCall) -> bool {
@@ -387,17 +389,18 @@ pub fn take_decided(
     metadata: Option<Jsonb>,
 ) -> QResult<Decision> {
     let PooledDecided { call, draws, rate, capacity, standing, paid, pool_could_pay } = decided;
-    let entry = |grants_taken| Entry { grants_taken, key, metadata, pool: Some(call.seat.pool), ..Entry::new(request.subject, mode, call.window) };
+    let entry = |grants_taken, alerting| Entry { grants_taken, key, metadata, pool: Some(call.seat.pool), alerting, ..Entry::new(request.subject, mode, call.window) };
     if !rate.admitted() {
         capacity.take(client, &call.request, call.window, None, 0)?;
         let denied = rate_limited(client, &call.request, &call.governing, call.window, &rate)?;
-        return write_event(client, entry(&[]), standing.view(denied, false));
+        return write_event(client, entry(&[], None), standing.view(denied, false));
     }
     let fits = paid.is_some();
     let taken = capacity.take(client, &call.request, call.window, paid.filter(|_| take), 0)?;
     let drawn = taken.split.as_ref().map_or(0, drawn_by);
-    let decision = call.request.decision(taken.split.as_ref(), taken.standing, call.governing.allowance(), call.window);
-    let decision = standing.after(drawn, 0).view(decision, pool_could_pay);
+    let pool_decision = call.request.decision(taken.split.as_ref(), taken.standing, call.governing.allowance(), call.window);
+    let alerting = Alerting::pool(call.seat.pool, &call.governing, &pool_decision);
+    let decision = standing.after(drawn, 0).view(pool_decision, pool_could_pay);
     if fits && !take {
         return Ok(Decision { reason: Reason::BundleDenied, retry_after: None, ..decision });
     }
@@ -406,7 +409,7 @@ pub fn take_decided(
         rate.commit(client, &call.request)?;
         statements::adjust_draws(client, draws, drawn)?;
     }
-    if let Some(written) = try_write_event(client, entry(&taken.grants_taken), decision)? {
+    if let Some(written) = try_write_event(client, entry(&taken.grants_taken, Some(alerting)), decision)? {
         return Ok(written);
     }
     // A concurrent record with the same key committed first (a record takes no key lock):
@@ -436,11 +439,12 @@ pub fn spend_from_pool(
     let drawn = statements::lock_draws(client, draws)?;
     let rules = if mode == Mode::Consume { &call.governing.rates[..] } else { &[] };
     let rate = rates::decide(client, &call.request, rules, StateRows::Lock)?;
-    if let Some(decision) = bump_pool(client, request, mode, &call, drawn, &rate)? {
+    if let Some((pool_decision, decision)) = bump_pool(client, request, mode, &call, drawn, &rate)? {
         own_rate.commit(client, request)?;
         rate.commit(client, &call.request)?;
         statements::adjust_draws(client, draws, request.amount)?;
-        let entry = Entry { key, metadata, pool: Some(call.seat.pool), ..Entry::new(request.subject, mode, call.window) };
+        let alerting = Some(Alerting::pool(call.seat.pool, &call.governing, &pool_decision));
+        let entry = Entry { key, metadata, pool: Some(call.seat.pool), alerting, ..Entry::new(request.subject, mode, call.window) };
         return write_event(client, entry, decision);
     }
     let decided = decide_locked(client, request, call, mode, draws, drawn, rate)?;
@@ -450,8 +454,9 @@ pub fn spend_from_pool(
 /// The pool's allowance alone pays, in one conditional upsert of its counter (as consume's
 /// allowance does, src/spending.rs): when the amount is within the member's cap and the
 /// pool's window has no holds (the upsert checks that, so the member has none there either).
-/// None: the locked path decides.
-fn bump_pool(client: &SpiClient, request: &Request, mode: Mode, call: &PoolCall, drawn: i64, rate: &RateCheck) -> QResult<Option<Decision>> {
+/// The decision on the pool's window, and the member's view of it; None: the locked path
+/// decides.
+fn bump_pool(client: &SpiClient, request: &Request, mode: Mode, call: &PoolCall, drawn: i64, rate: &RateCheck) -> QResult<Option<(Decision, Decision)>> {
     let standing = CapStanding { cap: call.seat.cap, drawn, held: 0 };
     if mode != Mode::Consume || !rate.admitted() || standing.left().is_some_and(|left| request.amount > left) {
         return Ok(None);
@@ -467,7 +472,7 @@ fn bump_pool(client: &SpiClient, request: &Request, mode: Mode, call: &PoolCall,
     };
     let pool_standing = Standing { used, reserved: 0, grants_left: call.governing.grants_left };
     let decision = call.request.decision(Some(&Split::allowance_only(request.amount)), pool_standing, allowance, call.window);
-    Ok(Some(standing.after(request.amount, 0).view(decision, false)))
+    Ok(Some((decision.clone(), standing.after(request.amount, 0).view(decision, false))))
 }
 
 /// reserve() of a member whose own means cannot hold the amount: a hold on the pool's
@@ -535,9 +540,10 @@ pub fn settle_from_pool(client: &SpiClient, held: &Reservation, actual: i64, now
         statements::adjust_draws(client, draws, taken)?;
     }
     held_rows::set_reservation_status(client, held, ReservationStatus::Settled)?;
-    let decision = call.request.decision(paid.split.as_ref(), paid.standing, allowance, held.window);
-    let decision = standing.after(taken, 0).view(decision, false);
-    let entry = Entry { grants_taken: &paid.grants_taken, reservation_id: Some(held.id), pool: Some(held.subject), ..Entry::new(member, Mode::Settle, held.window) };
+    let pool_decision = call.request.decision(paid.split.as_ref(), paid.standing, allowance, held.window);
+    let alerting = Some(Alerting::pool(held.subject, &call.governing, &pool_decision));
+    let decision = standing.after(taken, 0).view(pool_decision, false);
+    let entry = Entry { grants_taken: &paid.grants_taken, reservation_id: Some(held.id), pool: Some(held.subject), alerting, ..Entry::new(member, Mode::Settle, held.window) };
     write_event(client, entry, decision)
 }
 
@@ -618,7 +624,9 @@ pub fn give_back_to_pool(client: &SpiClient, request: &Request, call: &PoolCall)
         ..call.request.decision(None, pool_standing, call.governing.allowance(), call.window)
     };
     let entry = Entry { pool: Some(call.seat.pool), ..Entry::new(request.subject, Mode::GiveBack, call.window) };
-    write_event(client, entry, standing.view(given, false))
+    let given = write_event(client, entry, standing.view(given, false))?;
+    alerts::recover(client, call.seat.pool, Some(request.metric), "give_back")?;
+    Ok(given)
 }
 
 /// What a member's usage row shows of its pool: the pool, what the member drew in the

@@ -21,6 +21,14 @@ thread_local! {
          RETURNING plan",
     ) };
     static UPSERT_LIMIT: Kept = const { Kept::new(
+        "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate, alerts)
+         VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb, $alerts)
+         ON CONFLICT (plan, metric) DO UPDATE
+            SET allowance = excluded.allowance, period = excluded.period, anchor = excluded.anchor,
+                time_zone = excluded.time_zone, rate = excluded.rate, alerts = excluded.alerts",
+    ) };
+    // UPSERT_LIMIT on a schema before 0.10.0, whose limits have no alert rules.
+    static UPSERT_LIMIT_WITHOUT_ALERTS: Kept = const { Kept::new(
         "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate)
          VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb)
          ON CONFLICT (plan, metric) DO UPDATE
@@ -100,6 +108,10 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
     if !with_rates && limits.iter().any(|limit| !limit.rates.is_empty()) {
         return Err(QuotaError::schema_too_old("rate rules", "0.7.0"));
     }
+    let with_alerts = schema::has(client, Part::Alerts)?;
+    if !with_alerts && limits.iter().any(|limit| !limit.alerts.is_empty()) {
+        return Err(QuotaError::schema_too_old("alert rules", "0.10.0"));
+    }
     for limit in limits {
         let args = || {
             [
@@ -111,11 +123,16 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
                 ("time_zone", limit.time_zone.name().into()),
             ]
         };
-        if with_rates {
-            let rate = serde_json::Value::Array(limit.rates.iter().map(RateRule::to_json).collect()).to_string();
+        let rate = || serde_json::Value::Array(limit.rates.iter().map(RateRule::to_json).collect()).to_string();
+        if with_alerts {
+            let alerts: Vec<String> = limit.alerts.iter().map(ToString::to_string).collect();
             let [plan, metric, allowance, period, anchor, time_zone] = args();
-            let args = [plan, metric, allowance, period, anchor, time_zone, ("rate", rate.into())];
+            let args = [plan, metric, allowance, period, anchor, time_zone, ("rate", rate().into()), ("alerts", alerts.into())];
             query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
+        } else if with_rates {
+            let [plan, metric, allowance, period, anchor, time_zone] = args();
+            let args = [plan, metric, allowance, period, anchor, time_zone, ("rate", rate().into())];
+            query(client, &UPSERT_LIMIT_WITHOUT_ALERTS, args, |_| Ok(()))?;
         } else {
             query(client, &UPSERT_LIMIT_WITHOUT_RATES, args(), |_| Ok(()))?;
         }

@@ -4,6 +4,7 @@
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
+use quota_rules::alert::stored_rules as stored_alert_rules;
 use quota_rules::decide::Limit;
 use quota_rules::governing::Governing;
 use quota_rules::rate::{rules_change_at, rules_in_force, stored_overrides, stored_rules};
@@ -43,16 +44,27 @@ macro_rules! governing_sources {
     };
 }
 
-thread_local! {
-    static RESOLVE: Kept = const { Kept::new(concat!(
-        "SELECT ", governing_columns!(), ",
+/// The rate rules of the plan and the subject's rate overrides (RESOLVE's).
+macro_rules! rate_columns {
+    () => {
+        ",
                 coalesce(l.rate, '[]')::text AS plan_rates,
                 (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                             'limit', o.rate_limit, 'per', o.per, 'burst', o.burst,
                             'expires_at_us', (extract(epoch FROM o.expires_at) * 1000000)::int8)), '[]')::text
-                   FROM quota.rate_overrides AS o WHERE o.subject = $subject AND o.metric = $metric) AS rate_overrides",
+                   FROM quota.rate_overrides AS o WHERE o.subject = $subject AND o.metric = $metric) AS rate_overrides"
+    };
+}
+
+thread_local! {
+    static RESOLVE: Kept = const { Kept::new(concat!(
+        "SELECT ", governing_columns!(), rate_columns!(), ",
+                coalesce((SELECT r.alerts FROM quota.alert_overrides AS r WHERE r.subject = $subject AND r.metric = $metric),
+                         l.alerts, '{}') AS alerts",
         governing_sources!(),
     )) };
+    // RESOLVE on a schema before 0.10.0, which has no alert rules.
+    static RESOLVE_WITHOUT_ALERTS: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(), rate_columns!(), governing_sources!())) };
     // RESOLVE on a schema before 0.7.0, which has no rate rules.
     static RESOLVE_WITHOUT_RATES: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(), governing_sources!())) };
     static ASSIGN_DEFAULT: Kept = const { Kept::new(
@@ -135,7 +147,12 @@ pub struct CounterKey<'a> {
 pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now: Micros) -> QResult<Governing> {
     let args = [("subject", subject.into()), ("metric", metric.into()), ("at", timestamp(at)?.into()), ("now", timestamp(now)?.into())];
     let with_rates = schema::has(client, Part::RateLimits)?;
-    let statement = if with_rates { &RESOLVE } else { &RESOLVE_WITHOUT_RATES };
+    let with_alerts = schema::has(client, Part::Alerts)?;
+    let statement = match (with_rates, with_alerts) {
+        (_, true) => &RESOLVE,
+        (true, false) => &RESOLVE_WITHOUT_ALERTS,
+        (false, false) => &RESOLVE_WITHOUT_RATES,
+    };
     the_row(query_row(client, statement, args, |row| {
         let plan: Option<String> = column(row, "plan")?;
         let (rates, rates_until) = match (&plan, with_rates) {
@@ -145,6 +162,10 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
                 (rules_in_force(&plan_rates, &overrides, now), rules_change_at(&overrides, now))
             }
             _ => (Vec::new(), None),
+        };
+        let alerts = match with_alerts {
+            true => stored_alert_rules(&not_null::<Vec<String>>(row, "alerts")?)?,
+            false => Vec::new(),
         };
         Ok(Governing {
             rates,
@@ -159,6 +180,7 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
             metric_known: not_null(row, "metric_known")?,
             grants_left: not_null(row, "grants_left")?,
             reset_since: not_null(row, "reset_since")?,
+            alerts,
         })
     })?)
 }

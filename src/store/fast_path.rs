@@ -1,11 +1,14 @@
 //! consume's fast path: one statement that decides the rate rules cached beside a window
 //! marked with its effective allowance, takes the amount and writes the ledger row; and the
-//! marks themselves (quota.counters' `fast`, `allowance`, quota.rate_state's `fast` and
-//! cached rule; the triggers in sql/fast_path.sql unmark counters on every change).
+//! marks themselves (quota.counters' `fast`, `allowance`, `alert_at`, quota.rate_state's
+//! `fast` and cached rule; the triggers in sql/fast_path.sql unmark counters on every
+//! change). The fast path needs the schema of 0.10.0 (`alert_at`); on an older one every
+//! consume takes the slow path until ALTER EXTENSION UPDATE.
 
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
+use quota_rules::alert::AlertRule;
 use quota_rules::decide::Decision;
 use quota_rules::rate::{cached_rule, per_text, RateRule};
 use quota_rules::locks::{FAST_PATH_PLAN_LOCK_SEED, FAST_PATH_SUBJECT_LOCK_SEED};
@@ -13,8 +16,8 @@ use quota_rules::window::{Micros, Window};
 
 use super::counters::{lock_counter, CounterKey};
 use super::rates::create_states;
-use super::schema::{self, Part};
 use super::ledger::decision_from_row;
+use super::alerts::watched;
 use super::{column, from_window_key, instant, not_null, query, the_row, query_row, timestamp, window_key, Kept};
 use crate::error::QResult;
 use crate::jsonb::Jsonb;
@@ -30,11 +33,13 @@ macro_rules! marked_window_at_now {
     };
 }
 
-/// Takes `$amount` from the marked window's cached allowance (FAST_CONSUME's `taken`).
+/// Takes `$amount` from the marked window's cached allowance (FAST_CONSUME's `taken`), when
+/// it does not reach the usage at which an alert fires (the slow path fires it).
 macro_rules! take_from_marked_window {
     () => {
         concat!("UPDATE quota.counters SET used = used + $amount
-                  WHERE ", marked_window_at_now!(), " AND (allowance IS NULL OR used <= allowance - $amount)")
+                  WHERE ", marked_window_at_now!(), " AND (allowance IS NULL OR used <= allowance - $amount)
+                    AND (alert_at IS NULL OR used < alert_at - $amount)")
     };
 }
 
@@ -86,11 +91,6 @@ thread_local! {
         concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated RETURNING window_start, window_end, used, allowance) ",
                 ledger_row_of_taken!()),
     ) };
-    // The same on a schema from before rate rules (0.7.0).
-    static FAST_CONSUME_WITHOUT_RATES: Kept = const { Kept::new(
-        concat!("WITH taken AS (", take_from_marked_window!(), " RETURNING window_start, window_end, used, allowance) ",
-                ledger_row_of_taken!()),
-    ) };
     // After FAST_CONSUME found nothing to take: the marked window, read with a fresh
     // snapshot (a consumer that FAST_CONSUME waited for has committed).
     // With the rules cached beside it and their states, read in the same snapshot; `rules_current`
@@ -106,11 +106,6 @@ thread_local! {
                                         coalesce(pg_catalog.bool_and(rule_until IS NULL OR rule_until > $now), true) AS current
                                    FROM quota.rate_state AS s WHERE s.subject = $subject AND s.metric = $metric AND s.fast) AS r
                   WHERE ", marked_window_at_now!()),
-    ) };
-    static MARKED_WINDOW_WITHOUT_RATES: Kept = const { Kept::new(
-        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, '{}'::int8[] AS limits,
-                        '{}'::int8[] AS per_uss, '{}'::int8[] AS bursts, '{}'::int8[] AS tats, true AS rules_current
-                   FROM quota.counters WHERE ", marked_window_at_now!()),
     ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
     // the fast path: quota.forget_fast_path() takes the subject's key and the plan's key
@@ -157,16 +152,15 @@ thread_local! {
         "UPDATE quota.counters SET fast = false
           WHERE subject = $subject AND metric = $metric AND fast AND window_start <> $window_start",
     ) };
+    // Marks the window with its effective allowance, whether rate rules are cached beside it,
+    // and the usage at which its next alert fires: the least usage threshold of the alert
+    // rules not fired in it yet (sql/alerts.sql; store::alerts keeps it when one fires).
     static MARK_FAST: Kept = const { Kept::new(
-        "UPDATE quota.counters SET fast = true, allowance = $allowance
-          WHERE subject = $subject AND metric = $metric AND window_start = $window_start
-            AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance)",
-    ) };
-    // The same, saying whether rate rules are cached beside the window (0.8.0).
-    static MARK_FAST_RATED: Kept = const { Kept::new(
-        "UPDATE quota.counters SET fast = true, allowance = $allowance, rated = $rated
-          WHERE subject = $subject AND metric = $metric AND window_start = $window_start
-            AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance AND rated = $rated)",
+        concat!("UPDATE quota.counters AS c SET fast = true, allowance = $allowance, rated = $rated,
+                        alert_at = ", next_alert_at!("c.alerted"), "
+                  WHERE subject = $subject AND metric = $metric AND window_start = $window_start
+                    AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance AND rated = $rated
+                             AND alert_at IS NOT DISTINCT FROM ", next_alert_at!("c.alerted"), ")"),
     ) };
 }
 
@@ -177,18 +171,16 @@ pub enum FastStatement {
     Unrated,
     /// Any marked window, with the rules cached beside it (FAST_CONSUME).
     Rated,
-    /// A schema from before rate rules (FAST_CONSUME_WITHOUT_RATES).
-    WithoutRates,
 }
 
 /// The statement to try first for a metric: the unrated one unless this backend last found
 /// the metric's window rated (a hint: the unrated statement takes no rated window).
-pub fn first_statement(client: &SpiClient, metric: &str) -> QResult<FastStatement> {
-    Ok(match (schema::has(client, Part::RateLimits)?, schema::has(client, Part::RatedMarks)?) {
-        (false, _) => FastStatement::WithoutRates,
-        (true, true) if !RATED_METRICS.with(|rated| rated.borrow().contains(metric)) => FastStatement::Unrated,
-        (true, _) => FastStatement::Rated,
-    })
+pub fn first_statement(metric: &str) -> FastStatement {
+    if RATED_METRICS.with(|rated| rated.borrow().contains(metric)) {
+        FastStatement::Rated
+    } else {
+        FastStatement::Unrated
+    }
 }
 
 thread_local! {
@@ -228,7 +220,6 @@ pub fn consume(
         ("metadata", metadata.into()),
     ];
     let decided = match statement {
-        FastStatement::WithoutRates => query_row(client, &FAST_CONSUME_WITHOUT_RATES, args, decision_from_row)?,
         FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, decision_from_row)?,
         FastStatement::Rated => {
             let [subject, metric, now, amount, idempotency_key, metadata] = args;
@@ -261,8 +252,7 @@ pub struct MarkedWindow {
 /// The (subject, metric)'s window marked for the fast path at `now`, if any (see MARKED_WINDOW).
 pub fn marked_window(client: &SpiClient, key: CounterKeyAt) -> QResult<Option<MarkedWindow>> {
     let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("now", timestamp(key.now)?.into())];
-    let statement = if schema::has(client, Part::RateLimits)? { &MARKED_WINDOW } else { &MARKED_WINDOW_WITHOUT_RATES };
-    query_row(client, statement, args, |row| {
+    query_row(client, &MARKED_WINDOW, args, |row| {
         Ok(MarkedWindow {
             window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
             used: not_null(row, "used")?,
@@ -319,31 +309,28 @@ pub struct RulesInForce<'a> {
 }
 
 /// Marks the window as the (subject, metric)'s only fast-path window, with its effective
-/// allowance and the rate rules in force. Runs under the subject's fast-path key (try_lock).
-pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce) -> QResult<()> {
+/// allowance, the rate rules in force and what its alert rules watch. Runs under the
+/// subject's fast-path key (try_lock).
+pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce, alerts: &[AlertRule]) -> QResult<()> {
     let rated = !rates.rules.is_empty();
-    if schema::has(client, Part::RateLimits)? {
-        mark_rates(client, key, rates)?;
-    }
+    mark_rates(client, key, rates)?;
     let start = window_key(key.window.start)?;
     let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("window_start", start.into())];
     query(client, &UNMARK_OTHERS, args, |_| Ok(()))?;
     // The row exists first (a first denial creates it), unmarked; then it is marked by a
     // plain UPDATE, never by an INSERT that proposes a marked row.
     lock_counter(client, key)?;
+    let (watch_rules, watch_at) = watched(alerts, allowance);
     let args = [
+        ("allowance", allowance.into()),
+        ("rated", rated.into()),
+        ("watch_rules", watch_rules.into()),
+        ("watch_at", watch_at.into()),
         ("subject", key.subject.into()),
         ("metric", key.metric.into()),
         ("window_start", start.into()),
-        ("allowance", allowance.into()),
     ];
-    if schema::has(client, Part::RatedMarks)? {
-        let [subject, metric, window_start, allowance] = args;
-        let args = [subject, metric, window_start, allowance, ("rated", rated.into())];
-        query(client, &MARK_FAST_RATED, args, |_| Ok(())).map(drop)
-    } else {
-        query(client, &MARK_FAST, args, |_| Ok(())).map(drop)
-    }
+    query(client, &MARK_FAST, args, |_| Ok(())).map(drop)
 }
 
 /// Caches the rules in force in their state rows (see MARK_RATES).

@@ -2,7 +2,8 @@
 //! `counters` (what governs a request, counters, holds, grants), `ledger` (quota.events),
 //! `reservations`, `fast_path` (consume's one-statement path and its marks), `admin` (plans,
 //! limits, assignments, overrides, grants, resets), `changes` (the caller, and the audit trail
-//! of administration), `pools` (membership, caps, draws, allocations).
+//! of administration), `pools` (membership, caps, draws, allocations), `alerts` (alert
+//! rules, the outbox, what fired in each window).
 //!
 //! Statements name their parameters (`$subject`) and every call binds them by name; rows
 //! are read by column name, through the names of the statement's result columns read once. Each is prepared on first use in a backend and kept
@@ -33,7 +34,20 @@ macro_rules! decision_columns {
     };
 }
 
+/// The usage at which a window's next alert fires: the least threshold of the watched rules
+/// ($watch_rules, $watch_at: quota_rules::alert::watch) not among `$fired`, the rules
+/// fired in the window (a SQL array expression over the counter row `c`); NULL for none.
+macro_rules! next_alert_at {
+    ($fired:literal) => {
+        concat!(
+            "(SELECT pg_catalog.min(w.at) FROM ROWS FROM (pg_catalog.unnest($watch_rules::text[]), pg_catalog.unnest($watch_at::int8[])) AS w(rule, at)
+               WHERE NOT (w.rule = ANY (", $fired, ")))"
+        )
+    };
+}
+
 pub mod admin;
+pub mod alerts;
 pub mod changes;
 pub mod counters;
 pub mod fast_path;

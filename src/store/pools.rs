@@ -31,8 +31,9 @@ thread_local! {
     // same window is marked too (src/pools/mod.rs): the draws row locked first (the member's
     // rows before the pool's, as everywhere), the amount taken from the pool's cached
     // allowance within the cached cap, the draws moved and the ledger row written, in one
-    // statement. No row when either is not marked, the window has ended or has holds, or the
-    // allowance or the cap has no room (the locked path decides then).
+    // statement. No row when either is not marked, the window has ended or has holds, the
+    // allowance or the cap has no room, or the pool's next alert would fire (the locked path
+    // decides then).
     static FAST_POOLED: Kept = const { Kept::new(
         concat!("WITH seat AS MATERIALIZED (
              SELECT pool, window_start, drawn::int8 AS drawn, cap FROM quota.pool_draws
@@ -46,6 +47,7 @@ thread_local! {
                 AND c.window_start <= $now AND (c.window_end IS NULL OR c.window_end > $now)
                 AND (c.allowance IS NULL OR c.used <= c.allowance - $amount)
                 AND (seat.cap IS NULL OR seat.drawn <= seat.cap - $amount)
+                AND (c.alert_at IS NULL OR c.used < c.alert_at - $amount)
              RETURNING seat.pool, c.window_start, c.window_end, c.used::int8 AS used, c.allowance,
                        seat.cap - seat.drawn - $amount AS cap_left),
          drew AS (

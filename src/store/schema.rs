@@ -1,9 +1,9 @@
 //! Which parts of pg_quota's schema the database has. A new library can meet a database
-//! still on an older version's SQL until ALTER EXTENSION UPDATE runs: it then decides every
-//! consume on the slow path (before 0.2.0), records no administrative change and knows no
-//! rate rule (before 0.7.0), and looks for rate rules beside every marked window (before 0.8.0), and knows no pool
-//! (before 0.9.0). Each answer is read once and forgotten on every relcache invalidation, which
-//! ALTER TABLE, CREATE TABLE (the upgrade) and DROP EXTENSION cause.
+//! still on an older version's SQL until ALTER EXTENSION UPDATE runs: it then records no
+//! administrative change and knows no rate rule (before 0.7.0), knows no pool (before
+//! 0.9.0), and writes no alert and decides every consume on the slow path (before 0.10.0).
+//! Each answer is read once and forgotten on every relcache invalidation, which ALTER
+//! TABLE, CREATE TABLE (the upgrade) and DROP EXTENSION cause.
 
 use std::cell::Cell;
 
@@ -17,40 +17,31 @@ use crate::error::QResult;
 /// A part of the schema that some release added.
 #[derive(Clone, Copy)]
 pub enum Part {
-    /// quota.counters' `fast` column (0.2.0).
-    FastPath,
     /// quota.admin_changes (0.7.0).
     AdminChanges,
     /// Rate rules: quota.limits' `rate`, quota.rate_overrides, quota.rate_state (0.7.0).
     RateLimits,
-    /// quota.counters' `rated`: whether rate rules are cached beside a marked window (0.8.0).
-    RatedMarks,
     /// Pools: quota.pool_members and the rest of sql/pools.sql, quota.events' `pool` (0.9.0).
     Pools,
+    /// Usage alerts: quota.alert_overrides, quota.alerts, quota.limits' `alerts`, quota.counters'
+    /// `alerted` and `alert_at` (0.10.0). The fast path needs them too.
+    Alerts,
 }
 
 thread_local! {
-    static HAS_FAST_PATH: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_ADMIN_CHANGES: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_RATE_LIMITS: Cell<Option<bool>> = const { Cell::new(None) };
-    static HAS_RATED_MARKS: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_POOLS: Cell<Option<bool>> = const { Cell::new(None) };
+    static HAS_ALERTS: Cell<Option<bool>> = const { Cell::new(None) };
     static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
-    static FAST_PATH_COLUMN: Kept = const { Kept::new(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
-                         WHERE attrelid = 'quota.counters'::pg_catalog.regclass AND attname = 'fast'
-                           AND NOT attisdropped) AS present",
-    ) };
     static ADMIN_CHANGES_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.admin_changes') IS NOT NULL AS present",
     ) };
-    static RATED_COLUMN: Kept = const { Kept::new(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
-                         WHERE attrelid = 'quota.counters'::pg_catalog.regclass AND attname = 'rated'
-                           AND NOT attisdropped) AS present",
-    ) };
     static POOL_MEMBERS_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.pool_members') IS NOT NULL AS present",
+    ) };
+    static ALERT_OVERRIDES_TABLE: Kept = const { Kept::new(
+        "SELECT pg_catalog.to_regclass('quota.alert_overrides') IS NOT NULL AS present",
     ) };
     static RATE_STATE_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.rate_state') IS NOT NULL AS present",
@@ -59,11 +50,10 @@ thread_local! {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_schema(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    HAS_FAST_PATH.with(|has| has.set(None));
     HAS_ADMIN_CHANGES.with(|has| has.set(None));
     HAS_RATE_LIMITS.with(|has| has.set(None));
-    HAS_RATED_MARKS.with(|has| has.set(None));
     HAS_POOLS.with(|has| has.set(None));
+    HAS_ALERTS.with(|has| has.set(None));
 }
 
 /// Whether the database's pg_quota schema has `part`.
@@ -74,11 +64,10 @@ pub fn has(client: &SpiClient, part: Part) -> QResult<bool> {
         RELCACHE_CALLBACK.with(|registered| registered.set(true));
     }
     let (cached, statement) = match part {
-        Part::FastPath => (&HAS_FAST_PATH, &FAST_PATH_COLUMN),
         Part::AdminChanges => (&HAS_ADMIN_CHANGES, &ADMIN_CHANGES_TABLE),
         Part::RateLimits => (&HAS_RATE_LIMITS, &RATE_STATE_TABLE),
-        Part::RatedMarks => (&HAS_RATED_MARKS, &RATED_COLUMN),
         Part::Pools => (&HAS_POOLS, &POOL_MEMBERS_TABLE),
+        Part::Alerts => (&HAS_ALERTS, &ALERT_OVERRIDES_TABLE),
     };
     if let Some(present) = cached.with(Cell::get) {
         return Ok(present);

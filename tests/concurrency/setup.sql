@@ -57,3 +57,7 @@ SELECT quota.assign_plan(s(7310), 'class100');
 SELECT quota.assign_plan(s(n), 'diary') FROM generate_series(7311, 7314) AS n;
 SELECT quota.join_pool(s(7310), s(n)) FROM generate_series(7311, 7314) AS n;
 SELECT quota.set_pool_cap(s(7310), 'ai', 20);
+-- Usage alerts (alerts): 8 subjects whose thresholds 32 sessions cross together, half of the
+-- calls rolled back, with grants (recovered) and resets (a new window) now and then.
+SELECT quota.create_plan('alerting', '{"units": {"limit": 100, "per": "day", "alerts": ["50%", "80%", "100%", "150%", "10 left", "depleted", "recovered"]}}');
+SELECT quota.assign_plan(s(n), 'alerting') FROM generate_series(7401, 7408) AS n;

@@ -3,6 +3,7 @@
 //! rules that follow from it: which window counts, which allowance applies, and whether the
 //! fast path may decide later consumes.
 
+use crate::alert::AlertRule;
 use crate::decide::{effective_allowance, Limit};
 use crate::rate::RateRule;
 use crate::window::{Micros, Window, WindowError, WindowSpec};
@@ -33,6 +34,8 @@ pub struct Governing {
     pub rates: Vec<RateRule>,
     /// When an override among them expires next (the rules in force change then).
     pub rates_until: Option<Micros>,
+    /// The usage alert rules: the subject's own for the metric, else its plan's.
+    pub alerts: Vec<AlertRule>,
 }
 
 impl Governing {
@@ -88,6 +91,7 @@ mod tests {
             reset_since: false,
             rates: Vec::new(),
             rates_until: None,
+            alerts: Vec::new(),
         }
     }
 

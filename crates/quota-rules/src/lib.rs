@@ -10,6 +10,7 @@
 //! - `batch`: the events of `quota.record_batch()`. `claims`: who is calling (JWT `sub`).
 //! - `bundle`: the amounts of `quota.consume_many()` and their replay.
 //! - `denial`: what a raised denial says.
+//! - `alert`: usage alert rules, when each holds, and what the fast path watches.
 //! - `pool`: how a pool pays for its members, within their caps.
 //! - `rate`: rate rules (token buckets kept as GCRA), and the rules in force for a subject.
 //! - `keys`: the subject of a key that is not a user (an IP address, an API key).
@@ -22,6 +23,7 @@
 
 use std::fmt;
 
+pub mod alert;
 pub mod batch;
 pub mod bundle;
 pub mod claims;

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::alert::{self, AlertError, AlertRule};
 use crate::rate::{parse_rules, RateError, RateRule};
 use crate::window::{parse_time_zone, Anchor, Period, WindowError};
 
@@ -19,6 +20,8 @@ pub struct LimitDef {
     pub time_zone: chrono_tz::Tz,
     /// Rate rules, ordered by `per`; a metric with rules and no `limit` has no quota.
     pub rates: Vec<RateRule>,
+    /// Usage alert rules, in their stored order (quota_rules::alert).
+    pub alerts: Vec<AlertRule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +36,7 @@ pub enum PlanError {
     NotText { metric: String, key: &'static str },
     Window { metric: String, error: WindowError },
     Rate { metric: String, error: RateError },
+    Alerts { metric: String, error: AlertError },
 }
 
 impl PlanError {
@@ -42,6 +46,7 @@ impl PlanError {
             PlanError::MetricName(_) => "Metric names match ^[a-z][a-z0-9_.:-]{0,62}$, e.g. ai_requests or tokens.",
             PlanError::PlanName(_) => "Plan names match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$, e.g. free or Pro.",
             PlanError::Rate { error, .. } => error.hint(),
+            PlanError::Alerts { error, .. } => error.hint(),
             _ => r#"Limits look like {"ai_requests": {"limit": 10, "per": "day"}, "tokens": {"limit": 10000, "per": "month", "anchor": "subscription", "time_zone": "Europe/Berlin"}, "exports": {"limit": null}}."#,
         }
     }
@@ -56,7 +61,7 @@ impl fmt::Display for PlanError {
             PlanError::LimitNotObject { metric } => write!(f, "limit for metric {metric:?} must be a JSON object"),
             PlanError::UnknownKey { metric, key } => write!(
                 f,
-                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate)"
+                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate, alerts)"
             ),
             PlanError::Allowance { metric, found } => write!(
                 f,
@@ -69,6 +74,7 @@ impl fmt::Display for PlanError {
             PlanError::NotText { metric, key } => write!(f, "{key:?} for metric {metric:?} must be a string"),
             PlanError::Window { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
             PlanError::Rate { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
+            PlanError::Alerts { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
         }
     }
 }
@@ -102,7 +108,8 @@ pub fn validate_plan_name(name: &str) -> Result<(), PlanError> {
 /// Parses the `limits` argument of `quota.create_plan`. Keys of each limit: `limit`
 /// (required unless `rate` is given; null or absent = unlimited), `per` (required unless
 /// unlimited, then it defaults to `lifetime`), `anchor` (`calendar` by default), `time_zone`
-/// (`UTC` by default), `rate` (rate rules, quota_rules::rate).
+/// (`UTC` by default), `rate` (rate rules, quota_rules::rate), `alerts` (usage alert rules,
+/// quota_rules::alert).
 pub fn parse_limits(limits: &Value) -> Result<Vec<LimitDef>, PlanError> {
     let Value::Object(entries) = limits else {
         return Err(PlanError::LimitsNotObject);
@@ -115,12 +122,16 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     let Value::Object(spec) = spec else {
         return Err(PlanError::LimitNotObject { metric: metric.to_string() });
     };
-    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate"].contains(&key.as_str())) {
+    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate", "alerts"].contains(&key.as_str())) {
         return Err(PlanError::UnknownKey { metric: metric.to_string(), key: key.clone() });
     }
     let rates = match spec.get("rate") {
         None => Vec::new(),
         Some(rate) => parse_rules(rate).map_err(|error| PlanError::Rate { metric: metric.to_string(), error })?,
+    };
+    let alerts = match spec.get("alerts") {
+        None => Vec::new(),
+        Some(alerts) => alert::parse_json(alerts).map_err(|error| PlanError::Alerts { metric: metric.to_string(), error })?,
     };
     let allowance = match spec.get("limit") {
         Some(Value::Null) => None,
@@ -146,7 +157,7 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     };
     let anchor = text("anchor")?.map_or(Ok(Anchor::Calendar), Anchor::parse).map_err(window_error)?;
     let time_zone = parse_time_zone(text("time_zone")?.unwrap_or("UTC")).map_err(window_error)?;
-    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates })
+    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates, alerts })
 }
 
 #[cfg(test)]
@@ -205,6 +216,8 @@ mod tests {
         assert_eq!(by_metric("ai_requests").rates.len(), 1);
         assert_eq!((by_metric("api_calls").allowance, by_metric("api_calls").period), (None, Period::Lifetime));
         assert_eq!(by_metric("api_calls").rates.iter().map(|r| r.limit).collect::<Vec<_>>(), vec![5, 100]);
+        let alerting = parse_limits(&json!({"calls": {"limit": 10, "per": "day", "alerts": ["100%", "80%"]}})).expect("valid alerts");
+        assert_eq!(alerting[0].alerts, vec![AlertRule::PercentUsed(80), AlertRule::PercentUsed(100)]);
     }
 
     #[test]
@@ -228,6 +241,8 @@ mod tests {
             json!({"a": {"rate": []}}),
             json!({"a": {"rate": [{"limit": 1, "per": "1 month"}]}}),
             json!({"a": {"limit": 1, "per": "day", "rate": {"limit": 1}}}),
+            json!({"a": {"limit": 1, "per": "day", "alerts": ["recovered"]}}),
+            json!({"a": {"limit": 1, "per": "day", "alerts": "80%"}}),
         ];
         for case in cases {
             let error = parse_limits(&case).expect_err(&case.to_string());

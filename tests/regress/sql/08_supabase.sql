@@ -109,7 +109,8 @@ SELECT p.proname,
 CREATE TEMP TABLE in_app_admin (proname name PRIMARY KEY);
 INSERT INTO in_app_admin VALUES ('usage'), ('assign_plan'), ('set_override'), ('clear_override'), ('reset'),
                                 ('grant'), ('revoke_grant'), ('join_pool'), ('leave_pool'), ('set_pool_cap'),
-                                ('clear_pool_cap'), ('set_pool_admin'), ('allocate'), ('revoke_allocation'), ('pool_usage');
+                                ('clear_pool_cap'), ('set_pool_admin'), ('allocate'), ('revoke_allocation'), ('pool_usage'),
+                                ('set_alerts'), ('clear_alerts');
 -- What row level security asks of pools: SECURITY DEFINER so that a policy can read
 -- memberships the caller cannot, each about the caller's own subject only (sql/pools.sql).
 INSERT INTO in_app_admin VALUES ('my_pool'), ('administered_pools'), ('administered_subjects');

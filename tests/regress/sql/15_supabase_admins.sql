@@ -70,7 +70,9 @@ SELECT c.caller, f.call, pg_temp.request(c.role, c.claims, f.statement) AS outco
     (7, 'reset',          $$SELECT quota.reset(s(150005), 'videos')$$),
     (8, 'create_plan',    $$SELECT quota.create_plan('video_free_for_all', '{}')$$),
     (9, 'consume',        $$SELECT quota.consume(s(150005), 'videos')$$),
-    (10, 'table write',   $$UPDATE quota.assignments SET plan = 'video_pro' WHERE subject = s(150005)$$)
+    (10, 'table write',   $$UPDATE quota.assignments SET plan = 'video_pro' WHERE subject = s(150005)$$),
+    (11, 'set_alerts',    $$SELECT quota.set_alerts(s(150005), 'videos', ARRAY['90%'])$$),
+    (12, 'clear_alerts',  $$SELECT quota.clear_alerts(s(150005), 'videos')$$)
   ) AS f(n, call, statement)
  WHERE c.caller <> 'service_role'
  ORDER BY c.caller, f.n;

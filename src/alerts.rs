@@ -1,0 +1,190 @@
+//! Usage alerts (docs/alerts.md). A plan's metric, or one subject's (set_alerts), has alert
+//! rules (quota_rules::alert); each fires at most once per (subject, metric, window): the
+//! first time it holds after usage counted in the window, in the transaction that counted it,
+//! into the outbox quota.alerts. `recovered` answers a depletion once the subject can use
+//! the metric again: a grant, a reset, a plan or override change, a give-back or a released
+//! hold answer it at once; the end of a window when emit_due_recoveries() runs (the
+//! dispatcher calls it). The outbox's consumer API is SQL (sql/alerts.sql).
+//!
+//! What fired in a window is kept in its counter row (`alerted`), under the row lock every
+//! usage takes, so concurrent calls that cross a threshold write one alert. The fast path
+//! decides a window alone only below its `alert_at`, the usage at which its next rule fires;
+//! the consume that reaches it goes to the slow path, which fires the alert here.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::alert::{holding_after_usage, parse_rules, AlertRule};
+use quota_rules::decide::{remaining_with_grants, Decision};
+use quota_rules::governing::Governing;
+use quota_rules::claims::QuotaRole;
+use quota_rules::request::EventKind;
+use quota_rules::window::Window;
+
+use crate::admin::require_known_metric;
+use crate::callers::authorize;
+use crate::changes::{audited, Change};
+use crate::error::{required, sql_call, QResult, QuotaError};
+use crate::store::alerts::{self as statements, AlertAt, WindowNumbers};
+use crate::store::counters::{self, CounterKey};
+use crate::store::schema::{self, Part};
+use crate::store::transaction_now;
+
+/// The most subjects one emit_due_recoveries() call looks at.
+const MAX_SUBJECTS_PER_SWEEP: i32 = 100_000;
+
+/// Whose alert rules read the usage a ledger row counts: the subject whose window counted it
+/// (the caller, or the pool that paid for a member) and its rules.
+#[derive(Clone, Copy)]
+pub struct Alerting<'a> {
+    pub subject: Uuid,
+    pub rules: &'a [AlertRule],
+    /// The window's numbers when the decision shows others (a member's view of its pool).
+    pub numbers: Option<WindowNumbers>,
+}
+
+impl<'a> Alerting<'a> {
+    /// The subject's own window, whose numbers the decision reports.
+    pub fn own(subject: Uuid, governing: &'a Governing) -> Self {
+        Alerting { subject, rules: &governing.alerts, numbers: None }
+    }
+
+    /// A pool's window, with the pool's numbers (`decided`: the decision on the pool's window
+    /// before the member's view of it).
+    pub fn pool(pool: Uuid, governing: &'a Governing, decided: &Decision) -> Self {
+        Alerting { subject: pool, rules: &governing.alerts, numbers: Some(numbers_of(decided)) }
+    }
+}
+
+fn numbers_of(decision: &Decision) -> WindowNumbers {
+    WindowNumbers { used: decision.used, allowance: decision.allowance, remaining: decision.remaining }
+}
+
+/// After the ledger row `event_id` of a decision that counted usage in `window`: fires the
+/// rules that hold now and have not fired in the window. No statement at all while none holds.
+pub fn after_usage(client: &SpiClient, alerting: &Alerting, decision: &Decision, window: Window, event_id: i64, kind: EventKind) -> QResult<()> {
+    let counted = decision.from_allowance.saturating_add(decision.from_grants).saturating_add(decision.overage);
+    if alerting.rules.is_empty() || counted == 0 {
+        return Ok(());
+    }
+    let numbers = alerting.numbers.unwrap_or_else(|| numbers_of(decision));
+    let holding = holding_after_usage(alerting.rules, numbers.used, numbers.allowance, numbers.remaining);
+    if holding.is_empty() {
+        return Ok(());
+    }
+    let at = AlertAt { subject: alerting.subject, metric: &decision.metric, window, numbers, event_id: Some(event_id), cause: kind.as_str() };
+    statements::fire(client, at, &holding, alerting.rules)
+}
+
+/// After a change that may make the subject's metric (or, None, every metric) usable again:
+/// answers each depletion that is, with `recovered` when its rules have it.
+pub fn recover(client: &SpiClient, subject: Uuid, metric: Option<&str>, cause: &str) -> QResult<()> {
+    if !schema::has(client, Part::Alerts)? {
+        return Ok(());
+    }
+    for metric in statements::awaiting(client, subject, metric)? {
+        recover_metric(client, subject, &metric, cause)?;
+    }
+    Ok(())
+}
+
+/// Whether a `recovered` alert was written: only when the (subject, metric) has something
+/// left in its current window and a depletion is still unanswered.
+fn recover_metric(client: &SpiClient, subject: Uuid, metric: &str, cause: &str) -> QResult<bool> {
+    let now = transaction_now()?;
+    let governing = counters::resolve(client, subject, metric, now, now)?;
+    if !governing.metric_known {
+        return Ok(false);
+    }
+    let window = governing.counting_window(now)?;
+    let allowance = governing.allowance();
+    let key = CounterKey { subject, metric, window };
+    let counter = counters::read_counter(client, key)?;
+    let reserved = match counter.held {
+        0 => 0,
+        _ => counters::active_holds(client, key, now)?,
+    };
+    let remaining = remaining_with_grants(allowance, counter.used, governing.grants_left, reserved);
+    if remaining == Some(0) {
+        return Ok(false);
+    }
+    let numbers = WindowNumbers { used: counter.used, allowance, remaining };
+    let notify = governing.alerts.contains(&AlertRule::Recovered);
+    statements::recover(client, AlertAt { subject, metric, window, numbers, event_id: None, cause }, notify)
+}
+
+/// Answers the depletions of windows that have ended (a new window is usable again), at most
+/// `max_subjects` (subject, metric) per call, oldest first. Returns how many `recovered`
+/// alerts it wrote. The dispatcher calls it when it is idle; without one, schedule it
+/// (pg_cron, every minute).
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn emit_due_recoveries(max_subjects: default!(Option<i32>, 1000)) -> Result<i32, ErrorReport> {
+    sql_call(|| {
+        let max_subjects = required(max_subjects, "max_subjects")?;
+        if !(1..=MAX_SUBJECTS_PER_SWEEP).contains(&max_subjects) {
+            return Err(QuotaError::invalid(format!("max_subjects must be between 1 and {MAX_SUBJECTS_PER_SWEEP}, found {max_subjects}")));
+        }
+        Spi::connect(|client| {
+            let mut written = 0;
+            for (subject, metric) in statements::due(client, transaction_now()?, i64::from(max_subjects))? {
+                if recover_metric(client, subject, &metric, "window_end")? {
+                    written += 1;
+                }
+            }
+            Ok(written)
+        })
+    })
+}
+
+/// The subject's own alert rules for the metric, replacing its plan's (an empty list: no
+/// alerts for it). Returns them as stored.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn set_alerts(subject: Option<Uuid>, metric: Option<&str>, alerts: Option<Vec<Option<String>>>) -> Result<Vec<String>, ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        let texts = required(alerts, "alerts")?
+            .into_iter()
+            .map(|text| required(text, "alerts[]"))
+            .collect::<QResult<Vec<String>>>()?;
+        let rules = parse_rules(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+            .map_err(|error| QuotaError::invalid(error.to_string()).with_hint(error.hint()))?;
+        Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "set_alerts")?;
+            require_known_metric(client, metric)?;
+            if !schema::has(client, Part::Alerts)? {
+                return Err(QuotaError::schema_too_old("alert rules", "0.10.0"));
+            }
+            let change = Change { action: "set_alerts", subject: Some(subject), metric: Some(metric), ..Change::default() };
+            audited(client, &caller, change, |client| statements::rules_state(client, subject, metric), |client| {
+                statements::set_rules(client, subject, metric, &rules)
+            })?;
+            Ok(rules.iter().map(ToString::to_string).collect())
+        })
+    })
+}
+
+/// Removes the subject's own alert rules: its plan's apply again. Whether it had any.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn clear_alerts(subject: Option<Uuid>, metric: Option<&str>) -> Result<bool, ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        Spi::connect(|client| {
+            let caller = authorize(client, QuotaRole::Admin, "clear_alerts")?;
+            require_known_metric(client, metric)?;
+            if !schema::has(client, Part::Alerts)? {
+                return Err(QuotaError::schema_too_old("alert rules", "0.10.0"));
+            }
+            let change = Change { action: "clear_alerts", subject: Some(subject), metric: Some(metric), ..Change::default() };
+            audited(client, &caller, change, |client| statements::rules_state(client, subject, metric), |client| {
+                statements::clear_rules(client, subject, metric)
+            })
+        })
+    })
+}

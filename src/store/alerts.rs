@@ -1,0 +1,181 @@
+//! Usage alerts: what fired in each window (quota.counters' `alerted`, and `alert_at` for the
+//! fast path), the outbox quota.alerts, and a subject's own alert rules
+//! (quota.alert_overrides). The consumer API over the outbox is SQL (sql/alerts.sql).
+
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use quota_rules::alert::{watch, AlertRule};
+use quota_rules::window::{Micros, Window};
+
+use super::{not_null, query, query_row, timestamp, window_end, window_key, Args, Kept};
+use crate::error::QResult;
+
+/// A window's counter that is waiting for its depletion to be answered by `recovered`.
+macro_rules! awaiting_recovery {
+    () => {
+        "'depleted' = ANY (alerted) AND NOT ('recovered' = ANY (alerted))"
+    };
+}
+
+thread_local! {
+    // Under the window's counter lock, after usage counted in it: writes an alert for each
+    // rule that holds ($rules) and has not fired in the window yet, notes them fired, and
+    // moves alert_at past them. Writes nothing when all have fired.
+    static FIRE: Kept = const { Kept::new(
+        concat!("WITH fresh AS (
+             SELECT r.rule FROM quota.counters AS c, pg_catalog.unnest($rules::text[]) WITH ORDINALITY AS r(rule, place)
+              WHERE c.subject = $subject AND c.metric = $metric AND c.window_start = $window_start
+                AND NOT (r.rule = ANY (c.alerted))
+              ORDER BY r.place),
+         sent AS (
+             INSERT INTO quota.alerts (subject, metric, rule, window_start, resets_at, used, allowance, remaining, event_id, cause)
+             SELECT $subject, $metric, rule, $window_start, $window_end, $used, $allowance, $remaining, $event_id, $cause
+               FROM fresh
+             RETURNING rule)
+         UPDATE quota.counters AS c
+            SET alerted = c.alerted || ARRAY(SELECT rule FROM sent),
+                alert_at = ", next_alert_at!("c.alerted || ARRAY(SELECT rule FROM sent)"), "
+          WHERE c.subject = $subject AND c.metric = $metric AND c.window_start = $window_start
+            AND EXISTS (SELECT FROM sent)"),
+    ) };
+    // The metrics of the subject (one, or NULL: every one) with a depletion not answered yet.
+    static AWAITING: Kept = const { Kept::new(
+        concat!("SELECT DISTINCT metric FROM quota.counters
+                  WHERE subject = $subject AND ($metric::text IS NULL OR metric = $metric) AND ", awaiting_recovery!()),
+    ) };
+    // Depletions in windows that have ended, oldest first: the subjects the sweep looks at.
+    static DUE: Kept = const { Kept::new(
+        concat!("SELECT subject, metric FROM quota.counters
+                  WHERE window_end <= $now AND ", awaiting_recovery!(), "
+                  GROUP BY subject, metric
+                  ORDER BY pg_catalog.min(window_end)
+                  LIMIT $limit"),
+    ) };
+    // The subject is usable again: answers every depletion of the (subject, metric) and,
+    // when its rules have `recovered`, writes one alert with the window usable now. Each
+    // depletion is answered once, whoever races to answer it (the UPDATE re-checks).
+    static RECOVER: Kept = const { Kept::new(
+        concat!("WITH answered AS (
+             UPDATE quota.counters SET alerted = alerted || '{recovered}'::text[]
+              WHERE subject = $subject AND metric = $metric AND ", awaiting_recovery!(), "
+             RETURNING 1)
+         INSERT INTO quota.alerts (subject, metric, rule, window_start, resets_at, used, allowance, remaining, event_id, cause)
+         SELECT $subject, $metric, 'recovered', $window_start, $window_end, $used, $allowance, $remaining, NULL, $cause
+          WHERE $notify AND EXISTS (SELECT FROM answered)
+         RETURNING alert_id"),
+    ) };
+    static SET_RULES: Kept = const { Kept::new(
+        "INSERT INTO quota.alert_overrides (subject, metric, alerts) VALUES ($subject, $metric, $alerts)
+         ON CONFLICT (subject, metric) DO UPDATE SET alerts = excluded.alerts, updated_at = pg_catalog.now()",
+    ) };
+    static CLEAR_RULES: Kept = const { Kept::new(
+        "DELETE FROM quota.alert_overrides WHERE subject = $subject AND metric = $metric RETURNING subject",
+    ) };
+    static RULES_STATE: Kept = const { Kept::new(
+        "SELECT pg_catalog.jsonb_build_object('alerts', alerts)::text AS state FROM quota.alert_overrides
+          WHERE subject = $subject AND metric = $metric",
+    ) };
+}
+
+/// A window's numbers as a decision reports them, which alert rules read.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowNumbers {
+    pub used: i64,
+    pub allowance: Option<i64>,
+    pub remaining: Option<i64>,
+}
+
+/// One (subject, metric, window) that an alert is about, and why it is written now.
+#[derive(Clone, Copy)]
+pub struct AlertAt<'a> {
+    pub subject: Uuid,
+    pub metric: &'a str,
+    pub window: Window,
+    pub numbers: WindowNumbers,
+    /// The ledger row of the usage that made it fire.
+    pub event_id: Option<i64>,
+    /// What made it fire: the event's kind, or the administrative change.
+    pub cause: &'a str,
+}
+
+impl<'a> AlertAt<'a> {
+    fn args(&self) -> QResult<Args<'a, 8>> {
+        Ok([
+            ("subject", self.subject.into()),
+            ("metric", self.metric.into()),
+            ("window_start", window_key(self.window.start)?.into()),
+            ("window_end", window_end(self.window.end)?.into()),
+            ("used", self.numbers.used.into()),
+            ("allowance", self.numbers.allowance.into()),
+            ("remaining", self.numbers.remaining.into()),
+            ("cause", self.cause.into()),
+        ])
+    }
+}
+
+/// The rules a window watches, as MARK_FAST and FIRE bind them: names and usage thresholds.
+pub fn watched(rules: &[AlertRule], allowance: Option<i64>) -> (Vec<String>, Vec<i64>) {
+    watch(rules, allowance).into_iter().map(|(rule, at)| (rule.to_string(), at)).unzip()
+}
+
+/// Fires the rules that hold (`holding`) and have not fired in the window; the window's
+/// counter is locked by the caller. `rules`: all of them, for the window's next alert_at.
+pub fn fire(client: &SpiClient, at: AlertAt, holding: &[AlertRule], rules: &[AlertRule]) -> QResult<()> {
+    let (watch_rules, watch_at) = watched(rules, at.numbers.allowance);
+    let [subject, metric, window_start, window_end, used, allowance, remaining, cause] = at.args()?;
+    let holding: Vec<String> = holding.iter().map(ToString::to_string).collect();
+    let args = [
+        ("rules", holding.into()),
+        subject,
+        metric,
+        window_start,
+        window_end,
+        used,
+        allowance,
+        remaining,
+        ("event_id", at.event_id.into()),
+        cause,
+        ("watch_rules", watch_rules.into()),
+        ("watch_at", watch_at.into()),
+    ];
+    query(client, &FIRE, args, |_| Ok(())).map(drop)
+}
+
+/// The metrics of the subject (`metric`, or every one) whose depletion awaits an answer.
+pub fn awaiting(client: &SpiClient, subject: Uuid, metric: Option<&str>) -> QResult<Vec<String>> {
+    query(client, &AWAITING, [("subject", subject.into()), ("metric", metric.into())], |row| not_null(row, "metric"))
+}
+
+/// Up to `limit` (subject, metric) whose depletion is in a window that ended by `now`.
+pub fn due(client: &SpiClient, now: Micros, limit: i64) -> QResult<Vec<(Uuid, String)>> {
+    let args = [("now", timestamp(now)?.into()), ("limit", limit.into())];
+    query(client, &DUE, args, |row| Ok((not_null(row, "subject")?, not_null(row, "metric")?)))
+}
+
+/// Answers the (subject, metric)'s depletions with the window usable now (`at`); writes the
+/// `recovered` alert when `notify`. Whether it wrote one.
+pub fn recover(client: &SpiClient, at: AlertAt, notify: bool) -> QResult<bool> {
+    let [subject, metric, window_start, window_end, used, allowance, remaining, cause] = at.args()?;
+    let args = [subject, metric, window_start, window_end, used, allowance, remaining, cause, ("notify", notify.into())];
+    Ok(query_row(client, &RECOVER, args, |row| not_null::<i64>(row, "alert_id"))?.is_some())
+}
+
+/// Sets the subject's own alert rules for the metric (they replace its plan's).
+pub fn set_rules(client: &SpiClient, subject: Uuid, metric: &str, rules: &[AlertRule]) -> QResult<()> {
+    let texts: Vec<String> = rules.iter().map(ToString::to_string).collect();
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("alerts", texts.into())];
+    query(client, &SET_RULES, args, |_| Ok(())).map(drop)
+}
+
+/// Removes the subject's own alert rules; whether it had any.
+pub fn clear_rules(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<bool> {
+    let args = [("subject", subject.into()), ("metric", metric.into())];
+    Ok(query_row(client, &CLEAR_RULES, args, |_| Ok(()))?.is_some())
+}
+
+/// The subject's own alert rules as the audit trail keeps them; None without any.
+pub fn rules_state(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<Option<String>> {
+    let args = [("subject", subject.into()), ("metric", metric.into())];
+    query_row(client, &RULES_STATE, args, |row| not_null(row, "state"))
+}
