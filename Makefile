@@ -53,6 +53,7 @@ test-rust: test-rules
 	@mkdir -p $(PGRX_DATA) && { [ -z "$(RUNAS)" ] || chown postgres $(PGRX_DATA); }
 	cargo pgrx test pg15 $(RUNAS) --pgdata $(PGRX_DATA)/data
 	cargo test --release -q --manifest-path tests/harness/Cargo.toml
+	cargo test -q -p pg-quota-dispatcher
 
 # pg_regress suites and concurrency tests against a real running server.
 test-sql:

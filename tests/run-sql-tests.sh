@@ -29,6 +29,8 @@ bash tests/concurrency/run.sh
 bash tests/signup_lock.sh
 bash tests/dump_restore.sh
 bash tests/upgrade.sh
+# The webhook dispatcher of usage alerts against a local receiver the test starts.
+bash tests/alerts/dispatcher.sh "$PGHOST" "$PGPORT"
 # Seeded randomized simulation against a reference model, bad-input fuzzing, and crashes
 # under load (tests/harness; long forms: make reliability-long). A seed is random unless
 # SEED is set; every run prints it.
@@ -42,4 +44,4 @@ bash tests/preload.sh "$PGHOST-preload" $((PGPORT + 200))
 # Keeps make bench working: a seconds-long run of the same harness (figures not kept).
 bash bench/run.sh "$PGHOST" "$PGPORT" smoke >/dev/null
 echo "bench smoke: ok"
-echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 9)) passed, 0 failed"
+echo "sql-tests: $((regress_count + $(ls tests/concurrency/*.pgbench | wc -l) + 10)) passed, 0 failed"
