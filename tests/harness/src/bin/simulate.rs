@@ -8,8 +8,9 @@
 //! (plan sim_a's "tokens", whose units do not come back during a run), retries with
 //! the same idempotency key, transactions and savepoints rolled back, bad input, and on a
 //! server that preloads pg_quota the memory-only limiter (its own state of the same rule,
-//! kept when a transaction rolls back), and a pool of its own with two members (pools.rs
-//! beside this file). The model
+//! kept when a transaction rolls back), a pool of its own with two members (pools.rs
+//! beside this file), and the usage alerts of sim_a's "calls" (each rule once per window,
+//! "recovered" after a depletion; compared alert by alert at the end). The model
 //! below (written from the product contract, not from the extension's code) predicts every
 //! decision on owned subjects exactly, whatever the interleaving. All connections also
 //! hammer a few shared subjects, where only invariants can be checked. At the end every
@@ -36,6 +37,11 @@ const PLANS: [(&str, [Option<Option<i64>>; 3]); 2] =
 /// Plan sim_a also rate-limits "tokens": a burst of RATE_BURST units, coming back at 1 per
 /// 7 days, so that no unit comes back during a run and the model needs no clock.
 const RATE_BURST: i64 = 60;
+/// Usage alert rules of sim_a's "calls" (docs/alerts.md), in their stored order: each fires
+/// once per window when it first holds after usage counted there; "recovered" answers a
+/// depletion once something is usable again after a grant, a reset, a plan change, an
+/// override or a released hold.
+const ALERT_RULES: [&str; 5] = ["50%", "100%", "5 left", "depleted", "recovered"];
 const EXPIRIES: [Option<&str>; 3] = [None, Some("2100-01-01 00:00:00+00"), Some("2101-01-01 00:00:00+00")];
 const SHARED_SUBJECTS: usize = 2;
 
@@ -79,6 +85,13 @@ struct Expected {
     used: i64,
 }
 
+impl Expected {
+    /// What the call counted (what moves its window toward an alert).
+    fn counted(&self) -> i64 {
+        self.from_allowance + self.from_grants + self.overage
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Subject {
     id: Uuid,
@@ -98,6 +111,12 @@ struct Subject {
     /// Units the same rule admitted in shared memory (quota.limit_in_memory: a state of its
     /// own, kept whatever the caller's transaction does).
     memory_taken: i64,
+    /// The alert rules that fired in each (metric, window).
+    fired: HashMap<(usize, usize), Vec<&'static str>>,
+    /// Every alert written, in order: (metric, rule, used, remaining).
+    alerts: Vec<(usize, &'static str, i64, Option<i64>)>,
+    /// A depletion of the metric that no "recovered" has answered yet.
+    awaiting: [bool; 3],
 }
 
 /// How a payment is made: allowance, then grants in spending order, then overage.
@@ -119,6 +138,60 @@ impl Subject {
             bundles: HashMap::new(),
             rate_taken: 0,
             memory_taken: 0,
+            fired: HashMap::new(),
+            alerts: Vec::new(),
+            awaiting: [false; 3],
+        }
+    }
+
+    /// The metric's alert rules under the subject's current plan.
+    fn alert_rules(&self, metric: usize) -> &'static [&'static str] {
+        if self.plan == 0 && METRICS[metric] == "calls" { &ALERT_RULES } else { &[] }
+    }
+
+    /// What a decision reports as remaining in window `epoch`: allowance left plus usable
+    /// grants, less active holds (None: unlimited).
+    fn remaining(&self, metric: usize, epoch: usize) -> Option<i64> {
+        let used = self.used[metric][epoch];
+        self.allowance(metric).map(|a| ((a - used).max(0) + self.grants_left(metric) - self.held(metric, epoch, None)).max(0))
+    }
+
+    /// After a committed call counted `counted` units in window `epoch`: the rules that hold
+    /// now and have not fired in the window fire.
+    fn after_usage(&mut self, metric: usize, epoch: usize, counted: i64) {
+        if counted == 0 {
+            return;
+        }
+        let (used, allowance, remaining) = (self.used[metric][epoch], self.allowance(metric), self.remaining(metric, epoch));
+        for &rule in self.alert_rules(metric) {
+            let holds = match rule {
+                "recovered" => false,
+                "depleted" => remaining == Some(0),
+                left if left.ends_with(" left") => remaining.is_some_and(|r| r <= left.trim_end_matches(" left").parse::<i64>().unwrap_or(0)),
+                percent => allowance.is_some_and(|a| a > 0 && used * 100 >= percent.trim_end_matches('%').parse::<i64>().unwrap_or(0) * a),
+            };
+            let fired = self.fired.entry((metric, epoch)).or_default();
+            if holds && !fired.contains(&rule) {
+                fired.push(rule);
+                self.alerts.push((metric, rule, used, remaining));
+                if rule == "depleted" {
+                    self.awaiting[metric] = true;
+                }
+            }
+        }
+    }
+
+    /// After a change that may make the metric usable again: answers its depletion when
+    /// something is left in its current window ("recovered" when the plan's rules have it).
+    fn recover(&mut self, metric: usize) {
+        let epoch = self.epoch(metric);
+        let remaining = self.remaining(metric, epoch);
+        if !self.awaiting[metric] || remaining == Some(0) {
+            return;
+        }
+        self.awaiting[metric] = false;
+        if self.alert_rules(metric).contains(&"recovered") {
+            self.alerts.push((metric, "recovered", self.used[metric][epoch], remaining));
         }
     }
 
@@ -358,6 +431,7 @@ impl Worker {
         let expected = match subject.consume_payment(metric, amount) {
             Some(payment) => {
                 subject.apply(metric, epoch, &payment);
+                subject.after_usage(metric, epoch, payment.expected.counted());
                 subject.take_rate(metric, amount);
                 payment.expected
             }
@@ -447,6 +521,7 @@ impl Worker {
             let decided = match payment {
                 Some(payment) if all_fit => {
                     subject.apply(*metric, epoch, &payment);
+                    subject.after_usage(*metric, epoch, payment.expected.counted());
                     subject.take_rate(*metric, *amount);
                     payment.expected
                 }
@@ -475,6 +550,7 @@ impl Worker {
         let epoch = subject.epoch(metric);
         let payment = subject.pay(metric, epoch, amount, true, None).ok_or("record must never be denied")?;
         subject.apply(metric, epoch, &payment);
+        subject.after_usage(metric, epoch, payment.expected.counted());
         compare("record", &payment.expected, &decision(&row))?;
         if let Some(key) = key {
             subject.keys.insert((key, metric), (amount, payment.expected));
@@ -496,6 +572,7 @@ impl Worker {
         self.grant_seq += 1;
         let seq = self.grant_seq;
         self.subjects[s].grants.push(Grant { id, metric, remaining: amount, priority, expiry, seq, revoked: false });
+        self.subjects[s].recover(metric);
         Ok(())
     }
 
@@ -555,6 +632,7 @@ impl Worker {
         let payment = subject.pay(hold.metric, hold.epoch, amount, true, Some(hold.id)).ok_or("settle must never be refused")?;
         subject.apply(hold.metric, hold.epoch, &payment);
         subject.holds[h].open = false;
+        subject.after_usage(hold.metric, hold.epoch, payment.expected.counted());
         compare("settle", &payment.expected, &decision(&row))?;
         // Settling again with the same amount replays; with another one is a conflict.
         let again = self.client.query_one(&sql, &[&hold.id, &Some(amount)]).map_err(db)?;
@@ -567,6 +645,8 @@ impl Worker {
         let id = self.subjects[s].holds[h].id;
         self.client.execute("SELECT quota.release($1)", &[&id]).map_err(db)?;
         self.subjects[s].holds[h].open = false;
+        let metric = self.subjects[s].holds[h].metric;
+        self.subjects[s].recover(metric);
         match self.client.execute("SELECT quota.release($1)", &[&id]) {
             Err(e) if sqlstate(&e).as_deref() == Some("22023") => Ok(()),
             other => fail(format!("release twice: expected 22023, got {other:?}")),
@@ -577,6 +657,7 @@ impl Worker {
         self.count("reset");
         self.client.execute("SELECT quota.reset($1, $2)", &[&self.subjects[s].id, &METRICS[metric]]).map_err(db)?;
         self.subjects[s].used[metric].push(0);
+        self.subjects[s].recover(metric);
         Ok(())
     }
 
@@ -585,6 +666,7 @@ impl Worker {
         let plan = 1 - self.subjects[s].plan;
         self.client.execute("SELECT quota.assign_plan($1, $2)", &[&self.subjects[s].id, &PLANS[plan].0]).map_err(db)?;
         self.subjects[s].plan = plan;
+        (0..METRICS.len()).for_each(|metric| self.subjects[s].recover(metric));
         Ok(())
     }
 
@@ -594,12 +676,14 @@ impl Worker {
             self.count("clear_override");
             self.client.execute("SELECT quota.clear_override($1, $2)", &[&id, &METRICS[metric]]).map_err(db)?;
             self.subjects[s].overrides[metric] = None;
+            self.subjects[s].recover(metric);
             return Ok(());
         }
         self.count("set_override");
         let allowance = if self.rng.chance(15) { None } else { Some(self.rng.range(0, 30)) };
         self.client.execute("SELECT quota.set_override($1, $2, $3)", &[&id, &METRICS[metric], &allowance]).map_err(db)?;
         self.subjects[s].overrides[metric] = Some(allowance);
+        self.subjects[s].recover(metric);
         Ok(())
     }
 
@@ -639,6 +723,7 @@ impl Worker {
         let expected = match subject.consume_payment(metric, kept) {
             Some(payment) => {
                 subject.apply(metric, epoch, &payment);
+                subject.after_usage(metric, epoch, payment.expected.counted());
                 subject.take_rate(metric, kept);
                 payment.expected
             }
@@ -746,6 +831,9 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
                 if index == 0 && *metric == "tokens" {
                     spec["rate"] = serde_json::json!([{"limit": 1, "per": "7 days", "burst": RATE_BURST}]);
                 }
+                if index == 0 && *metric == "calls" {
+                    spec["alerts"] = serde_json::json!(ALERT_RULES);
+                }
                 json.insert(metric.to_string(), spec);
             }
         }
@@ -836,6 +924,18 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
                 if keys.len() != expected_keys {
                     return fail(format!("{} {name}: {} keys in the ledger, model {expected_keys}", subject.id, keys.len()));
                 }
+            }
+            // Usage alerts: exactly the ones the model fired, in the order it fired them.
+            let alerts: Vec<(String, String, i64, Option<i64>)> = client
+                .query("SELECT metric, rule, used, remaining FROM quota.alerts WHERE subject = $1 ORDER BY alert_id", &[&subject.id])
+                .map_err(db)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+            let fired: Vec<(String, String, i64, Option<i64>)> =
+                subject.alerts.iter().map(|(m, rule, used, remaining)| (METRICS[*m].to_string(), rule.to_string(), *used, *remaining)).collect();
+            if alerts != fired {
+                return fail(format!("{}: quota.alerts {alerts:?}, the model fired {fired:?}", subject.id));
             }
             for grant in &subject.grants {
                 let remaining: i64 =
