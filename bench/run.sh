@@ -15,7 +15,7 @@ case "$mode" in
   smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
   *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
 esac
-variants=${BENCH_VARIANTS:-"floor plpgsql pg_quota pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce pg_quota_rate pg_quota_rate_only gcra pg_quota_pool"}
+variants=${BENCH_VARIANTS:-"floor plpgsql pg_quota pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
 db=pgq_bench out=target/bench
 rm -rf "$out" && mkdir -p "$out/logs"
 . bench/lib.sh
@@ -63,7 +63,9 @@ for sync in $syncs; do
          "insert under quota.enforce/consume $(ratio "${tps_of[$sync-$workload-pg_quota_enforce]}" "$q")," \
          "with a rate rule/without $(ratio "${tps_of[$sync-$workload-pg_quota_rate]}" "$q")," \
          "rate-only metric/hand-written GCRA $(ratio "${tps_of[$sync-$workload-pg_quota_rate_only]}" "${tps_of[$sync-$workload-gcra]}")," \
-         "a pool's member/a plain subject $(ratio "${tps_of[$sync-$workload-pg_quota_pool]}" "$q")"
+         "a pool's member/a plain subject $(ratio "${tps_of[$sync-$workload-pg_quota_pool]}" "$q")," \
+         "with alert rules (none crossed)/without $(ratio "${tps_of[$sync-$workload-pg_quota_alerts]}" "$q")," \
+         "a new subject's first call that fires an alert/that fires none $(ratio "${tps_of[$sync-$workload-pg_quota_crossing]}" "${tps_of[$sync-$workload-pg_quota_first_call]}")"
   done
   if [[ " $workloads " == *" hot "* ]]; then
     echo "  synchronous_commit=$sync pg_quota hot/uniform: $(ratio "${tps_of[$sync-hot-pg_quota]}" "${tps_of[$sync-uniform-pg_quota]}")"
