@@ -202,5 +202,25 @@ SELECT quota.leave_pool(:teacher, :sam) \g /dev/null
 SELECT used AS class_used_after, allowance, remaining FROM quota.usage(:teacher);
 
 \echo
-\echo '== 17. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
+\echo '== 17. Usage alerts: written with the usage that crossed them, once per window'
+\echo '   ... a plan that tells the user at 80%, when it runs out, and when it is usable again'
+SELECT quota.create_plan('notified', '{"exports": {"limit": 5, "per": "day", "alerts": ["80%", "depleted", "recovered"]}}') \g /dev/null
+SELECT gen_random_uuid() AS reader \gset
+SELECT quota.assign_plan(:'reader', 'notified') \g /dev/null
+\echo '   ... a crossing that rolls back leaves no alert'
+BEGIN;
+SELECT used FROM quota.consume(:'reader', 'exports', 4);
+ROLLBACK;
+SELECT count(*) AS alerts_after_rollback FROM quota.alerts WHERE subject = :'reader';
+\echo '   ... committed: 4 of 5 fires 80%; the last one fires depleted; a grant answers it with recovered'
+SELECT g AS call, d.used, d.remaining FROM generate_series(1, 2) AS g, LATERAL quota.consume(:'reader', 'exports', CASE g WHEN 1 THEN 4 ELSE 1 END) AS d ORDER BY g;
+SELECT quota.grant(:'reader', 'exports', 3, reason => 'sorry') IS NOT NULL AS granted;
+SELECT rule, used, remaining, cause FROM quota.alerts WHERE subject = :'reader' ORDER BY alert_id;
+\echo '   ... a consumer claims them (the webhook dispatcher does this, signed, at least once)'
+SELECT c.attempt, c.payload->>'rule' AS rule, c.payload->>'metric' AS metric, c.payload->>'remaining' AS remaining
+  FROM quota.claim_alerts('demo') AS c JOIN quota.alerts AS a USING (alert_id) WHERE a.subject = :'reader' ORDER BY c.alert_id;
+SELECT quota.ack_alerts(array_agg(alert_id)) AS acknowledged FROM quota.alerts WHERE subject = :'reader';
+
+\echo
+\echo '== 18. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
 SELECT count(*) AS mismatches FROM quota.audit();
