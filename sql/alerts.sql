@@ -72,11 +72,12 @@ BEGIN
     IF consumer IS NULL OR max_alerts IS NULL OR visibility IS NULL OR max_attempts IS NULL THEN
         RAISE EXCEPTION 'consumer, max_alerts, visibility and max_attempts must not be NULL' USING ERRCODE = '22004';
     END IF;
-    IF consumer = '' OR max_alerts NOT BETWEEN 1 AND 10000 OR visibility <= interval '0' OR max_attempts < 1 THEN
+    IF consumer = '' OR max_alerts NOT BETWEEN 1 AND 10000 OR visibility <= interval '0' OR NOT pg_catalog.isfinite(visibility)
+       OR max_attempts < 1 THEN
         RAISE EXCEPTION 'invalid claim: consumer %, max_alerts %, visibility %, max_attempts %',
                         pg_catalog.quote_literal(consumer), max_alerts, visibility, max_attempts
             USING ERRCODE = '22023',
-                  HINT = 'Name the consumer; claim 1 to 10000 alerts, for a positive visibility, with max_attempts of at least 1.';
+                  HINT = 'Name the consumer; claim 1 to 10000 alerts, for a positive finite visibility, with max_attempts of at least 1.';
     END IF;
     UPDATE quota.alerts AS a SET dead_at = now_at, claimed_by = NULL, claimed_until = NULL
       FROM (SELECT s.subject, s.alert_id FROM quota.alerts AS s
@@ -130,6 +131,9 @@ AS $$
 BEGIN
     IF alert_id IS NULL OR retry_at IS NULL THEN
         RAISE EXCEPTION 'alert_id and retry_at must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF NOT pg_catalog.isfinite(retry_at) THEN
+        RAISE EXCEPTION 'retry_at must be a finite timestamp' USING ERRCODE = '22023';
     END IF;
     IF NOT EXISTS (SELECT FROM quota.alerts AS a WHERE a.alert_id = retry_alert.alert_id) THEN
         RAISE EXCEPTION 'alert % does not exist', alert_id USING ERRCODE = '22023';

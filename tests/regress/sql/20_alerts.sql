@@ -161,6 +161,7 @@ SELECT try($$SELECT * FROM quota.claim_alerts('w', 0)$$);
 SELECT try($$SELECT * FROM quota.claim_alerts(NULL)$$);
 SELECT try($$SELECT * FROM quota.claim_alerts('w', 10, interval '0')$$);
 SELECT try($$SELECT quota.retry_alert(-1, 'x', now())$$);
+SELECT try($$SELECT quota.retry_alert(1, 'x', 'infinity')$$);
 SELECT try($$SELECT quota.ack_alerts(NULL)$$);
 SELECT try($$SELECT quota.purge_alerts(interval '-1 day')$$);
 

@@ -19,26 +19,30 @@ use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 use postgres::Client;
 
 /// Every function the README documents (trigger functions are exercised by the SQL suites).
-const DOCUMENTED: [&str; 42] = [
+const DOCUMENTED: [&str; 51] = [
     "consume", "check", "require", "record", "record_batch", "reserve", "settle", "release", "give_back", "usage",
     "current_subject", "my_usage", "my_check", "create_plan", "set_limits", "assign_plan", "set_override",
     "clear_override", "reset", "grant", "revoke_grant", "audit", "expire_reservations", "enforce_on", "enforce_off",
     "setup_supabase", "consume_many", "require_many", "require_reservation", "explain_denial", "current_quota_role",
     "teardown_supabase", "subject_for", "join_pool", "leave_pool", "set_pool_cap", "clear_pool_cap", "set_pool_admin",
-    "allocate", "revoke_allocation", "pool_usage", "routing_key",
+    "allocate", "revoke_allocation", "pool_usage", "routing_key", "set_alerts", "clear_alerts", "claim_alerts", "ack_alerts",
+    "retry_alert", "requeue_dead_alerts", "purge_alerts", "emit_due_recoveries", "alert_payload",
 ];
 /// The functions a signed-in user may call only with `app_metadata.quota_role` admin, and
 /// the one that also lets support through.
-const IN_APP_ADMIN: [&str; 8] =
-    ["assign_plan", "set_override", "clear_override", "reset", "grant", "revoke_grant", "join_pool", "revoke_allocation"];
+const IN_APP_ADMIN: [&str; 10] = [
+    "assign_plan", "set_override", "clear_override", "reset", "grant", "revoke_grant", "join_pool", "revoke_allocation", "set_alerts",
+    "clear_alerts",
+];
 const IN_APP_SUPPORT: &str = "usage";
 /// A pool's functions, which a signed-in user may also call for the pool that is its own
 /// subject (their first argument); and leave_pool, also for itself (its second).
 const POOL_ADMIN: [&str; 4] = ["set_pool_cap", "clear_pool_cap", "set_pool_admin", "allocate"];
 /// Functions that must return a value whenever they do not raise.
-const NEVER_NULL: [&str; 13] = [
+const NEVER_NULL: [&str; 19] = [
     "consume", "check", "require", "record", "reserve", "settle", "give_back", "grant", "expire_reservations", "subject_for",
-    "allocate", "revoke_allocation", "routing_key",
+    "allocate", "revoke_allocation", "routing_key", "set_alerts", "clear_alerts", "ack_alerts", "requeue_dead_alerts", "purge_alerts",
+    "emit_due_recoveries",
 ];
 const SUBJECT: &str = "00000000-0000-0000-0000-00000000f00d";
 
@@ -89,6 +93,8 @@ fn pool(ty: &str, reservation: &str, grant: &str) -> Vec<Option<String>> {
         ],
         "interval" => vec![s("15 minutes"), s("0"), s("-1 hour"), s("1 microsecond"), s("178000000 years"), s("infinity"), s("-infinity"), s("abc")],
         "boolean" => vec![s("true"), s("false"), s("maybe")],
+        "text[]" => vec![s("{80%}"), s("{}"), s(r#"{"5 left",depleted,recovered}"#), s("{recovered}"), s("{NULL}"), s("{0%,1001%}"), s("{x}"), s("not an array")],
+        "bigint[]" => vec![s("{1,2}"), s("{}"), s("{-1}"), s("{NULL}"), s("{99999999999999999999}"), s("x")],
         "regclass" => vec![s("public.notes"), s("public.notes"), s("quota.plans"), s("pg_catalog.pg_class"), s("no_such_table"), s("")],
         _ => vec![s("x")],
     };
