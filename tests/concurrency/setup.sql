@@ -61,3 +61,7 @@ SELECT quota.set_pool_cap(s(7310), 'ai', 20);
 -- calls rolled back, with grants (recovered) and resets (a new window) now and then.
 SELECT quota.create_plan('alerting', '{"units": {"limit": 100, "per": "day", "alerts": ["50%", "80%", "100%", "150%", "10 left", "depleted", "recovered"]}}');
 SELECT quota.assign_plan(s(n), 'alerting') FROM generate_series(7401, 7408) AS n;
+-- 3,000 alerts waiting for consumers (alert_consumers): each subject's one call reaches 100%.
+SELECT quota.create_plan('announced', '{"notices": {"limit": 1, "per": "day", "alerts": ["100%"]}}');
+SELECT count(quota.assign_plan(s(n), 'announced')) FROM generate_series(20001, 23000) AS n;
+SELECT count(quota.consume(s(n), 'notices')) FROM generate_series(20001, 23000) AS n;
