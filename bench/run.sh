@@ -21,6 +21,7 @@ rm -rf "$out" && mkdir -p "$out/logs"
 . bench/lib.sh
 psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 psql -d "$db" -f bench/setup.sql >/dev/null
+psql -d "$db" -f bench/setup_alerts.sql >/dev/null
 checkpoint "$db"
 
 declare -A subject=([uniform]='random(1, 10000)' [hot]='0' [near]='random(20001, 30000)')

@@ -17,20 +17,11 @@ SELECT quota.create_plan('tight', '{"calls": {"limit": 10, "per": "day"},
 SELECT quota.set_limits(plan, format('{"rated": {"limit": %s, "per": "day", "rate": [{"limit": 1000000, "per": "1 second", "burst": 1000000000}]},
                                        "paced": {"rate": [{"limit": 1000000, "per": "1 second", "burst": 1000000000}]}}', allowance)::jsonb)
   FROM (VALUES ('bench', 1000000000000), ('tight', 10)) AS p (plan, allowance);
--- Alert rules (alerted: the same quota as calls with four rules, never crossed on 'bench',
--- all fired already on 'tight'), and the cost of a crossing: the first call of a new subject
--- on a metric of 1 whose rule fires (crossing) or that has none (first_call).
-SELECT quota.set_limits(plan, format('{"alerted": {"limit": %s, "per": "day", "alerts": ["80%%", "100%%", "depleted", "recovered"]},
-                                       "crossing": {"limit": 1, "per": "day", "alerts": ["100%%"]},
-                                       "first_call": {"limit": 1, "per": "day"}}', allowance)::jsonb)
-  FROM (VALUES ('bench', 1000000000000), ('tight', 10)) AS p (plan, allowance);
 SELECT count(quota.assign_plan(s(n), 'bench')) FROM generate_series(0, 10000) AS n;
 SELECT count(quota.assign_plan(s(n), 'tight')) FROM generate_series(20001, 30000) AS n;
 SELECT count(quota.consume(s(n), 'calls')) FROM generate_series(0, 10000) AS n;
 SELECT count(quota.consume(s(n), 'calls', 10)) FROM generate_series(20001, 30000) AS n;
 SELECT count(quota.consume(s(n), 'rated')) FROM generate_series(0, 10000) AS n;
-SELECT count(quota.consume(s(n), 'alerted')) FROM generate_series(0, 10000) AS n;
-SELECT count(quota.consume(s(n), 'alerted', 10)) FROM generate_series(20001, 30000) AS n;
 SELECT count(quota.consume(s(n), 'rated', 10)) FROM generate_series(20001, 30000) AS n;
 -- One transaction per 10,000 subjects: each first consume of a subject marks its window for
 -- the fast path under an advisory lock held until commit.

@@ -1,4 +1,5 @@
-//! Administration: plans and their limits, assignments, overrides, grants and resets.
+//! Administration: plans and their limits, assignments, overrides, grants, resets, and a
+//! subject's own alert rules.
 //! SECURITY DEFINER, granted to no one by default (sql/privileges.sql); setup_supabase()
 //! grants the subject-level ones to `authenticated`, for users whose claims make them
 //! admins (src/callers.rs). Every change is recorded in quota.admin_changes (src/changes.rs).
@@ -8,6 +9,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
+use quota_rules::alert::parse_rules;
 use quota_rules::claims::QuotaRole;
 use quota_rules::decide::{remaining, Decision, Reason};
 use quota_rules::plan::{parse_limits, validate_metric, validate_plan_name};
@@ -20,9 +22,11 @@ use crate::changes::{audited, record, Change};
 use crate::error::{positive_amount, required, sql_call, QResult, QuotaError};
 use crate::jsonb::Jsonb;
 use crate::store::admin::{self as statements, NewGrant};
+use crate::store::alerts as alert_statements;
 use crate::store::changes::{assignment_state, grant_state, override_state, plan_state};
 use crate::store::counters::{self, CounterKey};
 use crate::store::ledger::{self, EventRow};
+use crate::store::schema::{self, Part};
 use crate::store::{to_micros, transaction_now};
 use crate::usage::usage_row;
 
@@ -271,4 +275,48 @@ fn start_window_over(client: &SpiClient, subject: Uuid, metric: &str, now: Micro
     };
     let event = EventRow { subject, kind: EventKind::Reset, decision: &decision, window, idempotency_key: None, metadata: None, reservation_id: None, pool: None };
     ledger::insert_event(client, event).map(drop)
+}
+
+/// The subject's own alert rules for the metric, replacing its plan's (an empty list: no
+/// alerts for it). Returns them as stored.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn set_alerts(subject: Option<Uuid>, metric: Option<&str>, alerts: Option<Vec<Option<String>>>) -> Result<Vec<String>, ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        let texts = required(alerts, "alerts")?
+            .into_iter()
+            .map(|text| required(text, "alerts[]"))
+            .collect::<QResult<Vec<String>>>()?;
+        let rules = parse_rules(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+            .map_err(|error| QuotaError::invalid(error.to_string()).with_hint(error.hint()))?;
+        change_own_alerts("set_alerts", subject, metric, |client| alert_statements::set_rules(client, subject, metric, &rules))?;
+        Ok(rules.iter().map(ToString::to_string).collect())
+    })
+}
+
+/// Removes the subject's own alert rules: its plan's apply again. Whether it had any.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn clear_alerts(subject: Option<Uuid>, metric: Option<&str>) -> Result<bool, ErrorReport> {
+    sql_call(|| {
+        let subject = required(subject, "subject")?;
+        let metric = required(metric, "metric")?;
+        change_own_alerts("clear_alerts", subject, metric, |client| alert_statements::clear_rules(client, subject, metric))
+    })
+}
+
+/// An admin's change of a subject's own alert rules (they need the schema of 0.10.0),
+/// recorded with the rules before and after.
+fn change_own_alerts<T>(action: &'static str, subject: Uuid, metric: &str, apply: impl FnOnce(&SpiClient) -> QResult<T>) -> QResult<T> {
+    Spi::connect(|client| {
+        let caller = authorize(client, QuotaRole::Admin, action)?;
+        require_known_metric(client, metric)?;
+        if !schema::has(client, Part::Alerts)? {
+            return Err(QuotaError::schema_too_old("alert rules", "0.10.0"));
+        }
+        let change = Change { action, subject: Some(subject), metric: Some(metric), ..Change::default() };
+        audited(client, &caller, change, |client| alert_statements::rules_state(client, subject, metric), apply)
+    })
 }

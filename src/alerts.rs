@@ -4,7 +4,8 @@
 //! into the outbox quota.alerts. `recovered` answers a depletion once the subject can use
 //! the metric again: a grant, a reset, a plan or override change, a give-back or a released
 //! hold answer it at once; the end of a window when emit_due_recoveries() runs (the
-//! dispatcher calls it). The outbox's consumer API is SQL (sql/alerts.sql).
+//! dispatcher calls it). The outbox's consumer API is SQL (sql/alerts.sql); a subject's own
+//! rules are set by set_alerts / clear_alerts (src/admin.rs).
 //!
 //! What fired in a window is kept in its counter row (`alerted`), under the row lock every
 //! usage takes, so concurrent calls that cross a threshold write one alert. The fast path
@@ -16,16 +17,12 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::alert::{holding_after_usage, parse_rules, AlertRule};
+use quota_rules::alert::{holding_after_usage, AlertRule};
 use quota_rules::decide::{remaining_with_grants, Decision};
 use quota_rules::governing::Governing;
-use quota_rules::claims::QuotaRole;
 use quota_rules::request::EventKind;
 use quota_rules::window::Window;
 
-use crate::admin::require_known_metric;
-use crate::callers::authorize;
-use crate::changes::{audited, Change};
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::store::alerts::{self as statements, AlertAt, WindowNumbers};
 use crate::store::counters::{self, CounterKey};
@@ -135,56 +132,6 @@ fn emit_due_recoveries(max_subjects: default!(Option<i32>, 1000)) -> Result<i32,
                 }
             }
             Ok(written)
-        })
-    })
-}
-
-/// The subject's own alert rules for the metric, replacing its plan's (an empty list: no
-/// alerts for it). Returns them as stored.
-#[pg_extern(volatile, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
-fn set_alerts(subject: Option<Uuid>, metric: Option<&str>, alerts: Option<Vec<Option<String>>>) -> Result<Vec<String>, ErrorReport> {
-    sql_call(|| {
-        let subject = required(subject, "subject")?;
-        let metric = required(metric, "metric")?;
-        let texts = required(alerts, "alerts")?
-            .into_iter()
-            .map(|text| required(text, "alerts[]"))
-            .collect::<QResult<Vec<String>>>()?;
-        let rules = parse_rules(&texts.iter().map(String::as_str).collect::<Vec<_>>())
-            .map_err(|error| QuotaError::invalid(error.to_string()).with_hint(error.hint()))?;
-        Spi::connect(|client| {
-            let caller = authorize(client, QuotaRole::Admin, "set_alerts")?;
-            require_known_metric(client, metric)?;
-            if !schema::has(client, Part::Alerts)? {
-                return Err(QuotaError::schema_too_old("alert rules", "0.10.0"));
-            }
-            let change = Change { action: "set_alerts", subject: Some(subject), metric: Some(metric), ..Change::default() };
-            audited(client, &caller, change, |client| statements::rules_state(client, subject, metric), |client| {
-                statements::set_rules(client, subject, metric, &rules)
-            })?;
-            Ok(rules.iter().map(ToString::to_string).collect())
-        })
-    })
-}
-
-/// Removes the subject's own alert rules: its plan's apply again. Whether it had any.
-#[pg_extern(volatile, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
-fn clear_alerts(subject: Option<Uuid>, metric: Option<&str>) -> Result<bool, ErrorReport> {
-    sql_call(|| {
-        let subject = required(subject, "subject")?;
-        let metric = required(metric, "metric")?;
-        Spi::connect(|client| {
-            let caller = authorize(client, QuotaRole::Admin, "clear_alerts")?;
-            require_known_metric(client, metric)?;
-            if !schema::has(client, Part::Alerts)? {
-                return Err(QuotaError::schema_too_old("alert rules", "0.10.0"));
-            }
-            let change = Change { action: "clear_alerts", subject: Some(subject), metric: Some(metric), ..Change::default() };
-            audited(client, &caller, change, |client| statements::rules_state(client, subject, metric), |client| {
-                statements::clear_rules(client, subject, metric)
-            })
         })
     })
 }

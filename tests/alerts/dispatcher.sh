@@ -90,7 +90,7 @@ start_dispatcher() {
   PG_QUOTA_CONSUMER=alerts-test \
   PG_QUOTA_VISIBILITY_SECONDS=3 \
   PG_QUOTA_TIMEOUT_SECONDS=$timeout_seconds \
-  PG_QUOTA_POLL_SECONDS=1 \
+  PG_QUOTA_POLL_SECONDS=${poll_seconds:-1} \
   PG_QUOTA_BACKOFF_BASE_MS=100 \
   PG_QUOTA_BACKOFF_MAX_SECONDS=1 \
   PG_QUOTA_MAX_ATTEMPTS=100 \
@@ -99,6 +99,11 @@ start_dispatcher() {
   dispatcher_pid=$!
 }
 dispatcher_running() { kill -0 "$dispatcher_pid" 2>/dev/null; }
+# The dispatcher has found nothing to claim and waits: its last statement was the sweep.
+dispatcher_idle() {
+  [ "$(value "SELECT count(*) FROM pg_stat_activity WHERE datname = '$db' AND application_name = 'pg-quota-dispatcher'
+                AND state = 'idle' AND query LIKE '%emit_due_recoveries%'")" = 1 ]
+}
 dispatcher_gone() { ! dispatcher_running; }
 
 cargo build --release -q -p pg-quota-dispatcher
@@ -115,9 +120,12 @@ grep -q '^pg-quota-dispatcher: PG_QUOTA_WEBHOOK_SECRET: is required$' "$work/con
 
 setup_database
 start_receiver
-start_dispatcher
+# Scenario 1 polls only once a minute: alerts delivered within seconds were announced by the
+# NOTIFY of the transaction that wrote them (and after a reconnection, LISTEN was renewed).
+poll_seconds=60 start_dispatcher
 
-echo "1. normal delivery, and after the dispatcher's database connection was terminated"
+echo "1. normal delivery woken by NOTIFY, and after the dispatcher's database connection was terminated"
+wait_until 20 "the dispatcher to wait for notifications" dispatcher_idle
 before=$(last_alert_id)
 make_alerts 10
 wait_until 20 "10 alerts acknowledged" all_where "$before" "delivered_at IS NOT NULL"
@@ -126,12 +134,18 @@ verify "$(ids_after "$before")" 1
 terminated=$(value "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
                     WHERE datname = '$db' AND application_name = 'pg-quota-dispatcher'")
 [ "$terminated" = 1 ] || fail "1: expected the dispatcher's one session, found $terminated"
+wait_until 20 "the dispatcher to reconnect and wait" dispatcher_idle
 middle=$(last_alert_id)
 make_alerts 3
 wait_until 20 "3 alerts acknowledged after the reconnection" all_where "$middle" "delivered_at IS NOT NULL"
 dispatcher_running || fail "1: the dispatcher exited when its connection was terminated"
 grep -q 'reconnecting in' "$dispatcher_log" || fail "1: no reconnection logged"
 verify "$(ids_after "$middle")" 1b
+
+# The other scenarios wait for retries, which no notification announces: poll every second.
+kill -TERM "$dispatcher_pid"
+wait "$dispatcher_pid" || fail "1: the dispatcher did not stop cleanly on SIGTERM"
+start_dispatcher
 
 echo "2. receiver down, then up"
 stop_receiver
