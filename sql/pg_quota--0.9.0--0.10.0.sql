@@ -1,4 +1,5 @@
--- 0.9.0 -> 0.10.0: usage alerts (issue 22, docs/alerts.md): alert rules per plan metric
+-- 0.9.0 -> 0.10.0: soft limits (issue 23: quota.limits' soft and overage_max) and usage
+-- alerts (issue 22, docs/alerts.md): alert rules per plan metric
 -- (quota.limits' alerts) and per subject (quota.alert_overrides), what fired in each window
 -- (quota.counters' alerted, and alert_at for the fast path), the outbox quota.alerts with its
 -- consumer API (sql/alerts.sql), set_alerts / clear_alerts / emit_due_recoveries. Columns are
@@ -6,6 +7,8 @@
 -- install.
 
 ALTER TABLE quota.limits ADD COLUMN alerts text[] NOT NULL DEFAULT '{}';
+ALTER TABLE quota.limits ADD COLUMN soft boolean NOT NULL DEFAULT false,
+    ADD COLUMN overage_max bigint CHECK (overage_max >= 0);
 ALTER TABLE quota.counters ADD COLUMN alerted text[] NOT NULL DEFAULT '{}', ADD COLUMN alert_at bigint;
 -- Windows whose depletion no `recovered` has answered yet (sql/alerts.sql): few rows.
 CREATE INDEX counters_awaiting_recovery ON quota.counters (subject, metric, window_end)

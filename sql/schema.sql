@@ -32,6 +32,10 @@ CREATE TABLE quota.limits (
     -- Usage alert rules as quota_rules::alert stores them: '{80%,100%,"50 left",depleted,recovered}'
     -- (sql/alerts.sql). Written only by create_plan / set_limits, which validate them.
     alerts      text[] NOT NULL DEFAULT '{}',
+    -- A soft limit: consume may pass the allowance as overage (reason 'overage'), by at most
+    -- overage_max per window (NULL: without a ceiling). Only beside a limited allowance.
+    soft        boolean NOT NULL DEFAULT false,
+    overage_max bigint CHECK (overage_max >= 0),
     PRIMARY KEY (plan, metric)
 );
 -- "Is this metric known at all?" is asked when a subject's plan lacks the metric.
@@ -413,7 +417,7 @@ CREATE TYPE quota.decision AS (
     amount          bigint,
     from_allowance  bigint,
     from_grants     bigint,
-    overage         bigint,       -- record/settle only: counted beyond allowance and grants
+    overage         bigint,       -- counted beyond allowance and grants: record, settle, a soft limit's consume
     used            bigint,       -- in this window, after this call (check: now)
     reserved        bigint,       -- active holds in this window (reservations)
     allowance       bigint,       -- NULL = unlimited

@@ -21,7 +21,7 @@ use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::jsonb::Jsonb;
 use crate::pools::{self, PooledDecided};
 use crate::rates::{self, RateCheck, StateRows};
-use crate::spending::{governing_with_assignment, lock_capacity, write_event, Capacity, Entry, Request};
+use crate::spending::{governing_with_assignment, lock_capacity, overage_of, write_event, Capacity, Entry, Request};
 use crate::store::ledger;
 use crate::tuples::{decision_tuple, DecisionTuple};
 
@@ -96,7 +96,7 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
             (None, None) => (None, None),
             _ => {
                 let capacity = lock_capacity(client, request, window, allowance, None)?;
-                let paid = capacity.split(request.amount, Mode::Consume).filter(|_| rate.admitted());
+                let paid = capacity.split(request.amount, overage_of(Mode::Consume, &governing)).filter(|_| rate.admitted());
                 (Some(capacity), paid)
             }
         };

@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::decide::{Decision, Reason, Standing};
+use quota_rules::decide::{Decision, Overage, Reason, Standing};
 use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempotency_key, EventKind, Mode, ReservationStatus};
 use quota_rules::window::{Micros, Window};
 
@@ -104,7 +104,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let capacity = lock_capacity(client, request, window, allowance, None)?;
     let standing = Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
-    if capacity.split(request.amount, Mode::Reserve).is_none() {
+    if capacity.split(request.amount, Overage::Hard).is_none() {
         if capacity.expired != 0 {
             counters::adjust_counter(client, request.counter(window), 0, -capacity.expired)?;
         }

@@ -1,5 +1,6 @@
 //! Spending: consume, check, record, record_batch and give_back, and how a call is paid:
-//! the allowance first, then grants, then (record, settle) overage. Reservations pay through
+//! the allowance first, then grants, then overage (record, settle, and consume under a soft
+//! limit, up to its ceiling). Reservations pay through
 //! `pay` too (src/reservations.rs); consume tries the fast path first (src/fast_path.rs); a
 //! pool pays what a member's own means do not cover (src/pools.rs).
 //!
@@ -14,7 +15,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::batch::parse_batch;
-use quota_rules::decide::{after_holds, ceiling, remaining, split, Ceiling, Decision, Reason, Split, Standing};
+use quota_rules::decide::{after_holds, ceiling, remaining, split_within, Ceiling, Decision, Overage, Reason, Split, Standing};
 use quota_rules::governing::Governing;
 use quota_rules::plan::validate_metric;
 use quota_rules::request::{self, replay, validate_idempotency_key, EventKind, Mode};
@@ -265,7 +266,9 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         // A member's own means pay only an amount they cover in full; else its pool pays.
         // Without allowance or grants of its own they cannot (its holds could only take).
         (Some(_), _) if allowance == Some(0) && governing.grants_left == 0 => Paid::denied(Standing { used: 0, reserved: 0, grants_left: 0 }),
-        (Some(_), _) => pay(client, request, Mode::Consume, &governing, window, allowance, None)?,
+        // They never pass the allowance as overage (a soft limit of the member's own plan):
+        // the pool pays first.
+        (Some(_), _) => pay(client, request, Mode::Consume, &Governing { overage: Overage::Hard, ..governing.clone() }, window, allowance, None)?,
         // Without a plan consume is denied outright; record still counts (as overage).
         (None, None) if mode == Mode::Consume => Paid::denied(Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
         (None, _) => pay(client, request, mode, &governing, window, allowance, None)?,
@@ -389,6 +392,8 @@ pub struct Capacity {
     /// Allowance room and grant balances left for this call once holds have their share.
     pub room: Option<i64>,
     pub balances: Vec<i64>,
+    /// The window's allowance (None = unlimited), against which its overage is counted.
+    pub allowance: Option<i64>,
 }
 
 /// Locks the counter, then the grants (always in this order, so writers cannot deadlock),
@@ -408,7 +413,7 @@ pub fn lock_capacity(
     let grants = counters::lock_grants(client, request.subject, request.metric, request.now)?;
     let mut balances: Vec<i64> = grants.iter().map(|grant| grant.remaining).collect();
     let room = after_holds(remaining(allowance, counter.used), &mut balances, holds.reserved);
-    Ok(Capacity { counter, expired: holds.expired, reserved: holds.reserved, grants, room, balances })
+    Ok(Capacity { counter, expired: holds.expired, reserved: holds.reserved, grants, room, balances, allowance })
 }
 
 impl Capacity {
@@ -441,7 +446,7 @@ pub fn pay(
                 return Ok(Paid { split: Some(Split::allowance_only(request.amount)), grants_taken: Vec::new(), standing });
             }
         }
-        if mode == Mode::Consume && governing.grants_left == 0 {
+        if mode == Mode::Consume && governing.grants_left == 0 && governing.overage == Overage::Hard {
             let counter = counters::read_counter(client, request.counter(window))?;
             if counter.held == 0 {
                 return Ok(Paid::denied(Standing { used: counter.used, reserved: 0, grants_left: 0 }));
@@ -450,14 +455,26 @@ pub fn pay(
     }
     // Under the counter lock, with holds and grants.
     let capacity = lock_capacity(client, request, window, allowance, settling.map(|held| held.id))?;
-    let paid = capacity.split(request.amount, mode);
+    let paid = capacity.split(request.amount, overage_of(mode, governing));
     capacity.take(client, request, window, paid, settling.map_or(0, |held| held.amount))
 }
 
+/// How far a call of `mode` may pass the allowance and the grants: records and settles
+/// without bound (usage that happened), consume as the plan's soft limit says, holds and
+/// allocations not at all.
+pub fn overage_of(mode: Mode, governing: &Governing) -> Overage {
+    match mode {
+        _ if mode.overage_allowed() => Overage::Unbounded,
+        Mode::Consume => governing.overage,
+        _ => Overage::Hard,
+    }
+}
+
 impl Capacity {
-    /// How the amount would be paid from what is free (None = it does not fit).
-    pub fn split(&self, amount: i64, mode: Mode) -> Option<Split> {
-        split(amount, self.room, &self.balances, mode.overage_allowed())
+    /// How the amount would be paid from what is free (None = it does not fit), passing the
+    /// allowance and the grants by at most what `overage` leaves in the window.
+    pub fn split(&self, amount: i64, overage: Overage) -> Option<Split> {
+        split_within(amount, self.room, &self.balances, overage.room(self.allowance, self.counter.used))
     }
 
     /// Counts what `paid` takes from the allowance and frees the holds that expired (and
@@ -525,7 +542,9 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     let mut grants = [governing.grants_left];
     let room = after_holds(remaining(allowance, counter.used), &mut grants, reserved);
     let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
-    let paid = split(request.amount, room, &grants, false);
+    // A pool's member never passes its own allowance as overage (spend: the pool pays first).
+    let overage = if pool.is_some() { Overage::Hard } else { governing.overage };
+    let paid = split_within(request.amount, room, &grants, overage.room(allowance, counter.used));
     // An amount consume could not count (past bigint) does not fit either.
     if let Some(paid) = &paid {
         counter.used.checked_add(paid.counted()).ok_or_else(|| QuotaError::overflow("used + amount"))?;

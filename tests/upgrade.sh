@@ -17,7 +17,7 @@ rows() {
   local db=$1 t
   for t in $tables; do
     echo "== $t"
-    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' - 'pool' - 'member' - 'alerts' - 'alerted' - 'alert_at' FROM quota.$t AS x ORDER BY 1"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' - 'pool' - 'member' - 'alerts' - 'alerted' - 'alert_at' - 'soft' - 'overage_max' FROM quota.$t AS x ORDER BY 1"
   done
 }
 
@@ -173,6 +173,10 @@ BEGIN
     IF (SELECT count(*) FROM quota.alerts WHERE subject = '00000000-0000-0000-0000-000000000004' AND rule = '10%' AND used = d.used) <> 1 THEN
         RAISE EXCEPTION 'no alert on a window counted before the upgrade: %', d;
     END IF;
+    -- A soft limit on a plan created before the upgrade: past the allowance as overage.
+    PERFORM quota.set_limits('pro', '{"calls": {"limit": 100, "per": "month", "anchor": "subscription", "overage": {"max": 5}}}');
+    d := quota.consume('00000000-0000-0000-0000-000000000004', 'calls', 93);
+    IF NOT d.allowed OR d.reason <> 'overage' OR d.overage <> 5 THEN RAISE EXCEPTION 'a soft limit after the upgrade: %', d; END IF;
     IF EXISTS (SELECT FROM quota.audit()) THEN RAISE EXCEPTION 'audit found mismatches after the upgrade'; END IF;
 END $$;
 SQL

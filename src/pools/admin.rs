@@ -9,7 +9,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::claims::QuotaRole;
-use quota_rules::decide::{Decision, Reason, Standing};
+use quota_rules::decide::{Decision, Overage, Reason, Standing};
 use quota_rules::plan::validate_metric;
 use quota_rules::request::{self, validate_idempotency_key, Mode};
 
@@ -222,7 +222,7 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
     // before it).
     fast_path::forget_subject(client, member, request.metric)?;
     let capacity = lock_capacity(client, request, call.window, call.governing.allowance(), None)?;
-    let paid = capacity.split(request.amount, Mode::Allocate);
+    let paid = capacity.split(request.amount, Overage::Hard);
     let taken = capacity.take(client, request, call.window, paid, 0)?;
     let decision = request.decision(taken.split.as_ref(), taken.standing, call.governing.allowance(), call.window);
     let Some(_) = taken.split else {

@@ -4,6 +4,7 @@
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
+use quota_rules::decide::Overage;
 use quota_rules::plan::LimitDef;
 use quota_rules::rate::RateRule;
 use quota_rules::window::Micros;
@@ -21,11 +22,12 @@ thread_local! {
          RETURNING plan",
     ) };
     static UPSERT_LIMIT: Kept = const { Kept::new(
-        "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate, alerts)
-         VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb, $alerts)
+        "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate, alerts, soft, overage_max)
+         VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb, $alerts, $soft, $overage_max)
          ON CONFLICT (plan, metric) DO UPDATE
             SET allowance = excluded.allowance, period = excluded.period, anchor = excluded.anchor,
-                time_zone = excluded.time_zone, rate = excluded.rate, alerts = excluded.alerts",
+                time_zone = excluded.time_zone, rate = excluded.rate, alerts = excluded.alerts,
+                soft = excluded.soft, overage_max = excluded.overage_max",
     ) };
     // UPSERT_LIMIT on a schema before 0.10.0, whose limits have no alert rules.
     static UPSERT_LIMIT_WITHOUT_ALERTS: Kept = const { Kept::new(
@@ -109,8 +111,8 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
         return Err(QuotaError::schema_too_old("rate rules", "0.7.0"));
     }
     let with_alerts = schema::has(client, Part::Alerts)?;
-    if !with_alerts && limits.iter().any(|limit| !limit.alerts.is_empty()) {
-        return Err(QuotaError::schema_too_old("alert rules", "0.10.0"));
+    if !with_alerts && limits.iter().any(|limit| !limit.alerts.is_empty() || limit.overage != Overage::Hard) {
+        return Err(QuotaError::schema_too_old("alert rules and soft limits", "0.10.0"));
     }
     for limit in limits {
         let args = || {
@@ -127,7 +129,23 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
         if with_alerts {
             let alerts: Vec<String> = limit.alerts.iter().map(ToString::to_string).collect();
             let [plan, metric, allowance, period, anchor, time_zone] = args();
-            let args = [plan, metric, allowance, period, anchor, time_zone, ("rate", rate().into()), ("alerts", alerts.into())];
+            let (soft, overage_max) = match limit.overage {
+                Overage::Hard => (false, None),
+                Overage::AtMost(max) => (true, Some(max)),
+                Overage::Unbounded => (true, None),
+            };
+            let args = [
+                plan,
+                metric,
+                allowance,
+                period,
+                anchor,
+                time_zone,
+                ("rate", rate().into()),
+                ("alerts", alerts.into()),
+                ("soft", soft.into()),
+                ("overage_max", overage_max.into()),
+            ];
             query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
         } else if with_rates {
             let [plan, metric, allowance, period, anchor, time_zone] = args();

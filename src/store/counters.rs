@@ -5,7 +5,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::alert::stored_rules as stored_alert_rules;
-use quota_rules::decide::Limit;
+use quota_rules::decide::{Limit, Overage};
 use quota_rules::governing::Governing;
 use quota_rules::rate::{rules_change_at, rules_in_force, stored_overrides, stored_rules};
 use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
@@ -60,10 +60,11 @@ thread_local! {
     static RESOLVE: Kept = const { Kept::new(concat!(
         "SELECT ", governing_columns!(), rate_columns!(), ",
                 coalesce((SELECT r.alerts FROM quota.alert_overrides AS r WHERE r.subject = $subject AND r.metric = $metric),
-                         l.alerts, '{}') AS alerts",
+                         l.alerts, '{}') AS alerts,
+                l.soft, l.overage_max",
         governing_sources!(),
     )) };
-    // RESOLVE on a schema before 0.10.0, which has no alert rules.
+    // RESOLVE on a schema before 0.10.0, which has no alert rules nor soft limits.
     static RESOLVE_WITHOUT_ALERTS: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(), rate_columns!(), governing_sources!())) };
     // RESOLVE on a schema before 0.7.0, which has no rate rules.
     static RESOLVE_WITHOUT_RATES: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(), governing_sources!())) };
@@ -163,9 +164,9 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
             }
             _ => (Vec::new(), None),
         };
-        let alerts = match with_alerts {
-            true => stored_alert_rules(&not_null::<Vec<String>>(row, "alerts")?)?,
-            false => Vec::new(),
+        let (alerts, overage) = match with_alerts {
+            true => (stored_alert_rules(&not_null::<Vec<String>>(row, "alerts")?)?, overage(column(row, "soft")?, column(row, "overage_max")?)),
+            false => (Vec::new(), Overage::Hard),
         };
         Ok(Governing {
             rates,
@@ -181,8 +182,18 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
             grants_left: not_null(row, "grants_left")?,
             reset_since: not_null(row, "reset_since")?,
             alerts,
+            overage,
         })
     })?)
+}
+
+/// The plan's soft limit (0.10.0): none without the metric in the plan.
+fn overage(soft: Option<bool>, max: Option<i64>) -> Overage {
+    match (soft, max) {
+        (Some(true), Some(max)) => Overage::AtMost(max),
+        (Some(true), None) => Overage::Unbounded,
+        _ => Overage::Hard,
+    }
 }
 
 /// The plan's window rule, parsed once here; one lifetime window for a metric the plan lacks.

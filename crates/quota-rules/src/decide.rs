@@ -57,7 +57,8 @@ pub struct Decision {
     pub amount: i64,
     pub from_allowance: i64,
     pub from_grants: i64,
-    /// Recorded beyond allowance and grants (record only; consume never overspends).
+    /// Counted beyond allowance and grants: record and settle, and consume under a soft
+    /// limit (within its ceiling); a hard limit's consume never overspends.
     pub overage: i64,
     /// Usage of the window after this call.
     pub used: i64,
@@ -276,6 +277,35 @@ impl Split {
     }
 }
 
+/// How far a consume may pass the allowance once the allowance and the grants are spent:
+/// a hard limit, or a soft one (the limit's `"overage"`) that lets it go on as overage, up to
+/// a ceiling of overage per window or without one. Records and settles always may (usage
+/// that happened); holds and allocations never do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overage {
+    Hard,
+    AtMost(i64),
+    Unbounded,
+}
+
+impl Overage {
+    /// What is left of it in a window that has `used` against `allowance`: None = no bound.
+    /// The window's overage so far is what it used past its allowance.
+    pub fn room(self, allowance: Option<i64>, used: i64) -> Option<i64> {
+        match (self, allowance) {
+            (Overage::Hard, _) => Some(0),
+            (Overage::Unbounded, _) | (_, None) => None,
+            (Overage::AtMost(max), Some(allowance)) => Some(max.saturating_sub(used.saturating_sub(allowance).max(0)).max(0)),
+        }
+    }
+}
+
+/// split, letting the rest go on as overage of at most `overage_room` (None = no bound): an
+/// amount that allowance, grants and that room cannot cover together is not split (None).
+pub fn split_within(amount: i64, room: Option<i64>, balances: &[i64], overage_room: Option<i64>) -> Option<Split> {
+    split(amount, room, balances, true).filter(|paid| overage_room.is_none_or(|max| paid.overage <= max))
+}
+
 /// Sum of grant balances; saturates, since it is only reported, never spent from.
 pub fn grants_total(balances: &[i64]) -> i64 {
     balances.iter().fold(0i64, |sum, balance| sum.saturating_add((*balance).max(0)))
@@ -321,6 +351,36 @@ pub fn percent_used(allowance: Option<i64>, used: i64) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+
+    /// A soft limit lets a consume pass the allowance and the grants, as overage, up to what
+    /// is left of its ceiling in the window; a hard one is split() without overage.
+    #[test]
+    fn soft_limits_bound_the_overage() {
+        assert_eq!(Overage::Hard.room(Some(10), 12), Some(0));
+        assert_eq!(Overage::Unbounded.room(Some(10), 12), None);
+        assert_eq!(Overage::AtMost(5).room(Some(10), 4), Some(5));
+        assert_eq!(Overage::AtMost(5).room(Some(10), 12), Some(3));
+        assert_eq!(Overage::AtMost(5).room(Some(10), 40), Some(0));
+        assert_eq!(Overage::AtMost(5).room(None, 40), None);
+        assert_eq!(Overage::AtMost(i64::MAX).room(Some(0), i64::MAX), Some(0));
+        let paid = split_within(10, Some(3), &[4], Some(3)).expect("3 + 4 + 3 overage");
+        assert_eq!((paid.from_allowance, paid.grants_total(), paid.overage), (3, 4, 3));
+        assert_eq!(split_within(10, Some(3), &[4], Some(2)), None);
+        assert_eq!(split_within(10, Some(3), &[4], Some(0)), split(10, Some(3), &[4], false));
+        assert_eq!(split_within(10, Some(3), &[4, 2], Some(0)), split(10, Some(3), &[4, 2], false));
+        let mut rng = Rng::new(0x50F7);
+        for case in 0..50_000 {
+            let (amount, room, balance) = (rng.range(1, 50), rng.range(0, 30), rng.range(0, 30));
+            let overage_room = if rng.chance(20) { None } else { Some(rng.range(0, 30)) };
+            let paid = split_within(amount, Some(room), &[balance], overage_room);
+            let fits = overage_room.is_none_or(|max| amount <= room + balance + max);
+            assert_eq!(paid.is_some(), fits, "case {case}: {amount} in {room} + {balance} + {overage_room:?}");
+            if let Some(paid) = paid {
+                assert_eq!(paid.from_allowance, amount.min(room), "case {case}: the allowance pays first");
+                assert!(overage_room.is_none_or(|max| paid.overage <= max), "case {case}");
+            }
+        }
+    }
 
     #[test]
     fn ceiling_agrees_with_exact_arithmetic() {

@@ -4,7 +4,7 @@
 //! fast path may decide later consumes.
 
 use crate::alert::AlertRule;
-use crate::decide::{effective_allowance, Limit};
+use crate::decide::{effective_allowance, Limit, Overage};
 use crate::rate::RateRule;
 use crate::window::{Micros, Window, WindowError, WindowSpec};
 
@@ -36,6 +36,8 @@ pub struct Governing {
     pub rates_until: Option<Micros>,
     /// The usage alert rules: the subject's own for the metric, else its plan's.
     pub alerts: Vec<AlertRule>,
+    /// The plan's soft limit: how far consume may pass the allowance (Hard without a plan).
+    pub overage: Overage,
 }
 
 impl Governing {
@@ -65,8 +67,9 @@ impl Governing {
     /// window's cached allowance alone: an assigned plan, no usable grants, no reset after
     /// this instant (the reset's window is the current one then). Rate rules are cached
     /// beside it, each in its state row, valid until `rates_until`.
+    /// A soft limit is decided on the slow path, which splits what passes the allowance.
     pub fn fast_path_can_decide(&self) -> bool {
-        self.assigned && self.plan.is_some() && self.grants_left == 0 && !self.reset_since
+        self.assigned && self.plan.is_some() && self.grants_left == 0 && !self.reset_since && self.overage == Overage::Hard
     }
 }
 
@@ -92,6 +95,7 @@ mod tests {
             rates: Vec::new(),
             rates_until: None,
             alerts: Vec::new(),
+            overage: Overage::Hard,
         }
     }
 
@@ -116,6 +120,7 @@ mod tests {
         assert!(g.fast_path_can_decide());
         assert!(!Governing { grants_left: 1, ..g.clone() }.fast_path_can_decide());
         assert!(!Governing { reset_since: true, ..g.clone() }.fast_path_can_decide());
+        assert!(!Governing { overage: Overage::AtMost(5), ..g.clone() }.fast_path_can_decide());
         let rule = crate::rate::RateRule::new(1, 1_000_000, 1).expect("valid");
         assert!(Governing { rates: vec![rule], rates_until: Some(DAY), ..g.clone() }.fast_path_can_decide());
         assert!(!Governing { assigned: false, ..g.clone() }.fast_path_can_decide());

@@ -6,6 +6,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::alert::{self, AlertError, AlertRule};
+use crate::decide::Overage;
 use crate::rate::{parse_rules, RateError, RateRule};
 use crate::window::{parse_time_zone, Anchor, Period, WindowError};
 
@@ -22,6 +23,8 @@ pub struct LimitDef {
     pub rates: Vec<RateRule>,
     /// Usage alert rules, in their stored order (quota_rules::alert).
     pub alerts: Vec<AlertRule>,
+    /// Whether consume may pass the allowance as overage (a soft limit), and how far.
+    pub overage: Overage,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +40,7 @@ pub enum PlanError {
     Window { metric: String, error: WindowError },
     Rate { metric: String, error: RateError },
     Alerts { metric: String, error: AlertError },
+    Overage { metric: String, found: String },
 }
 
 impl PlanError {
@@ -47,6 +51,7 @@ impl PlanError {
             PlanError::PlanName(_) => "Plan names match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$, e.g. free or Pro.",
             PlanError::Rate { error, .. } => error.hint(),
             PlanError::Alerts { error, .. } => error.hint(),
+            PlanError::Overage { .. } => r#"A soft limit: {"tokens": {"limit": 10000, "per": "month", "overage": {"max": 2000}}} lets consume go 2,000 past the limit, as overage."#,
             _ => r#"Limits look like {"ai_requests": {"limit": 10, "per": "day"}, "tokens": {"limit": 10000, "per": "month", "anchor": "subscription", "time_zone": "Europe/Berlin"}, "exports": {"limit": null}}."#,
         }
     }
@@ -61,7 +66,7 @@ impl fmt::Display for PlanError {
             PlanError::LimitNotObject { metric } => write!(f, "limit for metric {metric:?} must be a JSON object"),
             PlanError::UnknownKey { metric, key } => write!(
                 f,
-                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate, alerts)"
+                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate, alerts, overage)"
             ),
             PlanError::Allowance { metric, found } => write!(
                 f,
@@ -75,6 +80,10 @@ impl fmt::Display for PlanError {
             PlanError::Window { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
             PlanError::Rate { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
             PlanError::Alerts { metric, error } => write!(f, "limit for metric {metric:?}: {error}"),
+            PlanError::Overage { metric, found } => write!(
+                f,
+                "\"overage\" for metric {metric:?} must be {{\"max\": N}} (N a non-negative whole number, or null: no ceiling) beside a whole-number \"limit\", found {found}"
+            ),
         }
     }
 }
@@ -109,7 +118,7 @@ pub fn validate_plan_name(name: &str) -> Result<(), PlanError> {
 /// (required unless `rate` is given; null or absent = unlimited), `per` (required unless
 /// unlimited, then it defaults to `lifetime`), `anchor` (`calendar` by default), `time_zone`
 /// (`UTC` by default), `rate` (rate rules, quota_rules::rate), `alerts` (usage alert rules,
-/// quota_rules::alert).
+/// quota_rules::alert), `overage` (a soft limit: `{"max": N}` or `{"max": null}`).
 pub fn parse_limits(limits: &Value) -> Result<Vec<LimitDef>, PlanError> {
     let Value::Object(entries) = limits else {
         return Err(PlanError::LimitsNotObject);
@@ -122,7 +131,7 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     let Value::Object(spec) = spec else {
         return Err(PlanError::LimitNotObject { metric: metric.to_string() });
     };
-    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate", "alerts"].contains(&key.as_str())) {
+    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate", "alerts", "overage"].contains(&key.as_str())) {
         return Err(PlanError::UnknownKey { metric: metric.to_string(), key: key.clone() });
     }
     let rates = match spec.get("rate") {
@@ -142,6 +151,10 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
             return Err(PlanError::Allowance { metric: metric.to_string(), found });
         }
     };
+    let overage = match spec.get("overage") {
+        None => Overage::Hard,
+        Some(value) => parse_overage(value, allowance).ok_or_else(|| PlanError::Overage { metric: metric.to_string(), found: value.to_string() })?,
+    };
     let text = |key: &'static str| -> Result<Option<&str>, PlanError> {
         match spec.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -157,7 +170,21 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     };
     let anchor = text("anchor")?.map_or(Ok(Anchor::Calendar), Anchor::parse).map_err(window_error)?;
     let time_zone = parse_time_zone(text("time_zone")?.unwrap_or("UTC")).map_err(window_error)?;
-    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates, alerts })
+    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates, alerts, overage })
+}
+
+/// `{"max": N}` or `{"max": null}`, beside a limited allowance (an unlimited one has nothing
+/// to pass); None for anything else.
+fn parse_overage(value: &Value, allowance: Option<i64>) -> Option<Overage> {
+    let Value::Object(fields) = value else { return None };
+    if allowance.is_none() || fields.len() != 1 {
+        return None;
+    }
+    match fields.get("max")? {
+        Value::Null => Some(Overage::Unbounded),
+        Value::Number(max) => max.as_i64().filter(|max| *max >= 0).map(Overage::AtMost),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +245,11 @@ mod tests {
         assert_eq!(by_metric("api_calls").rates.iter().map(|r| r.limit).collect::<Vec<_>>(), vec![5, 100]);
         let alerting = parse_limits(&json!({"calls": {"limit": 10, "per": "day", "alerts": ["100%", "80%"]}})).expect("valid alerts");
         assert_eq!(alerting[0].alerts, vec![AlertRule::PercentUsed(80), AlertRule::PercentUsed(100)]);
+        assert_eq!(alerting[0].overage, Overage::Hard);
+        let soft = parse_limits(&json!({"a": {"limit": 10, "per": "day", "overage": {"max": 5}}, "b": {"limit": 0, "per": "day", "overage": {"max": null}}}))
+            .expect("valid soft limits");
+        let by_metric = |m: &str| soft.iter().find(|l| l.metric == m).cloned().expect(m);
+        assert_eq!((by_metric("a").overage, by_metric("b").overage), (Overage::AtMost(5), Overage::Unbounded));
     }
 
     #[test]
@@ -243,6 +275,11 @@ mod tests {
             json!({"a": {"limit": 1, "per": "day", "rate": {"limit": 1}}}),
             json!({"a": {"limit": 1, "per": "day", "alerts": ["recovered"]}}),
             json!({"a": {"limit": 1, "per": "day", "alerts": "80%"}}),
+            json!({"a": {"limit": 1, "per": "day", "overage": true}}),
+            json!({"a": {"limit": 1, "per": "day", "overage": {"max": -1}}}),
+            json!({"a": {"limit": 1, "per": "day", "overage": {"maximum": 5}}}),
+            json!({"a": {"limit": 1, "per": "day", "overage": {"max": 5, "grace": 1}}}),
+            json!({"a": {"limit": null, "overage": {"max": 5}}}),
         ];
         for case in cases {
             let error = parse_limits(&case).expect_err(&case.to_string());

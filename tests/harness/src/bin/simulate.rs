@@ -37,6 +37,9 @@ const PLANS: [(&str, [Option<Option<i64>>; 3]); 2] =
 /// Plan sim_a also rate-limits "tokens": a burst of RATE_BURST units, coming back at 1 per
 /// 7 days, so that no unit comes back during a run and the model needs no clock.
 const RATE_BURST: i64 = 60;
+/// Plan sim_b's "tokens" is a soft limit: consume may pass its allowance (and the grants) by
+/// up to this much overage per window; holds may not.
+const SOFT_OVERAGE_MAX: i64 = 30;
 /// Usage alert rules of sim_a's "calls" (docs/alerts.md), in their stored order: each fires
 /// once per window when it first holds after usage counted there; "recovered" answers a
 /// depletion once something is usable again after a grant, a reset, a plan change, an
@@ -206,7 +209,22 @@ impl Subject {
 
     /// What consume, consume_many and reserve pay: the rate rule first, then the quota.
     fn consume_payment(&self, metric: usize, amount: i64) -> Option<Payment> {
-        self.rate_admits(metric, amount).then(|| self.pay(metric, self.epoch(metric), amount, false, None)).flatten()
+        let epoch = self.epoch(metric);
+        self.rate_admits(metric, amount).then(|| self.pay(metric, epoch, amount, self.overage_room(metric, epoch), None)).flatten()
+    }
+
+    /// What reserve holds: as consume, but never past the allowance and the grants.
+    fn hold_payment(&self, metric: usize, amount: i64) -> Option<Payment> {
+        self.rate_admits(metric, amount).then(|| self.pay(metric, self.epoch(metric), amount, Some(0), None)).flatten()
+    }
+
+    /// How much overage a consume may still take in window `epoch` (None = no bound): what
+    /// the soft limit leaves after the overage the window has (its usage past the allowance).
+    fn overage_room(&self, metric: usize, epoch: usize) -> Option<i64> {
+        if self.plan != 1 || METRICS[metric] != "tokens" {
+            return Some(0);
+        }
+        self.allowance(metric).map(|allowance| (SOFT_OVERAGE_MAX - (self.used[metric][epoch] - allowance).max(0)).max(0))
     }
 
     /// Applies a payment of consume, consume_many or reserve, and takes its rate room.
@@ -247,8 +265,9 @@ impl Subject {
     }
 
     /// Pays `amount` in window `epoch` after the holds there take their share (allowance room
-    /// first, then grants). None when it cannot be paid and overage is not allowed.
-    fn pay(&self, metric: usize, epoch: usize, amount: i64, overage_allowed: bool, except: Option<Uuid>) -> Option<Payment> {
+    /// first, then grants, then overage of at most `overage_room`, None = no bound). None when
+    /// it cannot be paid so.
+    fn pay(&self, metric: usize, epoch: usize, amount: i64, overage_room: Option<i64>, except: Option<Uuid>) -> Option<Payment> {
         let order = self.spending_order(metric);
         let mut balances: Vec<i64> = order.iter().map(|&i| self.grants[i].remaining).collect();
         let used = self.used[metric][epoch];
@@ -274,7 +293,7 @@ impl Subject {
                 rest -= take;
             }
         }
-        if rest > 0 && !overage_allowed {
+        if overage_room.is_some_and(|max| rest > max) {
             return None;
         }
         let from_grants = amount - from_allowance - rest;
@@ -548,7 +567,7 @@ impl Worker {
         let row = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount, &key]).map_err(db)?;
         let subject = &mut self.subjects[s];
         let epoch = subject.epoch(metric);
-        let payment = subject.pay(metric, epoch, amount, true, None).ok_or("record must never be denied")?;
+        let payment = subject.pay(metric, epoch, amount, None, None).ok_or("record must never be denied")?;
         subject.apply(metric, epoch, &payment);
         subject.after_usage(metric, epoch, payment.expected.counted());
         compare("record", &payment.expected, &decision(&row))?;
@@ -600,7 +619,7 @@ impl Worker {
             .map_err(db)?;
         let subject = &mut self.subjects[s];
         let epoch = subject.epoch(metric);
-        let allowed = subject.consume_payment(metric, amount).is_some();
+        let allowed = subject.hold_payment(metric, amount).is_some();
         if row.get::<_, bool>("allowed") != allowed {
             return fail(format!("reserve {amount} {}: model says allowed={allowed}, pg_quota {}", METRICS[metric], !allowed));
         }
@@ -629,7 +648,7 @@ impl Worker {
         let row = self.client.query_one(&sql, &[&hold.id, &actual]).map_err(db)?;
         let subject = &mut self.subjects[s];
         let amount = actual.unwrap_or(hold.amount);
-        let payment = subject.pay(hold.metric, hold.epoch, amount, true, Some(hold.id)).ok_or("settle must never be refused")?;
+        let payment = subject.pay(hold.metric, hold.epoch, amount, None, Some(hold.id)).ok_or("settle must never be refused")?;
         subject.apply(hold.metric, hold.epoch, &payment);
         subject.holds[h].open = false;
         subject.after_usage(hold.metric, hold.epoch, payment.expected.counted());
@@ -830,6 +849,9 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
                 let mut spec = serde_json::json!({"limit": limit, "per": per});
                 if index == 0 && *metric == "tokens" {
                     spec["rate"] = serde_json::json!([{"limit": 1, "per": "7 days", "burst": RATE_BURST}]);
+                }
+                if index == 1 && *metric == "tokens" {
+                    spec["overage"] = serde_json::json!({"max": SOFT_OVERAGE_MAX});
                 }
                 if index == 0 && *metric == "calls" {
                     spec["alerts"] = serde_json::json!(ALERT_RULES);

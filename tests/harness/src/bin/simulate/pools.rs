@@ -196,7 +196,7 @@ impl Worker {
         let row = self.client.query_one(&sql, &[&id, &amount]).map_err(db)?;
         let model = &mut self.pool;
         let member = &mut model.members[m];
-        let own = member.subject.pay(CALLS, 0, amount, record && !member.in_pool, None);
+        let own = member.subject.pay(CALLS, 0, amount, if record && !member.in_pool { None } else { Some(0) }, None);
         let (expected, reason) = match (own, member.in_pool) {
             (Some(payment), _) => {
                 member.subject.apply(CALLS, 0, &payment);
@@ -224,7 +224,7 @@ impl Worker {
         let row = self.client.query_one(&sql, &[&self.pool.members[m].subject.id, &amount]).map_err(db)?;
         let model = &self.pool;
         let member = &model.members[m];
-        let (expected, reason) = match (member.subject.pay(CALLS, 0, amount, false, None), member.in_pool) {
+        let (expected, reason) = match (member.subject.pay(CALLS, 0, amount, Some(0), None), member.in_pool) {
             (Some(payment), _) => (Expected { used: member.subject.used[CALLS][0], ..payment.expected }, "ok"),
             (None, false) => (member.subject.denial(CALLS), "quota_exceeded"),
             // check reports the window as it is: the pool's usage before the call.
@@ -342,7 +342,7 @@ impl Worker {
             .map_err(db)?;
         let model = &mut self.pool;
         let member = &mut model.members[m];
-        let (allowed, reason, pooled) = match (member.subject.pay(CALLS, 0, amount, false, None), member.in_pool) {
+        let (allowed, reason, pooled) = match (member.subject.pay(CALLS, 0, amount, Some(0), None), member.in_pool) {
             (Some(_), _) => (true, "ok", false),
             (None, false) => (false, "quota_exceeded", false),
             (None, true) => {
@@ -410,7 +410,7 @@ impl Worker {
             }
             None => {
                 let member = &mut model.members[m];
-                let payment = member.subject.pay(CALLS, 0, actual, true, Some(id)).ok_or("settle must never be refused")?;
+                let payment = member.subject.pay(CALLS, 0, actual, None, Some(id)).ok_or("settle must never be refused")?;
                 member.subject.apply(CALLS, 0, &payment);
                 member.subject.holds[own].open = false;
                 let reason = if payment.expected.overage > 0 { "overage" } else { "ok" };
