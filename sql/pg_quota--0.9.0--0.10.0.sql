@@ -151,7 +151,7 @@ BEGIN
     WITH due AS (
         SELECT d.subject, d.alert_id FROM quota.alerts AS d
          WHERE d.delivered_at IS NULL AND d.dead_at IS NULL AND d.available_at <= now_at
-           AND (d.claimed_until IS NULL OR d.claimed_until <= now_at)
+           AND (d.claimed_until IS NULL OR d.claimed_until <= now_at) AND d.attempts < max_attempts
          ORDER BY d.alert_id
          LIMIT max_alerts
            FOR UPDATE SKIP LOCKED),
@@ -184,15 +184,19 @@ END
 $$;
 
 -- Gives up a claim that failed: the alert is claimable again at retry_at (the consumer's
--- backoff), with `error` kept. An alert acknowledged meanwhile stays acknowledged.
-CREATE FUNCTION quota.retry_alert(alert_id bigint, error text, retry_at timestamptz) RETURNS void
+-- backoff), with `error` kept. `attempt` is the claim's (claim_alerts returned it): a claim
+-- that expired and was claimed again by another consumer is not given up by its first
+-- holder, and an alert acknowledged meanwhile stays acknowledged. Whether it was given up.
+CREATE FUNCTION quota.retry_alert(alert_id bigint, attempt integer, error text, retry_at timestamptz) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_variable
+DECLARE
+    given_up integer;
 BEGIN
-    IF alert_id IS NULL OR retry_at IS NULL THEN
-        RAISE EXCEPTION 'alert_id and retry_at must not be NULL' USING ERRCODE = '22004';
+    IF alert_id IS NULL OR attempt IS NULL OR retry_at IS NULL THEN
+        RAISE EXCEPTION 'alert_id, attempt and retry_at must not be NULL' USING ERRCODE = '22004';
     END IF;
     IF NOT pg_catalog.isfinite(retry_at) THEN
         RAISE EXCEPTION 'retry_at must be a finite timestamp' USING ERRCODE = '22023';
@@ -203,7 +207,9 @@ BEGIN
     UPDATE quota.alerts AS a
        SET claimed_by = NULL, claimed_until = NULL, available_at = retry_at,
            last_error = pg_catalog.left(error, 1000)
-     WHERE a.alert_id = retry_alert.alert_id AND a.delivered_at IS NULL;
+     WHERE a.alert_id = retry_alert.alert_id AND a.attempts = retry_alert.attempt AND a.delivered_at IS NULL;
+    GET DIAGNOSTICS given_up = ROW_COUNT;
+    RETURN given_up = 1;
 END
 $$;
 
@@ -234,7 +240,10 @@ AS $$
 DECLARE
     purged bigint;
 BEGIN
-    IF older_than IS NULL OR older_than < interval '0' THEN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = '22023';
     END IF;
     DELETE FROM quota.alerts
@@ -360,7 +369,7 @@ REVOKE EXECUTE ON FUNCTION quota.alert_payload(quota.alerts) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.notify_alerts() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.claim_alerts(text, integer, interval, integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.ack_alerts(bigint[]) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION quota.retry_alert(bigint, text, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION quota.retry_alert(bigint, integer, text, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.requeue_dead_alerts(bigint[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.purge_alerts(interval) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION quota.set_alerts(uuid, text, text[]) FROM PUBLIC;

@@ -56,7 +56,7 @@ impl<'a> Alerting<'a> {
 }
 
 fn numbers_of(decision: &Decision) -> WindowNumbers {
-    WindowNumbers { used: decision.used, allowance: decision.allowance, remaining: decision.remaining }
+    WindowNumbers { used: decision.used, allowance: decision.allowance, remaining: decision.remaining, reserved: decision.reserved }
 }
 
 /// After the ledger row `event_id` of a decision that counted usage in `window`: fires the
@@ -71,29 +71,65 @@ pub fn after_usage(client: &SpiClient, alerting: &Alerting, decision: &Decision,
     if holding.is_empty() {
         return Ok(());
     }
+    // A call may have resolved its grants before waiting for the window's lock, behind a grant
+    // that committed meanwhile: what remains is read again before "depleted" or "N left" fire.
+    let numbers = match holding.iter().any(|rule| matches!(rule, AlertRule::Depleted | AlertRule::RemainingAtMost(_))) {
+        true => {
+            let grants = counters::grants_left(client, alerting.subject, &decision.metric, transaction_now()?)?;
+            WindowNumbers { remaining: remaining_with_grants(numbers.allowance, numbers.used, grants, numbers.reserved), ..numbers }
+        }
+        false => numbers,
+    };
+    let holding = holding_after_usage(alerting.rules, numbers.used, numbers.allowance, numbers.remaining);
     let at = AlertAt { subject: alerting.subject, metric: &decision.metric, window, numbers, event_id: Some(event_id), cause: kind.as_str() };
-    statements::fire(client, at, &holding, alerting.rules)
+    statements::fire(client, at, &holding)
 }
 
 /// After a change that may make the subject's metric (or, None, every metric) usable again:
-/// answers each depletion that is, with `recovered` when its rules have it.
+/// answers each depletion that is, with `recovered` when its rules have it. With a metric,
+/// its current window is locked first, so that a usage in flight that depletes it commits
+/// its `depleted` before this looks (and a later one sees the change).
 pub fn recover(client: &SpiClient, subject: Uuid, metric: Option<&str>, cause: &str) -> QResult<()> {
     if !schema::has(client, Part::Alerts)? {
         return Ok(());
     }
+    if let Some(metric) = metric {
+        lock_current_window(client, subject, metric)?;
+    }
     for metric in statements::awaiting(client, subject, metric)? {
+        // Still depleted: answered later (another change, or the sweep at the window's end).
         recover_metric(client, subject, &metric, cause)?;
     }
     Ok(())
 }
 
-/// Whether a `recovered` alert was written: only when the (subject, metric) has something
-/// left in its current window and a depletion is still unanswered.
-fn recover_metric(client: &SpiClient, subject: Uuid, metric: &str, cause: &str) -> QResult<bool> {
+/// Locks the (subject, metric)'s current window (creating its counter row): the lock a usage
+/// of it takes first. An allocation takes it for its member before the pool's counter.
+pub fn lock_current_window(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<()> {
+    let now = transaction_now()?;
+    let governing = counters::resolve(client, subject, metric, now, now)?;
+    if governing.metric_known {
+        counters::lock_counter(client, CounterKey { subject, metric, window: governing.counting_window(now)? })?;
+    }
+    Ok(())
+}
+
+/// What recover_metric found.
+enum Current {
+    /// Answered (with `recovered` if the rules have it), or nothing awaited an answer.
+    Answered,
+    /// The window usable now has nothing left either.
+    Depleted(Window),
+}
+
+/// Answers the (subject, metric)'s depletions when its current window has something left;
+/// a metric no plan has any more is answered without an alert.
+fn recover_metric(client: &SpiClient, subject: Uuid, metric: &str, cause: &str) -> QResult<Current> {
     let now = transaction_now()?;
     let governing = counters::resolve(client, subject, metric, now, now)?;
     if !governing.metric_known {
-        return Ok(false);
+        statements::answer_silently(client, subject, metric)?;
+        return Ok(Current::Answered);
     }
     let window = governing.counting_window(now)?;
     let allowance = governing.allowance();
@@ -105,16 +141,18 @@ fn recover_metric(client: &SpiClient, subject: Uuid, metric: &str, cause: &str) 
     };
     let remaining = remaining_with_grants(allowance, counter.used, governing.grants_left, reserved);
     if remaining == Some(0) {
-        return Ok(false);
+        return Ok(Current::Depleted(window));
     }
-    let numbers = WindowNumbers { used: counter.used, allowance, remaining };
+    let numbers = WindowNumbers { used: counter.used, allowance, remaining, reserved };
     let notify = governing.alerts.contains(&AlertRule::Recovered);
-    statements::recover(client, AlertAt { subject, metric, window, numbers, event_id: None, cause }, notify)
+    statements::recover(client, AlertAt { subject, metric, window, numbers, event_id: None, cause }, notify)?;
+    Ok(Current::Answered)
 }
 
 /// Answers the depletions of windows that have ended (a new window is usable again), at most
-/// `max_subjects` (subject, metric) per call, oldest first. Returns how many `recovered`
-/// alerts it wrote. The dispatcher calls it when it is idle; without one, schedule it
+/// `max_subjects` (subject, metric) per call, oldest first; one whose new window has nothing
+/// left either is carried to that window (answered when it is usable, or when it ends).
+/// Returns how many (subject, metric) it answered. The dispatcher calls it when it is idle; without one, schedule it
 /// (pg_cron, every minute).
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -125,13 +163,17 @@ fn emit_due_recoveries(max_subjects: default!(Option<i32>, 1000)) -> Result<i32,
             return Err(QuotaError::invalid(format!("max_subjects must be between 1 and {MAX_SUBJECTS_PER_SWEEP}, found {max_subjects}")));
         }
         Spi::connect(|client| {
-            let mut written = 0;
+            let mut answered = 0;
             for (subject, metric) in statements::due(client, transaction_now()?, i64::from(max_subjects))? {
-                if recover_metric(client, subject, &metric, "window_end")? {
-                    written += 1;
+                lock_current_window(client, subject, &metric)?;
+                match recover_metric(client, subject, &metric, "window_end")? {
+                    Current::Answered => answered += 1,
+                    // Nothing left in the new window either: the depletion moves to it, and
+                    // the sweep to the next subject.
+                    Current::Depleted(window) => statements::carry(client, subject, &metric, window)?,
                 }
             }
-            Ok(written)
+            Ok(answered)
         })
     })
 }

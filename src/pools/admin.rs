@@ -221,6 +221,8 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
     // them after it (a revoke takes them before it, and a consume locks the member's draws
     // before it).
     fast_path::forget_subject(client, member, request.metric)?;
+    // The member's window too, which answering its depletion after the grant locks.
+    alerts::lock_current_window(client, member, request.metric)?;
     let capacity = lock_capacity(client, request, call.window, call.governing.allowance(), None)?;
     let paid = capacity.split(request.amount, Overage::Hard);
     let taken = capacity.take(client, request, call.window, paid, 0)?;

@@ -20,8 +20,10 @@ macro_rules! awaiting_recovery {
 
 thread_local! {
     // Under the window's counter lock, after usage counted in it: writes an alert for each
-    // rule that holds ($rules) and has not fired in the window yet, notes them fired, and
-    // moves alert_at past them. Writes nothing when all have fired.
+    // rule that holds ($rules) and has not fired in the window yet and notes them fired.
+    // Writes nothing when all have fired. A window marked for the fast path is unmarked: the
+    // next consume marks it again with what it watches then (alert_at), from the
+    // configuration in force then, never from the one this call resolved before its lock.
     static FIRE: Kept = const { Kept::new(
         concat!("WITH fresh AS (
              SELECT r.rule FROM quota.counters AS c, pg_catalog.unnest($rules::text[]) WITH ORDINALITY AS r(rule, place)
@@ -33,16 +35,16 @@ thread_local! {
              SELECT $subject, $metric, rule, $window_start, $window_end, $used, $allowance, $remaining, $event_id, $cause
                FROM fresh
              RETURNING rule)
-         UPDATE quota.counters AS c
-            SET alerted = c.alerted || ARRAY(SELECT rule FROM sent),
-                alert_at = ", next_alert_at!("c.alerted || ARRAY(SELECT rule FROM sent)"), "
+         UPDATE quota.counters AS c SET alerted = c.alerted || ARRAY(SELECT rule FROM sent), fast = false
           WHERE c.subject = $subject AND c.metric = $metric AND c.window_start = $window_start
             AND EXISTS (SELECT FROM sent)"),
     ) };
-    // The metrics of the subject (one, or NULL: every one) with a depletion not answered yet.
+    // The metrics of the subject (one, or NULL: every one) with a depletion not answered yet,
+    // in the bytewise order consume_many locks a bundle's counters in.
     static AWAITING: Kept = const { Kept::new(
-        concat!("SELECT DISTINCT metric FROM quota.counters
-                  WHERE subject = $subject AND ($metric::text IS NULL OR metric = $metric) AND ", awaiting_recovery!()),
+        concat!("SELECT metric FROM quota.counters
+                  WHERE subject = $subject AND ($metric::text IS NULL OR metric = $metric) AND ", awaiting_recovery!(), "
+                  GROUP BY metric ORDER BY metric COLLATE \"C\""),
     ) };
     // Depletions in windows that have ended, oldest first: the subjects the sweep looks at.
     static DUE: Kept = const { Kept::new(
@@ -65,6 +67,23 @@ thread_local! {
           WHERE $notify AND EXISTS (SELECT FROM answered)
          RETURNING alert_id"),
     ) };
+    // A depletion that nothing can answer now: the metric is in no plan any more (answered
+    // without an alert), or the window usable now has nothing left either (carried to it:
+    // the ended windows are answered, the current one awaits, and the sweep moves on).
+    static ANSWER_SILENTLY: Kept = const { Kept::new(
+        concat!("UPDATE quota.counters SET alerted = alerted || '{recovered}'::text[]
+                  WHERE subject = $subject AND metric = $metric AND ", awaiting_recovery!()),
+    ) };
+    static CARRY: Kept = const { Kept::new(
+        concat!("WITH answered AS (
+             UPDATE quota.counters SET alerted = alerted || '{recovered}'::text[]
+              WHERE subject = $subject AND metric = $metric AND window_start <> $window_start AND ", awaiting_recovery!(), "
+             RETURNING 1)
+         UPDATE quota.counters
+            SET alerted = pg_catalog.array_remove(alerted, 'recovered')
+                          || CASE WHEN 'depleted' = ANY (alerted) THEN '{}'::text[] ELSE '{depleted}'::text[] END
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND EXISTS (SELECT FROM answered)"),
+    ) };
     static SET_RULES: Kept = const { Kept::new(
         "INSERT INTO quota.alert_overrides (subject, metric, alerts) VALUES ($subject, $metric, $alerts)
          ON CONFLICT (subject, metric) DO UPDATE SET alerts = excluded.alerts, updated_at = pg_catalog.now()",
@@ -84,6 +103,8 @@ pub struct WindowNumbers {
     pub used: i64,
     pub allowance: Option<i64>,
     pub remaining: Option<i64>,
+    /// What active holds keep (part of remaining).
+    pub reserved: i64,
 }
 
 /// One (subject, metric, window) that an alert is about, and why it is written now.
@@ -114,15 +135,14 @@ impl<'a> AlertAt<'a> {
     }
 }
 
-/// The rules a window watches, as MARK_FAST and FIRE bind them: names and usage thresholds.
+/// The rules a window watches, as MARK_FAST binds them: names and usage thresholds.
 pub fn watched(rules: &[AlertRule], allowance: Option<i64>) -> (Vec<String>, Vec<i64>) {
     watch(rules, allowance).into_iter().map(|(rule, at)| (rule.to_string(), at)).unzip()
 }
 
 /// Fires the rules that hold (`holding`) and have not fired in the window; the window's
-/// counter is locked by the caller. `rules`: all of them, for the window's next alert_at.
-pub fn fire(client: &SpiClient, at: AlertAt, holding: &[AlertRule], rules: &[AlertRule]) -> QResult<()> {
-    let (watch_rules, watch_at) = watched(rules, at.numbers.allowance);
+/// counter is locked by the caller.
+pub fn fire(client: &SpiClient, at: AlertAt, holding: &[AlertRule]) -> QResult<()> {
     let [subject, metric, window_start, window_end, used, allowance, remaining, cause] = at.args()?;
     let holding: Vec<String> = holding.iter().map(ToString::to_string).collect();
     let args = [
@@ -136,8 +156,6 @@ pub fn fire(client: &SpiClient, at: AlertAt, holding: &[AlertRule], rules: &[Ale
         remaining,
         ("event_id", at.event_id.into()),
         cause,
-        ("watch_rules", watch_rules.into()),
-        ("watch_at", watch_at.into()),
     ];
     query(client, &FIRE, args, |_| Ok(())).map(drop)
 }
@@ -159,6 +177,18 @@ pub fn recover(client: &SpiClient, at: AlertAt, notify: bool) -> QResult<bool> {
     let [subject, metric, window_start, window_end, used, allowance, remaining, cause] = at.args()?;
     let args = [subject, metric, window_start, window_end, used, allowance, remaining, cause, ("notify", notify.into())];
     Ok(query_row(client, &RECOVER, args, |row| not_null::<i64>(row, "alert_id"))?.is_some())
+}
+
+/// Answers the (subject, metric)'s depletions without an alert (its metric is in no plan).
+pub fn answer_silently(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<()> {
+    query(client, &ANSWER_SILENTLY, [("subject", subject.into()), ("metric", metric.into())], |_| Ok(())).map(drop)
+}
+
+/// Carries the (subject, metric)'s unanswered depletions of ended windows to its current
+/// window, `window` (locked, so its counter row exists), which has nothing left either.
+pub fn carry(client: &SpiClient, subject: Uuid, metric: &str, window: Window) -> QResult<()> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("window_start", window_key(window.start)?.into())];
+    query(client, &CARRY, args, |_| Ok(())).map(drop)
 }
 
 /// Sets the subject's own alert rules for the metric (they replace its plan's).

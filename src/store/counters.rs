@@ -14,21 +14,28 @@ use super::schema::{self, Part};
 use super::{Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
 use crate::error::QResult;
 
+/// The balance of the (subject, metric)'s grants usable at `$now`.
+macro_rules! usable_grants {
+    () => {
+        "(SELECT least(coalesce(sum(g.remaining), 0), 9223372036854775807)::int8 FROM quota.grants AS g
+           WHERE g.subject = $subject AND g.metric = $metric AND g.remaining > 0 AND g.revoked_at IS NULL
+             AND (g.expires_at IS NULL OR g.expires_at > $now))"
+    };
+}
+
 /// What governs (subject, metric): the plan, its limit, the override, the last reset, the
 /// usable grants (RESOLVE's columns but the rate rules).
 macro_rules! governing_columns {
     () => {
-        "p.plan, a.subject IS NOT NULL AS assigned, a.anchor AS subscription_anchor,
+        concat!("p.plan, a.subject IS NOT NULL AS assigned, a.anchor AS subscription_anchor,
          l.metric IS NOT NULL AS in_plan, l.allowance AS plan_allowance, l.period, l.anchor, l.time_zone,
          o.subject IS NOT NULL AS overridden, o.allowance AS override_allowance,
          (SELECT max(r.reset_at) FROM quota.resets AS r
            WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at <= $at) AS reset_at,
          l.metric IS NOT NULL OR EXISTS (SELECT FROM quota.limits AS k WHERE k.metric = $metric) AS metric_known,
-         (SELECT least(coalesce(sum(g.remaining), 0), 9223372036854775807)::int8 FROM quota.grants AS g
-           WHERE g.subject = $subject AND g.metric = $metric AND g.remaining > 0 AND g.revoked_at IS NULL
-             AND (g.expires_at IS NULL OR g.expires_at > $now)) AS grants_left,
+         ", usable_grants!(), " AS grants_left,
          EXISTS (SELECT FROM quota.resets AS r
-                  WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at > $at) AS reset_since"
+                  WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at > $at) AS reset_since")
     };
 }
 
@@ -127,6 +134,7 @@ thread_local! {
           ORDER BY priority, expires_at, created_at, grant_id
             FOR UPDATE",
     ) };
+    static GRANTS_LEFT: Kept = const { Kept::new(concat!("SELECT ", usable_grants!(), " AS grants_left")) };
     static SPEND_GRANT: Kept = const { Kept::new(
         "UPDATE quota.grants SET remaining = remaining - $amount WHERE subject = $subject AND grant_id = $grant_id",
     ) };
@@ -295,6 +303,13 @@ pub fn active_holds(client: &SpiClient, key: CounterKey, now: Micros) -> QResult
         ("now", timestamp(now)?.into()),
     ];
     the_row(query_row(client, &ACTIVE_HOLDS, args, |row| not_null(row, "reserved"))?)
+}
+
+/// The balance of the grants usable at `now`, read now (grants_left as RESOLVE read it may be
+/// older than a lock the caller waited for).
+pub fn grants_left(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<i64> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("now", timestamp(now)?.into())];
+    the_row(query_row(client, &GRANTS_LEFT, args, |row| not_null(row, "grants_left"))?)
 }
 
 /// A grant's id and what is left of it.

@@ -155,7 +155,7 @@ async fn deliver(
             } else {
                 format!("retry in {} ms", delay.as_millis())
             };
-            (outbox.retry(alert.id, &problem, delay).await, format!("failed ({problem}); {next}"))
+            (outbox.retry(alert, &problem, delay).await, format!("failed ({problem}); {next}"))
         }
     };
     let unrecorded = if recorded.is_err() { ", not recorded: claimable again when its claim expires" } else { "" };

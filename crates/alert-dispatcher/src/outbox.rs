@@ -64,7 +64,7 @@ impl Outbox {
             .await?;
         let ack = client.prepare("SELECT quota.ack_alerts($1)").await?;
         let retry =
-            client.prepare("SELECT quota.retry_alert($1, $2, clock_timestamp() + make_interval(secs => $3))").await?;
+            client.prepare("SELECT quota.retry_alert($1, $2, $3, clock_timestamp() + make_interval(secs => $4))").await?;
         let recoveries = client.prepare("SELECT quota.emit_due_recoveries()").await?;
         Ok(Outbox { client, wake, claim, ack, retry, recoveries })
     }
@@ -90,8 +90,8 @@ impl Outbox {
 
     /// Gives the claim up: claimable again after `delay`, as measured by the database's clock
     /// (the one claim_alerts compares with).
-    pub async fn retry(&self, alert_id: i64, error: &str, delay: Duration) -> Result<(), Error> {
-        self.client.execute(&self.retry, &[&alert_id, &error, &delay.as_secs_f64()]).await.map(drop)
+    pub async fn retry(&self, alert: &Alert, error: &str, delay: Duration) -> Result<(), Error> {
+        self.client.execute(&self.retry, &[&alert.id, &alert.attempt, &error, &delay.as_secs_f64()]).await.map(drop)
     }
 
     /// How many "recovered" alerts of ended windows were written just now.

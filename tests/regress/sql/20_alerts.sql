@@ -93,6 +93,17 @@ SELECT quota.emit_due_recoveries() >= 1 AS answered;
 SELECT rule, used, remaining, window_start = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS todays, cause
   FROM quota.alerts WHERE subject = s(200006) ORDER BY alert_id;
 SELECT quota.emit_due_recoveries() AS answered_again;
+-- A window that ended depleted before one with nothing either (an allowance of 0): the
+-- sweep carries the depletion to the new window and moves on; a grant answers it.
+SELECT quota.create_plan('alerting_zero', '{"calls": {"limit": 0, "per": "day", "alerts": ["depleted", "recovered"]}}');
+SELECT quota.assign_plan(s(200009), 'alerting_zero');
+SELECT used, overage FROM quota.record(s(200009), 'calls', 1, occurred_at => now() - interval '1 day');
+SELECT quota.emit_due_recoveries() AS answered;
+SELECT window_end > now() AS in_the_new_window, alerted FROM quota.counters
+ WHERE subject = s(200009) AND 'depleted' = ANY (alerted) AND NOT ('recovered' = ANY (alerted));
+SELECT quota.emit_due_recoveries() AS answered_again;
+SELECT quota.grant(s(200009), 'calls', 1) IS NOT NULL AS granted;
+SELECT rule, used, remaining, cause FROM quota.alerts WHERE subject = s(200009) ORDER BY alert_id;
 SELECT try($$SELECT quota.emit_due_recoveries(0)$$);
 SELECT try($$SELECT quota.emit_due_recoveries(NULL)$$);
 
@@ -133,20 +144,22 @@ SELECT alert_id - :first_id AS nth, attempt, payload->>'rule' AS rule, payload->
 SELECT alert_id - :first_id AS nth, payload->>'rule' AS rule FROM quota.claim_alerts('worker-b', 10);
 SELECT count(*) AS nothing_left FROM quota.claim_alerts('worker-c', 10);
 -- A failed delivery is retried later, not before; an acknowledged one never again.
-SELECT quota.retry_alert(:first_id, 'HTTP 500', now() + interval '1 hour');
+SELECT quota.retry_alert(:first_id, 1, 'HTTP 500', now() + interval '1 hour') AS given_up;
 SELECT quota.ack_alerts(ARRAY[:first_id + 1]::bigint[]) AS acknowledged, quota.ack_alerts(ARRAY[:first_id + 1]::bigint[]) AS again;
 SELECT alert_id - :first_id AS nth, attempts, last_error, delivered_at IS NOT NULL AS delivered, available_at > now() AS deferred
   FROM quota.alerts WHERE alert_id BETWEEN :first_id AND :first_id + 1 ORDER BY alert_id;
-SELECT quota.retry_alert(:first_id + 1, 'late failure', now()) AS retry_of_delivered;
+SELECT quota.retry_alert(:first_id + 1, 1, 'late failure', now()) AS retry_of_delivered;
 SELECT delivered_at IS NOT NULL AS still_delivered FROM quota.alerts WHERE alert_id = :first_id + 1;
 -- A claim whose visibility ran out is claimed again; past max_attempts it is dead.
-SELECT quota.retry_alert(:first_id, 'back now', now());
+SELECT quota.retry_alert(:first_id, 1, 'back now', now()) AS given_up;
 SELECT attempt FROM quota.claim_alerts('worker-a', 1, interval '1 millisecond', max_attempts => 3);
 SELECT pg_sleep(0.01);
 SELECT attempt FROM quota.claim_alerts('worker-a', 1, interval '1 millisecond', max_attempts => 3);
 SELECT pg_sleep(0.01);
 SELECT count(*) AS claimed FROM quota.claim_alerts('worker-a', 1, interval '1 millisecond', max_attempts => 3) WHERE alert_id = :first_id;
 SELECT attempts, dead_at IS NOT NULL AS dead, last_error FROM quota.alerts WHERE alert_id = :first_id;
+-- A claim's first holder cannot give up a claim that expired and was claimed again.
+SELECT quota.retry_alert(:first_id, 2, 'too late', now()) AS stale_claim_given_up;
 SELECT quota.requeue_dead_alerts(ARRAY[:first_id]::bigint[]) AS requeued;
 SELECT attempt FROM quota.claim_alerts('worker-a', 1) WHERE alert_id = :first_id;
 SELECT quota.ack_alerts(array_agg(alert_id)) > 0 AS acknowledged_all FROM quota.alerts WHERE delivered_at IS NULL;
@@ -160,8 +173,10 @@ SELECT try($$SELECT * FROM quota.claim_alerts('', 10)$$);
 SELECT try($$SELECT * FROM quota.claim_alerts('w', 0)$$);
 SELECT try($$SELECT * FROM quota.claim_alerts(NULL)$$);
 SELECT try($$SELECT * FROM quota.claim_alerts('w', 10, interval '0')$$);
-SELECT try($$SELECT quota.retry_alert(-1, 'x', now())$$);
-SELECT try($$SELECT quota.retry_alert(1, 'x', 'infinity')$$);
+SELECT try($$SELECT quota.retry_alert(-1, 1, 'x', now())$$);
+SELECT try($$SELECT quota.retry_alert(1, 1, 'x', 'infinity')$$);
+SELECT try($$SELECT quota.retry_alert(1, NULL, 'x', now())$$);
+SELECT try($$SELECT quota.purge_alerts(NULL)$$);
 SELECT try($$SELECT quota.ack_alerts(NULL)$$);
 SELECT try($$SELECT quota.purge_alerts(interval '-1 day')$$);
 
