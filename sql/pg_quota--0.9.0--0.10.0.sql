@@ -8,7 +8,8 @@
 
 ALTER TABLE quota.limits ADD COLUMN alerts text[] NOT NULL DEFAULT '{}';
 ALTER TABLE quota.limits ADD COLUMN soft boolean NOT NULL DEFAULT false,
-    ADD COLUMN overage_max bigint CHECK (overage_max >= 0);
+    ADD COLUMN overage_max bigint CHECK (overage_max >= 0),
+    ADD CONSTRAINT limits_overage_of_a_soft_limit CHECK (soft OR overage_max IS NULL);
 ALTER TABLE quota.counters ADD COLUMN alerted text[] NOT NULL DEFAULT '{}', ADD COLUMN alert_at bigint;
 -- Windows whose depletion no `recovered` has answered yet (sql/alerts.sql): few rows.
 CREATE INDEX counters_awaiting_recovery ON quota.counters (subject, metric, window_end)

@@ -36,6 +36,7 @@ CREATE TABLE quota.limits (
     -- overage_max per window (NULL: without a ceiling). Only beside a limited allowance.
     soft        boolean NOT NULL DEFAULT false,
     overage_max bigint CHECK (overage_max >= 0),
+    CONSTRAINT limits_overage_of_a_soft_limit CHECK (soft OR overage_max IS NULL),
     PRIMARY KEY (plan, metric)
 );
 -- "Is this metric known at all?" is asked when a subject's plan lacks the metric.

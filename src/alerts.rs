@@ -25,7 +25,7 @@ use quota_rules::window::Window;
 
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::store::alerts::{self as statements, AlertAt, WindowNumbers};
-use crate::store::counters::{self, CounterKey};
+use crate::store::counters::{self, Counter, CounterKey};
 use crate::store::schema::{self, Part};
 use crate::store::transaction_now;
 
@@ -86,32 +86,36 @@ pub fn after_usage(client: &SpiClient, alerting: &Alerting, decision: &Decision,
 }
 
 /// After a change that may make the subject's metric (or, None, every metric) usable again:
-/// answers each depletion that is, with `recovered` when its rules have it. With a metric,
-/// its current window is locked first, so that a usage in flight that depletes it commits
-/// its `depleted` before this looks (and a later one sees the change).
+/// answers each depletion that is, with `recovered` when its rules have it.
 pub fn recover(client: &SpiClient, subject: Uuid, metric: Option<&str>, cause: &str) -> QResult<()> {
     if !schema::has(client, Part::Alerts)? {
         return Ok(());
     }
-    if let Some(metric) = metric {
-        lock_current_window(client, subject, metric)?;
+    match metric {
+        Some(metric) => recover_metric(client, subject, metric, cause).map(drop),
+        None => statements::awaiting(client, subject)?
+            .iter()
+            .try_for_each(|metric| recover_metric(client, subject, metric, cause).map(drop)),
     }
-    for metric in statements::awaiting(client, subject, metric)? {
-        // Still depleted: answered later (another change, or the sweep at the window's end).
-        recover_metric(client, subject, &metric, cause)?;
-    }
-    Ok(())
 }
 
-/// Locks the (subject, metric)'s current window (creating its counter row): the lock a usage
-/// of it takes first. An allocation takes it for its member before the pool's counter.
-pub fn lock_current_window(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<()> {
+/// The (subject, metric)'s current window, locked (its counter row created): the lock a
+/// usage of it takes first. None for a metric no plan has.
+fn lock_current(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<Option<(Governing, Window, Counter)>> {
     let now = transaction_now()?;
     let governing = counters::resolve(client, subject, metric, now, now)?;
-    if governing.metric_known {
-        counters::lock_counter(client, CounterKey { subject, metric, window: governing.counting_window(now)? })?;
+    if !governing.metric_known {
+        return Ok(None);
     }
-    Ok(())
+    let window = governing.counting_window(now)?;
+    let counter = counters::lock_counter(client, CounterKey { subject, metric, window })?;
+    Ok(Some((governing, window, counter)))
+}
+
+/// Locks the member's current window before an allocation locks its pool's counter: the
+/// member's rows come first, as in every call of a member (src/pools/mod.rs).
+pub fn lock_current_window(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<()> {
+    lock_current(client, subject, metric).map(drop)
 }
 
 /// What recover_metric found.
@@ -122,22 +126,20 @@ enum Current {
     Depleted(Window),
 }
 
-/// Answers the (subject, metric)'s depletions when its current window has something left;
-/// a metric no plan has any more is answered without an alert.
+/// Answers the (subject, metric)'s depletions when its current window has something left; a
+/// metric no plan has any more is answered without an alert. The current window is locked
+/// first, so that a usage in flight that depletes it commits its `depleted` before this looks
+/// (and a usage that comes later sees the change that made it usable).
 fn recover_metric(client: &SpiClient, subject: Uuid, metric: &str, cause: &str) -> QResult<Current> {
-    let now = transaction_now()?;
-    let governing = counters::resolve(client, subject, metric, now, now)?;
-    if !governing.metric_known {
+    let Some((governing, window, counter)) = lock_current(client, subject, metric)? else {
         statements::answer_silently(client, subject, metric)?;
         return Ok(Current::Answered);
-    }
-    let window = governing.counting_window(now)?;
+    };
+    let now = transaction_now()?;
     let allowance = governing.allowance();
-    let key = CounterKey { subject, metric, window };
-    let counter = counters::read_counter(client, key)?;
     let reserved = match counter.held {
         0 => 0,
-        _ => counters::active_holds(client, key, now)?,
+        _ => counters::active_holds(client, CounterKey { subject, metric, window }, now)?,
     };
     let remaining = remaining_with_grants(allowance, counter.used, governing.grants_left, reserved);
     if remaining == Some(0) {
@@ -165,7 +167,6 @@ fn emit_due_recoveries(max_subjects: default!(Option<i32>, 1000)) -> Result<i32,
         Spi::connect(|client| {
             let mut answered = 0;
             for (subject, metric) in statements::due(client, transaction_now()?, i64::from(max_subjects))? {
-                lock_current_window(client, subject, &metric)?;
                 match recover_metric(client, subject, &metric, "window_end")? {
                     Current::Answered => answered += 1,
                     // Nothing left in the new window either: the depletion moves to it, and

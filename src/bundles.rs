@@ -96,7 +96,7 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
             (None, None) => (None, None),
             _ => {
                 let capacity = lock_capacity(client, request, window, allowance, None)?;
-                let paid = capacity.split(request.amount, overage_of(Mode::Consume, &governing)).filter(|_| rate.admitted());
+                let paid = capacity.split(request.amount, overage_of(Mode::Consume, &governing, pool.is_some())).filter(|_| rate.admitted());
                 (Some(capacity), paid)
             }
         };

@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::decide::{Decision, Overage, Reason, Standing};
+use quota_rules::decide::{Decision, Reason, Standing};
 use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempotency_key, EventKind, Mode, ReservationStatus};
 use quota_rules::window::{Micros, Window};
 
@@ -17,7 +17,7 @@ use crate::alerts::{self, Alerting};
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::pools;
 use crate::rates::{self, StateRows};
-use crate::spending::{governing_with_assignment, lock_capacity, pay, rate_limited, resolve_known, write_event, Entry, Request};
+use crate::spending::{governing_with_assignment, lock_capacity, overage_of, pay, rate_limited, resolve_known, write_event, Entry, Request};
 use crate::store::counters;
 use crate::store::ledger;
 use crate::store::reservations::{self as held_rows, FindBy, NewHold, Reservation};
@@ -104,7 +104,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let capacity = lock_capacity(client, request, window, allowance, None)?;
     let standing = Standing { used: capacity.counter.used, reserved: capacity.reserved, grants_left: capacity.grants_total() };
-    if capacity.split(request.amount, Overage::Hard).is_none() {
+    if capacity.split(request.amount, overage_of(Mode::Reserve, &governing, false)).is_none() {
         if capacity.expired != 0 {
             counters::adjust_counter(client, request.counter(window), 0, -capacity.expired)?;
         }
@@ -148,7 +148,7 @@ fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Mi
     let request = Request { subject: held.subject, metric: &held.metric, amount: actual, now, at: now, instant: now };
     let governing = resolve_known(client, &request)?;
     let allowance = governing.allowance();
-    let paid = pay(client, &request, Mode::Settle, &governing, held.window, allowance, Some(&held))?;
+    let paid = pay(client, &request, Mode::Settle, overage_of(Mode::Settle, &governing, false), &governing, held.window, allowance, Some(&held))?;
     held_rows::set_reservation_status(client, &held, ReservationStatus::Settled)?;
     let decision = request.decision(paid.split.as_ref(), paid.standing, allowance, held.window);
     let alerting = Some(Alerting::own(held.subject, &governing));

@@ -266,12 +266,10 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         // A member's own means pay only an amount they cover in full; else its pool pays.
         // Without allowance or grants of its own they cannot (its holds could only take).
         (Some(_), _) if allowance == Some(0) && governing.grants_left == 0 => Paid::denied(Standing { used: 0, reserved: 0, grants_left: 0 }),
-        // They never pass the allowance as overage (a soft limit of the member's own plan):
-        // the pool pays first.
-        (Some(_), _) => pay(client, request, Mode::Consume, &Governing { overage: Overage::Hard, ..governing.clone() }, window, allowance, None)?,
+        (Some(_), _) => pay(client, request, Mode::Consume, overage_of(Mode::Consume, &governing, true), &governing, window, allowance, None)?,
         // Without a plan consume is denied outright; record still counts (as overage).
         (None, None) if mode == Mode::Consume => Paid::denied(Standing { used: 0, reserved: 0, grants_left: governing.grants_left }),
-        (None, _) => pay(client, request, mode, &governing, window, allowance, None)?,
+        (None, _) => pay(client, request, mode, overage_of(mode, &governing, false), &governing, window, allowance, None)?,
     };
     let pooled = pool.is_some();
     if let (Some(pool), None) = (pool, &paid.split) {
@@ -422,12 +420,14 @@ impl Capacity {
     }
 }
 
-/// Pays the amount from the window's allowance, then grants, then (record, settle) overage.
+/// Pays the amount from the window's allowance, then grants, then overage as far as `overage`
+/// lets it (overage_of).
 /// `settling` is the hold being settled: it is released in the same update.
 pub fn pay(
     client: &SpiClient,
     request: &Request,
     mode: Mode,
+    overage: Overage,
     governing: &Governing,
     window: Window,
     allowance: Option<i64>,
@@ -446,7 +446,7 @@ pub fn pay(
                 return Ok(Paid { split: Some(Split::allowance_only(request.amount)), grants_taken: Vec::new(), standing });
             }
         }
-        if mode == Mode::Consume && governing.grants_left == 0 && governing.overage == Overage::Hard {
+        if mode == Mode::Consume && governing.grants_left == 0 && overage == Overage::Hard {
             let counter = counters::read_counter(client, request.counter(window))?;
             if counter.held == 0 {
                 return Ok(Paid::denied(Standing { used: counter.used, reserved: 0, grants_left: 0 }));
@@ -455,17 +455,17 @@ pub fn pay(
     }
     // Under the counter lock, with holds and grants.
     let capacity = lock_capacity(client, request, window, allowance, settling.map(|held| held.id))?;
-    let paid = capacity.split(request.amount, overage_of(mode, governing));
+    let paid = capacity.split(request.amount, overage);
     capacity.take(client, request, window, paid, settling.map_or(0, |held| held.amount))
 }
 
 /// How far a call of `mode` may pass the allowance and the grants: records and settles
-/// without bound (usage that happened), consume as the plan's soft limit says, holds and
-/// allocations not at all.
-pub fn overage_of(mode: Mode, governing: &Governing) -> Overage {
+/// without bound (usage that happened), consume as the plan's soft limit says (but a pool's
+/// member's own means, `pooled`: its pool pays first), holds and allocations not at all.
+pub fn overage_of(mode: Mode, governing: &Governing, pooled: bool) -> Overage {
     match mode {
         _ if mode.overage_allowed() => Overage::Unbounded,
-        Mode::Consume => governing.overage,
+        Mode::Consume if !pooled => governing.overage,
         _ => Overage::Hard,
     }
 }
@@ -542,8 +542,7 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     let mut grants = [governing.grants_left];
     let room = after_holds(remaining(allowance, counter.used), &mut grants, reserved);
     let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
-    // A pool's member never passes its own allowance as overage (spend: the pool pays first).
-    let overage = if pool.is_some() { Overage::Hard } else { governing.overage };
+    let overage = overage_of(Mode::Consume, &governing, pool.is_some());
     let paid = split_within(request.amount, room, &grants, overage.room(allowance, counter.used));
     // An amount consume could not count (past bigint) does not fit either.
     if let Some(paid) = &paid {

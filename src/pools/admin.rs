@@ -9,7 +9,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::claims::QuotaRole;
-use quota_rules::decide::{Decision, Overage, Reason, Standing};
+use quota_rules::decide::{Decision, Reason, Standing};
 use quota_rules::plan::validate_metric;
 use quota_rules::request::{self, validate_idempotency_key, Mode};
 
@@ -19,7 +19,7 @@ use crate::admin::require_known_metric;
 use crate::callers::{authorize, authorize_for_pool, claims, Caller};
 use crate::changes::{audited, record, Change};
 use crate::error::{required, sql_call, QResult, QuotaError};
-use crate::spending::{lock_capacity, write_event, Entry, Request};
+use crate::spending::{lock_capacity, overage_of, write_event, Entry, Request};
 use crate::store::admin::{self as admin_statements, NewGrant};
 use crate::store::changes::grant_state;
 use crate::store::counters::{self, CounterKey};
@@ -224,7 +224,7 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
     // The member's window too, which answering its depletion after the grant locks.
     alerts::lock_current_window(client, member, request.metric)?;
     let capacity = lock_capacity(client, request, call.window, call.governing.allowance(), None)?;
-    let paid = capacity.split(request.amount, Overage::Hard);
+    let paid = capacity.split(request.amount, overage_of(Mode::Allocate, &call.governing, false));
     let taken = capacity.take(client, request, call.window, paid, 0)?;
     let decision = request.decision(taken.split.as_ref(), taken.standing, call.governing.allowance(), call.window);
     let Some(_) = taken.split else {

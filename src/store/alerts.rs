@@ -18,6 +18,24 @@ macro_rules! awaiting_recovery {
     };
 }
 
+/// Notes `recovered` in the (subject, metric)'s windows that await it (but `$keep`'s, NULL
+/// for none), returning one row each. Windows another transaction holds are skipped: a
+/// recovery already holds the current window, and a release, give-back or settle of a hold
+/// in an older one holds that one and comes for the current one next, so waiting here would
+/// deadlock; that transaction, or the sweep, answers them.
+macro_rules! answer_awaiting {
+    () => {
+        concat!("UPDATE quota.counters AS c SET alerted = c.alerted || '{recovered}'::text[]
+                   FROM (SELECT k.window_start FROM quota.counters AS k
+                          WHERE k.subject = $subject AND k.metric = $metric
+                            AND k.window_start IS DISTINCT FROM $keep::timestamptz AND ", awaiting_recovery!(), "
+                          ORDER BY k.window_start
+                            FOR UPDATE SKIP LOCKED) AS open
+                  WHERE c.subject = $subject AND c.metric = $metric AND c.window_start = open.window_start
+                 RETURNING 1")
+    };
+}
+
 thread_local! {
     // Under the window's counter lock, after usage counted in it: writes an alert for each
     // rule that holds ($rules) and has not fired in the window yet and notes them fired.
@@ -39,11 +57,10 @@ thread_local! {
           WHERE c.subject = $subject AND c.metric = $metric AND c.window_start = $window_start
             AND EXISTS (SELECT FROM sent)"),
     ) };
-    // The metrics of the subject (one, or NULL: every one) with a depletion not answered yet,
-    // in the bytewise order consume_many locks a bundle's counters in.
+    // The metrics of the subject with a depletion not answered yet, in the bytewise order
+    // consume_many locks a bundle's counters in.
     static AWAITING: Kept = const { Kept::new(
-        concat!("SELECT metric FROM quota.counters
-                  WHERE subject = $subject AND ($metric::text IS NULL OR metric = $metric) AND ", awaiting_recovery!(), "
+        concat!("SELECT metric FROM quota.counters WHERE subject = $subject AND ", awaiting_recovery!(), "
                   GROUP BY metric ORDER BY metric COLLATE \"C\""),
     ) };
     // Depletions in windows that have ended, oldest first: the subjects the sweep looks at.
@@ -54,14 +71,11 @@ thread_local! {
                   ORDER BY pg_catalog.min(window_end)
                   LIMIT $limit"),
     ) };
-    // The subject is usable again: answers every depletion of the (subject, metric) and,
-    // when its rules have `recovered`, writes one alert with the window usable now. Each
-    // depletion is answered once, whoever races to answer it (the UPDATE re-checks).
+    // The subject is usable again: answers the depletions of the (subject, metric) and, when
+    // its rules have `recovered`, writes one alert with the window usable now. Each depletion
+    // is answered once, whoever races to answer it (rows locked, then re-checked).
     static RECOVER: Kept = const { Kept::new(
-        concat!("WITH answered AS (
-             UPDATE quota.counters SET alerted = alerted || '{recovered}'::text[]
-              WHERE subject = $subject AND metric = $metric AND ", awaiting_recovery!(), "
-             RETURNING 1)
+        concat!("WITH answered AS (", answer_awaiting!(), ")
          INSERT INTO quota.alerts (subject, metric, rule, window_start, resets_at, used, allowance, remaining, event_id, cause)
          SELECT $subject, $metric, 'recovered', $window_start, $window_end, $used, $allowance, $remaining, NULL, $cause
           WHERE $notify AND EXISTS (SELECT FROM answered)
@@ -70,19 +84,13 @@ thread_local! {
     // A depletion that nothing can answer now: the metric is in no plan any more (answered
     // without an alert), or the window usable now has nothing left either (carried to it:
     // the ended windows are answered, the current one awaits, and the sweep moves on).
-    static ANSWER_SILENTLY: Kept = const { Kept::new(
-        concat!("UPDATE quota.counters SET alerted = alerted || '{recovered}'::text[]
-                  WHERE subject = $subject AND metric = $metric AND ", awaiting_recovery!()),
-    ) };
+    static ANSWER_SILENTLY: Kept = const { Kept::new(answer_awaiting!()) };
     static CARRY: Kept = const { Kept::new(
-        concat!("WITH answered AS (
-             UPDATE quota.counters SET alerted = alerted || '{recovered}'::text[]
-              WHERE subject = $subject AND metric = $metric AND window_start <> $window_start AND ", awaiting_recovery!(), "
-             RETURNING 1)
+        concat!("WITH answered AS (", answer_awaiting!(), ")
          UPDATE quota.counters
             SET alerted = pg_catalog.array_remove(alerted, 'recovered')
                           || CASE WHEN 'depleted' = ANY (alerted) THEN '{}'::text[] ELSE '{depleted}'::text[] END
-          WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND EXISTS (SELECT FROM answered)"),
+          WHERE subject = $subject AND metric = $metric AND window_start = $keep AND EXISTS (SELECT FROM answered)"),
     ) };
     static SET_RULES: Kept = const { Kept::new(
         "INSERT INTO quota.alert_overrides (subject, metric, alerts) VALUES ($subject, $metric, $alerts)
@@ -160,9 +168,9 @@ pub fn fire(client: &SpiClient, at: AlertAt, holding: &[AlertRule]) -> QResult<(
     query(client, &FIRE, args, |_| Ok(())).map(drop)
 }
 
-/// The metrics of the subject (`metric`, or every one) whose depletion awaits an answer.
-pub fn awaiting(client: &SpiClient, subject: Uuid, metric: Option<&str>) -> QResult<Vec<String>> {
-    query(client, &AWAITING, [("subject", subject.into()), ("metric", metric.into())], |row| not_null(row, "metric"))
+/// The metrics of the subject whose depletion awaits an answer.
+pub fn awaiting(client: &SpiClient, subject: Uuid) -> QResult<Vec<String>> {
+    query(client, &AWAITING, [("subject", subject.into())], |row| not_null(row, "metric"))
 }
 
 /// Up to `limit` (subject, metric) whose depletion is in a window that ended by `now`.
@@ -175,19 +183,21 @@ pub fn due(client: &SpiClient, now: Micros, limit: i64) -> QResult<Vec<(Uuid, St
 /// `recovered` alert when `notify`. Whether it wrote one.
 pub fn recover(client: &SpiClient, at: AlertAt, notify: bool) -> QResult<bool> {
     let [subject, metric, window_start, window_end, used, allowance, remaining, cause] = at.args()?;
-    let args = [subject, metric, window_start, window_end, used, allowance, remaining, cause, ("notify", notify.into())];
+    let no_window: Option<pgrx::datum::TimestampWithTimeZone> = None;
+    let args = [subject, metric, ("keep", no_window.into()), window_start, window_end, used, allowance, remaining, cause, ("notify", notify.into())];
     Ok(query_row(client, &RECOVER, args, |row| not_null::<i64>(row, "alert_id"))?.is_some())
 }
 
 /// Answers the (subject, metric)'s depletions without an alert (its metric is in no plan).
 pub fn answer_silently(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<()> {
-    query(client, &ANSWER_SILENTLY, [("subject", subject.into()), ("metric", metric.into())], |_| Ok(())).map(drop)
+    let no_window: Option<pgrx::datum::TimestampWithTimeZone> = None;
+    query(client, &ANSWER_SILENTLY, [("subject", subject.into()), ("metric", metric.into()), ("keep", no_window.into())], |_| Ok(())).map(drop)
 }
 
 /// Carries the (subject, metric)'s unanswered depletions of ended windows to its current
 /// window, `window` (locked, so its counter row exists), which has nothing left either.
 pub fn carry(client: &SpiClient, subject: Uuid, metric: &str, window: Window) -> QResult<()> {
-    let args = [("subject", subject.into()), ("metric", metric.into()), ("window_start", window_key(window.start)?.into())];
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("keep", window_key(window.start)?.into())];
     query(client, &CARRY, args, |_| Ok(())).map(drop)
 }
 

@@ -154,13 +154,14 @@ thread_local! {
     ) };
     // Marks the window with its effective allowance, whether rate rules are cached beside it,
     // and the usage at which its next alert fires: the least usage threshold of the alert
-    // rules not fired in it yet (sql/alerts.sql; store::alerts keeps it when one fires).
+    // rules not fired in it yet (src/alerts.rs; a crossing unmarks the window, and the next
+    // consume marks it again watching what is left).
     static MARK_FAST: Kept = const { Kept::new(
         concat!("UPDATE quota.counters AS c SET fast = true, allowance = $allowance, rated = $rated,
-                        alert_at = ", next_alert_at!("c.alerted"), "
+                        alert_at = ", next_alert_at!(), "
                   WHERE subject = $subject AND metric = $metric AND window_start = $window_start
                     AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance AND rated = $rated
-                             AND alert_at IS NOT DISTINCT FROM ", next_alert_at!("c.alerted"), ")"),
+                             AND alert_at IS NOT DISTINCT FROM ", next_alert_at!(), ")"),
     ) };
 }
 

@@ -34,15 +34,13 @@ macro_rules! decision_columns {
     };
 }
 
-/// The usage at which a window's next alert fires: the least threshold of the watched rules
-/// ($watch_rules, $watch_at: quota_rules::alert::watch) not among `$fired`, the rules
-/// fired in the window (a SQL array expression over the counter row `c`); NULL for none.
+/// The usage at which a marked window's next alert fires: the least threshold of the watched
+/// rules ($watch_rules, $watch_at: quota_rules::alert::watch) that have not fired in the
+/// counter row `c`; NULL for none.
 macro_rules! next_alert_at {
-    ($fired:literal) => {
-        concat!(
-            "(SELECT pg_catalog.min(w.at) FROM ROWS FROM (pg_catalog.unnest($watch_rules::text[]), pg_catalog.unnest($watch_at::int8[])) AS w(rule, at)
-               WHERE NOT (w.rule = ANY (", $fired, ")))"
-        )
+    () => {
+        "(SELECT pg_catalog.min(w.at) FROM ROWS FROM (pg_catalog.unnest($watch_rules::text[]), pg_catalog.unnest($watch_at::int8[])) AS w(rule, at)
+           WHERE NOT (w.rule = ANY (c.alerted)))"
     };
 }
 

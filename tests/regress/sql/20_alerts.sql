@@ -115,7 +115,10 @@ SELECT * FROM pg_temp.fired(200007, 200007);
 SELECT quota.set_alerts(s(200008), 'calls', '{}');
 SELECT used FROM quota.consume(s(200008), 'calls', 10);
 SELECT count(*) AS silenced FROM quota.alerts WHERE subject = s(200008);
+-- A change of a subject's own rules unmarks its window: the next consume watches the new ones.
+SELECT fast AS marked_before FROM quota.counters WHERE subject = s(200008);
 SELECT quota.clear_alerts(s(200008), 'calls') AS had_own, quota.clear_alerts(s(200008), 'calls') AS again;
+SELECT fast AS marked_after FROM quota.counters WHERE subject = s(200008);
 SELECT action, subject = s(200007) AS subject, metric, after FROM quota.admin_changes
  WHERE action IN ('set_alerts', 'clear_alerts') AND subject BETWEEN s(200007) AND s(200008) ORDER BY change_id;
 SELECT try($$SELECT quota.set_alerts(s(200007), 'calls', ARRAY['80%', NULL])$$);
@@ -134,6 +137,13 @@ SELECT used FROM quota.consume(s(200012), 'seats', 1);
 SELECT used FROM quota.consume(s(200011), 'seats', 1);
 SELECT used FROM quota.consume(s(200012), 'seats', 1);
 SELECT * FROM pg_temp.fired(200010, 200012);
+
+-- A signed-in user reads their own alerts through row level security, nobody else's.
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', jsonb_build_object('sub', s(200002), 'role', 'authenticated')::text, true) IS NOT NULL AS signed_in;
+SELECT count(*) AS visible, count(*) FILTER (WHERE subject <> s(200002)) AS of_others, min(rule) AS rule FROM quota.alerts;
+ROLLBACK;
 
 -- The consumer API. Claims come oldest first, each invisible to other claims while claimed.
 SELECT quota.ack_alerts(array_agg(alert_id)) >= 0 AS cleared FROM quota.alerts WHERE subject NOT BETWEEN s(200001) AND s(200002);

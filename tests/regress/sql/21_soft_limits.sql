@@ -51,6 +51,7 @@ SELECT quota.assign_plan(s(210011), 'soft');
 SELECT quota.join_pool(s(210010), s(210011));
 SELECT allowed, reason, from_allowance, overage, used FROM quota.consume(s(210011), 'tokens', 100);
 SELECT allowed, reason, from_allowance, overage, used FROM quota.consume(s(210011), 'tokens', 20);
+SELECT metric, allowed, reason, overage FROM quota.consume_many(s(210011), '{"tokens": 10}');
 SELECT (SELECT used FROM quota.counters WHERE subject = s(210011) AND metric = 'tokens') AS member_used,
        (SELECT used FROM quota.counters WHERE subject = s(210010) AND metric = 'tokens') AS pool_used;
 -- A plan without the key is hard again after set_limits.
