@@ -37,6 +37,12 @@ CREATE TABLE quota.limits (
     soft        boolean NOT NULL DEFAULT false,
     overage_max bigint CHECK (overage_max >= 0),
     CONSTRAINT limits_overage_of_a_soft_limit CHECK (soft OR overage_max IS NULL),
+    -- Rollover (quota_rules::rollover): unused allowance carries into the next window, at most
+    -- rollover_max (NULL: all of it), and can be spent for rollover_windows windows. NULL
+    -- rollover_windows: none carries.
+    rollover_max     bigint CHECK (rollover_max > 0),
+    rollover_windows integer CHECK (rollover_windows BETWEEN 1 AND 100),
+    CONSTRAINT limits_rollover_max_of_a_rollover CHECK (rollover_windows IS NOT NULL OR rollover_max IS NULL),
     PRIMARY KEY (plan, metric)
 );
 -- "Is this metric known at all?" is asked when a subject's plan lacks the metric.
@@ -182,6 +188,7 @@ CREATE INDEX reservations_held ON quota.reservations (subject, metric, window_st
     WHERE status = 'held';
 
 -- Bonus credits for one (subject, metric). They are spent after the window's allowance:
+-- carries of unused allowance first (rollover_of, priority -2147483648), then
 -- lowest priority first, then soonest expiry (never-expiring last), then oldest.
 -- remaining is what is left to spend; a revoked or expired grant is never spent.
 CREATE TABLE quota.grants (
@@ -195,8 +202,12 @@ CREATE TABLE quota.grants (
     reason      text,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     revoked_at  timestamptz,
+    -- A carry of unused allowance (src/store/rollover.rs): the start of the window it came
+    -- out of. At most one per window, whoever touches the next window first.
+    rollover_of timestamptz,
     PRIMARY KEY (subject, grant_id)
 );
+CREATE UNIQUE INDEX grants_rollover ON quota.grants (subject, metric, rollover_of) WHERE rollover_of IS NOT NULL;
 CREATE UNIQUE INDEX grants_grant_id ON quota.grants (grant_id);
 CREATE INDEX grants_spending_order ON quota.grants (subject, metric, priority, expires_at, created_at, grant_id)
     WHERE remaining > 0 AND revoked_at IS NULL;
@@ -478,7 +489,8 @@ CREATE TYPE quota.usage_row AS (
     pool             uuid,         -- the pool the subject draws this metric from (sql/pools.sql), or NULL
     pool_drawn       bigint,       -- what the subject drew from it in the pool's current window
     pool_cap         bigint,       -- its cap there; NULL = no cap
-    pool_remaining   bigint        -- what it can still draw: the pool's remaining, at most the cap left
+    pool_remaining   bigint,       -- what it can still draw: the pool's remaining, at most the cap left
+    rollover_remaining bigint      -- unused allowance of earlier windows carried into this one, left to spend
 );
 
 -- Keep configuration and usage in pg_dump output (extension tables are skipped otherwise).

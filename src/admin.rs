@@ -26,6 +26,7 @@ use crate::store::alerts as alert_statements;
 use crate::store::changes::{assignment_state, grant_state, override_state, plan_state};
 use crate::store::counters::{self, CounterKey};
 use crate::store::ledger::{self, EventRow};
+use crate::store::rollover;
 use crate::store::schema::{self, Part};
 use crate::store::{to_micros, transaction_now};
 use crate::usage::usage_row;
@@ -108,7 +109,11 @@ fn assign_plan(
             require_plan(client, plan)?;
             let change = Change { action: "assign_plan", subject: Some(subject), plan: Some(plan), ..Change::default() };
             audited(client, &caller, change, |client| assignment_state(client, subject), |client| {
-                statements::assign_plan(client, subject, plan, anchor)
+                // Carries of unused allowance were the old plan's: a new plan takes them back.
+                if statements::assign_plan(client, subject, plan, anchor)? && schema::has(client, Part::Rollover)? {
+                    rollover::revoke(client, subject)?;
+                }
+                Ok(())
             })?;
             alerts::recover(client, subject, None, "plan_change")
         })

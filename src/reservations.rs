@@ -17,7 +17,7 @@ use crate::alerts::{self, Alerting};
 use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::pools;
 use crate::rates::{self, StateRows};
-use crate::spending::{governing_with_assignment, lock_capacity, overage_of, pay, rate_limited, resolve_known, write_event, Entry, Request};
+use crate::spending::{governing_for_write, governing_with_assignment, lock_capacity, overage_of, pay, rate_limited, resolve_known, write_event, Entry, Request};
 use crate::store::counters;
 use crate::store::ledger;
 use crate::store::reservations::{self as held_rows, FindBy, NewHold, Reservation};
@@ -146,7 +146,7 @@ fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Mi
         return pools::settle_from_pool(client, &held, actual, now);
     }
     let request = Request { subject: held.subject, metric: &held.metric, amount: actual, now, at: now, instant: now };
-    let governing = resolve_known(client, &request)?;
+    let governing = governing_for_write(client, &request, resolve_known(client, &request)?)?;
     let allowance = governing.allowance();
     let paid = pay(client, &request, Mode::Settle, overage_of(Mode::Settle, &governing, false), &governing, held.window, allowance, Some(&held))?;
     held_rows::set_reservation_status(client, &held, ReservationStatus::Settled)?;

@@ -30,6 +30,7 @@ use crate::rates::{self, RateCheck, StateRows};
 use crate::store::counters::{self, CounterKey, GrantBalance};
 use crate::store::ledger::{self, EventRow};
 use crate::store::reservations::Reservation;
+use crate::store::rollover;
 use crate::store::schema::{self, Part};
 use crate::store::{statement_now, to_micros, transaction_now};
 use crate::tuples::{decision_tuple, DecisionTuple};
@@ -499,18 +500,31 @@ impl Capacity {
     }
 }
 
-/// Resolves what governs the request, giving an unassigned subject the default plan first.
+/// Resolves what governs a request that writes, giving an unassigned subject the default
+/// plan first, and making the carries of unused allowance due now grants (before any lock
+/// the call takes, so that their unique key is the only thing concurrent first calls of a
+/// window wait on).
 pub fn governing_with_assignment(client: &SpiClient, request: &Request) -> QResult<Governing> {
     let governing = resolve_known(client, request)?;
     let Some(plan) = governing.plan.as_deref().filter(|_| !governing.assigned) else {
-        return Ok(governing);
+        return governing_for_write(client, request, governing);
     };
     if counters::assign_default(client, request.subject, plan, request.now)? {
-        Ok(Governing { assigned: true, subscription_anchor: Some(request.now), ..governing })
+        Ok(Governing { assigned: true, subscription_anchor: Some(request.now), assigned_at: Some(request.now), ..governing })
     } else {
         // A concurrent first call assigned the plan: its anchor defines the windows.
-        resolve_known(client, request)
+        governing_for_write(client, request, resolve_known(client, request)?)
     }
+}
+
+/// What governs a write to an assigned subject: its due carries made grants, by a call that
+/// counts in the current window (a record of usage in an earlier window may still change
+/// what that window leaves: the carries wait for the current window's first call).
+pub fn governing_for_write(client: &SpiClient, request: &Request, mut governing: Governing) -> QResult<Governing> {
+    if !governing.carries.is_empty() && governing.window_at(request.at)? == governing.window_at(request.now)? {
+        rollover::materialise(client, request.subject, request.metric, &mut governing)?;
+    }
+    Ok(governing)
 }
 
 /// What governs the request; 42704 for a metric no plan defines.

@@ -152,7 +152,7 @@ pub fn usage_tuple(row: &UsageRow) -> QResult<UsageTuple> {
             row.used.into_datum(),
             row.reserved.into_datum(),
             row.allowance.into_datum(),
-            remaining_with_grants(row.allowance, row.used, row.grants_left, row.reserved).into_datum(),
+            remaining_with_grants(row.allowance, row.used, row.grants_left.saturating_add(row.rollover_left), row.reserved).into_datum(),
             row.grants_left.into_datum(),
             optional_timestamp(row.window.start)?.into_datum(),
             optional_timestamp(row.window.end)?.into_datum(),
@@ -162,6 +162,7 @@ pub fn usage_tuple(row: &UsageRow) -> QResult<UsageTuple> {
             row.pool.as_ref().map(|pool| pool.drawn).into_datum(),
             row.pool.as_ref().and_then(|pool| pool.cap).into_datum(),
             row.pool.as_ref().and_then(|pool| pool.remaining).into_datum(),
+            row.rollover_left.into_datum(),
         ],
     )
 }

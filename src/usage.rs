@@ -19,6 +19,8 @@ use crate::spending::{what_consume_would_decide, Request};
 use crate::store::counters::{self, CounterKey};
 use crate::pools::{self, pool_usage, PoolUsage};
 use crate::rates::rate_usage;
+use crate::store::rollover;
+use crate::store::schema::{self, Part};
 use crate::store::{admin, statement_now, transaction_now};
 use crate::tuples::{decision_tuple, usage_tuple, UsageTuple};
 
@@ -28,7 +30,9 @@ pub struct UsageRow {
     pub used: i64,
     pub reserved: i64,
     pub allowance: Option<i64>,
+    /// Grants left, but the carries of unused allowance, which are `rollover_left`.
     pub grants_left: i64,
+    pub rollover_left: i64,
     pub window: Window,
     /// Each rate rule in force and its state (src/rates.rs).
     pub rates: serde_json::Value,
@@ -79,7 +83,13 @@ pub fn usage_row(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -
     let allowance = governing.allowance();
     let rates = rate_usage(client, subject, metric, &governing.rates, statement_now()?)?;
     let pool = pool_usage(client, subject, metric, now)?;
-    Ok(UsageRow { metric: metric.to_string(), used: counter.used, reserved, allowance, grants_left: governing.grants_left, window, rates, pool })
+    let rollover_left = match schema::has(client, Part::Rollover)? {
+        true => rollover::left(client, subject, metric, &governing, now)?,
+        false => 0,
+    };
+    // A carry whose plan no longer rolls over is still a grant until it expires.
+    let grants_left = governing.grants_left.saturating_sub(rollover_left);
+    Ok(UsageRow { metric: metric.to_string(), used: counter.used, reserved, allowance, grants_left, rollover_left, window, rates, pool })
 }
 
 /// The caller's subject: `sub` of the JWT claims PostgREST sets; NULL when absent, empty

@@ -36,7 +36,7 @@ use crate::store::fast_path as fast_path_keys;
 use crate::jsonb::Jsonb;
 use crate::rates::{self, RateCheck, StateRows};
 use crate::spending::{
-    governing_with_assignment, lock_capacity, rate_limited, replay_the_key_holder, resolve_known, try_write_event, write_event, Capacity,
+    governing_for_write, governing_with_assignment, lock_capacity, rate_limited, replay_the_key_holder, resolve_known, try_write_event, write_event, Capacity,
     Entry, Request,
 };
 use crate::store::counters;
@@ -98,9 +98,10 @@ pub fn membership<'a>(client: &SpiClient, request: &Request<'a>, assign: bool) -
     if !pools_metric(&governing) {
         return Ok(Membership::Unpooled);
     }
-    let governing = match assign && !governing.assigned {
-        true => governing_with_assignment(client, &pool_request)?,
-        false => governing,
+    let governing = match (assign, governing.assigned) {
+        (true, false) => governing_with_assignment(client, &pool_request)?,
+        (true, true) => governing_for_write(client, &pool_request, governing)?,
+        (false, _) => governing,
     };
     let window = governing.window_at(request.at)?;
     Ok(Membership::Pooled(PoolCall { seat, request: pool_request, governing, window }))

@@ -22,6 +22,18 @@ thread_local! {
          RETURNING plan",
     ) };
     static UPSERT_LIMIT: Kept = const { Kept::new(
+        "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate, alerts, soft, overage_max,
+                                   rollover_max, rollover_windows)
+         VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb, $alerts, $soft, $overage_max,
+                 $rollover_max, $rollover_windows)
+         ON CONFLICT (plan, metric) DO UPDATE
+            SET allowance = excluded.allowance, period = excluded.period, anchor = excluded.anchor,
+                time_zone = excluded.time_zone, rate = excluded.rate, alerts = excluded.alerts,
+                soft = excluded.soft, overage_max = excluded.overage_max,
+                rollover_max = excluded.rollover_max, rollover_windows = excluded.rollover_windows",
+    ) };
+    // UPSERT_LIMIT on a schema before 0.11.0, whose limits have no rollover.
+    static UPSERT_LIMIT_WITHOUT_ROLLOVER: Kept = const { Kept::new(
         "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate, alerts, soft, overage_max)
          VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb, $alerts, $soft, $overage_max)
          ON CONFLICT (plan, metric) DO UPDATE
@@ -51,11 +63,16 @@ thread_local! {
     static METRIC_EXISTS: Kept = const { Kept::new(
         "SELECT EXISTS (SELECT FROM quota.limits WHERE metric = $metric) AS found",
     ) };
+    // assigned_at is when the plan and its cycle last changed: assigning the plan a subject
+    // has, on the same anchor, changes neither (so its windows still carry, store::rollover).
     static ASSIGN_PLAN: Kept = const { Kept::new(
-        "INSERT INTO quota.assignments AS a (subject, plan, anchor)
+        "WITH previous AS (SELECT plan FROM quota.assignments WHERE subject = $subject FOR UPDATE)
+         INSERT INTO quota.assignments AS a (subject, plan, anchor)
          VALUES ($subject, $plan, coalesce($anchor, pg_catalog.now()))
          ON CONFLICT (subject) DO UPDATE
-            SET plan = excluded.plan, anchor = coalesce($anchor, a.anchor), assigned_at = pg_catalog.now()",
+            SET plan = excluded.plan, anchor = coalesce($anchor, a.anchor),
+                assigned_at = CASE WHEN a.plan = excluded.plan AND $anchor IS NULL THEN a.assigned_at ELSE pg_catalog.now() END
+         RETURNING (SELECT p.plan FROM previous AS p) IS DISTINCT FROM $plan AS plan_changed",
     ) };
     static SET_OVERRIDE: Kept = const { Kept::new(
         "INSERT INTO quota.overrides (subject, metric, allowance) VALUES ($subject, $metric, $allowance)
@@ -114,6 +131,10 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
     if !with_alerts && limits.iter().any(|limit| !limit.alerts.is_empty() || limit.overage != Overage::Hard) {
         return Err(QuotaError::schema_too_old("alert rules and soft limits", "0.10.0"));
     }
+    let with_rollover = schema::has(client, Part::Rollover)?;
+    if !with_rollover && limits.iter().any(|limit| limit.rollover.is_some()) {
+        return Err(QuotaError::schema_too_old("rollover", "0.11.0"));
+    }
     for limit in limits {
         let args = || {
             [
@@ -146,7 +167,28 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
                 ("soft", soft.into()),
                 ("overage_max", overage_max.into()),
             ];
-            query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
+            if with_rollover {
+                let [plan, metric, allowance, period, anchor, time_zone, rate, alerts, soft, overage_max] = args;
+                let rollover_max = limit.rollover.and_then(|rollover| rollover.max);
+                let rollover_windows = limit.rollover.map(|rollover| i32::try_from(rollover.expires_after)).transpose().map_err(QuotaError::internal)?;
+                let args = [
+                    plan,
+                    metric,
+                    allowance,
+                    period,
+                    anchor,
+                    time_zone,
+                    rate,
+                    alerts,
+                    soft,
+                    overage_max,
+                    ("rollover_max", rollover_max.into()),
+                    ("rollover_windows", rollover_windows.into()),
+                ];
+                query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
+            } else {
+                query(client, &UPSERT_LIMIT_WITHOUT_ROLLOVER, args, |_| Ok(()))?;
+            }
         } else if with_rates {
             let [plan, metric, allowance, period, anchor, time_zone] = args();
             let args = [plan, metric, allowance, period, anchor, time_zone, ("rate", rate().into())];
@@ -168,9 +210,10 @@ pub fn metric_exists(client: &SpiClient, metric: &str) -> QResult<bool> {
 }
 
 /// Puts the subject on the plan; `anchor` None keeps the subject's anchor (now() for a new one).
-pub fn assign_plan(client: &SpiClient, subject: Uuid, plan: &str, anchor: Option<Micros>) -> QResult<()> {
+/// Assigns the plan; returns whether the subject had another plan (or none) before.
+pub fn assign_plan(client: &SpiClient, subject: Uuid, plan: &str, anchor: Option<Micros>) -> QResult<bool> {
     let args = [("subject", subject.into()), ("plan", plan.into()), ("anchor", anchor.map(timestamp).transpose()?.into())];
-    query(client, &ASSIGN_PLAN, args, |_| Ok(())).map(drop)
+    Ok(query_row(client, &ASSIGN_PLAN, args, |row| not_null(row, "plan_changed"))?.unwrap_or(true))
 }
 
 /// A per-subject allowance (None = unlimited) that replaces the plan's.

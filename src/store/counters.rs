@@ -8,11 +8,13 @@ use quota_rules::alert::stored_rules as stored_alert_rules;
 use quota_rules::decide::{Limit, Overage};
 use quota_rules::governing::Governing;
 use quota_rules::rate::{rules_change_at, rules_in_force, stored_overrides, stored_rules};
+use quota_rules::rollover::Rollover;
 use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
 
+use super::rollover;
 use super::schema::{self, Part};
 use super::{Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
-use crate::error::QResult;
+use crate::error::{QResult, QuotaError};
 
 /// The balance of the (subject, metric)'s grants usable at `$now`.
 macro_rules! usable_grants {
@@ -27,7 +29,7 @@ macro_rules! usable_grants {
 /// usable grants (RESOLVE's columns but the rate rules).
 macro_rules! governing_columns {
     () => {
-        concat!("p.plan, a.subject IS NOT NULL AS assigned, a.anchor AS subscription_anchor,
+        concat!("p.plan, a.subject IS NOT NULL AS assigned, a.anchor AS subscription_anchor, a.assigned_at,
          l.metric IS NOT NULL AS in_plan, l.allowance AS plan_allowance, l.period, l.anchor, l.time_zone,
          o.subject IS NOT NULL AS overridden, o.allowance AS override_allowance,
          (SELECT max(r.reset_at) FROM quota.resets AS r
@@ -63,14 +65,23 @@ macro_rules! rate_columns {
     };
 }
 
-thread_local! {
-    static RESOLVE: Kept = const { Kept::new(concat!(
-        "SELECT ", governing_columns!(), rate_columns!(), ",
+/// The alert rules in force and the soft limit (RESOLVE's, from 0.10.0).
+macro_rules! alert_columns {
+    () => {
+        ",
                 coalesce((SELECT r.alerts FROM quota.alert_overrides AS r WHERE r.subject = $subject AND r.metric = $metric),
                          l.alerts, '{}') AS alerts,
-                l.soft, l.overage_max",
+                l.soft, l.overage_max"
+    };
+}
+
+thread_local! {
+    static RESOLVE: Kept = const { Kept::new(concat!(
+        "SELECT ", governing_columns!(), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows",
         governing_sources!(),
     )) };
+    // RESOLVE on a schema before 0.11.0, which has no rollover.
+    static RESOLVE_WITHOUT_ROLLOVER: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(), rate_columns!(), alert_columns!(), governing_sources!())) };
     // RESOLVE on a schema before 0.10.0, which has no alert rules nor soft limits.
     static RESOLVE_WITHOUT_ALERTS: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(), rate_columns!(), governing_sources!())) };
     // RESOLVE on a schema before 0.7.0, which has no rate rules.
@@ -151,16 +162,29 @@ pub struct CounterKey<'a> {
     pub window: Window,
 }
 
-/// What governs (subject, metric) for usage at `at`, with grants usable at `now`.
+/// What governs (subject, metric) for usage at `at`, with grants usable at `now` (the carries
+/// of unused allowance alive then among them, store::rollover).
 /// The rate rules in force at `now` (none without a plan, or on a schema without rates).
 pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now: Micros) -> QResult<Governing> {
+    let mut governing = resolve_configured(client, subject, metric, at, now)?;
+    if governing.rollover.is_some() {
+        governing.carries = rollover::pending(client, subject, metric, &governing, now)?;
+        let pending = governing.carries.iter().try_fold(0_i64, |sum, carry| sum.checked_add(carry.amount));
+        governing.grants_left = pending.and_then(|pending| governing.grants_left.checked_add(pending)).unwrap_or(i64::MAX);
+    }
+    Ok(governing)
+}
+
+fn resolve_configured(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now: Micros) -> QResult<Governing> {
     let args = [("subject", subject.into()), ("metric", metric.into()), ("at", timestamp(at)?.into()), ("now", timestamp(now)?.into())];
     let with_rates = schema::has(client, Part::RateLimits)?;
     let with_alerts = schema::has(client, Part::Alerts)?;
-    let statement = match (with_rates, with_alerts) {
-        (_, true) => &RESOLVE,
-        (true, false) => &RESOLVE_WITHOUT_ALERTS,
-        (false, false) => &RESOLVE_WITHOUT_RATES,
+    let with_rollover = schema::has(client, Part::Rollover)?;
+    let statement = match (with_rates, with_alerts, with_rollover) {
+        (_, _, true) => &RESOLVE,
+        (_, true, false) => &RESOLVE_WITHOUT_ROLLOVER,
+        (true, false, _) => &RESOLVE_WITHOUT_ALERTS,
+        (false, false, _) => &RESOLVE_WITHOUT_RATES,
     };
     the_row(query_row(client, statement, args, |row| {
         let plan: Option<String> = column(row, "plan")?;
@@ -176,9 +200,16 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
             true => (stored_alert_rules(&not_null::<Vec<String>>(row, "alerts")?)?, overage(column(row, "soft")?, column(row, "overage_max")?)),
             false => (Vec::new(), Overage::Hard),
         };
+        let rollover = match with_rollover {
+            true => rollover_policy(column(row, "rollover_max")?, column(row, "rollover_windows")?)?,
+            false => None,
+        };
         Ok(Governing {
             rates,
             rates_until,
+            rollover,
+            assigned_at: instant(row, "assigned_at")?,
+            carries: Vec::new(),
             plan,
             assigned: not_null(row, "assigned")?,
             subscription_anchor: instant(row, "subscription_anchor")?,
@@ -202,6 +233,13 @@ fn overage(soft: Option<bool>, max: Option<i64>) -> Overage {
         (Some(true), None) => Overage::Unbounded,
         _ => Overage::Hard,
     }
+}
+
+/// The plan's rollover policy (0.11.0): none without the metric in the plan.
+fn rollover_policy(max: Option<i64>, windows: Option<i32>) -> QResult<Option<Rollover>> {
+    let Some(windows) = windows else { return Ok(None) };
+    let expires_after = u32::try_from(windows).map_err(QuotaError::internal)?;
+    Ok(Some(Rollover { max, expires_after }))
 }
 
 /// The plan's window rule, parsed once here; one lifetime window for a metric the plan lacks.

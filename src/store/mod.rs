@@ -3,7 +3,7 @@
 //! `reservations`, `fast_path` (consume's one-statement path and its marks), `admin` (plans,
 //! limits, assignments, overrides, grants, resets), `changes` (the caller, and the audit trail
 //! of administration), `pools` (membership, caps, draws, allocations), `alerts` (alert
-//! rules, the outbox, what fired in each window).
+//! rules, the outbox, what fired in each window), `rollover` (carries of unused allowance).
 //!
 //! Statements name their parameters (`$subject`) and every call binds them by name; rows
 //! are read by column name, through the names of the statement's result columns read once. Each is prepared on first use in a backend and kept
@@ -54,6 +54,7 @@ pub mod ledger;
 pub mod pools;
 pub mod rates;
 pub mod reservations;
+pub mod rollover;
 pub mod schema;
 
 /// Microseconds between the Unix epoch (the window engine's) and PostgreSQL's 2000-01-01.

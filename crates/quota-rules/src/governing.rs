@@ -6,6 +6,7 @@
 use crate::alert::AlertRule;
 use crate::decide::{effective_allowance, Limit, Overage};
 use crate::rate::RateRule;
+use crate::rollover::{Carry, Rollover};
 use crate::window::{Micros, Window, WindowError, WindowSpec};
 
 #[derive(Debug, Clone)]
@@ -38,6 +39,12 @@ pub struct Governing {
     pub alerts: Vec<AlertRule>,
     /// The plan's soft limit: how far consume may pass the allowance (Hard without a plan).
     pub overage: Overage,
+    /// The plan's rollover policy for the metric, and when the plan was assigned.
+    pub rollover: Option<Rollover>,
+    pub assigned_at: Option<Micros>,
+    /// Carries alive now that are not grants yet (the store materialises them on the next
+    /// write); counted in `grants_left`.
+    pub carries: Vec<Carry>,
 }
 
 impl Governing {
@@ -96,6 +103,9 @@ mod tests {
             rates_until: None,
             alerts: Vec::new(),
             overage: Overage::Hard,
+            rollover: None,
+            assigned_at: Some(0),
+            carries: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - `bundle`: the amounts of `quota.consume_many()` and their replay.
 //! - `denial`: what a raised denial says.
 //! - `alert`: usage alert rules, when each holds, and what the fast path watches.
+//! - `rollover`: which unused allowance carries into the next windows, and how much.
 //! - `pool`: how a pool pays for its members, within their caps.
 //! - `rate`: rate rules (token buckets kept as GCRA), and the rules in force for a subject.
 //! - `keys`: the subject of a key that is not a user (an IP address, an API key).
@@ -39,6 +40,7 @@ pub mod pool;
 pub mod rate;
 pub mod request;
 pub mod rng;
+pub mod rollover;
 pub mod window;
 
 /// A value read back from pg_quota's own tables that pg_quota could not have written:

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::alert::{self, AlertError, AlertRule};
 use crate::decide::Overage;
 use crate::rate::{parse_rules, RateError, RateRule};
+use crate::rollover::{self, Rollover};
 use crate::window::{parse_time_zone, Anchor, Period, WindowError};
 
 /// One limit of a plan, validated.
@@ -25,6 +26,8 @@ pub struct LimitDef {
     pub alerts: Vec<AlertRule>,
     /// Whether consume may pass the allowance as overage (a soft limit), and how far.
     pub overage: Overage,
+    /// Whether unused allowance carries into the next windows (quota_rules::rollover).
+    pub rollover: Option<Rollover>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +44,7 @@ pub enum PlanError {
     Rate { metric: String, error: RateError },
     Alerts { metric: String, error: AlertError },
     Overage { metric: String, found: String },
+    Rollover { metric: String, found: String },
 }
 
 impl PlanError {
@@ -51,6 +55,7 @@ impl PlanError {
             PlanError::PlanName(_) => "Plan names match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$, e.g. free or Pro.",
             PlanError::Rate { error, .. } => error.hint(),
             PlanError::Alerts { error, .. } => error.hint(),
+            PlanError::Rollover { .. } => r#"Rollover: {"tokens": {"limit": 10000, "per": "month", "rollover": {"max": 5000, "expires_after": 2}}} carries up to 5,000 unused tokens into the next month, spendable for 2 months."#,
             PlanError::Overage { .. } => r#"A soft limit: {"tokens": {"limit": 10000, "per": "month", "overage": {"max": 2000}}} lets consume go 2,000 past the limit, as overage."#,
             _ => r#"Limits look like {"ai_requests": {"limit": 10, "per": "day"}, "tokens": {"limit": 10000, "per": "month", "anchor": "subscription", "time_zone": "Europe/Berlin"}, "exports": {"limit": null}}."#,
         }
@@ -66,7 +71,7 @@ impl fmt::Display for PlanError {
             PlanError::LimitNotObject { metric } => write!(f, "limit for metric {metric:?} must be a JSON object"),
             PlanError::UnknownKey { metric, key } => write!(
                 f,
-                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate, alerts, overage)"
+                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate, alerts, overage, rollover)"
             ),
             PlanError::Allowance { metric, found } => write!(
                 f,
@@ -83,6 +88,11 @@ impl fmt::Display for PlanError {
             PlanError::Overage { metric, found } => write!(
                 f,
                 "\"overage\" for metric {metric:?} must be {{\"max\": N}} (N a non-negative whole number, or null: no ceiling) beside a whole-number \"limit\", found {found}"
+            ),
+            PlanError::Rollover { metric, found } => write!(
+                f,
+                "\"rollover\" for metric {metric:?} must be {{\"max\": N, \"expires_after\": K}} (N a positive whole number or null: no cap; K from 1 to {}, 1 if left out) beside a whole-number \"limit\" that repeats (not lifetime), found {found}",
+                rollover::MAX_EXPIRES_AFTER
             ),
         }
     }
@@ -118,7 +128,8 @@ pub fn validate_plan_name(name: &str) -> Result<(), PlanError> {
 /// (required unless `rate` is given; null or absent = unlimited), `per` (required unless
 /// unlimited, then it defaults to `lifetime`), `anchor` (`calendar` by default), `time_zone`
 /// (`UTC` by default), `rate` (rate rules, quota_rules::rate), `alerts` (usage alert rules,
-/// quota_rules::alert), `overage` (a soft limit: `{"max": N}` or `{"max": null}`).
+/// quota_rules::alert), `overage` (a soft limit: `{"max": N}` or `{"max": null}`), `rollover`
+/// (unused allowance carried forward, quota_rules::rollover).
 pub fn parse_limits(limits: &Value) -> Result<Vec<LimitDef>, PlanError> {
     let Value::Object(entries) = limits else {
         return Err(PlanError::LimitsNotObject);
@@ -131,7 +142,7 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     let Value::Object(spec) = spec else {
         return Err(PlanError::LimitNotObject { metric: metric.to_string() });
     };
-    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate", "alerts", "overage"].contains(&key.as_str())) {
+    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate", "alerts", "overage", "rollover"].contains(&key.as_str())) {
         return Err(PlanError::UnknownKey { metric: metric.to_string(), key: key.clone() });
     }
     let rates = match spec.get("rate") {
@@ -170,7 +181,14 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     };
     let anchor = text("anchor")?.map_or(Ok(Anchor::Calendar), Anchor::parse).map_err(window_error)?;
     let time_zone = parse_time_zone(text("time_zone")?.unwrap_or("UTC")).map_err(window_error)?;
-    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates, alerts, overage })
+    let rollover = match spec.get("rollover") {
+        None => None,
+        Some(value) => Some(
+            rollover::parse(value, allowance, period != Period::Lifetime)
+                .ok_or_else(|| PlanError::Rollover { metric: metric.to_string(), found: value.to_string() })?,
+        ),
+    };
+    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates, alerts, overage, rollover })
 }
 
 /// `{"max": N}` or `{"max": null}`, beside a limited allowance (an unlimited one has nothing
@@ -250,6 +268,9 @@ mod tests {
             .expect("valid soft limits");
         let by_metric = |m: &str| soft.iter().find(|l| l.metric == m).cloned().expect(m);
         assert_eq!((by_metric("a").overage, by_metric("b").overage), (Overage::AtMost(5), Overage::Unbounded));
+        let rolling = parse_limits(&json!({"a": {"limit": 10, "per": "month", "rollover": {"max": 5, "expires_after": 3}}})).expect("valid rollover");
+        assert_eq!(rolling[0].rollover, Some(Rollover { max: Some(5), expires_after: 3 }));
+        assert_eq!(by_metric("a").rollover, None);
     }
 
     #[test]
@@ -280,6 +301,10 @@ mod tests {
             json!({"a": {"limit": 1, "per": "day", "overage": {"maximum": 5}}}),
             json!({"a": {"limit": 1, "per": "day", "overage": {"max": 5, "grace": 1}}}),
             json!({"a": {"limit": null, "overage": {"max": 5}}}),
+            json!({"a": {"limit": 1, "per": "lifetime", "rollover": {"max": 5}}}),
+            json!({"a": {"limit": null, "per": "day", "rollover": {"max": 5}}}),
+            json!({"a": {"limit": 1, "per": "day", "rollover": {"max": 0}}}),
+            json!({"a": {"limit": 1, "per": "day", "rollover": true}}),
         ];
         for case in cases {
             let error = parse_limits(&case).expect_err(&case.to_string());
