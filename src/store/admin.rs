@@ -66,13 +66,14 @@ thread_local! {
     // assigned_at is when the plan and its cycle last changed: assigning the plan a subject
     // has, on the same anchor, changes neither (so its windows still carry, store::rollover).
     static ASSIGN_PLAN: Kept = const { Kept::new(
-        "WITH previous AS (SELECT plan FROM quota.assignments WHERE subject = $subject FOR UPDATE)
-         INSERT INTO quota.assignments AS a (subject, plan, anchor)
+        "INSERT INTO quota.assignments AS a (subject, plan, anchor)
          VALUES ($subject, $plan, coalesce($anchor, pg_catalog.now()))
          ON CONFLICT (subject) DO UPDATE
             SET plan = excluded.plan, anchor = coalesce($anchor, a.anchor),
-                assigned_at = CASE WHEN a.plan = excluded.plan AND $anchor IS NULL THEN a.assigned_at ELSE pg_catalog.now() END
-         RETURNING (SELECT p.plan FROM previous AS p) IS DISTINCT FROM $plan AS plan_changed",
+                assigned_at = CASE WHEN a.plan = excluded.plan AND $anchor IS NULL THEN a.assigned_at ELSE pg_catalog.now() END",
+    ) };
+    static LOCK_ASSIGNMENT: Kept = const { Kept::new(
+        "SELECT plan FROM quota.assignments WHERE subject = $subject FOR UPDATE",
     ) };
     static SET_OVERRIDE: Kept = const { Kept::new(
         "INSERT INTO quota.overrides (subject, metric, allowance) VALUES ($subject, $metric, $allowance)
@@ -212,8 +213,10 @@ pub fn metric_exists(client: &SpiClient, metric: &str) -> QResult<bool> {
 /// Puts the subject on the plan; `anchor` None keeps the subject's anchor (now() for a new one).
 /// Assigns the plan; returns whether the subject had another plan (or none) before.
 pub fn assign_plan(client: &SpiClient, subject: Uuid, plan: &str, anchor: Option<Micros>) -> QResult<bool> {
+    let previous: Option<String> = query_row(client, &LOCK_ASSIGNMENT, [("subject", subject.into())], |row| not_null(row, "plan"))?;
     let args = [("subject", subject.into()), ("plan", plan.into()), ("anchor", anchor.map(timestamp).transpose()?.into())];
-    Ok(query_row(client, &ASSIGN_PLAN, args, |row| not_null(row, "plan_changed"))?.unwrap_or(true))
+    query(client, &ASSIGN_PLAN, args, |_| Ok(()))?;
+    Ok(previous.as_deref() != Some(plan))
 }
 
 /// A per-subject allowance (None = unlimited) that replaces the plan's.
