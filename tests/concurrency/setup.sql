@@ -65,3 +65,11 @@ SELECT quota.assign_plan(s(n), 'alerting') FROM generate_series(7401, 7408) AS n
 SELECT quota.create_plan('announced', '{"notices": {"limit": 1, "per": "day", "alerts": ["100%"]}}');
 SELECT count(quota.assign_plan(s(n), 'announced')) FROM generate_series(20001, 23000) AS n;
 SELECT count(quota.consume(s(n), 'notices')) FROM generate_series(20001, 23000) AS n;
+-- Rollover (rollover): 64 subjects on a plan since 10 days ago, each with its own usage of the
+-- three days before today; every carry they left waits for today's first call, which 32
+-- sessions make together (some of them rolled back).
+SELECT quota.create_plan('rolling', '{"calls": {"limit": 20, "per": "day", "rollover": {"max": 15, "expires_after": 3}}}');
+SELECT count(quota.assign_plan(s(n), 'rolling')) FROM generate_series(7501, 7564) AS n;
+UPDATE quota.assignments SET assigned_at = now() - interval '10 days' WHERE subject IN (SELECT s(n) FROM generate_series(7501, 7564) AS n);
+SELECT count(quota.record(s(n), 'calls', (n * 7 + d * 5) % 30, occurred_at => date_trunc('day', now(), 'UTC') - make_interval(days => d) + interval '1 hour'))
+  FROM generate_series(7501, 7564) AS n, generate_series(1, 3) AS d WHERE (n * 7 + d * 5) % 30 > 0;
