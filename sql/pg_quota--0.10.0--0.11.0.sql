@@ -5,7 +5,9 @@
 ALTER TABLE quota.limits
     ADD COLUMN rollover_max     bigint CHECK (rollover_max > 0),
     ADD COLUMN rollover_windows integer CHECK (rollover_windows BETWEEN 1 AND 100),
-    ADD CONSTRAINT limits_rollover_max_of_a_rollover CHECK (rollover_windows IS NOT NULL OR rollover_max IS NULL);
+    ADD CONSTRAINT limits_rollover_max_of_a_rollover CHECK (rollover_windows IS NOT NULL OR rollover_max IS NULL),
+    ADD CONSTRAINT limits_rollover_of_a_limited_repeating_window
+        CHECK (rollover_windows IS NULL OR (allowance IS NOT NULL AND period <> 'lifetime'));
 
 ALTER TABLE quota.grants ADD COLUMN rollover_of timestamptz;
 CREATE UNIQUE INDEX grants_rollover ON quota.grants (subject, metric, rollover_of) WHERE rollover_of IS NOT NULL;

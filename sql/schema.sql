@@ -43,6 +43,8 @@ CREATE TABLE quota.limits (
     rollover_max     bigint CHECK (rollover_max > 0),
     rollover_windows integer CHECK (rollover_windows BETWEEN 1 AND 100),
     CONSTRAINT limits_rollover_max_of_a_rollover CHECK (rollover_windows IS NOT NULL OR rollover_max IS NULL),
+    CONSTRAINT limits_rollover_of_a_limited_repeating_window
+        CHECK (rollover_windows IS NULL OR (allowance IS NOT NULL AND period <> 'lifetime')),
     PRIMARY KEY (plan, metric)
 );
 -- "Is this metric known at all?" is asked when a subject's plan lacks the metric.
