@@ -38,9 +38,24 @@ demo-cluster-start:
 cluster-stop:
 	@bash scripts/cluster.sh stop $(CLUSTER)
 
+# The demo ends with a chart of the month its last section records for Carol (her id is
+# there): each day's tokens from quota.usage_history, the limit from quota.check, drawn by
+# examples/usage_chart.py with Debian's matplotlib (scripts/deps.sh). Her plan counts UTC
+# days, whatever the server's time zone.
+DEMO_OUT    = target/demo
+DEMO_CAROL  = 'ca201000-0000-4000-8000-000000000003'
+DEMO_USAGE  = SELECT (h.bucket_start AT TIME ZONE 'UTC')::date AS day, h.used, c.allowance \
+  FROM quota.usage_history($(DEMO_CAROL), 'tokens', 'day', now() - interval '29 days', now()) AS h, \
+       quota.check($(DEMO_CAROL), 'tokens') AS c ORDER BY day
+
 demo: install demo-cluster-start
 	@$(PSQL) -d postgres -c 'CREATE DATABASE demo'
-	@$(PSQL) -d demo -f examples/demo.sql; status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+	@mkdir -p $(DEMO_OUT)
+	@$(PSQL) -d demo -f examples/demo.sql && $(PSQL) -d demo --csv -c "$(DEMO_USAGE)" >$(DEMO_OUT)/usage.csv; \
+	  status=$$?; bash scripts/cluster.sh stop $(CLUSTER); exit $$status
+	@/usr/bin/python3 examples/usage_chart.py $(DEMO_OUT)/usage.csv --output $(DEMO_OUT)/usage.svg \
+	  --title "Carol's AI tokens per day against her team plan's limit" --ylabel tokens
+	@echo "demo: usage chart written to $(CURDIR)/$(DEMO_OUT)/usage.svg"
 
 test: deps test-rust install test-sql test-pg18
 

@@ -224,3 +224,20 @@ SELECT quota.ack_alerts(array_agg(alert_id)) AS acknowledged FROM quota.alerts W
 \echo
 \echo '== 18. The ledger explains every counter, grant and hold (quota.audit() lists mismatches: none)'
 SELECT count(*) AS mismatches FROM quota.audit();
+
+\echo
+\echo '== 19. A month of AI tokens for the chart make demo draws: Carol''s team plan allows 50,000'
+\echo '       tokens a day, softly (past it is overage, billed rather than denied)'
+\set carol '''ca201000-0000-4000-8000-000000000003'''
+SELECT quota.create_plan('team', '{"tokens": {"limit": 50000, "per": "day", "overage": {"max": null}}}') \g /dev/null
+SELECT quota.assign_plan(:carol, 'team') \g /dev/null
+\echo '   ... 30 days in one statement, each day''s tokens recorded into that day''s window: weekdays'
+\echo '       busier than weekends, the team growing, two batch jobs; every weekday of the last week is over'
+SELECT d.reason, count(*) AS days, sum(d.amount) AS tokens, sum(d.overage) AS overage
+  FROM generate_series(29, 0, -1) AS ago, LATERAL (SELECT now() - ago * interval '1 day' AS at) AS day,
+       LATERAL quota.record(:carol, 'tokens',
+           CASE WHEN extract(isodow FROM day.at) > 5 THEN 8000 ELSE 36000 END + 500 * (29 - ago)
+           + (ago * 7919) % 6000 + CASE WHEN ago IN (20, 6) THEN 18000 ELSE 0 END,
+           occurred_at => day.at) AS d
+ GROUP BY d.reason ORDER BY d.reason;
+\echo '   (make demo draws these days against the limit: target/demo/usage.svg)'

