@@ -69,6 +69,7 @@ test-rust: test-rules
 	cargo pgrx test pg15 $(RUNAS) --pgdata $(PGRX_DATA)/data
 	cargo test --release -q --manifest-path tests/harness/Cargo.toml
 	cargo test -q -p pg-quota-dispatcher
+	bash tests/usage_chart.sh
 
 # pg_regress suites and concurrency tests against a real running server.
 test-sql:

@@ -2,7 +2,7 @@
 -- idempotent retry, many metrics in one decision, an override, a reset, a bonus grant, a
 -- credit wallet, offline usage synced after the fact, a reservation around an AI call, a
 -- mid-cycle upgrade, usage a person can read, rate limits, the shared-memory tier, and a
--- teacher's class quota shared by students.
+-- teacher's class quota shared by students, a month of usage drawn as a chart, and rollover.
 \set QUIET on
 \set SHOW_CONTEXT never
 \pset footer off
@@ -241,3 +241,18 @@ SELECT d.reason, count(*) AS days, sum(d.amount) AS tokens, sum(d.overage) AS ov
            occurred_at => day.at) AS d
  GROUP BY d.reason ORDER BY d.reason;
 \echo '   (make demo draws these days against the limit: target/demo/usage.svg)'
+
+\echo
+\echo '== 20. Rollover: what Dana leaves of her 100 daily requests carries into the next two days,'
+\echo '       at most 50 a day (the demo backdates her sign-up: she has been on the plan for a week)'
+\set dana '''da4a0000-0000-4000-8000-000000000004'''
+SELECT quota.create_plan('saver', '{"requests": {"limit": 100, "per": "day", "rollover": {"max": 50, "expires_after": 2}}}') \g /dev/null
+SELECT quota.assign_plan(:dana, 'saver') \g /dev/null
+UPDATE quota.assignments SET assigned_at = now() - interval '7 days' WHERE subject = :dana;
+\echo '   ... her phone syncs the last two days: 70 requests the day before yesterday, 95 yesterday'
+SELECT used FROM quota.record(:dana, 'requests', 70, occurred_at => now() - interval '2 days') \g /dev/null
+SELECT used FROM quota.record(:dana, 'requests', 95, occurred_at => now() - interval '1 day') \g /dev/null
+\echo '   ... today she has 100 plus 30 and 5 carried over, spent after the allowance, oldest carry first:'
+SELECT allowance, rollover_remaining, remaining FROM quota.usage(:dana);
+SELECT allowed, from_allowance, from_grants, remaining FROM quota.consume(:dana, 'requests', 120);
+SELECT reason, amount, remaining, expires_at::date AS expires FROM quota.grants WHERE subject = :dana ORDER BY expires_at;
