@@ -11,7 +11,8 @@
 //! with claims from a pool of forged and real ones. A failure is a lost connection (a
 //! crash), an internal error (SQLSTATE class XX or 58, or a Rust panic message), a
 //! documented result that comes back NULL, or an in-app admin function that let a signed-in
-//! user through without the quota_role it needs.
+//! user through without the quota_role it needs. Malformed rollover policies are first checked
+//! to be refused with 22023 naming the key.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,27 @@ const NEVER_NULL: [&str; 19] = [
     "emit_due_recoveries",
 ];
 const SUBJECT: &str = "00000000-0000-0000-0000-00000000f00d";
+/// Malformed "rollover" policies: caps that are not positive whole numbers, expiries outside
+/// 1 to 100 windows, what is not an object, unknown keys, beside a lifetime or unlimited
+/// limit. Each is 22023 naming the key from create_plan and set_limits, and a fuzzed value.
+const BAD_ROLLOVER: [&str; 16] = [
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": -1}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": 0}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": 2.5}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": 9223372036854775808}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": "5"}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": "yes"}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": null}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": [5]}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": 5, "expires_after": 0}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": 5, "expires_after": 1000}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": 5, "expires_after": 2.5}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": 5, "expires_after": -1}}}"#,
+    r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": 5, "ttl": 2}}}"#,
+    r#"{"calls": {"limit": 5, "per": "lifetime", "rollover": {"max": 5}}}"#,
+    r#"{"calls": {"limit": null, "per": "day", "rollover": {"max": 5}}}"#,
+];
 
 /// Values for a parameter of type `ty`, as text (None = NULL).
 fn pool(ty: &str, reservation: &str, grant: &str) -> Vec<Option<String>> {
@@ -77,6 +99,7 @@ fn pool(ty: &str, reservation: &str, grant: &str) -> Vec<Option<String>> {
             s(r#"{"calls": {"limit": 1, "per": "month", "time_zone": "Mars/Olympus_Mons"}}"#),
             s(r#"{"Bad Name": {"limit": 1, "per": "day"}}"#),
             s(r#"{"calls": {"limit": 1, "per": "day", "extra": true}}"#),
+            s(r#"{"calls": {"limit": 5, "per": "day", "rollover": {"max": null, "expires_after": 100}}}"#),
             s(r#"[{"subject": "00000000-0000-0000-0000-00000000f00d", "metric": "calls", "amount": 2}]"#),
             s(r#"[{"subject": "00000000-0000-0000-0000-00000000f00d", "metric": "calls", "amount": -2, "idempotency_key": ""}]"#),
             s(r#"[{"subject": "nope", "metric": 7, "amount": "x", "occurred_at": "yesterday"}]"#),
@@ -98,8 +121,28 @@ fn pool(ty: &str, reservation: &str, grant: &str) -> Vec<Option<String>> {
         "regclass" => vec![s("public.notes"), s("public.notes"), s("quota.plans"), s("pg_catalog.pg_class"), s("no_such_table"), s("")],
         _ => vec![s("x")],
     };
+    if ty == "jsonb" || ty == "json" {
+        values.extend(BAD_ROLLOVER.iter().map(|spec| s(spec)));
+    }
     values.push(None);
     values
+}
+
+/// Every malformed rollover policy is refused cleanly: 22023 naming "rollover", by
+/// create_plan and set_limits (rolled back, whatever happens).
+fn check_rollover_validation(client: &mut Client) -> Result<(), String> {
+    for spec in BAD_ROLLOVER {
+        for sql in ["SELECT quota.create_plan('fz_rollover', $1::text::jsonb)", "SELECT quota.set_limits('fz', $1::text::jsonb)"] {
+            client.batch_execute("BEGIN").map_err(|e| e.to_string())?;
+            let result = client.execute(sql, &[&spec]);
+            client.batch_execute("ROLLBACK").map_err(|e| e.to_string())?;
+            match result {
+                Err(e) if sqlstate(&e).as_deref() == Some("22023") && e.as_db_error().is_some_and(|d| d.message().contains("\"rollover\"")) => {}
+                other => return Err(format!("{sql} with {spec}: expected 22023 naming \"rollover\", got {other:?}")),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Claims of a signed-in user, each with the quota_role it really carries: plain, forged
@@ -146,7 +189,7 @@ fn functions(client: &mut Client) -> Result<Vec<Function>, postgres::Error> {
 fn setup(dbname: &str) -> Result<(String, String), postgres::Error> {
     let mut client = fresh_database(dbname)?;
     client.batch_execute(&format!(
-        "SELECT quota.create_plan('fz', '{{\"calls\": {{\"limit\": 100, \"per\": \"day\"}},
+        "SELECT quota.create_plan('fz', '{{\"calls\": {{\"limit\": 100, \"per\": \"day\", \"rollover\": {{\"max\": 50, \"expires_after\": 3}}}},
                                           \"tokens\": {{\"limit\": 1000, \"per\": \"month\", \"anchor\": \"subscription\"}},
                                           \"wallet\": {{\"limit\": 0, \"per\": \"lifetime\"}}}}', true);
          SELECT quota.create_plan('other_plan', '{{\"calls\": {{\"limit\": null}}}}');
@@ -160,6 +203,13 @@ fn setup(dbname: &str) -> Result<(String, String), postgres::Error> {
     let grant: uuid::Uuid = client.query_one(&format!("SELECT quota.grant('{SUBJECT}', 'wallet', 1000)"), &[])?.get(0);
     let reservation: uuid::Uuid =
         client.query_one(&format!("SELECT reservation_id FROM quota.reserve('{SUBJECT}', 'calls', 2, interval '1 day')"), &[])?.get(0);
+    // On the plan for days, with usage yesterday: the fuzzed calls meet carries of unused
+    // allowance not made grants yet (the reserve above was before: the first committed write
+    // of today makes them).
+    client.batch_execute(&format!(
+        "UPDATE quota.assignments SET assigned_at = now() - interval '10 days' WHERE subject = '{SUBJECT}';
+         SELECT quota.record('{SUBJECT}', 'calls', 70, occurred_at => now() - interval '1 day');"
+    ))?;
     Ok((reservation.to_string(), grant.to_string()))
 }
 
@@ -176,6 +226,7 @@ fn main() {
     };
     let (reservation, grant) = setup(&dbname).unwrap_or_else(|e| failed(format!("setup: {e}")));
     let mut client = connect(&dbname).unwrap_or_else(|e| failed(format!("connect: {e}")));
+    check_rollover_validation(&mut client).unwrap_or_else(|why| failed(format!("rollover validation: {why}")));
     let functions = functions(&mut client).unwrap_or_else(|e| failed(format!("catalog: {e}")));
     for name in DOCUMENTED {
         if !functions.iter().any(|f| f.name == name) {

@@ -10,7 +10,9 @@
 //! server that preloads pg_quota the memory-only limiter (its own state of the same rule,
 //! kept when a transaction rolls back), a pool of its own with two members (pools.rs
 //! beside this file), and the usage alerts of sim_a's "calls" (each rule once per window,
-//! "recovered" after a depletion; compared alert by alert at the end). The model
+//! "recovered" after a depletion; compared alert by alert at the end), and the rollover of
+//! sim_a's "daily" (some subjects start on the plan for days, with usage recorded into the
+//! days before today: what those days left carries into today). The model
 //! below (written from the product contract, not from the extension's code) predicts every
 //! decision on owned subjects exactly, whatever the interleaving. All connections also
 //! hammer a few shared subjects, where only invariants can be checked. At the end every
@@ -28,12 +30,22 @@ use pools::{PoolModel, POOL_PLAN};
 use postgres::{Client, Row};
 use uuid::Uuid;
 
-const METRICS: [&str; 3] = ["calls", "tokens", "free"];
+const METRICS: [&str; 4] = ["calls", "tokens", "free", "daily"];
 /// Plan limits per metric: None = the plan lacks the metric (allowance 0), Some(None) =
-/// unlimited. "calls" and "free" are lifetime windows, "tokens" yearly: none rolls over
+/// unlimited. "calls" and "free" are lifetime windows, "tokens" yearly, "daily" daily in a
+/// time zone whose midnight is hours away when the run starts (day_zone): no window passes
 /// during a run.
-const PLANS: [(&str, [Option<Option<i64>>; 3]); 2] =
-    [("sim_a", [Some(Some(20)), Some(Some(1000)), Some(None)]), ("sim_b", [Some(Some(50)), Some(Some(200)), None])];
+const PLANS: [(&str, [Option<Option<i64>>; 4]); 2] = [
+    ("sim_a", [Some(Some(20)), Some(Some(1000)), Some(None), Some(Some(10))]),
+    ("sim_b", [Some(Some(50)), Some(Some(200)), None, Some(Some(15))]),
+];
+/// Plan sim_a's "daily" rolls over (sim_b's does not): what a day leaves of its allowance, at
+/// most ROLLOVER_MAX, can be spent for ROLLOVER_DAYS days, the next day first.
+const DAILY: usize = 3;
+const ROLLOVER_MAX: i64 = 6;
+const ROLLOVER_DAYS: i64 = 2;
+/// How many days before today the setup records usage into: the oldest one's carry has expired.
+const HISTORY_DAYS: i64 = ROLLOVER_DAYS + 1;
 /// Plan sim_a also rate-limits "tokens": a burst of RATE_BURST units, coming back at 1 per
 /// 7 days, so that no unit comes back during a run and the model needs no clock.
 const RATE_BURST: i64 = 60;
@@ -67,6 +79,30 @@ struct Grant {
     expiry: usize,
     seq: u64,
     revoked: bool,
+    /// Set for a carry of unused allowance. Its id is nil (the model does not know which call
+    /// made it a grant) and its expiry is the carry's own (expiry_rank).
+    carry: Option<Carry>,
+}
+
+/// A carry of "daily"'s unused allowance into today.
+#[derive(Debug, Clone, Copy)]
+struct Carry {
+    /// The day it came out of, in days before today.
+    days_ago: i64,
+    amount: i64,
+}
+
+impl Grant {
+    /// Where the grant comes in spending order among those of its priority: the soonest to
+    /// expire first (a carry expires at the end of today or a later day, before any dated
+    /// grant), never-expiring last.
+    fn expiry_rank(&self) -> i64 {
+        match (self.carry, EXPIRIES[self.expiry]) {
+            (Some(carry), _) => ROLLOVER_DAYS - carry.days_ago,
+            (None, Some(_)) => ROLLOVER_DAYS + self.expiry as i64,
+            (None, None) => i64::MAX,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -100,8 +136,8 @@ struct Subject {
     id: Uuid,
     plan: usize,
     /// Usage per window of each metric; a reset starts a new one.
-    used: [Vec<i64>; 3],
-    overrides: [Option<Option<i64>>; 3],
+    used: [Vec<i64>; 4],
+    overrides: [Option<Option<i64>>; 4],
     grants: Vec<Grant>,
     holds: Vec<Hold>,
     /// Committed keys, scoped to (key, metric): (amount, decision).
@@ -119,7 +155,7 @@ struct Subject {
     /// Every alert written, in order: (metric, rule, used, remaining).
     alerts: Vec<(usize, &'static str, i64, Option<i64>)>,
     /// A depletion of the metric that no "recovered" has answered yet.
-    awaiting: [bool; 3],
+    awaiting: [bool; 4],
 }
 
 /// How a payment is made: allowance, then grants in spending order, then overage.
@@ -133,8 +169,8 @@ impl Subject {
         Subject {
             id,
             plan: 0,
-            used: [vec![0], vec![0], vec![0]],
-            overrides: [None; 3],
+            used: [vec![0], vec![0], vec![0], vec![0]],
+            overrides: [None; 4],
             grants: Vec::new(),
             holds: Vec::new(),
             keys: HashMap::new(),
@@ -143,7 +179,7 @@ impl Subject {
             memory_taken: 0,
             fired: HashMap::new(),
             alerts: Vec::new(),
-            awaiting: [false; 3],
+            awaiting: [false; 4],
         }
     }
 
@@ -250,9 +286,9 @@ impl Subject {
         let mut usable: Vec<usize> = (0..self.grants.len())
             .filter(|&i| self.grants[i].metric == metric && !self.grants[i].revoked && self.grants[i].remaining > 0)
             .collect();
-        // Lower priority first, then soonest expiry (never-expiring last), then oldest.
-        let expiry_rank = |g: &Grant| if EXPIRIES[g.expiry].is_none() { usize::MAX } else { g.expiry };
-        usable.sort_by_key(|&i| (self.grants[i].priority, expiry_rank(&self.grants[i]), self.grants[i].seq));
+        // Lower priority first (a carry has the lowest there is: it continues the allowance),
+        // then soonest expiry, then oldest.
+        usable.sort_by_key(|&i| (self.grants[i].priority, self.grants[i].expiry_rank(), self.grants[i].seq));
         usable
     }
 
@@ -262,6 +298,11 @@ impl Subject {
 
     fn grants_left(&self, metric: usize) -> i64 {
         self.spending_order(metric).iter().map(|&i| self.grants[i].remaining).sum()
+    }
+
+    /// What is left of the metric's carries (usage()'s rollover_remaining).
+    fn carries_left(&self, metric: usize) -> i64 {
+        self.spending_order(metric).iter().filter(|&&i| self.grants[i].carry.is_some()).map(|&i| self.grants[i].remaining).sum()
     }
 
     /// Pays `amount` in window `epoch` after the holds there take their share (allowance room
@@ -362,6 +403,8 @@ struct Worker {
     preloaded: bool,
     /// The connection's pool and its members (src/bin/simulate/pools.rs).
     pool: PoolModel,
+    /// The time zone of "daily"'s days (day_zone).
+    day_zone: String,
 }
 
 impl Worker {
@@ -376,6 +419,66 @@ impl Worker {
         format!("w{}-k{}-ключ-🔑", self.index, self.key_seq)
     }
 
+    /// Puts some subjects on sim_a for a while, records their usage of "daily" into the days
+    /// before today, and gives the model the carries it works out from what it recorded: out
+    /// of each of the ROLLOVER_DAYS days before today that began once the subject was on the
+    /// plan, what the day left of its allowance, at most ROLLOVER_MAX. The other subjects get
+    /// the default plan at their first call, later than any window before it.
+    fn setup_rollover(&mut self) -> Result<(), Fail> {
+        let allowance = PLANS[0].1[DAILY].flatten().ok_or("sim_a's daily must be limited")?;
+        for s in 0..self.subjects.len() {
+            // On the plan since so many hours before today began: long ago (most often); since
+            // yesterday began (yesterday carries, the day before does not); since an hour later
+            // (no day carries); or not yet.
+            let Some(since_hours) = *self.rng.pick(&[Some(240), Some(240), Some(24), Some(23), None]) else { continue };
+            let id = self.subjects[s].id;
+            self.client.execute("SELECT quota.assign_plan($1, 'sim_a')", &[&id]).map_err(db)?;
+            self.count("assign_plan");
+            self.client
+                .execute(
+                    "UPDATE quota.assignments SET assigned_at = date_trunc('day', now(), $2) - make_interval(hours => $3) WHERE subject = $1",
+                    &[&id, &self.day_zone, &since_hours],
+                )
+                .map_err(db)?;
+            for days_ago in 1..=HISTORY_DAYS {
+                // Some time in the day, and sometimes its last microsecond too: the model's days
+                // must end where the server's do.
+                let hour = self.rng.range(0, 23);
+                let mut records = vec![(self.rng.range(0, allowance + 2), hour * 3_600_000_000)];
+                if self.rng.chance(30) {
+                    records.push((self.rng.range(1, 3), 86_400_000_000 - 1));
+                }
+                let mut used = 0;
+                for (amount, micros) in records.into_iter().filter(|(amount, _)| *amount > 0) {
+                    self.client
+                        .execute(
+                            "SELECT quota.record($1, 'daily', $2, occurred_at => date_trunc('day', now(), $3)
+                                    - make_interval(hours => 24 * $4) + $5::int8 * interval '1 microsecond')",
+                            &[&id, &amount, &self.day_zone, &(days_ago as i32), &micros],
+                        )
+                        .map_err(db)?;
+                    used += amount;
+                }
+                let carried = (allowance - used).clamp(0, ROLLOVER_MAX);
+                if days_ago <= ROLLOVER_DAYS && 24 * days_ago <= i64::from(since_hours) && carried > 0 {
+                    self.count("carry");
+                    self.grant_seq += 1;
+                    self.subjects[s].grants.push(Grant {
+                        id: Uuid::nil(),
+                        metric: DAILY,
+                        remaining: carried,
+                        priority: i32::MIN,
+                        expiry: 0,
+                        seq: self.grant_seq,
+                        revoked: false,
+                        carry: Some(Carry { days_ago, amount: carried }),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn step(&mut self) -> Result<(), Fail> {
         if self.rng.chance(15) {
             return self.shared_step();
@@ -384,7 +487,7 @@ impl Worker {
             return self.pool_step();
         }
         let s = self.rng.below(self.subjects.len() as u64) as usize;
-        let metric = self.rng.below(3) as usize;
+        let metric = self.rng.below(METRICS.len() as u64) as usize;
         self.trace.push(format!("subject {s} {}:", METRICS[metric]));
         match self.rng.below(100) {
             0..=29 => self.consume(s, metric),
@@ -482,10 +585,11 @@ impl Worker {
         if row.get::<_, Option<i64>>("remaining") != remaining || row.get::<_, i64>("reserved") != reserved {
             return fail(format!("check: remaining/reserved {:?}/{} expected {remaining:?}/{reserved}", row.get::<_, Option<i64>>("remaining"), row.get::<_, i64>("reserved")));
         }
-        Ok(())
+        // The other reader: usage() sees carries not made grants yet as well.
+        compare_usage(&mut self.client, &self.subjects[s], metric)
     }
 
-    /// consume_many of two or three metrics: all or nothing, in bytewise metric order; a
+    /// consume_many of three or all four metrics: all or nothing, in bytewise metric order; a
     /// retried bundle key replays, the same key with other amounts is 23505.
     fn consume_many(&mut self, s: usize) -> Result<(), Fail> {
         self.count("consume_many");
@@ -499,10 +603,9 @@ impl Worker {
             }
             (Some(key), parts)
         } else {
-            let mut metrics = vec![0, 1, 2];
-            metrics.remove(self.rng.below(3) as usize);
-            if self.rng.chance(40) {
-                metrics = vec![0, 1, 2];
+            let mut metrics: Vec<usize> = (0..METRICS.len()).collect();
+            if !self.rng.chance(40) {
+                metrics.remove(self.rng.below(METRICS.len() as u64) as usize);
             }
             let parts = metrics.into_iter().map(|m| (m, self.rng.range(1, 8))).collect();
             (if self.rng.chance(40) { Some(self.new_key()) } else { None }, parts)
@@ -579,7 +682,8 @@ impl Worker {
 
     fn grant(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
         self.count("grant");
-        let (amount, priority, expiry) = (self.rng.range(1, 20), self.rng.range(0, 2) as i32, self.rng.below(3) as usize);
+        // Some priorities below the default: carries are still spent first.
+        let (amount, priority, expiry) = (self.rng.range(1, 20), self.rng.range(-2, 2) as i32, self.rng.below(3) as usize);
         let id: Uuid = self
             .client
             .query_one(
@@ -590,13 +694,14 @@ impl Worker {
             .get(0);
         self.grant_seq += 1;
         let seq = self.grant_seq;
-        self.subjects[s].grants.push(Grant { id, metric, remaining: amount, priority, expiry, seq, revoked: false });
+        self.subjects[s].grants.push(Grant { id, metric, remaining: amount, priority, expiry, seq, revoked: false, carry: None });
         self.subjects[s].recover(metric);
         Ok(())
     }
 
     fn revoke(&mut self, s: usize) -> Result<(), Fail> {
-        let open: Vec<usize> = (0..self.subjects[s].grants.len()).filter(|&i| !self.subjects[s].grants[i].revoked).collect();
+        let grants = &self.subjects[s].grants;
+        let open: Vec<usize> = (0..grants.len()).filter(|&i| !grants[i].revoked && grants[i].carry.is_none()).collect();
         if open.is_empty() {
             return Ok(());
         }
@@ -680,16 +785,27 @@ impl Worker {
         Ok(())
     }
 
+    /// Mostly a plan change: it takes back what is left of the carries, and no window before
+    /// it carries any more (so none does during the run). Sometimes the plan the subject has,
+    /// which changes nothing.
     fn assign(&mut self, s: usize) -> Result<(), Fail> {
         self.count("assign_plan");
-        let plan = 1 - self.subjects[s].plan;
+        let same = self.rng.chance(20);
+        let plan = if same { self.subjects[s].plan } else { 1 - self.subjects[s].plan };
         self.client.execute("SELECT quota.assign_plan($1, $2)", &[&self.subjects[s].id, &PLANS[plan].0]).map_err(db)?;
-        self.subjects[s].plan = plan;
-        (0..METRICS.len()).for_each(|metric| self.subjects[s].recover(metric));
+        let subject = &mut self.subjects[s];
+        if !same {
+            subject.grants.iter_mut().filter(|g| g.carry.is_some() && g.remaining > 0).for_each(|carry| carry.revoked = true);
+        }
+        subject.plan = plan;
+        (0..METRICS.len()).for_each(|metric| subject.recover(metric));
         Ok(())
     }
 
     fn set_override(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
+        // A carry not made a grant yet is worked out from the allowance in force, and the model
+        // does not follow which call makes it: "daily" keeps its plan's allowance.
+        let metric = if metric == DAILY { self.rng.below(DAILY as u64) as usize } else { metric };
         let id = self.subjects[s].id;
         if self.subjects[s].overrides[metric].is_some() && self.rng.chance(40) {
             self.count("clear_override");
@@ -839,14 +955,39 @@ impl Worker {
     }
 }
 
-fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
+/// A time zone (a fixed offset: no daylight saving) where it is about noon now: "daily"'s
+/// days, today and the ones before it, stay the same during a run whatever the time of day
+/// it starts (a run at UTC midnight would otherwise see a day pass).
+fn day_zone(client: &mut Client) -> Result<String, Fail> {
+    let utc_hour: i32 = client.query_one("SELECT extract(hour FROM now() AT TIME ZONE 'UTC')::int4", &[]).map_err(db)?.get(0);
+    // POSIX signs: Etc/GMT-5 is 5 hours ahead of UTC.
+    Ok(match 12 - utc_hour {
+        0 => "Etc/GMT".to_string(),
+        ahead if ahead > 0 => format!("Etc/GMT-{ahead}"),
+        behind => format!("Etc/GMT+{}", -behind),
+    })
+}
+
+/// Creates the plans and assigns the shared subjects; returns "daily"'s time zone.
+fn setup(dbname: &str, shared: &[Uuid]) -> Result<String, Fail> {
     let mut client = fresh_database(dbname).map_err(db)?;
+    let zone = day_zone(&mut client)?;
     for (index, (plan, limits)) in PLANS.iter().enumerate() {
         let mut json = serde_json::Map::new();
         for (metric, limit) in METRICS.iter().zip(limits) {
             if let Some(limit) = limit {
-                let per = if *metric == "tokens" { "year" } else { "lifetime" };
+                let per = match *metric {
+                    "tokens" => "year",
+                    "daily" => "day",
+                    _ => "lifetime",
+                };
                 let mut spec = serde_json::json!({"limit": limit, "per": per});
+                if *metric == "daily" {
+                    spec["time_zone"] = serde_json::json!(zone);
+                }
+                if index == 0 && *metric == "daily" {
+                    spec["rollover"] = serde_json::json!({"max": ROLLOVER_MAX, "expires_after": ROLLOVER_DAYS});
+                }
                 if index == 0 && *metric == "tokens" {
                     spec["rate"] = serde_json::json!([{"limit": 1, "per": "7 days", "burst": RATE_BURST}]);
                 }
@@ -868,6 +1009,63 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<(), Fail> {
     }
     let pool_plan = serde_json::json!({"calls": {"limit": POOL_PLAN.1, "per": "lifetime"}});
     client.execute("SELECT quota.create_plan($1, $2)", &[&POOL_PLAN.0, &pool_plan]).map_err(db)?;
+    Ok(zone)
+}
+
+/// usage() of a metric against the model: the current window's usage and holds, what is
+/// left, the grants apart from the carries, and the carries (made grants or not yet).
+fn compare_usage(client: &mut Client, subject: &Subject, metric: usize) -> Result<(), Fail> {
+    let name = METRICS[metric];
+    let sql = "SELECT used, reserved, remaining, grants_remaining, rollover_remaining FROM quota.usage($1) WHERE metric = $2";
+    let Some(row) = client.query_opt(sql, &[&subject.id, &name]).map_err(db)? else {
+        let in_plan = PLANS[subject.plan].1[metric].is_some();
+        return if in_plan { fail(format!("{} {name}: missing from quota.usage()", subject.id)) } else { Ok(()) };
+    };
+    let epoch = subject.epoch(metric);
+    let carries = subject.carries_left(metric);
+    let expected =
+        (subject.used[metric][epoch], subject.held(metric, epoch, None), subject.remaining(metric, epoch), subject.grants_left(metric) - carries, carries);
+    let got: (i64, i64, Option<i64>, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    if got != expected {
+        return fail(format!(
+            "{} {name}: usage() used, reserved, remaining, grants_remaining, rollover_remaining {got:?}, model {expected:?}",
+            subject.id
+        ));
+    }
+    Ok(())
+}
+
+/// The subject's carries that calls made grants, against the model's: each made once, of the
+/// amount the model worked out, living until the end of its last day, with what the model has
+/// left of it, taken back when the model's was. One no call made is one nothing was spent from.
+fn verify_carries(client: &mut Client, subject: &Subject, day_zone: &str) -> Result<(), Fail> {
+    let rows = client
+        .query(
+            "SELECT extract(epoch FROM date_trunc('day', now(), $2) - rollover_of)::int8 / 86400 AS days_ago,
+                    extract(epoch FROM expires_at - date_trunc('day', now(), $2))::int8 / 86400 AS lives_days,
+                    amount, remaining, revoked_at IS NOT NULL AS revoked, reason
+               FROM quota.grants WHERE subject = $1 AND rollover_of IS NOT NULL",
+            &[&subject.id, &day_zone],
+        )
+        .map_err(db)?;
+    let made: Vec<(i64, i64, i64, i64, bool, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect();
+    let modelled: Vec<(&Grant, Carry)> = subject.grants.iter().filter_map(|g| g.carry.map(|carry| (g, carry))).collect();
+    for (days_ago, ..) in &made {
+        if !modelled.iter().any(|(_, carry)| carry.days_ago == *days_ago) || made.iter().filter(|m| m.0 == *days_ago).count() > 1 {
+            return fail(format!("{}: carries made {made:?}, the model has {modelled:?}", subject.id));
+        }
+    }
+    for (grant, carry) in modelled {
+        let expected_row = (carry.days_ago, ROLLOVER_DAYS - carry.days_ago + 1, carry.amount, grant.remaining, grant.revoked, "rollover".to_string());
+        let faithful = match made.iter().find(|m| m.0 == carry.days_ago) {
+            Some(row) => *row == expected_row,
+            None => grant.remaining == carry.amount,
+        };
+        if !faithful {
+            return fail(format!("{}: carry out of {} days ago: made {made:?}, model {expected_row:?}", subject.id, carry.days_ago));
+        }
+    }
     Ok(())
 }
 
@@ -919,25 +1117,9 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
     for worker in workers {
         worker.pool.verify(client)?;
         for subject in &worker.subjects {
+            verify_carries(client, subject, &worker.day_zone)?;
             for (metric, name) in METRICS.iter().enumerate() {
-                let epoch = subject.epoch(metric);
-                let row = client
-                    .query_opt("SELECT used, reserved FROM quota.usage($1) WHERE metric = $2", &[&subject.id, name])
-                    .map_err(db)?;
-                let in_plan = PLANS[subject.plan].1[metric].is_some();
-                if let Some(row) = row {
-                    let (used, reserved): (i64, i64) = (row.get(0), row.get(1));
-                    if used != subject.used[metric][epoch] || reserved != subject.held(metric, epoch, None) {
-                        return fail(format!(
-                            "{} {name}: database used/reserved {used}/{reserved}, model {}/{}",
-                            subject.id,
-                            subject.used[metric][epoch],
-                            subject.held(metric, epoch, None)
-                        ));
-                    }
-                } else if in_plan {
-                    return fail(format!("{} {name}: missing from quota.usage()", subject.id));
-                }
+                compare_usage(client, subject, metric)?;
                 let keys = client
                     .query("SELECT idempotency_key, amount FROM quota.events WHERE subject = $1 AND metric = $2 AND idempotency_key IS NOT NULL AND kind IN ('consume', 'record')", &[&subject.id, name])
                     .map_err(db)?;
@@ -959,7 +1141,7 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
             if alerts != fired {
                 return fail(format!("{}: quota.alerts {alerts:?}, the model fired {fired:?}", subject.id));
             }
-            for grant in &subject.grants {
+            for grant in subject.grants.iter().filter(|g| g.carry.is_none()) {
                 let remaining: i64 =
                     client.query_one("SELECT remaining FROM quota.grants WHERE grant_id = $1", &[&grant.id]).map_err(db)?.get(0);
                 if remaining != grant.remaining {
@@ -1045,14 +1227,14 @@ fn main() {
     let started = std::time::Instant::now();
     let mut rng = Rng::new(seed);
     let shared: Vec<Uuid> = (0..SHARED_SUBJECTS).map(|_| rng.uuid()).collect();
-    let outcome = setup(&dbname, &shared).and_then(|()| {
+    let outcome = setup(&dbname, &shared).and_then(|day_zone| {
         let handles: Vec<_> = (0..connections)
             .map(|index| {
                 // Each connection's generator is seeded from the run's: independent streams.
                 let mut rng = Rng::new(rng.next_u64());
                 let subjects: Vec<Subject> = (0..4).map(|_| Subject::new(rng.uuid())).collect();
                 let pool = PoolModel::new(rng.uuid(), [rng.uuid(), rng.uuid()]);
-                let (shared, dbname) = (shared.clone(), dbname.clone());
+                let (shared, dbname, day_zone) = (shared.clone(), dbname.clone(), day_zone.clone());
                 thread::spawn(move || -> Result<Worker, Fail> {
                     let mut client = connect(&dbname).map_err(db)?;
                     let preloaded = client.query_one("SELECT quota.preloaded()", &[]).map_err(db)?.get(0);
@@ -1070,8 +1252,10 @@ fn main() {
                         trace: Vec::new(),
                         preloaded,
                         pool,
+                        day_zone,
                     };
                     worker.setup_pool()?;
+                    worker.setup_rollover()?;
                     for op in 0..ops {
                         worker.step().map_err(|e| {
                             let last = &worker.trace[worker.trace.len().saturating_sub(24)..];

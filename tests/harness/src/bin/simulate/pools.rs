@@ -261,7 +261,7 @@ impl Worker {
         let model = &mut self.pool;
         model.used += amount;
         let member = &mut model.members[m];
-        let grant = Grant { id: row.get("grant_id"), metric: CALLS, remaining: amount, priority: 0, expiry: 0, seq: self.grant_seq, revoked: false };
+        let grant = Grant { id: row.get("grant_id"), metric: CALLS, remaining: amount, priority: 0, expiry: 0, seq: self.grant_seq, revoked: false, carry: None };
         member.subject.grants.push(grant);
         let grant = member.subject.grants.len() - 1;
         member.allocations.push(Allocation { id: row.get("allocation_id"), grant, amount, open: true });
