@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo demo-cluster-start test test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload reliability-long
+.PHONY: deps install demo demo-cluster-start test test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload bench-analytics reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -111,6 +111,13 @@ bench-preload: install
 	@BENCH=1 SETTINGS="-c shared_preload_libraries=pg_quota -c pg_quota.journal_database=pgq_bench_preload" \
 	  bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
 	@bash bench/preload.sh $(BENCH_CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
+
+# The usage analytics on a ledger of 10 million rows, and what their indexes cost a consume
+# (docs/benchmarks.md, "Analytics"; a benchmark: nothing fails on its figures). About 25 minutes.
+bench-analytics: install
+	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
+	@BENCH=1 bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
+	@bash bench/analytics.sh $(BENCH_CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
 
 # What the sign-up trigger adds per insert (a benchmark, not a test: nothing fails on time).
 bench-signup: install cluster-start

@@ -96,6 +96,13 @@ DECLARE
                                           'grant', 'revoke_grant', 'join_pool', 'leave_pool', 'set_pool_cap',
                                           'clear_pool_cap', 'set_pool_admin', 'allocate', 'revoke_allocation',
                                           'set_alerts', 'clear_alerts'];
+    -- Usage analytics (sql/analytics.sql): SECURITY INVOKER, read through row level security.
+    -- The my_ forms are the user's own; the others answer support and admins and refuse
+    -- (42501) a user without a quota_role, but usage_history and forecast of their own subject.
+    analytics constant text[] := ARRAY['my_usage_history', 'my_forecast', 'usage_history', 'forecast', 'top_consumers',
+                                       'denial_spikes', 'rate_limit_hits', 'plan_distribution', 'active_subjects',
+                                       'signed_in_subject', 'analytics_reader', 'analytics_metric', 'analytics_period',
+                                       'analytics_buckets'];
     fn regprocedure;
 BEGIN
     step := 'sign-up trigger quota_on_signup on auth.users';
@@ -125,13 +132,13 @@ BEGIN
     RETURN NEXT;
 
     step := 'authenticated: ' || array_to_string(end_user, ', ') || ', and its own rows; for its admins '
-            || array_to_string(in_app_admin, ', ');
+            || array_to_string(in_app_admin, ', ') || '; the usage analytics, through row level security';
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
         outcome := 'skipped: there is no role authenticated';
     ELSE
         GRANT USAGE ON SCHEMA quota TO authenticated;
         FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
-                   WHERE p.pronamespace = 'quota'::regnamespace AND p.proname = ANY (end_user || in_app_admin)
+                   WHERE p.pronamespace = 'quota'::regnamespace AND p.proname = ANY (end_user || in_app_admin || analytics)
         LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO authenticated', fn);
         END LOOP;

@@ -91,6 +91,7 @@ extension_sql_file!(
     requires = ["require", spending::consume, spending::check, spending::give_back, enforce::row_uuid, enforce::row_units]
 );
 extension_sql_file!("../sql/supabase.sql", name = "supabase", requires = ["enforce", "reservations", usage::current_subject]);
+extension_sql_file!("../sql/analytics.sql", name = "analytics", requires = ["supabase", usage::usage, usage::my_usage]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Tests that need to run inside PostgreSQL and are awkward in pg_regress. The SQL-level

@@ -114,6 +114,11 @@ INSERT INTO in_app_admin VALUES ('usage'), ('assign_plan'), ('set_override'), ('
 -- What row level security asks of pools: SECURITY DEFINER so that a policy can read
 -- memberships the caller cannot, each about the caller's own subject only (sql/pools.sql).
 INSERT INTO in_app_admin VALUES ('my_pool'), ('administered_pools'), ('administered_subjects');
+-- Usage analytics (sql/analytics.sql, 22_analytics tests each as each kind of caller): SECURITY
+-- INVOKER, reading through row level security; those about another subject or all subjects
+-- refuse a signed-in user without a quota_role (analytics_reader), but for its own subject.
+INSERT INTO in_app_admin VALUES ('usage_history'), ('forecast'), ('top_consumers'), ('denial_spikes'), ('rate_limit_hits'),
+                                ('analytics_reader');
 SELECT p.oid::regprocedure AS end_user_function_with_a_subject
   FROM pg_proc p
  WHERE p.pronamespace = 'quota'::regnamespace AND has_function_privilege('authenticated', p.oid, 'EXECUTE')

@@ -20,14 +20,16 @@ use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 use postgres::Client;
 
 /// Every function the README documents (trigger functions are exercised by the SQL suites).
-const DOCUMENTED: [&str; 51] = [
+const DOCUMENTED: [&str; 60] = [
     "consume", "check", "require", "record", "record_batch", "reserve", "settle", "release", "give_back", "usage",
     "current_subject", "my_usage", "my_check", "create_plan", "set_limits", "assign_plan", "set_override",
     "clear_override", "reset", "grant", "revoke_grant", "audit", "expire_reservations", "enforce_on", "enforce_off",
     "setup_supabase", "consume_many", "require_many", "require_reservation", "explain_denial", "current_quota_role",
     "teardown_supabase", "subject_for", "join_pool", "leave_pool", "set_pool_cap", "clear_pool_cap", "set_pool_admin",
     "allocate", "revoke_allocation", "pool_usage", "routing_key", "set_alerts", "clear_alerts", "claim_alerts", "ack_alerts",
-    "retry_alert", "requeue_dead_alerts", "purge_alerts", "emit_due_recoveries", "alert_payload",
+    "retry_alert", "requeue_dead_alerts", "purge_alerts", "emit_due_recoveries", "alert_payload", "usage_history",
+    "my_usage_history", "top_consumers", "denial_spikes", "rate_limit_hits", "forecast", "my_forecast", "plan_distribution",
+    "active_subjects",
 ];
 /// The functions a signed-in user may call only with `app_metadata.quota_role` admin, and
 /// the one that also lets support through.
@@ -36,6 +38,9 @@ const IN_APP_ADMIN: [&str; 10] = [
     "clear_alerts",
 ];
 const IN_APP_SUPPORT: &str = "usage";
+/// Usage analytics of every subject, which a signed-in user may call only with a quota_role
+/// (sql/analytics.sql); usage_history and forecast also of its own subject (first argument).
+const ANALYTICS_OF_ALL: [&str; 5] = ["top_consumers", "denial_spikes", "rate_limit_hits", "plan_distribution", "active_subjects"];
 /// A pool's functions, which a signed-in user may also call for the pool that is its own
 /// subject (their first argument); and leave_pool, also for itself (its second).
 const POOL_ADMIN: [&str; 4] = ["set_pool_cap", "clear_pool_cap", "set_pool_admin", "allocate"];
@@ -116,6 +121,7 @@ fn pool(ty: &str, reservation: &str, grant: &str) -> Vec<Option<String>> {
         ],
         "interval" => vec![s("15 minutes"), s("0"), s("-1 hour"), s("1 microsecond"), s("178000000 years"), s("infinity"), s("-infinity"), s("abc")],
         "boolean" => vec![s("true"), s("false"), s("maybe")],
+        "numeric" => vec![s("3"), s("0"), s("-1"), s("0.5"), s("NaN"), s("Infinity"), s("1e100"), s("x")],
         "text[]" => vec![s("{80%}"), s("{}"), s(r#"{"5 left",depleted,recovered}"#), s("{recovered}"), s("{NULL}"), s("{0%,1001%}"), s("{x}"), s("not an array")],
         "bigint[]" => vec![s("{1,2}"), s("{}"), s("{-1}"), s("{NULL}"), s("{99999999999999999999}"), s("x")],
         "regclass" => vec![s("public.notes"), s("public.notes"), s("quota.plans"), s("pg_catalog.pg_class"), s("no_such_table"), s("")],
@@ -289,6 +295,8 @@ fn main() {
                     let allowed = match function.name.as_str() {
                         name if IN_APP_ADMIN.contains(&name) => admin,
                         IN_APP_SUPPORT => role.is_some(),
+                        name if ANALYTICS_OF_ALL.contains(&name) => role.is_some(),
+                        "usage_history" | "forecast" => role.is_some() || own(0),
                         name if POOL_ADMIN.contains(&name) => admin || own(0) || named_admin(),
                         "leave_pool" => admin || own(0) || own(1) || named_admin(),
                         _ => true,
