@@ -123,5 +123,5 @@ SELECT count(*) AS own_carries, count(*) FILTER (WHERE subject <> s(230002)) AS 
 ROLLBACK;
 
 -- Every carry is a grant the ledger accounts for.
-SELECT * FROM quota.audit();
+SELECT * FROM quota.audit() WHERE subject IN (SELECT s(n) FROM generate_series(230001, 230009) AS n);
 RESET TimeZone;
