@@ -174,6 +174,8 @@ AS $$
 #variable_conflict use_column
 DECLARE
     zone text;
+    first_start timestamptz;
+    last_end timestamptz;
 BEGIN
     IF subject IS NULL THEN
         RAISE EXCEPTION 'subject must not be NULL' USING ERRCODE = '22004';
@@ -186,8 +188,11 @@ BEGIN
        AND l.plan = coalesce((SELECT a.plan FROM quota.assignments AS a WHERE a.subject = usage_history.subject),
                              (SELECT p.plan FROM quota.plans AS p WHERE p.is_default));
     zone := coalesce(zone, 'UTC');
+    -- The bounds as values, so that the ledger's scan is planned for them.
+    SELECT min(b.bucket_start), max(b.bucket_end) INTO first_start, last_end
+      FROM quota.analytics_buckets(usage_history.bucket, since, until, zone) AS b;
     RETURN QUERY
-    WITH buckets AS MATERIALIZED (
+    WITH buckets AS (
         SELECT b.bucket_start, b.bucket_end FROM quota.analytics_buckets(usage_history.bucket, since, until, zone) AS b
     ), per_bucket AS (
         SELECT pg_catalog.date_trunc(usage_history.bucket, u.counted_at, zone) AS bucket_start,
@@ -196,9 +201,7 @@ BEGIN
                count(*) FILTER (WHERE u.kind = 'denial' AND u.reason = 'rate_limited') AS rate_limited
           FROM quota.usage_events AS u
          WHERE u.subject = usage_history.subject AND u.metric = usage_history.metric
-           AND u.created_at >= (SELECT min(b.bucket_start) FROM buckets AS b)
-           AND u.counted_at >= (SELECT min(b.bucket_start) FROM buckets AS b)
-           AND u.counted_at < (SELECT max(b.bucket_end) FROM buckets AS b)
+           AND u.created_at >= first_start AND u.counted_at >= first_start AND u.counted_at < last_end
          GROUP BY 1
     )
     SELECT b.bucket_start, b.bucket_end, coalesce(p.used, 0)::int8, coalesce(p.from_grants, 0)::int8,
@@ -398,7 +401,10 @@ BEGIN
       INTO event_count, burned_units, first_usage
       FROM quota.usage_events AS u
      WHERE u.subject = forecast.subject AND u.metric = forecast.metric
-       AND u.window_start = coalesce(window_usage.window_start, '-infinity');
+       AND u.window_start = coalesce(window_usage.window_start, '-infinity')
+       -- Written in the window, or at most 5 minutes before it (quota.record's tolerance for
+       -- clocks ahead): lets the scan skip the ledger's older pages.
+       AND u.created_at >= coalesce(window_usage.window_start, '-infinity') - interval '5 minutes';
     since := coalesce(window_usage.window_start, first_usage, now_at);
     elapsed_seconds := extract(epoch FROM now_at - since);
     rate := CASE WHEN elapsed_seconds > 0 THEN burned_units / elapsed_seconds END;
@@ -449,20 +455,19 @@ BEGIN
             HINT = 'E.g. active_within => ''30 days''.';
     END IF;
     RETURN QUERY
-    WITH active AS (
+    -- MATERIALIZED: read the ledger once, not once per plan.
+    WITH active AS MATERIALIZED (
         SELECT DISTINCT e.subject FROM quota.events AS e
          WHERE e.created_at >= pg_catalog.now() - active_within AND e.kind <> 'reset'
     ), per_plan AS (
-        SELECT p.plan, p.is_default, count(a.subject) AS subjects, count(act.subject) AS active_subjects
-          FROM quota.plans AS p
-          LEFT JOIN quota.assignments AS a ON a.plan = p.plan
-          LEFT JOIN active AS act ON act.subject = a.subject
-         GROUP BY p.plan, p.is_default
+        SELECT a.plan, count(*) AS subjects, count(act.subject) AS active_subjects
+          FROM quota.assignments AS a LEFT JOIN active AS act ON act.subject = a.subject
+         GROUP BY a.plan
     )
-    SELECT d.plan, d.is_default, d.subjects, d.active_subjects,
-           round(100.0 * d.subjects / nullif(sum(d.subjects) OVER (), 0), 2)
-      FROM per_plan AS d
-     ORDER BY d.subjects DESC, d.plan;
+    SELECT p.plan, p.is_default, coalesce(d.subjects, 0), coalesce(d.active_subjects, 0),
+           round(100.0 * coalesce(d.subjects, 0) / nullif(sum(d.subjects) OVER (), 0), 2)
+      FROM quota.plans AS p LEFT JOIN per_plan AS d ON d.plan = p.plan
+     ORDER BY 3 DESC, p.plan;
 END
 $$;
 
@@ -476,19 +481,24 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
+DECLARE
+    first_start timestamptz;
+    last_end timestamptz;
 BEGIN
     PERFORM quota.analytics_reader('active_subjects');
+    SELECT min(b.bucket_start), max(b.bucket_end) INTO first_start, last_end
+      FROM quota.analytics_buckets(bucket, since, until, time_zone) AS b;
     RETURN QUERY
-    WITH buckets AS MATERIALIZED (
+    WITH buckets AS (
         SELECT b.bucket_start, b.bucket_end FROM quota.analytics_buckets(bucket, since, until, time_zone) AS b
     ), per_bucket AS (
-        SELECT pg_catalog.date_trunc(active_subjects.bucket, e.created_at, active_subjects.time_zone) AS bucket_start,
-               count(DISTINCT e.subject) AS active
-          FROM quota.events AS e
-         WHERE e.created_at >= (SELECT min(b.bucket_start) FROM buckets AS b)
-           AND e.created_at < (SELECT max(b.bucket_end) FROM buckets AS b)
-           AND e.kind <> 'reset'
-         GROUP BY 1
+        -- Distinct (bucket, subject) pairs first: hashed, where count(DISTINCT) would sort every row.
+        SELECT pairs.bucket_start, count(*) AS active
+          FROM (SELECT DISTINCT pg_catalog.date_trunc(active_subjects.bucket, e.created_at, active_subjects.time_zone) AS bucket_start,
+                                e.subject
+                  FROM quota.events AS e
+                 WHERE e.created_at >= first_start AND e.created_at < last_end AND e.kind <> 'reset') AS pairs
+         GROUP BY pairs.bucket_start
     )
     SELECT b.bucket_start, b.bucket_end, coalesce(p.active, 0)::int8
       FROM buckets AS b LEFT JOIN per_bucket AS p ON p.bucket_start = b.bucket_start
