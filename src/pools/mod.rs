@@ -253,10 +253,16 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, member: &Gov
         return Ok(());
     };
     let same_plans = member_now.plan.as_deref() == Some(member_plan) && call_now.governing.plan.as_deref() == Some(pool_plan);
-    if !same_plans || call_now.seat.pool != call.seat.pool || !pooled_fast_path_can_decide(&member_now, &call_now) {
+    // A reset of the pool committed since the call resolved its window: the call still counts
+    // in the window it resolved, and marking the new one would lock it first (a release in the
+    // older window locks the newer one after it: a deadlock).
+    if !same_plans || call_now.seat.pool != call.seat.pool || call_now.window != call.window || !pooled_fast_path_can_decide(&member_now, &call_now) {
         return Ok(());
     }
-    statements::mark_draws(client, call_now.draws(request.subject), call_now.seat.cap)?;
+    // Not now when another transaction holds an older marked row of the member.
+    if !statements::mark_draws(client, call_now.draws(request.subject), call_now.seat.cap)? {
+        return Ok(());
+    }
     let no_rules = fast_path_keys::RulesInForce { rules: &[], until: None };
     let pool = &call_now.governing;
     fast_path_keys::mark(client, call_now.request.counter(call_now.window), pool.allowance(), no_rules, &pool.alerts)

@@ -123,10 +123,10 @@ thread_local! {
     static FORGET_SUBJECT: Kept = const { Kept::new(
         "SELECT quota.forget_fast_path_of_subject($subject, $metric)",
     ) };
-    // Under the subject's fast-path key: unmarks the (subject, metric)'s other windows, then
-    // (MARK_FAST) marks the current window with its effective allowance. Separate
-    // statements, so that the mark's snapshot sees the unmarking (counters_fast is unique: at
-    // most one marked row per (subject, metric)).
+    // Under the subject's fast-path key: unmarks the (subject, metric)'s older windows
+    // (UNMARK_OLDER), then (MARK_FAST) marks the current window with its effective allowance.
+    // Separate statements, so that the mark's snapshot sees the unmarking (counters_fast is
+    // unique: at most one marked row per (subject, metric)).
     // Under the subject's fast-path key, before the counter is marked: caches the rules in
     // force in their state rows (created first, see store::rates) and unmarks the rows of
     // rules no longer in force. Every row of the (subject, metric) is locked in the order
@@ -148,9 +148,17 @@ thread_local! {
                 IS DISTINCT FROM (r.per IS NOT NULL, r.rule_limit, r.rule_per_us, r.rule_burst,
                                   CASE WHEN r.per IS NOT NULL THEN $rule_until END)",
     ) };
-    static UNMARK_OTHERS: Kept = const { Kept::new(
-        "UPDATE quota.counters SET fast = false
-          WHERE subject = $subject AND metric = $metric AND fast AND window_start <> $window_start",
+    // Unmarks the (subject, metric)'s older windows only, and says whether a newer one is
+    // marked: a consume still counting in an older window (its transaction began before a
+    // reset) must neither lock the newer window's row, which a release in it locks after the
+    // older one (a deadlock), nor mark a window that is no longer current.
+    static UNMARK_OLDER: Kept = const { Kept::new(
+        "WITH unmarked AS (
+             UPDATE quota.counters SET fast = false
+              WHERE subject = $subject AND metric = $metric AND fast AND window_start < $window_start
+             RETURNING window_start)
+         SELECT NOT EXISTS (SELECT FROM quota.counters
+                             WHERE subject = $subject AND metric = $metric AND fast AND window_start > $window_start) AS newest",
     ) };
     // Marks the window with its effective allowance, whether rate rules are cached beside it,
     // and the usage at which its next alert fires: the least usage threshold of the alert
@@ -310,14 +318,17 @@ pub struct RulesInForce<'a> {
 }
 
 /// Marks the window as the (subject, metric)'s only fast-path window, with its effective
-/// allowance, the rate rules in force and what its alert rules watch. Runs under the
-/// subject's fast-path key (try_lock).
+/// allowance, the rate rules in force and what its alert rules watch; nothing when a newer
+/// window is marked. Runs under the subject's fast-path key (try_lock).
 pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce, alerts: &[AlertRule]) -> QResult<()> {
     let rated = !rates.rules.is_empty();
     mark_rates(client, key, rates)?;
     let start = window_key(key.window.start)?;
     let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("window_start", start.into())];
-    query(client, &UNMARK_OTHERS, args, |_| Ok(()))?;
+    let newest: bool = the_row(query_row(client, &UNMARK_OLDER, args, |row| not_null(row, "newest"))?)?;
+    if !newest {
+        return Ok(());
+    }
     // The row exists first (a first denial creates it), unmarked; then it is marked by a
     // plain UPDATE, never by an INSERT that proposes a marked row.
     lock_counter(client, key)?;

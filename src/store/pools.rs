@@ -38,6 +38,7 @@ thread_local! {
         concat!("WITH seat AS MATERIALIZED (
              SELECT pool, window_start, drawn::int8 AS drawn, cap FROM quota.pool_draws
               WHERE member = $member AND metric = $metric AND fast
+                AND window_start <= $now AND (window_end IS NULL OR window_end > $now)
                 FOR UPDATE),
          taken AS (
              UPDATE quota.counters AS c SET used = c.used + $amount
@@ -85,9 +86,23 @@ thread_local! {
                          WHERE d.pool = $pool AND d.member = $member AND d.metric = $metric AND d.window_start = $window_start
                            AND d.fast AND c.fast AND NOT c.rated) AS marked",
     ) };
-    static UNMARK_OTHER_DRAWS: Kept = const { Kept::new(
-        "UPDATE quota.pool_draws SET fast = false
-          WHERE member = $member AND metric = $metric AND fast AND (pool, window_start) <> ($pool, $window_start)",
+    // Unmarks the member's draws rows of the metric from older windows, but those another
+    // transaction holds, and says whether no other row is marked now (pool_draws_fast allows
+    // one): FAST_POOLED may hold a member's older marked row while it waits for the current
+    // one, which the marking consume holds; and a newer marked row is never locked (see
+    // UNMARK_OLDER in store::fast_path). Rows of another pool count as older.
+    static UNMARK_OLDER_DRAWS: Kept = const { Kept::new(
+        "WITH unmarked AS (
+             UPDATE quota.pool_draws AS d SET fast = false
+               FROM (SELECT o.pool, o.window_start FROM quota.pool_draws AS o
+                      WHERE o.member = $member AND o.metric = $metric AND o.fast
+                        AND (o.window_start < $window_start OR o.pool <> $pool)
+                        FOR UPDATE SKIP LOCKED) AS older
+              WHERE d.pool = older.pool AND d.member = $member AND d.metric = $metric AND d.window_start = older.window_start
+             RETURNING d.pool)
+         SELECT (SELECT count(*) FROM unmarked) = (SELECT count(*) FROM quota.pool_draws AS o
+                                                    WHERE o.member = $member AND o.metric = $metric AND o.fast
+                                                      AND (o.pool, o.window_start) <> ($pool, $window_start)) AS only_this",
     ) };
     static MARK_DRAWS: Kept = const { Kept::new(
         "UPDATE quota.pool_draws SET fast = true, cap = $cap
@@ -294,15 +309,20 @@ pub fn marked_pooled(client: &SpiClient, member: Uuid, metric: &str, now: Micros
     })
 }
 
-/// Marks the member's draws row of the window for the pooled fast path, with its cap. Its
-/// other rows are unmarked first, before the row is locked (and created): a consume may hold
-/// the row marked before (FAST_POOLED locked it) while it waits for this one.
-pub fn mark_draws(client: &SpiClient, key: DrawsKey, cap: Option<i64>) -> QResult<()> {
+/// Marks the member's draws row of the window for the pooled fast path, with its cap, once
+/// its older rows are unmarked; false (nothing marked) when another transaction holds one of
+/// them (a consume may hold the row marked before, FAST_POOLED locked it, while it waits for
+/// this one, which the caller holds: pools::lock_member) or a newer row is marked.
+pub fn mark_draws(client: &SpiClient, key: DrawsKey, cap: Option<i64>) -> QResult<bool> {
     let [pool, member, metric, window_start] = key.args()?;
-    query(client, &UNMARK_OTHER_DRAWS, [pool, member, metric, window_start], |_| Ok(()))?;
+    let only_this: bool = the_row(query_row(client, &UNMARK_OLDER_DRAWS, [pool, member, metric, window_start], |row| not_null(row, "only_this"))?)?;
+    if !only_this {
+        return Ok(false);
+    }
     lock_draws(client, key)?;
     let [pool, member, metric, window_start] = key.args()?;
-    query(client, &MARK_DRAWS, [pool, member, metric, window_start, ("cap", cap.into())], |_| Ok(())).map(drop)
+    query(client, &MARK_DRAWS, [pool, member, metric, window_start, ("cap", cap.into())], |_| Ok(()))?;
+    Ok(true)
 }
 
 /// Changes a locked draws row; returns what the member drew now.
