@@ -210,6 +210,8 @@ pub struct LockedSets<'a> {
 
 impl LockedSets<'_> {
     fn set_ptr(&self, set: usize) -> *mut [Slot; WAYS] {
+        // Callers index sets modulo `sets` under their lock (Table::with_sets): these cannot
+        // fire short of a bug, and an ERROR then beats a read outside the shared block.
         assert!(set < self.table.header.sets, "set {set} of {}", self.table.header.sets);
         assert!(self.locks.contains(&(set % LOCKS)), "set {set} read without its lock");
         // SAFETY: the sets follow the header in the block, which holds `sets` of them.

@@ -71,19 +71,20 @@ pub fn grid_around(spec: &WindowSpec, subscription_anchor: Micros, now: Micros, 
     let current = spec.window_at(subscription_anchor, now)?;
     let mut grid = vec![current];
     while grid.len() <= back {
-        let Some(start) = grid[0].start else { break };
+        // A window without a start or an end (lifetime) has no neighbours to carry between.
+        let start = grid[0].start.ok_or_else(out_of_range)?;
         let earlier = spec.window_at(subscription_anchor, start.checked_sub(1).ok_or_else(out_of_range)?)?;
         grid.insert(0, earlier);
     }
     while grid.len() < 2 * back {
-        let Some(end) = grid[grid.len() - 1].end else { break };
+        let end = grid[grid.len() - 1].end.ok_or_else(out_of_range)?;
         grid.push(spec.window_at(subscription_anchor, end)?);
     }
     Ok(grid)
 }
 
 fn out_of_range() -> WindowError {
-    WindowError::OutOfRange("window".to_string())
+    WindowError::OutOfRange("rollover window".to_string())
 }
 
 /// The carries alive at `now`: out of each of the `expires_after` windows before the current
@@ -99,6 +100,8 @@ pub fn carries_alive(
     used_in: impl Fn(&Window) -> i64,
 ) -> Vec<Carry> {
     let back = rollover.expires_after as usize;
+    // grid_around returns exactly 2 x expires_after windows or an error, and an allowance is
+    // never negative (a CHECK of quota.limits and overrides): a bug in pg_quota, never input.
     assert!(grid.len() == 2 * back && allowance >= 0, "grid_around gives 2 x expires_after windows");
     (0..back)
         .filter_map(|from| {
@@ -158,6 +161,8 @@ mod tests {
         assert_eq!(starts, vec![Some(8 * DAY), Some(9 * DAY), Some(10 * DAY), Some(11 * DAY)]);
         let one = grid_around(&daily(), 0, 10 * DAY, Rollover { max: None, expires_after: 1 }).expect("grid");
         assert_eq!(one.iter().map(|w| w.start).collect::<Vec<_>>(), vec![Some(9 * DAY), Some(10 * DAY)]);
+        let lifetime = WindowSpec { period: Period::Lifetime, ..daily() };
+        assert!(grid_around(&lifetime, 0, 10 * DAY, policy).is_err(), "a lifetime window has no neighbours");
     }
 
     #[test]
