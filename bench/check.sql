@@ -5,6 +5,9 @@ BEGIN
     IF EXISTS (SELECT FROM floor_counters WHERE used > allowance) THEN
         RAISE EXCEPTION 'floor: a counter is above its limit';
     END IF;
+    IF EXISTS (SELECT FROM floor_bare_counters WHERE used > allowance) THEN
+        RAISE EXCEPTION 'floor_counters: a counter is above its limit';
+    END IF;
     IF (SELECT sum(used) FROM floor_counters) <> (SELECT count(*) FILTER (WHERE allowed) FROM floor_events) + 10 * 10000 THEN
         RAISE EXCEPTION 'floor: counters differ from the ledger';
     END IF;
@@ -24,8 +27,9 @@ BEGIN
                 WHERE a.plan = 'tight' AND c.metric = 'items' AND c.used > 10) THEN
         RAISE EXCEPTION 'pg_quota enforce: a counter is above its limit';
     END IF;
-    IF (SELECT count(*) FROM bench_items) <> (SELECT coalesce(sum(used), 0) FROM quota.counters WHERE metric = 'items') - 10 * 10000 THEN
-        RAISE EXCEPTION 'pg_quota enforce: rows differ from the counters';
+    IF (SELECT count(*) FROM bench_items) + (SELECT count(*) FROM bench_items_by_hand)
+       <> (SELECT coalesce(sum(used), 0) FROM quota.counters WHERE metric = 'items') - 10 * 10000 THEN
+        RAISE EXCEPTION 'pg_quota enforce and by hand: rows differ from the counters';
     END IF;
     IF EXISTS (SELECT FROM quota.reservations WHERE status = 'held') THEN
         RAISE EXCEPTION 'pg_quota reserve: a hold was left behind';

@@ -41,6 +41,19 @@ BEGIN
 EXCEPTION WHEN SQLSTATE 'PT429' THEN
     RETURN false;
 END $$;
+-- What quota.enforce is measured against: the same insert and quota.consume written by hand
+-- in the same transaction, a denial undoing the insert as the trigger's does.
+CREATE TABLE bench_items_by_hand (id bigserial PRIMARY KEY, user_id uuid NOT NULL);
+CREATE FUNCTION bench_insert_item_by_hand(subject uuid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bench_items_by_hand (user_id) VALUES (subject);
+    IF NOT (quota.consume(subject, 'items')).allowed THEN
+        RAISE EXCEPTION 'items: quota exceeded' USING ERRCODE = 'PT429';
+    END IF;
+    RETURN true;
+EXCEPTION WHEN SQLSTATE 'PT429' THEN
+    RETURN false;
+END $$;
 
 -- Pools: member s(m) draws from pool s(200000 + m / 10) (ten members a pool), its own plan
 -- lacking "calls", with a cap that never binds: s(100000..110000) from pools on 'bench' (a
@@ -67,6 +80,10 @@ CREATE TABLE floor_events (subject uuid, event_id bigint GENERATED ALWAYS AS IDE
                            PRIMARY KEY (subject, event_id));
 INSERT INTO floor_counters SELECT s(n), 'calls', date_trunc('day', now()), 0, 1000000000000 FROM generate_series(0, 10000) AS n;
 INSERT INTO floor_counters SELECT s(n), 'calls', date_trunc('day', now()), 10, 10 FROM generate_series(20001, 30000) AS n;
+-- floor_counters: the conditional update alone, on a copy of the floor's counters (no ledger
+-- row: what a counters-only ledger mode is measured against).
+CREATE TABLE floor_bare_counters (LIKE floor_counters INCLUDING ALL) WITH (fillfactor = 80);
+INSERT INTO floor_bare_counters SELECT * FROM floor_counters;
 
 -- plpgsql: the check-and-consume function users write today: plan lookup, conditional
 -- upsert of the counter, event insert.

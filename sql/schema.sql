@@ -45,6 +45,10 @@ CREATE TABLE quota.limits (
     CONSTRAINT limits_rollover_max_of_a_rollover CHECK (rollover_windows IS NOT NULL OR rollover_max IS NULL),
     CONSTRAINT limits_rollover_of_a_limited_repeating_window
         CHECK (rollover_windows IS NULL OR (allowance IS NOT NULL AND period <> 'lifetime')),
+    -- Which calls write a ledger row (quota_rules::plan::LedgerMode): 'full', every call;
+    -- 'counters', not the allowed unkeyed consumes the fast path decides (their units are
+    -- kept in the window's counters.counted_without_ledger).
+    ledger      text NOT NULL DEFAULT 'full' CHECK (ledger IN ('full', 'counters')),
     PRIMARY KEY (plan, metric)
 );
 -- "Is this metric known at all?" is asked when a subject's plan lacks the metric.
@@ -154,6 +158,11 @@ CREATE TABLE quota.counters (
     rated        boolean NOT NULL DEFAULT false,
     alerted      text[] NOT NULL DEFAULT '{}',
     alert_at     bigint,
+    -- A marked window's ledger mode: false when the fast path writes no row for an allowed
+    -- consume without a key (a limit's "ledger": "counters"); what it counted so is kept in
+    -- counted_without_ledger, so that used = the ledger's sum + counted_without_ledger.
+    ledger_rows  boolean NOT NULL DEFAULT true,
+    counted_without_ledger bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
 CREATE UNIQUE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;

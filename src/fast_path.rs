@@ -35,7 +35,7 @@ pub enum Outcome {
 /// The fast statement alone: the consume paid from the marked window, or None (see
 /// `after_miss`).
 pub fn take(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
-    let first = fast_path::first_statement(request.metric);
+    let first = fast_path::first_statement(request.metric, key.is_some());
     fast_path::consume(client, at_now(request), first, request.amount, key, metadata)
 }
 
@@ -47,17 +47,18 @@ fn at_now<'a>(request: &Request<'a>) -> CounterKeyAt<'a> {
 /// it decides, or the rated statement it still has to try.
 pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
     let at_now = at_now(request);
-    let first = fast_path::first_statement(request.metric);
+    let first = fast_path::first_statement(request.metric, key.is_some());
     let Some(marked) = fast_path::marked_window(client, at_now)? else {
         return Ok(Outcome::SlowPath);
     };
     let Some(rules) = marked.rules else {
         return Ok(Outcome::SlowPath); // a cached rule has expired
     };
-    fast_path::remember_rated(request.metric, !rules.is_empty());
-    if first == FastStatement::Unrated && !rules.is_empty() {
-        // The window is rated: the statement that decides its rules has not run yet.
-        return match fast_path::consume(client, at_now, FastStatement::Rated, request.amount, key, metadata)? {
+    fast_path::remember_window(request.metric, !rules.is_empty(), marked.ledger_rows);
+    let suited = FastStatement::for_window(!rules.is_empty(), marked.ledger_rows, key.is_some());
+    if !first.takes(suited) {
+        // The statement that suits the window has not run yet (it is rated, or keeps no row).
+        return match fast_path::consume(client, at_now, suited, request.amount, key, metadata)? {
             Some(decided) => Ok(Outcome::Decided(decided)),
             None => Ok(Outcome::SlowPath),
         };
@@ -94,7 +95,7 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: G
     if governing.fast_path_can_decide() && governing.plan.as_deref() == Some(plan.as_str()) && !in_a_pool(client, request)? {
         let window = governing.counting_window(request.at)?;
         let rates = RulesInForce { rules: &governing.rates, until: governing.rates_until };
-        fast_path::mark(client, request.counter(window), governing.allowance(), rates, &governing.alerts)?;
+        fast_path::mark(client, request.counter(window), governing.allowance(), rates, &governing.alerts, governing.ledger)?;
     }
     Ok(governing)
 }

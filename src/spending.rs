@@ -213,7 +213,7 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
             return Ok(replay(original, request.metric, request.amount, key)?);
         }
     }
-    let fast_path = mode == Mode::Consume && schema::has(client, Part::Alerts)?;
+    let fast_path = mode == Mode::Consume && schema::has(client, Part::LedgerModes)?;
     // A pool's member is decided on its draws (src/pools/mod.rs), others on their window:
     // a member this backend knows goes to its draws at once (their denial too); after a miss
     // on the window, a metric some pool pays for tries the draws before the window's denial

@@ -5,7 +5,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::decide::Overage;
-use quota_rules::plan::LimitDef;
+use quota_rules::plan::{LedgerMode, LimitDef};
 use quota_rules::rate::RateRule;
 use quota_rules::window::Micros;
 
@@ -22,6 +22,19 @@ thread_local! {
          RETURNING plan",
     ) };
     static UPSERT_LIMIT: Kept = const { Kept::new(
+        "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate, alerts, soft, overage_max,
+                                   rollover_max, rollover_windows, ledger)
+         VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb, $alerts, $soft, $overage_max,
+                 $rollover_max, $rollover_windows, $ledger)
+         ON CONFLICT (plan, metric) DO UPDATE
+            SET allowance = excluded.allowance, period = excluded.period, anchor = excluded.anchor,
+                time_zone = excluded.time_zone, rate = excluded.rate, alerts = excluded.alerts,
+                soft = excluded.soft, overage_max = excluded.overage_max,
+                rollover_max = excluded.rollover_max, rollover_windows = excluded.rollover_windows,
+                ledger = excluded.ledger",
+    ) };
+    // UPSERT_LIMIT on a schema before 0.12.0, whose limits keep every call in the ledger.
+    static UPSERT_LIMIT_WITHOUT_LEDGER_MODES: Kept = const { Kept::new(
         "INSERT INTO quota.limits (plan, metric, allowance, period, anchor, time_zone, rate, alerts, soft, overage_max,
                                    rollover_max, rollover_windows)
          VALUES ($plan, $metric, $allowance, $period, $anchor, $time_zone, $rate::jsonb, $alerts, $soft, $overage_max,
@@ -136,6 +149,10 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
     if !with_rollover && limits.iter().any(|limit| limit.rollover.is_some()) {
         return Err(QuotaError::schema_too_old("rollover", "0.11.0"));
     }
+    let with_ledger_modes = schema::has(client, Part::LedgerModes)?;
+    if !with_ledger_modes && limits.iter().any(|limit| limit.ledger != LedgerMode::Full) {
+        return Err(QuotaError::schema_too_old("ledger modes", "0.12.0"));
+    }
     for limit in limits {
         let args = || {
             [
@@ -186,7 +203,13 @@ pub fn upsert_limits(client: &SpiClient, plan: &str, limits: &[LimitDef]) -> QRe
                     ("rollover_max", rollover_max.into()),
                     ("rollover_windows", rollover_windows.into()),
                 ];
-                query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
+                if with_ledger_modes {
+                    let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11] = args;
+                    let args = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, ("ledger", limit.ledger.as_str().into())];
+                    query(client, &UPSERT_LIMIT, args, |_| Ok(()))?;
+                } else {
+                    query(client, &UPSERT_LIMIT_WITHOUT_LEDGER_MODES, args, |_| Ok(()))?;
+                }
             } else {
                 query(client, &UPSERT_LIMIT_WITHOUT_ROLLOVER, args, |_| Ok(()))?;
             }

@@ -7,6 +7,7 @@ use pgrx::Uuid;
 use quota_rules::alert::stored_rules as stored_alert_rules;
 use quota_rules::decide::{Limit, Overage};
 use quota_rules::governing::Governing;
+use quota_rules::plan::LedgerMode;
 use quota_rules::rate::{rules_change_at, rules_in_force, stored_overrides, stored_rules};
 use quota_rules::rollover::Rollover;
 use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
@@ -77,6 +78,11 @@ macro_rules! alert_columns {
 
 thread_local! {
     static RESOLVE: Kept = const { Kept::new(concat!(
+        "SELECT ", governing_columns!(), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows, l.ledger",
+        governing_sources!(),
+    )) };
+    // RESOLVE on a schema before 0.12.0, which keeps every call in the ledger.
+    static RESOLVE_WITHOUT_LEDGER_MODES: Kept = const { Kept::new(concat!(
         "SELECT ", governing_columns!(), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows",
         governing_sources!(),
     )) };
@@ -180,8 +186,10 @@ fn resolve_configured(client: &SpiClient, subject: Uuid, metric: &str, at: Micro
     let with_rates = schema::has(client, Part::RateLimits)?;
     let with_alerts = schema::has(client, Part::Alerts)?;
     let with_rollover = schema::has(client, Part::Rollover)?;
+    let with_ledger_modes = schema::has(client, Part::LedgerModes)?;
     let statement = match (with_rates, with_alerts, with_rollover) {
-        (_, _, true) => &RESOLVE,
+        (_, _, true) if with_ledger_modes => &RESOLVE,
+        (_, _, true) => &RESOLVE_WITHOUT_LEDGER_MODES,
         (_, true, false) => &RESOLVE_WITHOUT_ROLLOVER,
         (true, false, _) => &RESOLVE_WITHOUT_ALERTS,
         (false, false, _) => &RESOLVE_WITHOUT_RATES,
@@ -204,7 +212,13 @@ fn resolve_configured(client: &SpiClient, subject: Uuid, metric: &str, at: Micro
             true => rollover_policy(column(row, "rollover_max")?, column(row, "rollover_windows")?)?,
             false => None,
         };
+        // Without the metric in the plan (NULL) every call is kept.
+        let ledger = match with_ledger_modes.then(|| column::<String>(row, "ledger")).transpose()?.flatten() {
+            Some(mode) => LedgerMode::parse(&mode).ok_or_else(|| QuotaError::internal(format!("quota.limits.ledger is {mode:?}")))?,
+            None => LedgerMode::Full,
+        };
         Ok(Governing {
+            ledger,
             rates,
             rates_until,
             rollover,

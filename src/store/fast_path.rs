@@ -2,14 +2,15 @@
 //! marked with its effective allowance, takes the amount and writes the ledger row; and the
 //! marks themselves (quota.counters' `fast`, `allowance`, `alert_at`, quota.rate_state's
 //! `fast` and cached rule; the triggers in sql/fast_path.sql unmark counters on every
-//! change). The fast path needs the schema of 0.10.0 (`alert_at`); on an older one every
+//! change). The fast path needs the schema of 0.12.0 (`ledger_rows`); on an older one every
 //! consume takes the slow path until ALTER EXTENSION UPDATE.
 
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::alert::AlertRule;
-use quota_rules::decide::Decision;
+use quota_rules::decide::{Decision, Split, Standing};
+use quota_rules::plan::LedgerMode;
 use quota_rules::rate::{cached_rule, per_text, RateRule};
 use quota_rules::locks::{FAST_PATH_PLAN_LOCK_SEED, FAST_PATH_SUBJECT_LOCK_SEED};
 use quota_rules::window::{Micros, Window};
@@ -86,17 +87,28 @@ thread_local! {
          ", ledger_row_of_taken!()),
     ) };
     // The same on a window marked without rate rules (`NOT rated`): no search for rules,
-    // which costs a metric that has none about a third of this statement's throughput.
+    // which costs a metric that has none about a third of this statement's throughput. Not
+    // on a window that keeps no row for an unkeyed call (FAST_CONSUME_COUNTED's).
     static FAST_CONSUME_UNRATED: Kept = const { Kept::new(
-        concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated RETURNING window_start, window_end, used, allowance) ",
+        concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
+                 RETURNING window_start, window_end, used, allowance) ",
                 ledger_row_of_taken!()),
+    ) };
+    // FAST_CONSUME_UNRATED on a window whose limit keeps no ledger row for such a call
+    // ("ledger": "counters"): the counter alone, which keeps how much it counted so. Only for
+    // calls without an idempotency key (a keyed call is kept, so that a retry replays it).
+    static FAST_CONSUME_COUNTED: Kept = const { Kept::new(
+        concat!("UPDATE quota.counters SET used = used + $amount, counted_without_ledger = counted_without_ledger + $amount
+                  WHERE ", marked_window_at_now!(), " AND (allowance IS NULL OR used <= allowance - $amount)
+                    AND (alert_at IS NULL OR used < alert_at - $amount) AND NOT rated AND NOT ledger_rows
+                 RETURNING window_start, window_end, used::int8 AS used, allowance"),
     ) };
     // After FAST_CONSUME found nothing to take: the marked window, read with a fresh
     // snapshot (a consumer that FAST_CONSUME waited for has committed).
     // With the rules cached beside it and their states, read in the same snapshot; `rules_current`
     // is false when a cached rule has expired (the slow path resolves them again).
     static MARKED_WINDOW: Kept = const { Kept::new(
-        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, r.limits, r.per_uss, r.bursts, r.tats,
+        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, ledger_rows, r.limits, r.per_uss, r.bursts, r.tats,
                         r.current AS rules_current
                    FROM quota.counters,
                         LATERAL (SELECT coalesce(pg_catalog.array_agg(rule_limit ORDER BY per COLLATE \"C\"), '{}') AS limits,
@@ -166,10 +178,10 @@ thread_local! {
     // consume marks it again watching what is left).
     static MARK_FAST: Kept = const { Kept::new(
         concat!("UPDATE quota.counters AS c SET fast = true, allowance = $allowance, rated = $rated,
-                        alert_at = ", next_alert_at!(), "
+                        ledger_rows = $ledger_rows, alert_at = ", next_alert_at!(), "
                   WHERE subject = $subject AND metric = $metric AND window_start = $window_start
                     AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance AND rated = $rated
-                             AND alert_at IS NOT DISTINCT FROM ", next_alert_at!(), ")"),
+                             AND ledger_rows = $ledger_rows AND alert_at IS NOT DISTINCT FROM ", next_alert_at!(), ")"),
     ) };
 }
 
@@ -178,34 +190,54 @@ thread_local! {
 pub enum FastStatement {
     /// A window marked without rate rules (FAST_CONSUME_UNRATED).
     Unrated,
+    /// A window marked without rate rules whose limit keeps no ledger row for an allowed
+    /// consume without a key (FAST_CONSUME_COUNTED).
+    Counted,
     /// Any marked window, with the rules cached beside it (FAST_CONSUME).
     Rated,
 }
 
-/// The statement to try first for a metric: the unrated one unless this backend last found
-/// the metric's window rated (a hint: the unrated statement takes no rated window).
-pub fn first_statement(metric: &str) -> FastStatement {
-    if RATED_METRICS.with(|rated| rated.borrow().contains(metric)) {
-        FastStatement::Rated
-    } else {
-        FastStatement::Unrated
+impl FastStatement {
+    /// The statement that decides a call on a marked window with or without rate rules and
+    /// ledger rows; `keyed`: the call has an idempotency key (always kept in the ledger).
+    pub fn for_window(rated: bool, ledger_rows: bool, keyed: bool) -> FastStatement {
+        match (rated, ledger_rows || keyed) {
+            (true, _) => FastStatement::Rated,
+            (false, true) => FastStatement::Unrated,
+            (false, false) => FastStatement::Counted,
+        }
+    }
+
+    /// Whether this statement takes a window that `suited` suits: the rated statement takes
+    /// every marked window (and writes a row for each call), the others only their own.
+    pub fn takes(self, suited: FastStatement) -> bool {
+        self == suited || self == FastStatement::Rated
     }
 }
 
-thread_local! {
-    // Metrics whose marked windows had rate rules beside them when last seen in this
-    // backend: only which fast statement to try first, never what decides.
-    static RATED_METRICS: std::cell::RefCell<std::collections::HashSet<String>> = std::cell::RefCell::new(Default::default());
+/// The statement to try first for a metric: the one that suits the window this backend last
+/// found marked for it (a hint: each statement takes only the windows it suits), else the
+/// unrated one.
+pub fn first_statement(metric: &str, keyed: bool) -> FastStatement {
+    let seen = SEEN_WINDOWS.with(|seen| seen.borrow().get(metric).copied());
+    let (rated, ledger_rows) = seen.unwrap_or((false, true));
+    FastStatement::for_window(rated, ledger_rows, keyed)
 }
 
-/// Notes whether a marked window of the metric had rate rules beside it (RATED_METRICS).
-pub fn remember_rated(metric: &str, rated: bool) {
-    RATED_METRICS.with(|known| {
-        let mut known = known.borrow_mut();
-        if rated {
-            known.insert(metric.to_string());
+thread_local! {
+    // Per metric, whether its marked window had rate rules beside it and ledger rows when
+    // last seen in this backend: only which fast statement to try first, never what decides.
+    static SEEN_WINDOWS: std::cell::RefCell<std::collections::HashMap<String, (bool, bool)>> = std::cell::RefCell::new(Default::default());
+}
+
+/// Notes what the metric's marked window was like (SEEN_WINDOWS).
+pub fn remember_window(metric: &str, rated: bool, ledger_rows: bool) {
+    SEEN_WINDOWS.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if (rated, ledger_rows) == (false, true) {
+            seen.remove(metric);
         } else {
-            known.remove(metric);
+            seen.insert(metric.to_string(), (rated, ledger_rows));
         }
     });
 }
@@ -230,6 +262,14 @@ pub fn consume(
     ];
     let decided = match statement {
         FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, decision_from_row)?,
+        FastStatement::Counted => {
+            let [subject, metric, now, amount_arg, _, _] = args;
+            query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| {
+                let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
+                let standing = Standing { used: not_null(row, "used")?, reserved: 0, grants_left: 0 };
+                Ok(Decision::new(key.metric, amount, Some(&Split::allowance_only(amount)), standing, column(row, "allowance")?, window))
+            })?
+        }
         FastStatement::Rated => {
             let [subject, metric, now, amount, idempotency_key, metadata] = args;
             let args = [subject, metric, now, ("instant_us", key.instant.into()), amount, idempotency_key, metadata];
@@ -253,6 +293,8 @@ pub struct MarkedWindow {
     pub window: Window,
     pub used: i64,
     pub allowance: Option<i64>,
+    /// Whether the fast path writes a ledger row for an allowed consume without a key.
+    pub ledger_rows: bool,
     /// The rate rules cached beside it, with their states, in lock order; None when one of
     /// them has expired.
     pub rules: Option<Vec<(RateRule, Option<Micros>)>>,
@@ -266,6 +308,7 @@ pub fn marked_window(client: &SpiClient, key: CounterKeyAt) -> QResult<Option<Ma
             window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
             used: not_null(row, "used")?,
             allowance: column(row, "allowance")?,
+            ledger_rows: not_null(row, "ledger_rows")?,
             rules: cached_rules(row)?,
         })
     })
@@ -320,7 +363,7 @@ pub struct RulesInForce<'a> {
 /// Marks the window as the (subject, metric)'s only fast-path window, with its effective
 /// allowance, the rate rules in force and what its alert rules watch; nothing when a newer
 /// window is marked. Runs under the subject's fast-path key (try_lock).
-pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce, alerts: &[AlertRule]) -> QResult<()> {
+pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce, alerts: &[AlertRule], ledger: LedgerMode) -> QResult<()> {
     let rated = !rates.rules.is_empty();
     mark_rates(client, key, rates)?;
     let start = window_key(key.window.start)?;
@@ -336,6 +379,7 @@ pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: 
     let args = [
         ("allowance", allowance.into()),
         ("rated", rated.into()),
+        ("ledger_rows", (ledger == LedgerMode::Full).into()),
         ("watch_rules", watch_rules.into()),
         ("watch_at", watch_at.into()),
         ("subject", key.subject.into()),

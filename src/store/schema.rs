@@ -1,8 +1,9 @@
 //! Which parts of pg_quota's schema the database has. A new library can meet a database
 //! still on an older version's SQL until ALTER EXTENSION UPDATE runs: it then records no
 //! administrative change and knows no rate rule (before 0.7.0), knows no pool (before
-//! 0.9.0), writes no alert and decides every consume on the slow path (before 0.10.0), and
-//! carries no unused allowance (before 0.11.0).
+//! 0.9.0), writes no alert (before 0.10.0), carries no unused allowance (before 0.11.0),
+//! and decides every consume on the slow path and keeps every call in the ledger (before
+//! 0.12.0).
 //! Each answer is read once and forgotten on every relcache invalidation, which ALTER
 //! TABLE, CREATE TABLE (the upgrade) and DROP EXTENSION cause.
 
@@ -30,6 +31,9 @@ pub enum Part {
     /// Rollover: quota.limits' `rollover_max` and `rollover_windows`, quota.grants' `rollover_of`
     /// (0.11.0).
     Rollover,
+    /// Ledger modes: quota.limits' `ledger`, quota.counters' `ledger_rows` and
+    /// `counted_without_ledger` (0.12.0). The fast path needs them.
+    LedgerModes,
 }
 
 thread_local! {
@@ -38,6 +42,7 @@ thread_local! {
     static HAS_POOLS: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_ALERTS: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_ROLLOVER: Cell<Option<bool>> = const { Cell::new(None) };
+    static HAS_LEDGER_MODES: Cell<Option<bool>> = const { Cell::new(None) };
     static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
     static ADMIN_CHANGES_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.admin_changes') IS NOT NULL AS present",
@@ -52,6 +57,10 @@ thread_local! {
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
                          WHERE attrelid = pg_catalog.to_regclass('quota.grants') AND attname = 'rollover_of' AND NOT attisdropped) AS present",
     ) };
+    static LEDGER_COLUMN: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                         WHERE attrelid = pg_catalog.to_regclass('quota.counters') AND attname = 'counted_without_ledger' AND NOT attisdropped) AS present",
+    ) };
     static RATE_STATE_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.rate_state') IS NOT NULL AS present",
     ) };
@@ -64,6 +73,7 @@ unsafe extern "C-unwind" fn forget_schema(_arg: pg_sys::Datum, _relid: pg_sys::O
     HAS_POOLS.with(|has| has.set(None));
     HAS_ALERTS.with(|has| has.set(None));
     HAS_ROLLOVER.with(|has| has.set(None));
+    HAS_LEDGER_MODES.with(|has| has.set(None));
 }
 
 /// Whether the database's pg_quota schema has `part`.
@@ -79,6 +89,7 @@ pub fn has(client: &SpiClient, part: Part) -> QResult<bool> {
         Part::Pools => (&HAS_POOLS, &POOL_MEMBERS_TABLE),
         Part::Alerts => (&HAS_ALERTS, &ALERT_OVERRIDES_TABLE),
         Part::Rollover => (&HAS_ROLLOVER, &ROLLOVER_COLUMN),
+        Part::LedgerModes => (&HAS_LEDGER_MODES, &LEDGER_COLUMN),
     };
     if let Some(present) = cached.with(Cell::get) {
         return Ok(present);

@@ -5,6 +5,7 @@
 
 use crate::alert::AlertRule;
 use crate::decide::{effective_allowance, Limit, Overage};
+use crate::plan::LedgerMode;
 use crate::rate::RateRule;
 use crate::rollover::{Carry, Rollover};
 use crate::window::{Micros, Window, WindowError, WindowSpec};
@@ -45,6 +46,8 @@ pub struct Governing {
     /// Carries alive now that are not grants yet (the store materialises them on the next
     /// write); counted in `grants_left`.
     pub carries: Vec<Carry>,
+    /// Which of the metric's calls write a ledger row (the plan's; Full without a plan).
+    pub ledger: LedgerMode,
 }
 
 impl Governing {
@@ -106,6 +109,7 @@ mod tests {
             rollover: None,
             assigned_at: Some(0),
             carries: Vec::new(),
+            ledger: LedgerMode::Full,
         }
     }
 

@@ -28,6 +28,39 @@ pub struct LimitDef {
     pub overage: Overage,
     /// Whether unused allowance carries into the next windows (quota_rules::rollover).
     pub rollover: Option<Rollover>,
+    /// Which calls write a ledger row.
+    pub ledger: LedgerMode,
+}
+
+/// Which calls of a metric write a row into the ledger (quota.events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LedgerMode {
+    /// Every call (the default): the ledger replays and audits each one.
+    #[default]
+    Full,
+    /// `"ledger": "counters"`: an allowed consume without an idempotency key that the fast
+    /// path decides writes no row; the window's counter keeps how much it counted that way
+    /// (quota.counters' `counted_without_ledger`), so counters stay exact and audit() still
+    /// checks them. Denials, keyed calls and every other call are still recorded.
+    Counters,
+}
+
+impl LedgerMode {
+    pub fn parse(text: &str) -> Option<LedgerMode> {
+        match text {
+            "full" => Some(LedgerMode::Full),
+            "counters" => Some(LedgerMode::Counters),
+            _ => None,
+        }
+    }
+
+    /// The text quota.limits' `ledger` keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerMode::Full => "full",
+            LedgerMode::Counters => "counters",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +78,7 @@ pub enum PlanError {
     Alerts { metric: String, error: AlertError },
     Overage { metric: String, found: String },
     Rollover { metric: String, found: String },
+    Ledger { metric: String, found: String },
 }
 
 impl PlanError {
@@ -56,6 +90,7 @@ impl PlanError {
             PlanError::Rate { error, .. } => error.hint(),
             PlanError::Alerts { error, .. } => error.hint(),
             PlanError::Rollover { .. } => r#"Rollover: {"tokens": {"limit": 10000, "per": "month", "rollover": {"max": 5000, "expires_after": 2}}} carries up to 5,000 unused tokens into the next month, spendable for 2 months."#,
+            PlanError::Ledger { .. } => r#"High-volume metrics whose per-call history is not wanted: {"api_calls": {"limit": 100000, "per": "day", "ledger": "counters"}}; "full" (the default) keeps a ledger row per call."#,
             PlanError::Overage { .. } => r#"A soft limit: {"tokens": {"limit": 10000, "per": "month", "overage": {"max": 2000}}} lets consume go 2,000 past the limit, as overage."#,
             _ => r#"Limits look like {"ai_requests": {"limit": 10, "per": "day"}, "tokens": {"limit": 10000, "per": "month", "anchor": "subscription", "time_zone": "Europe/Berlin"}, "exports": {"limit": null}}."#,
         }
@@ -71,7 +106,7 @@ impl fmt::Display for PlanError {
             PlanError::LimitNotObject { metric } => write!(f, "limit for metric {metric:?} must be a JSON object"),
             PlanError::UnknownKey { metric, key } => write!(
                 f,
-                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate, alerts, overage, rollover)"
+                "unknown key {key:?} in the limit for metric {metric:?} (expected limit, per, anchor, time_zone, rate, alerts, overage, rollover, ledger)"
             ),
             PlanError::Allowance { metric, found } => write!(
                 f,
@@ -94,6 +129,9 @@ impl fmt::Display for PlanError {
                 "\"rollover\" for metric {metric:?} must be {{\"max\": N, \"expires_after\": K}} (N a positive whole number or null: no cap; K from 1 to {}, 1 if left out) beside a whole-number \"limit\" that repeats (not lifetime), found {found}",
                 rollover::MAX_EXPIRES_AFTER
             ),
+            PlanError::Ledger { metric, found } => {
+                write!(f, "\"ledger\" for metric {metric:?} must be \"full\" or \"counters\", found {found}")
+            }
         }
     }
 }
@@ -142,7 +180,7 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
     let Value::Object(spec) = spec else {
         return Err(PlanError::LimitNotObject { metric: metric.to_string() });
     };
-    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate", "alerts", "overage", "rollover"].contains(&key.as_str())) {
+    if let Some(key) = spec.keys().find(|key| !["limit", "per", "anchor", "time_zone", "rate", "alerts", "overage", "rollover", "ledger"].contains(&key.as_str())) {
         return Err(PlanError::UnknownKey { metric: metric.to_string(), key: key.clone() });
     }
     let rates = match spec.get("rate") {
@@ -188,7 +226,14 @@ fn parse_limit(metric: &str, spec: &Value) -> Result<LimitDef, PlanError> {
                 .ok_or_else(|| PlanError::Rollover { metric: metric.to_string(), found: value.to_string() })?,
         ),
     };
-    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates, alerts, overage, rollover })
+    let ledger = match spec.get("ledger") {
+        None => LedgerMode::Full,
+        Some(value) => value
+            .as_str()
+            .and_then(LedgerMode::parse)
+            .ok_or_else(|| PlanError::Ledger { metric: metric.to_string(), found: value.to_string() })?,
+    };
+    Ok(LimitDef { metric: metric.to_string(), allowance, period, anchor, time_zone, rates, alerts, overage, rollover, ledger })
 }
 
 /// `{"max": N}` or `{"max": null}`, beside a limited allowance (an unlimited one has nothing
@@ -271,6 +316,9 @@ mod tests {
         let rolling = parse_limits(&json!({"a": {"limit": 10, "per": "month", "rollover": {"max": 5, "expires_after": 3}}})).expect("valid rollover");
         assert_eq!(rolling[0].rollover, Some(Rollover { max: Some(5), expires_after: 3 }));
         assert_eq!(by_metric("a").rollover, None);
+        let counted = parse_limits(&json!({"a": {"limit": 10, "per": "day", "ledger": "counters"}, "b": {"limit": null, "ledger": "full"}})).expect("valid ledger modes");
+        assert_eq!(counted.iter().map(|limit| limit.ledger).collect::<Vec<_>>(), [LedgerMode::Counters, LedgerMode::Full]);
+        assert_eq!(by_metric("a").ledger, LedgerMode::Full);
     }
 
     #[test]
@@ -305,6 +353,8 @@ mod tests {
             json!({"a": {"limit": null, "per": "day", "rollover": {"max": 5}}}),
             json!({"a": {"limit": 1, "per": "day", "rollover": {"max": 0}}}),
             json!({"a": {"limit": 1, "per": "day", "rollover": true}}),
+            json!({"a": {"limit": 1, "per": "day", "ledger": "none"}}),
+            json!({"a": {"limit": 1, "per": "day", "ledger": true}}),
         ];
         for case in cases {
             let error = parse_limits(&case).expect_err(&case.to_string());

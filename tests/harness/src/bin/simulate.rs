@@ -396,6 +396,9 @@ struct Worker {
     counts: HashMap<&'static str, u64>,
     /// Shared-subject calls acknowledged: (event_id, from_allowance, from_grants, overage, kind).
     acknowledged: Vec<(i64, i64, i64, i64, &'static str)>,
+    /// Shared-subject consumes acknowledged without a ledger row (sim_b's "calls" keeps none
+    /// for the fast path's): the units they took from the allowance.
+    counted_without_ledger: i64,
     granted_shared: i64,
     /// The operations applied, printed when one fails.
     trace: Vec<String>,
@@ -950,7 +953,11 @@ impl Worker {
         self.count(if kind == "record" { "shared record" } else { "shared consume" });
         let row = self.client.query_one(sql, &[&subject, &amount]).map_err(db)?;
         let kind = if row.get::<_, bool>("allowed") { kind } else { "denial" };
-        self.acknowledged.push((row.get(0), row.get(1), row.get(2), row.get(3), kind));
+        match row.get::<_, Option<i64>>(0) {
+            Some(event_id) => self.acknowledged.push((event_id, row.get(1), row.get(2), row.get(3), kind)),
+            None if kind == "consume" && row.get::<_, i64>(1) == amount => self.counted_without_ledger += amount,
+            None => return fail(format!("shared {kind} of {amount} answered without a ledger row, from_allowance {}", row.get::<_, i64>(1))),
+        }
         Ok(())
     }
 }
@@ -996,6 +1003,9 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<String, Fail> {
                 }
                 if index == 0 && *metric == "calls" {
                     spec["alerts"] = serde_json::json!(ALERT_RULES);
+                }
+                if index == 1 && *metric == "calls" {
+                    spec["ledger"] = serde_json::json!("counters");
                 }
                 json.insert(metric.to_string(), spec);
             }
@@ -1103,6 +1113,18 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
         let (subject, metric, item): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
         return fail(format!("quota.audit(): {} mismatches, first {subject} {metric} {item}", mismatches.len()));
     }
+    // Only sim_b's "calls" keeps no row for its fast-path consumes (a subject may have moved
+    // to sim_a since); audit() above checked every counter against its ledger plus that.
+    let elsewhere: i64 = client
+        .query_one(
+            "SELECT count(*) FROM quota.counters WHERE counted_without_ledger > 0 AND metric <> 'calls'",
+            &[],
+        )
+        .map_err(db)?
+        .get(0);
+    if elsewhere > 0 {
+        return fail(format!("{elsewhere} windows counted without ledger rows of metrics other than \"calls\""));
+    }
     let twice: i64 = client
         .query_one(
             "SELECT count(*) FROM (SELECT FROM quota.events WHERE idempotency_key IS NOT NULL AND kind IN ('consume', 'record')
@@ -1207,6 +1229,17 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
             return fail(format!("shared subject {subject}: grants paid {from_grants} of {granted} given"));
         }
     }
+    let without_rows: i64 = workers.iter().map(|w| w.counted_without_ledger).sum();
+    let counted_so: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(counted_without_ledger), 0)::int8 FROM quota.counters WHERE subject = ANY($1)",
+            &[&shared],
+        )
+        .map_err(db)?
+        .get(0);
+    if without_rows != counted_so {
+        return fail(format!("shared subjects: {without_rows} units acknowledged without ledger rows, counters say {counted_so}"));
+    }
     let given: i64 = workers.iter().map(|w| w.granted_shared).sum();
     let granted: i64 =
         client.query_one("SELECT coalesce(sum(amount), 0)::int8 FROM quota.grants WHERE subject = ANY($1)", &[&shared]).map_err(db)?.get(0);
@@ -1248,6 +1281,7 @@ fn main() {
                         key_seq: 0,
                         counts: HashMap::new(),
                         acknowledged: Vec::new(),
+                        counted_without_ledger: 0,
                         granted_shared: 0,
                         trace: Vec::new(),
                         preloaded,
