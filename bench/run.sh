@@ -15,7 +15,7 @@ case "$mode" in
   smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
   *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
 esac
-variants=${BENCH_VARIANTS:-"floor plpgsql pg_quota pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
+variants=${BENCH_VARIANTS:-"floor floor_counters plpgsql pg_quota pg_quota_counted pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce enforce_by_hand pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
 db=pgq_bench out=target/bench
 rm -rf "$out" && mkdir -p "$out/logs"
 . bench/lib.sh
@@ -52,23 +52,29 @@ for sync in $syncs; do
 done
 
 echo
-echo "ratios (median tps):"
+echo "ratios (median tps; n/a: a variant not run):"
+# r NUMERATOR DENOMINATOR: the ratio of two variants' median tps in the current cell.
+r() {
+  local a=${tps_of[$sync-$workload-$1]:-} b=${tps_of[$sync-$workload-$2]:-}
+  if [ -n "$a" ] && [ -n "$b" ]; then ratio "$a" "$b"; else echo n/a; fi
+}
 for sync in $syncs; do
   for workload in $workloads; do
-    q=${tps_of[$sync-$workload-pg_quota]}
-    echo "  synchronous_commit=$sync $workload: pg_quota/floor $(ratio "$q" "${tps_of[$sync-$workload-floor]}")," \
-         "pg_quota/plpgsql $(ratio "$q" "${tps_of[$sync-$workload-plpgsql]}")," \
-         "with keys/without $(ratio "${tps_of[$sync-$workload-pg_quota_key]}" "$q")," \
-         "paid by a grant/by the allowance $(ratio "${tps_of[$sync-$workload-pg_quota_grants]}" "$q")," \
-         "reserve+settle/consume $(ratio "${tps_of[$sync-$workload-pg_quota_reserve]}" "$q")," \
-         "insert under quota.enforce/consume $(ratio "${tps_of[$sync-$workload-pg_quota_enforce]}" "$q")," \
-         "with a rate rule/without $(ratio "${tps_of[$sync-$workload-pg_quota_rate]}" "$q")," \
-         "rate-only metric/hand-written GCRA $(ratio "${tps_of[$sync-$workload-pg_quota_rate_only]}" "${tps_of[$sync-$workload-gcra]}")," \
-         "a pool's member/a plain subject $(ratio "${tps_of[$sync-$workload-pg_quota_pool]}" "$q")," \
-         "with alert rules (none crossed)/without $(ratio "${tps_of[$sync-$workload-pg_quota_alerts]}" "$q")," \
-         "a new subject's first call that fires an alert/that fires none $(ratio "${tps_of[$sync-$workload-pg_quota_crossing]}" "${tps_of[$sync-$workload-pg_quota_first_call]}")"
+    echo "  synchronous_commit=$sync $workload: pg_quota/floor $(r pg_quota floor)," \
+         "pg_quota/plpgsql $(r pg_quota plpgsql)," \
+         "ledger mode counters/bare conditional update $(r pg_quota_counted floor_counters)," \
+         "ledger mode counters/plpgsql $(r pg_quota_counted plpgsql)," \
+         "with keys/without $(r pg_quota_key pg_quota)," \
+         "paid by a grant/by the allowance $(r pg_quota_grants pg_quota)," \
+         "reserve+settle/consume $(r pg_quota_reserve pg_quota)," \
+         "insert under quota.enforce/insert + consume by hand $(r pg_quota_enforce enforce_by_hand)," \
+         "with a rate rule/without $(r pg_quota_rate pg_quota)," \
+         "rate-only metric/hand-written GCRA $(r pg_quota_rate_only gcra)," \
+         "a pool's member/a plain subject $(r pg_quota_pool pg_quota)," \
+         "with alert rules (none crossed)/without $(r pg_quota_alerts pg_quota)," \
+         "a new subject's first call that fires an alert/that fires none $(r pg_quota_crossing pg_quota_first_call)"
   done
-  if [[ " $workloads " == *" hot "* ]]; then
+  if [[ " $workloads " == *" hot "* ]] && [ -n "${tps_of[$sync-hot-pg_quota]:-}" ]; then
     echo "  synchronous_commit=$sync pg_quota hot/uniform: $(ratio "${tps_of[$sync-hot-pg_quota]}" "${tps_of[$sync-uniform-pg_quota]}")"
   fi
 done

@@ -5,11 +5,13 @@ CREATE EXTENSION pg_quota;
 CREATE FUNCTION public.s(n int) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
 
--- pg_quota
+-- pg_quota ("pings" is "calls" in the ledger mode "counters": no row per allowed call)
 SELECT quota.create_plan('bench', '{"calls": {"limit": 1000000000000, "per": "day"},
+                                   "pings": {"limit": 1000000000000, "per": "day", "ledger": "counters"},
                                    "credits": {"limit": 0, "per": "lifetime"},
                                    "items": {"limit": 1000000000000, "per": "lifetime"}}', is_default => true);
 SELECT quota.create_plan('tight', '{"calls": {"limit": 10, "per": "day"},
+                                   "pings": {"limit": 10, "per": "day", "ledger": "counters"},
                                    "credits": {"limit": 0, "per": "lifetime"},
                                    "items": {"limit": 10, "per": "lifetime"}}');
 -- Rate rules (rated: one rule beside the same quota as calls; paced: a rule alone), set so
@@ -21,6 +23,8 @@ SELECT count(quota.assign_plan(s(n), 'bench')) FROM generate_series(0, 10000) AS
 SELECT count(quota.assign_plan(s(n), 'tight')) FROM generate_series(20001, 30000) AS n;
 SELECT count(quota.consume(s(n), 'calls')) FROM generate_series(0, 10000) AS n;
 SELECT count(quota.consume(s(n), 'calls', 10)) FROM generate_series(20001, 30000) AS n;
+SELECT count(quota.consume(s(n), 'pings')) FROM generate_series(0, 10000) AS n;
+SELECT count(quota.consume(s(n), 'pings', 10)) FROM generate_series(20001, 30000) AS n;
 SELECT count(quota.consume(s(n), 'rated')) FROM generate_series(0, 10000) AS n;
 SELECT count(quota.consume(s(n), 'rated', 10)) FROM generate_series(20001, 30000) AS n;
 -- One transaction per 10,000 subjects: each first consume of a subject marks its window for

@@ -32,8 +32,8 @@ pub enum Outcome {
     SlowPath,
 }
 
-/// The fast statement alone: the consume paid from the marked window, or None (see
-/// `after_miss`).
+/// The fast statement alone: the consume paid from the marked window (or, on an unrated
+/// window without room, its denial), or None (see `after_miss`).
 pub fn take(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
     let first = fast_path::first_statement(request.metric, key.is_some());
     fast_path::consume(client, at_now(request), first, request.amount, key, metadata)

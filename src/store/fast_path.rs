@@ -88,11 +88,29 @@ thread_local! {
     ) };
     // The same on a window marked without rate rules (`NOT rated`): no search for rules,
     // which costs a metric that has none about a third of this statement's throughput. Not
-    // on a window that keeps no row for an unkeyed call (FAST_CONSUME_COUNTED's).
+    // on a window that keeps no row for an unkeyed call (FAST_CONSUME_COUNTED's). When the
+    // marked window has no room for the amount, the same statement writes the denial, as the
+    // slow path would decide it (its `remaining` and reason; retry_after is computed from
+    // the row): the statement's snapshot has the window without room and the UPDATE took
+    // nothing. A window the snapshot shows with room that the UPDATE did not take (a
+    // concurrent consume took it meanwhile, or an alert fires at this usage) returns no row.
     static FAST_CONSUME_UNRATED: Kept = const { Kept::new(
         concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
-                 RETURNING window_start, window_end, used, allowance) ",
-                ledger_row_of_taken!()),
+                 RETURNING window_start, window_end, used, allowance)
+                 INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
+                                           used, allowance, remaining, reason, idempotency_key, metadata)
+                 SELECT $subject, w.kind, $metric, $amount, w.from_allowance, w.window_start, w.window_end, w.used,
+                        w.allowance, w.remaining, w.reason, $idempotency_key, $metadata
+                   FROM (SELECT 'consume' AS kind, $amount AS from_allowance, window_start, window_end, used, allowance,
+                                allowance - used AS remaining, 'ok' AS reason
+                           FROM taken
+                         UNION ALL
+                         SELECT 'denial', 0, window_start, window_end, used, allowance, GREATEST(allowance - used, 0),
+                                'quota_exceeded'
+                           FROM quota.counters
+                          WHERE ", marked_window_at_now!(), " AND NOT rated AND allowance IS NOT NULL
+                            AND used > allowance - $amount AND NOT EXISTS (SELECT FROM taken)) AS w
+                 RETURNING ", decision_columns!()),
     ) };
     // FAST_CONSUME_UNRATED on a window whose limit keeps no ledger row for such a call
     // ("ledger": "counters"): the counter alone, which keeps how much it counted so. Only for
@@ -243,7 +261,7 @@ pub fn remember_window(metric: &str, rated: bool, ledger_rows: bool) {
 }
 
 /// The fast path's decision when `statement` finds the marked window (and the rules cached
-/// beside it) with room, else None.
+/// beside it) with room, or (FAST_CONSUME_UNRATED) without room for the amount; else None.
 pub fn consume(
     client: &SpiClient,
     key: CounterKeyAt,
@@ -261,7 +279,17 @@ pub fn consume(
         ("metadata", metadata.into()),
     ];
     let decided = match statement {
-        FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, decision_from_row)?,
+        FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, |row| {
+            let decision = decision_from_row(row)?;
+            if decision.allowed {
+                return Ok(decision);
+            }
+            // A denial: decided again from the window it read, for what only the decision
+            // computes (retry_after).
+            let standing = Standing { used: decision.used, reserved: 0, grants_left: 0 };
+            let window = Window { start: decision.window_start, end: decision.resets_at };
+            Ok(Decision { event_id: decision.event_id, ..Decision::new(key.metric, amount, None, standing, decision.allowance, window) })
+        })?,
         FastStatement::Counted => {
             let [subject, metric, now, amount_arg, _, _] = args;
             query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| {

@@ -73,3 +73,8 @@ SELECT count(quota.assign_plan(s(n), 'rolling')) FROM generate_series(7501, 7564
 UPDATE quota.assignments SET assigned_at = now() - interval '10 days' WHERE subject IN (SELECT s(n) FROM generate_series(7501, 7564) AS n);
 SELECT count(quota.record(s(n), 'calls', (n * 7 + d * 5) % 30, occurred_at => date_trunc('day', now(), 'UTC') - make_interval(days => d) + interval '1 hour'))
   FROM generate_series(7501, 7564) AS n, generate_series(1, 3) AS d WHERE (n * 7 + d * 5) % 30 > 0;
+-- Ledger mode "counters" (counted): one hot subject (s(7601), 1,000 pings a day) and 20 more
+-- of 100, unkeyed calls counted without ledger rows, keyed ones kept.
+SELECT quota.create_plan('counted', '{"pings": {"limit": 100, "per": "day", "ledger": "counters"}}');
+SELECT count(quota.assign_plan(s(n), 'counted')) FROM generate_series(7601, 7621) AS n;
+SELECT quota.set_override(s(7601), 'pings', 1000);
