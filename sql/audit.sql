@@ -7,7 +7,7 @@
 -- reservations, a grant whose remaining is not its amount less what event_grants says it
 -- paid, an event whose from_grants is not what event_grants lists, or a counter marked for
 -- the fast path whose cached allowance is not the effective one (or that another marked row,
--- a usable grant or a later reset should have unmarked). Returns no rows on a healthy
+-- a usable grant (unless marked as a wallet) or a later reset should have unmarked). Returns no rows on a healthy
 -- database.
 CREATE FUNCTION quota.audit()
 RETURNS TABLE (subject uuid, metric text, item text, stored numeric, from_ledger numeric)
@@ -69,7 +69,7 @@ AS $$
                        WHERE other.subject = c.subject AND other.metric = c.metric AND other.fast
                          AND other.window_start <> c.window_start)
            OR EXISTS (SELECT FROM quota.grants AS g
-                       WHERE g.subject = c.subject AND g.metric = c.metric AND g.remaining > 0
+                       WHERE NOT c.wallet AND g.subject = c.subject AND g.metric = c.metric AND g.remaining > 0
                          AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now()))
            OR EXISTS (SELECT FROM quota.resets AS r
                        WHERE r.subject = c.subject AND r.metric = c.metric

@@ -92,12 +92,17 @@ CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.resets
 -- (The plan's rules live in quota.limits, whose trigger is above.)
 CREATE TRIGGER forget_fast_path AFTER INSERT OR UPDATE OR DELETE ON quota.rate_overrides
     FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path();
--- Spending a grant lowers remaining and changes nothing for the fast path, whose rows have
--- no usable grants; a new grant, or one made usable again, does.
+-- A new grant, or one made more usable, unmarks: a window marked without usable grants
+-- would deny what it can pay. Spending, revoking or shortening a grant changes nothing for
+-- the fast path (a window marked without grants has none usable; a wallet window's fast
+-- path reads its grants as they are), and must not lock the counter after the grant: a
+-- wallet's consume locks the counter, then the grants.
 CREATE TRIGGER forget_fast_path AFTER INSERT ON quota.grants
     FOR EACH ROW EXECUTE FUNCTION quota.forget_fast_path();
 CREATE TRIGGER forget_fast_path_on_update AFTER UPDATE ON quota.grants
-    FOR EACH ROW WHEN (NEW.remaining > OLD.remaining OR NEW.expires_at IS DISTINCT FROM OLD.expires_at
-                       OR NEW.revoked_at IS DISTINCT FROM OLD.revoked_at OR NEW.subject <> OLD.subject
-                       OR NEW.metric <> OLD.metric)
+    FOR EACH ROW WHEN (NEW.remaining > OLD.remaining
+                       OR (OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS NULL)
+                       OR (NEW.expires_at IS DISTINCT FROM OLD.expires_at
+                           AND (NEW.expires_at IS NULL OR NEW.expires_at > OLD.expires_at))
+                       OR NEW.subject <> OLD.subject OR NEW.metric <> OLD.metric)
     EXECUTE FUNCTION quota.forget_fast_path();

@@ -7,7 +7,21 @@ ALTER TABLE quota.limits
 
 ALTER TABLE quota.counters
     ADD COLUMN ledger_rows boolean NOT NULL DEFAULT true,
-    ADD COLUMN counted_without_ledger bigint NOT NULL DEFAULT 0;
+    ADD COLUMN counted_without_ledger bigint NOT NULL DEFAULT 0,
+    ADD COLUMN wallet boolean NOT NULL DEFAULT false;
+
+-- A grant revoked, spent or expiring sooner leaves a marked window as it was (a window marked
+-- without grants has none usable; a wallet window's fast path reads its grants): only a grant
+-- that becomes more usable unmarks. Revoking no longer locks the counter after the grant,
+-- the order a wallet's consume locks them in reverse.
+DROP TRIGGER forget_fast_path_on_update ON quota.grants;
+CREATE TRIGGER forget_fast_path_on_update AFTER UPDATE ON quota.grants
+    FOR EACH ROW WHEN (NEW.remaining > OLD.remaining
+                       OR (OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS NULL)
+                       OR (NEW.expires_at IS DISTINCT FROM OLD.expires_at
+                           AND (NEW.expires_at IS NULL OR NEW.expires_at > OLD.expires_at))
+                       OR NEW.subject <> OLD.subject OR NEW.metric <> OLD.metric)
+    EXECUTE FUNCTION quota.forget_fast_path();
 
 -- quota.audit() checks a window against its events plus what it counted without ledger rows; quota.audit(include_unverified) (sql/audit.sql, as a fresh install has it).
 -- Recomputes every counter and every grant balance from the ledger and returns what
@@ -19,7 +33,7 @@ ALTER TABLE quota.counters
 -- reservations, a grant whose remaining is not its amount less what event_grants says it
 -- paid, an event whose from_grants is not what event_grants lists, or a counter marked for
 -- the fast path whose cached allowance is not the effective one (or that another marked row,
--- a usable grant or a later reset should have unmarked). Returns no rows on a healthy
+-- a usable grant (unless marked as a wallet) or a later reset should have unmarked). Returns no rows on a healthy
 -- database.
 CREATE OR REPLACE FUNCTION quota.audit()
 RETURNS TABLE (subject uuid, metric text, item text, stored numeric, from_ledger numeric)
@@ -81,7 +95,7 @@ AS $$
                        WHERE other.subject = c.subject AND other.metric = c.metric AND other.fast
                          AND other.window_start <> c.window_start)
            OR EXISTS (SELECT FROM quota.grants AS g
-                       WHERE g.subject = c.subject AND g.metric = c.metric AND g.remaining > 0
+                       WHERE NOT c.wallet AND g.subject = c.subject AND g.metric = c.metric AND g.remaining > 0
                          AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now()))
            OR EXISTS (SELECT FROM quota.resets AS r
                        WHERE r.subject = c.subject AND r.metric = c.metric

@@ -137,7 +137,8 @@ CREATE DOMAIN quota.event_kind AS text
 -- not, so expiry needs no job).
 -- fast marks the row consume's one-statement fast path may decide on alone: it is the
 -- subject's current window, allowance is the effective allowance (NULL = unlimited), and
--- the subject had no usable grants when it was marked. Whatever could change that unmarks
+-- the subject had no usable grants when it was marked (or `wallet` says it had). Whatever
+-- could change that unmarks
 -- the row (quota.forget_fast_path(), sql/fast_path.sql); at most one row of a (subject,
 -- metric) is marked, which the unique index counters_fast enforces. rated says that rate
 -- rules are cached beside the marked window (quota.rate_state's fast rows): a window marked
@@ -163,6 +164,10 @@ CREATE TABLE quota.counters (
     -- counted_without_ledger, so that used = the ledger's sum + counted_without_ledger.
     ledger_rows  boolean NOT NULL DEFAULT true,
     counted_without_ledger bigint NOT NULL DEFAULT 0,
+    -- A marked window whose subject had usable grants when it was marked (a credit wallet):
+    -- once the allowance is spent the fast path pays from the grants (FAST_WALLET in
+    -- src/store/fast_path.rs, which reads and locks them), and never denies on it alone.
+    wallet       boolean NOT NULL DEFAULT false,
     PRIMARY KEY (subject, metric, window_start)
 ) WITH (fillfactor = 80);
 CREATE UNIQUE INDEX counters_fast ON quota.counters (subject, metric) WHERE fast;

@@ -16,7 +16,7 @@ use quota_rules::window::Window;
 use crate::error::QResult;
 use crate::jsonb::Jsonb;
 use crate::spending::{resolve_known, Request};
-use crate::store::fast_path::{self, CounterKeyAt, FastStatement, RulesInForce};
+use crate::store::fast_path::{self, CounterKeyAt, FastStatement, RulesInForce, WindowKind};
 use crate::store::pools;
 use crate::store::schema::{self, Part};
 
@@ -44,7 +44,7 @@ fn at_now<'a>(request: &Request<'a>) -> CounterKeyAt<'a> {
 }
 
 /// After the fast statement took nothing: whether the window is marked, and then the denial
-/// it decides, or the rated statement it still has to try.
+/// it decides, or the statement that suits the window that it still has to try.
 pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
     let at_now = at_now(request);
     let first = fast_path::first_statement(request.metric, key.is_some());
@@ -54,14 +54,23 @@ pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, meta
     let Some(rules) = marked.rules else {
         return Ok(Outcome::SlowPath); // a cached rule has expired
     };
-    fast_path::remember_window(request.metric, !rules.is_empty(), marked.ledger_rows);
-    let suited = FastStatement::for_window(!rules.is_empty(), marked.ledger_rows, key.is_some());
+    let allowance_spent = marked.allowance.is_some_and(|allowance| marked.used >= allowance);
+    let kind = WindowKind { rated: !rules.is_empty(), ledger_rows: marked.ledger_rows, wallet: marked.wallet, allowance_spent };
+    fast_path::remember_window(request.metric, kind);
+    let Some(suited) = FastStatement::for_window(kind, key.is_some()) else {
+        return Ok(Outcome::SlowPath);
+    };
     if !first.takes(suited) {
-        // The statement that suits the window has not run yet (it is rated, or keeps no row).
+        // The statement that suits the window has not run yet (it is rated, keeps no row, or
+        // pays from grants).
         return match fast_path::consume(client, at_now, suited, request.amount, key, metadata)? {
             Some(decided) => Ok(Outcome::Decided(decided)),
             None => Ok(Outcome::SlowPath),
         };
+    }
+    if marked.wallet {
+        // Grants may pay what the allowance and the first grant cannot: the slow path splits.
+        return Ok(Outcome::SlowPath);
     }
     let standing = Standing { used: marked.used, reserved: 0, grants_left: 0 };
     let decision = request.decision(None, standing, marked.allowance, marked.window);
@@ -83,7 +92,8 @@ pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, meta
 /// no key: holding it while its pool's rows are locked would deadlock with an allocation,
 /// which takes the member's key after the pool's counter.
 pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: Governing, member: bool) -> QResult<Governing> {
-    let Some(plan) = governing.plan.clone().filter(|_| governing.fast_path_can_decide() && !member && !transaction_snapshot_is_fixed()) else {
+    let can_decide = |governing: &Governing| governing.fast_path_can_decide() || governing.fast_path_can_decide_as_wallet();
+    let Some(plan) = governing.plan.clone().filter(|_| can_decide(&governing) && !member && !transaction_snapshot_is_fixed()) else {
         return Ok(governing);
     };
     if !fast_path::try_lock(client, request.subject, &plan)? {
@@ -92,10 +102,11 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: G
     let governing = resolve_known(client, request)?;
     // A plan change committed meanwhile: its plan's key is not held, so no mark. Nor a
     // subject that joined a pool meanwhile: joining takes the same key (sql/pools.sql).
-    if governing.fast_path_can_decide() && governing.plan.as_deref() == Some(plan.as_str()) && !in_a_pool(client, request)? {
+    if can_decide(&governing) && governing.plan.as_deref() == Some(plan.as_str()) && !in_a_pool(client, request)? {
         let window = governing.counting_window(request.at)?;
         let rates = RulesInForce { rules: &governing.rates, until: governing.rates_until };
-        fast_path::mark(client, request.counter(window), governing.allowance(), rates, &governing.alerts, governing.ledger)?;
+        let wallet = governing.grants_left > 0;
+        fast_path::mark(client, request.counter(window), governing.allowance(), rates, &governing.alerts, governing.ledger, wallet)?;
     }
     Ok(governing)
 }

@@ -265,7 +265,7 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, member: &Gov
     }
     let no_rules = fast_path_keys::RulesInForce { rules: &[], until: None };
     let pool = &call_now.governing;
-    fast_path_keys::mark(client, call_now.request.counter(call_now.window), pool.allowance(), no_rules, &pool.alerts, pool.ledger)
+    fast_path_keys::mark(client, call_now.request.counter(call_now.window), pool.allowance(), no_rules, &pool.alerts, pool.ledger, false)
 }
 
 fn pooled_fast_path_can_decide(member: &Governing, call: &PoolCall) -> bool {

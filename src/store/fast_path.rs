@@ -35,11 +35,13 @@ macro_rules! marked_window_at_now {
 }
 
 /// Takes `$amount` from the marked window's cached allowance (FAST_CONSUME's `taken`), when
-/// it does not reach the usage at which an alert fires (the slow path fires it).
+/// it does not reach the usage at which an alert fires (the slow path fires it). Not on a
+/// wallet's window: the decision would have to report its grants, which the slow path
+/// reads under their locks.
 macro_rules! take_from_marked_window {
     () => {
         concat!("UPDATE quota.counters SET used = used + $amount
-                  WHERE ", marked_window_at_now!(), " AND (allowance IS NULL OR used <= allowance - $amount)
+                  WHERE ", marked_window_at_now!(), " AND NOT wallet AND (allowance IS NULL OR used <= allowance - $amount)
                     AND (alert_at IS NULL OR used < alert_at - $amount)")
     };
 }
@@ -90,7 +92,8 @@ thread_local! {
     // which costs a metric that has none about a third of this statement's throughput. Not
     // on a window that keeps no row for an unkeyed call (FAST_CONSUME_COUNTED's). When the
     // marked window has no room for the amount, the same statement writes the denial, as the
-    // slow path would decide it (its `remaining` and reason; retry_after is computed from
+    // slow path would decide it (but not on a wallet's window, whose grants may pay: its
+    // `remaining` and reason; retry_after is computed from
     // the row): the statement's snapshot has the window without room and the UPDATE took
     // nothing. A window the snapshot shows with room that the UPDATE did not take (a
     // concurrent consume took it meanwhile, or an alert fires at this usage) returns no row.
@@ -108,7 +111,7 @@ thread_local! {
                          SELECT 'denial', 0, window_start, window_end, used, allowance, GREATEST(allowance - used, 0),
                                 'quota_exceeded'
                            FROM quota.counters
-                          WHERE ", marked_window_at_now!(), " AND NOT rated AND allowance IS NOT NULL
+                          WHERE ", marked_window_at_now!(), " AND NOT rated AND NOT wallet AND allowance IS NOT NULL
                             AND used > allowance - $amount AND NOT EXISTS (SELECT FROM taken)) AS w
                  RETURNING ", decision_columns!()),
     ) };
@@ -117,16 +120,55 @@ thread_local! {
     // calls without an idempotency key (a keyed call is kept, so that a retry replays it).
     static FAST_CONSUME_COUNTED: Kept = const { Kept::new(
         concat!("UPDATE quota.counters SET used = used + $amount, counted_without_ledger = counted_without_ledger + $amount
-                  WHERE ", marked_window_at_now!(), " AND (allowance IS NULL OR used <= allowance - $amount)
+                  WHERE ", marked_window_at_now!(), " AND NOT wallet AND (allowance IS NULL OR used <= allowance - $amount)
                     AND (alert_at IS NULL OR used < alert_at - $amount) AND NOT rated AND NOT ledger_rows
                  RETURNING window_start, window_end, used::int8 AS used, allowance"),
+    ) };
+    // A credit wallet's consume once its window's allowance is spent (a window marked as a
+    // wallet, without rate rules): the amount from the first usable grant in spending order
+    // when that grant covers it, with the ledger row and which grant paid, as the slow path
+    // pays it. The counter is locked first, then every usable grant, the slow path's order;
+    // the grants' balances are read as locked (fresh, whoever committed meanwhile), so the
+    // `remaining` the row keeps is exact. A grant created meanwhile unmarked the window (the
+    // counter's lock waits for it, and the row is no longer marked). No row when the window
+    // is not such a window, or the first grant does not cover the amount (the slow path
+    // splits it over several grants, or denies).
+    static FAST_WALLET: Kept = const { Kept::new(
+        concat!("WITH counter AS MATERIALIZED (
+             SELECT window_start, window_end, used, allowance FROM quota.counters
+              WHERE ", marked_window_at_now!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
+                FOR UPDATE),
+         usable AS MATERIALIZED (
+             SELECT grant_id, remaining, priority, expires_at, created_at FROM quota.grants
+              WHERE subject = $subject AND metric = $metric AND remaining > 0 AND revoked_at IS NULL
+                AND (expires_at IS NULL OR expires_at > $now) AND EXISTS (SELECT FROM counter)
+              ORDER BY priority, expires_at, created_at, grant_id
+                FOR UPDATE),
+         first AS (SELECT grant_id, remaining FROM usable ORDER BY priority, expires_at, created_at, grant_id LIMIT 1),
+         spent AS (
+             UPDATE quota.grants AS g SET remaining = g.remaining - $amount
+               FROM first
+              WHERE g.subject = $subject AND g.grant_id = first.grant_id AND first.remaining >= $amount
+             RETURNING g.grant_id),
+         event AS (
+             INSERT INTO quota.events (subject, kind, metric, amount, from_grants, window_start, window_end,
+                                       used, allowance, remaining, reason, idempotency_key, metadata)
+             SELECT $subject, 'consume', $metric, $amount, $amount, c.window_start, c.window_end, c.used, c.allowance,
+                    (SELECT least(pg_catalog.sum(u.remaining), 9223372036854775807)::int8 FROM usable AS u) - $amount,
+                    'ok', $idempotency_key, $metadata
+               FROM counter AS c, spent
+             RETURNING ", decision_columns!(), "),
+         paid AS (
+             INSERT INTO quota.event_grants (subject, event_id, grant_id, amount)
+             SELECT $subject, event.event_id, spent.grant_id, $amount FROM event, spent)
+         SELECT * FROM event"),
     ) };
     // After FAST_CONSUME found nothing to take: the marked window, read with a fresh
     // snapshot (a consumer that FAST_CONSUME waited for has committed).
     // With the rules cached beside it and their states, read in the same snapshot; `rules_current`
     // is false when a cached rule has expired (the slow path resolves them again).
     static MARKED_WINDOW: Kept = const { Kept::new(
-        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, ledger_rows, r.limits, r.per_uss, r.bursts, r.tats,
+        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, ledger_rows, wallet, r.limits, r.per_uss, r.bursts, r.tats,
                         r.current AS rules_current
                    FROM quota.counters,
                         LATERAL (SELECT coalesce(pg_catalog.array_agg(rule_limit ORDER BY per COLLATE \"C\"), '{}') AS limits,
@@ -196,67 +238,85 @@ thread_local! {
     // consume marks it again watching what is left).
     static MARK_FAST: Kept = const { Kept::new(
         concat!("UPDATE quota.counters AS c SET fast = true, allowance = $allowance, rated = $rated,
-                        ledger_rows = $ledger_rows, alert_at = ", next_alert_at!(), "
+                        ledger_rows = $ledger_rows, wallet = $wallet, alert_at = ", next_alert_at!(), "
                   WHERE subject = $subject AND metric = $metric AND window_start = $window_start
                     AND NOT (fast AND allowance IS NOT DISTINCT FROM $allowance AND rated = $rated
-                             AND ledger_rows = $ledger_rows AND alert_at IS NOT DISTINCT FROM ", next_alert_at!(), ")"),
+                             AND ledger_rows = $ledger_rows AND wallet = $wallet
+                             AND alert_at IS NOT DISTINCT FROM ", next_alert_at!(), ")"),
     ) };
 }
 
 /// Which fast statement decides a consume.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FastStatement {
     /// A window marked without rate rules (FAST_CONSUME_UNRATED).
     Unrated,
     /// A window marked without rate rules whose limit keeps no ledger row for an allowed
     /// consume without a key (FAST_CONSUME_COUNTED).
     Counted,
+    /// A wallet's window without rate rules whose allowance is spent (FAST_WALLET).
+    Wallet,
     /// Any marked window, with the rules cached beside it (FAST_CONSUME).
     Rated,
 }
 
+/// A marked window as the choice of its statement sees it.
+#[derive(Clone, Copy)]
+pub struct WindowKind {
+    pub rated: bool,
+    pub ledger_rows: bool,
+    /// Marked as a wallet's (never with rate rules).
+    pub wallet: bool,
+    /// Its allowance has no room left.
+    pub allowance_spent: bool,
+}
+
 impl FastStatement {
-    /// The statement that decides a call on a marked window with or without rate rules and
-    /// ledger rows; `keyed`: the call has an idempotency key (always kept in the ledger).
-    pub fn for_window(rated: bool, ledger_rows: bool, keyed: bool) -> FastStatement {
-        match (rated, ledger_rows || keyed) {
-            (true, _) => FastStatement::Rated,
-            (false, true) => FastStatement::Unrated,
-            (false, false) => FastStatement::Counted,
+    /// The statement that decides a call on a window of `kind` (None: the slow path, for a
+    /// wallet's window whose allowance still pays); `keyed`: the call has an idempotency key
+    /// (always kept in the ledger).
+    pub fn for_window(kind: WindowKind, keyed: bool) -> Option<FastStatement> {
+        match kind {
+            WindowKind { wallet: true, allowance_spent, .. } => allowance_spent.then_some(FastStatement::Wallet),
+            WindowKind { rated: true, .. } => Some(FastStatement::Rated),
+            WindowKind { ledger_rows: false, .. } if !keyed => Some(FastStatement::Counted),
+            _ => Some(FastStatement::Unrated),
         }
     }
 
     /// Whether this statement takes a window that `suited` suits: the rated statement takes
-    /// every marked window (and writes a row for each call), the others only their own.
+    /// every marked window's allowance (and writes a row for each call), the others only
+    /// their own windows.
     pub fn takes(self, suited: FastStatement) -> bool {
-        self == suited || self == FastStatement::Rated
+        self == suited || (self == FastStatement::Rated && suited != FastStatement::Wallet)
     }
 }
 
-/// The statement to try first for a metric: the one that suits the window this backend last
+/// The statement to try first for a metric: the one that suited the window this backend last
 /// found marked for it (a hint: each statement takes only the windows it suits), else the
 /// unrated one.
 pub fn first_statement(metric: &str, keyed: bool) -> FastStatement {
-    let seen = SEEN_WINDOWS.with(|seen| seen.borrow().get(metric).copied());
-    let (rated, ledger_rows) = seen.unwrap_or((false, true));
-    FastStatement::for_window(rated, ledger_rows, keyed)
+    match SEEN_WINDOWS.with(|seen| seen.borrow().get(metric).copied()) {
+        Some(FastStatement::Counted) if keyed => FastStatement::Unrated,
+        Some(statement) => statement,
+        None => FastStatement::Unrated,
+    }
 }
 
 thread_local! {
-    // Per metric, whether its marked window had rate rules beside it and ledger rows when
-    // last seen in this backend: only which fast statement to try first, never what decides.
-    static SEEN_WINDOWS: std::cell::RefCell<std::collections::HashMap<String, (bool, bool)>> = std::cell::RefCell::new(Default::default());
+    // Per metric, the statement that suited an unkeyed call on its marked window when last
+    // seen in this backend: only which fast statement to try first, never what decides.
+    static SEEN_WINDOWS: std::cell::RefCell<std::collections::HashMap<String, FastStatement>> = std::cell::RefCell::new(Default::default());
 }
 
 /// Notes what the metric's marked window was like (SEEN_WINDOWS).
-pub fn remember_window(metric: &str, rated: bool, ledger_rows: bool) {
+pub fn remember_window(metric: &str, kind: WindowKind) {
     SEEN_WINDOWS.with(|seen| {
         let mut seen = seen.borrow_mut();
-        if (rated, ledger_rows) == (false, true) {
-            seen.remove(metric);
-        } else {
-            seen.insert(metric.to_string(), (rated, ledger_rows));
-        }
+        match FastStatement::for_window(kind, false) {
+            Some(FastStatement::Unrated) | None => seen.remove(metric),
+            Some(statement) => seen.insert(metric.to_string(), statement),
+        };
     });
 }
 
@@ -298,6 +358,7 @@ pub fn consume(
                 Ok(Decision::new(key.metric, amount, Some(&Split::allowance_only(amount)), standing, column(row, "allowance")?, window))
             })?
         }
+        FastStatement::Wallet => query_row(client, &FAST_WALLET, args, decision_from_row)?,
         FastStatement::Rated => {
             let [subject, metric, now, amount, idempotency_key, metadata] = args;
             let args = [subject, metric, now, ("instant_us", key.instant.into()), amount, idempotency_key, metadata];
@@ -323,6 +384,8 @@ pub struct MarkedWindow {
     pub allowance: Option<i64>,
     /// Whether the fast path writes a ledger row for an allowed consume without a key.
     pub ledger_rows: bool,
+    /// Marked as a wallet's: its grants pay once the allowance is spent.
+    pub wallet: bool,
     /// The rate rules cached beside it, with their states, in lock order; None when one of
     /// them has expired.
     pub rules: Option<Vec<(RateRule, Option<Micros>)>>,
@@ -337,6 +400,7 @@ pub fn marked_window(client: &SpiClient, key: CounterKeyAt) -> QResult<Option<Ma
             used: not_null(row, "used")?,
             allowance: column(row, "allowance")?,
             ledger_rows: not_null(row, "ledger_rows")?,
+            wallet: not_null(row, "wallet")?,
             rules: cached_rules(row)?,
         })
     })
@@ -391,7 +455,7 @@ pub struct RulesInForce<'a> {
 /// Marks the window as the (subject, metric)'s only fast-path window, with its effective
 /// allowance, the rate rules in force and what its alert rules watch; nothing when a newer
 /// window is marked. Runs under the subject's fast-path key (try_lock).
-pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce, alerts: &[AlertRule], ledger: LedgerMode) -> QResult<()> {
+pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: RulesInForce, alerts: &[AlertRule], ledger: LedgerMode, wallet: bool) -> QResult<()> {
     let rated = !rates.rules.is_empty();
     mark_rates(client, key, rates)?;
     let start = window_key(key.window.start)?;
@@ -408,6 +472,7 @@ pub fn mark(client: &SpiClient, key: CounterKey, allowance: Option<i64>, rates: 
         ("allowance", allowance.into()),
         ("rated", rated.into()),
         ("ledger_rows", (ledger == LedgerMode::Full).into()),
+        ("wallet", wallet.into()),
         ("watch_rules", watch_rules.into()),
         ("watch_at", watch_at.into()),
         ("subject", key.subject.into()),

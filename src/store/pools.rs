@@ -44,7 +44,7 @@ thread_local! {
              UPDATE quota.counters AS c SET used = c.used + $amount
                FROM seat
               WHERE c.subject = seat.pool AND c.metric = $metric AND c.window_start = seat.window_start
-                AND c.fast AND NOT c.rated AND c.held = 0
+                AND c.fast AND NOT c.rated AND NOT c.wallet AND c.held = 0
                 AND c.window_start <= $now AND (c.window_end IS NULL OR c.window_end > $now)
                 AND (c.allowance IS NULL OR c.used <= c.allowance - $amount)
                 AND (seat.cap IS NULL OR seat.drawn <= seat.cap - $amount)
@@ -75,7 +75,7 @@ thread_local! {
         "SELECT d.pool, c.window_start, c.window_end, c.used::int8 AS used, c.allowance, d.drawn::int8 AS drawn, d.cap
            FROM quota.pool_draws AS d
            JOIN quota.counters AS c ON c.subject = d.pool AND c.metric = d.metric AND c.window_start = d.window_start
-          WHERE d.member = $member AND d.metric = $metric AND d.fast AND c.fast AND NOT c.rated AND c.held = 0
+          WHERE d.member = $member AND d.metric = $metric AND d.fast AND c.fast AND NOT c.rated AND NOT c.wallet AND c.held = 0
             AND c.window_start <= $now AND (c.window_end IS NULL OR c.window_end > $now)",
     ) };
     // Whether the member's draws row of the window and the pool's counter are both marked
@@ -84,7 +84,7 @@ thread_local! {
         "SELECT EXISTS (SELECT FROM quota.pool_draws AS d
                           JOIN quota.counters AS c ON c.subject = d.pool AND c.metric = d.metric AND c.window_start = d.window_start
                          WHERE d.pool = $pool AND d.member = $member AND d.metric = $metric AND d.window_start = $window_start
-                           AND d.fast AND c.fast AND NOT c.rated) AS marked",
+                           AND d.fast AND c.fast AND NOT c.rated AND NOT c.wallet) AS marked",
     ) };
     // Unmarks the member's draws rows of the metric from older windows, but those another
     // transaction holds, and says whether no other row is marked now (pool_draws_fast allows

@@ -79,7 +79,21 @@ impl Governing {
     /// beside it, each in its state row, valid until `rates_until`.
     /// A soft limit is decided on the slow path, which splits what passes the allowance.
     pub fn fast_path_can_decide(&self) -> bool {
-        self.assigned && self.plan.is_some() && self.grants_left == 0 && !self.reset_since && self.overage == Overage::Hard
+        self.grants_left == 0 && self.fast_path_can_decide_with_grants()
+    }
+
+    /// Whether the fast path may decide on the window as a wallet's: as above but with usable
+    /// grants, which its wallet statement pays from once the allowance is spent, reading and
+    /// locking them as the slow path does (what the allowance pays, and any split, stay on
+    /// the slow path, whose decision reports the grants left). Not with rate rules, nor when
+    /// an alert rule watches the metric: how much a grant pays can cross one, which only the
+    /// slow path fires.
+    pub fn fast_path_can_decide_as_wallet(&self) -> bool {
+        self.grants_left > 0 && self.rates.is_empty() && self.alerts.is_empty() && self.fast_path_can_decide_with_grants()
+    }
+
+    fn fast_path_can_decide_with_grants(&self) -> bool {
+        self.assigned && self.plan.is_some() && !self.reset_since && self.overage == Overage::Hard
     }
 }
 
@@ -133,6 +147,10 @@ mod tests {
         assert_eq!(governing(None).allowance(), Some(0));
         assert!(g.fast_path_can_decide());
         assert!(!Governing { grants_left: 1, ..g.clone() }.fast_path_can_decide());
+        assert!(Governing { grants_left: 1, ..g.clone() }.fast_path_can_decide_as_wallet());
+        assert!(!g.fast_path_can_decide_as_wallet());
+        let alerting = Governing { grants_left: 1, alerts: crate::alert::parse_json(&serde_json::json!(["80%"])).expect("rule"), ..g.clone() };
+        assert!(!alerting.fast_path_can_decide_as_wallet());
         assert!(!Governing { reset_since: true, ..g.clone() }.fast_path_can_decide());
         assert!(!Governing { overage: Overage::AtMost(5), ..g.clone() }.fast_path_can_decide());
         let rule = crate::rate::RateRule::new(1, 1_000_000, 1).expect("valid");
