@@ -30,6 +30,9 @@ pub enum Outcome {
     /// No marked window, one with room after all (a concurrent give-back or reset), or one
     /// whose cached rate rules have expired.
     SlowPath,
+    /// A wallet's window whose allowance still pays: the slow path decides (its decision
+    /// reports the grants), and the window needs no marking again.
+    SlowPathMarked,
 }
 
 /// The fast statement alone: the consume paid from the marked window (or, on an unrated
@@ -58,7 +61,7 @@ pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, meta
     let kind = WindowKind { rated: !rules.is_empty(), ledger_rows: marked.ledger_rows, wallet: marked.wallet, allowance_spent };
     fast_path::remember_window(request.metric, kind);
     let Some(suited) = FastStatement::for_window(kind, key.is_some()) else {
-        return Ok(Outcome::SlowPath);
+        return Ok(Outcome::SlowPathMarked);
     };
     if !first.takes(suited) {
         // The statement that suits the window has not run yet (it is rated, keeps no row, or

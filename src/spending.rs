@@ -214,6 +214,7 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
         }
     }
     let fast_path = mode == Mode::Consume && schema::has(client, Part::LedgerModes)?;
+    let mut marked = false;
     // A pool's member is decided on its draws (src/pools/mod.rs), others on their window:
     // a member this backend knows goes to its draws at once (their denial too); after a miss
     // on the window, a metric some pool pays for tries the draws before the window's denial
@@ -240,11 +241,12 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
                 return write_event(client, Entry { key, metadata, ..Entry::new(request.subject, mode, window) }, decision);
             }
             fast_path::Outcome::SlowPath => {}
+            fast_path::Outcome::SlowPathMarked => marked = true,
         }
     }
     let mut governing = governing_with_assignment(client, request)?;
     let membership = pools::membership(client, request, true)?;
-    if fast_path {
+    if fast_path && !marked {
         governing = fast_path::mark_if_it_can_decide(client, request, governing, membership.is_member())?;
     }
     let pool = membership.call();

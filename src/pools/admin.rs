@@ -218,8 +218,7 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
         };
     };
     // The member's key and marks before the pool's counter: the grant's trigger would take
-    // them after it (a revoke takes them before it, and a consume locks the member's draws
-    // before it).
+    // them after it (a consume locks the member's draws before it).
     fast_path::forget_subject(client, member, request.metric)?;
     // The member's window too, which answering its depletion after the grant locks.
     alerts::lock_current_window(client, member, request.metric)?;

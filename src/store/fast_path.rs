@@ -79,7 +79,7 @@ thread_local! {
                     CASE WHEN $amount <= rule_burst
                          THEN pg_catalog.div($amount::numeric * rule_per_us + rule_limit - 1, rule_limit)::int8 END AS cost_us
                FROM rules),
-         taken AS (", take_from_marked_window!(), "
+         taken AS (", take_from_marked_window!(), " AND (rated OR ledger_rows OR $idempotency_key IS NOT NULL)
                 AND (SELECT COALESCE(pg_catalog.bool_and(admits), true) FROM priced)
              RETURNING window_start, window_end, used, allowance),
          paced AS (
@@ -128,11 +128,20 @@ thread_local! {
     // wallet, without rate rules): the amount from the first usable grant in spending order
     // when that grant covers it, with the ledger row and which grant paid, as the slow path
     // pays it. The counter is locked first, then every usable grant, the slow path's order;
-    // the grants' balances are read as locked (fresh, whoever committed meanwhile), so the
-    // `remaining` the row keeps is exact. A grant created meanwhile unmarked the window (the
-    // counter's lock waits for it, and the row is no longer marked). No row when the window
-    // is not such a window, or the first grant does not cover the amount (the slow path
-    // splits it over several grants, or denies).
+    // the grants' balances are read as locked, so the `remaining` the row keeps is exact. No
+    // row when the window is not such a window, or the first grant does not cover the
+    // amount (the slow path
+    // splits it over several grants, or denies). LOCK_WALLET takes the counter's lock first,
+    // in a statement of its own, as the slow path does: the grants are then read with a
+    // snapshot taken under that lock, which has every grant committed before it (in one
+    // statement, a grant committed while the lock was awaited, by a transaction that also
+    // marked the window again, would be invisible, and the wrong grant spent). A grant made
+    // later waits for the lock (its trigger unmarks the counter).
+    static LOCK_WALLET: Kept = const { Kept::new(
+        concat!("SELECT true AS locked FROM quota.counters
+                  WHERE ", marked_window_at_now!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
+                    FOR UPDATE"),
+    ) };
     static FAST_WALLET: Kept = const { Kept::new(
         concat!("WITH counter AS MATERIALIZED (
              SELECT window_start, window_end, used, allowance FROM quota.counters
@@ -284,11 +293,11 @@ impl FastStatement {
         }
     }
 
-    /// Whether this statement takes a window that `suited` suits: the rated statement takes
-    /// every marked window's allowance (and writes a row for each call), the others only
-    /// their own windows.
+    /// Whether this statement takes a window that `suited` suits: the rated statement also
+    /// takes an unrated window's allowance (with a row, as the unrated one writes), the
+    /// others only their own windows.
     pub fn takes(self, suited: FastStatement) -> bool {
-        self == suited || (self == FastStatement::Rated && suited != FastStatement::Wallet)
+        self == suited || (self == FastStatement::Rated && suited == FastStatement::Unrated)
     }
 }
 
@@ -358,7 +367,13 @@ pub fn consume(
                 Ok(Decision::new(key.metric, amount, Some(&Split::allowance_only(amount)), standing, column(row, "allowance")?, window))
             })?
         }
-        FastStatement::Wallet => query_row(client, &FAST_WALLET, args, decision_from_row)?,
+        FastStatement::Wallet => {
+            let window = [("subject", key.subject.into()), ("metric", key.metric.into()), ("now", timestamp(key.now)?.into())];
+            if query_row(client, &LOCK_WALLET, window, |_| Ok(()))?.is_none() {
+                return Ok(None);
+            }
+            query_row(client, &FAST_WALLET, args, decision_from_row)?
+        }
         FastStatement::Rated => {
             let [subject, metric, now, amount, idempotency_key, metadata] = args;
             let args = [subject, metric, now, ("instant_us", key.instant.into()), amount, idempotency_key, metadata];

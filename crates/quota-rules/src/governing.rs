@@ -88,8 +88,10 @@ impl Governing {
     /// the slow path, whose decision reports the grants left). Not with rate rules, nor when
     /// an alert rule watches the metric: how much a grant pays can cross one, which only the
     /// slow path fires.
+    /// An unlimited allowance never needs the grants: such a window stays unmarked.
     pub fn fast_path_can_decide_as_wallet(&self) -> bool {
-        self.grants_left > 0 && self.rates.is_empty() && self.alerts.is_empty() && self.fast_path_can_decide_with_grants()
+        self.grants_left > 0 && self.allowance().is_some() && self.rates.is_empty() && self.alerts.is_empty()
+            && self.fast_path_can_decide_with_grants()
     }
 
     fn fast_path_can_decide_with_grants(&self) -> bool {
@@ -149,6 +151,7 @@ mod tests {
         assert!(!Governing { grants_left: 1, ..g.clone() }.fast_path_can_decide());
         assert!(Governing { grants_left: 1, ..g.clone() }.fast_path_can_decide_as_wallet());
         assert!(!g.fast_path_can_decide_as_wallet());
+        assert!(!Governing { grants_left: 1, plan_limit: Limit::Unlimited, ..g.clone() }.fast_path_can_decide_as_wallet());
         let alerting = Governing { grants_left: 1, alerts: crate::alert::parse_json(&serde_json::json!(["80%"])).expect("rule"), ..g.clone() };
         assert!(!alerting.fast_path_can_decide_as_wallet());
         assert!(!Governing { reset_since: true, ..g.clone() }.fast_path_can_decide());

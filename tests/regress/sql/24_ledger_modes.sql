@@ -51,3 +51,16 @@ SELECT count(quota.consume(s(240003), 'api')) FROM generate_series(1, 2);
 SELECT count(*) AS rows_kept, (SELECT counted_without_ledger FROM quota.counters WHERE subject = s(240003) AND metric = 'api')
   FROM quota.events WHERE subject = s(240003) AND metric = 'api';
 SELECT count(*) AS disagreements FROM quota.audit() WHERE subject IN (SELECT s(n) FROM generate_series(240001, 240003) AS n);
+
+-- A backend that last saw the metric with rate rules (another plan's) tries the rated
+-- statement first: it does not take a window that keeps no row, which its own statement
+-- then takes without one.
+SELECT quota.create_plan('counted_rated', '{"api": {"limit": 5, "per": "day", "rate": [{"limit": 100, "per": "1 second"}]}}');
+SELECT quota.set_limits('counted', '{"api": {"limit": 5, "per": "day", "ledger": "counters"}}');
+SELECT quota.assign_plan(s(240004), 'counted_rated');
+SELECT quota.assign_plan(s(240005), 'counted');
+SELECT count(quota.consume(s(240004), 'api')) FROM generate_series(1, 2);
+SELECT allowed, event_id IS NOT NULL AS has_row FROM quota.consume(s(240005), 'api');
+SELECT count(quota.consume(s(240004), 'api'));
+SELECT allowed, event_id IS NOT NULL AS has_row FROM quota.consume(s(240005), 'api');
+SELECT count(*) AS rows_kept FROM quota.events WHERE subject = s(240005);

@@ -64,3 +64,9 @@ SELECT fast, wallet FROM quota.counters WHERE subject = s(250003) AND metric = '
 
 SELECT count(*) AS disagreements FROM quota.audit() WHERE subject IN (SELECT s(n) FROM generate_series(250001, 250003) AS n);
 DROP FUNCTION public.wallet_path(uuid, bigint);
+-- An unlimited allowance never needs its grants: the window is marked as any other.
+SELECT quota.create_plan('wallet25_open', '{"credits": {"limit": null}}');
+SELECT quota.assign_plan(s(250004), 'wallet25_open');
+SELECT quota.grant(s(250004), 'credits', 5) IS NOT NULL AS granted;
+SELECT count(quota.consume(s(250004), 'credits')) FROM generate_series(1, 2);
+SELECT fast, wallet, used FROM quota.counters WHERE subject = s(250004) AND metric = 'credits';
