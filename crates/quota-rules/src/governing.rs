@@ -79,7 +79,7 @@ impl Governing {
     /// beside it, each in its state row, valid until `rates_until`.
     /// A soft limit is decided on the slow path, which splits what passes the allowance.
     pub fn fast_path_can_decide(&self) -> bool {
-        self.grants_left == 0 && self.fast_path_can_decide_with_grants()
+        self.grants_left == 0 && self.fast_path_can_decide_but_for_grants()
     }
 
     /// Whether the fast path may decide on the window as a wallet's: as above but with usable
@@ -91,10 +91,12 @@ impl Governing {
     /// An unlimited allowance never needs the grants: such a window stays unmarked.
     pub fn fast_path_can_decide_as_wallet(&self) -> bool {
         self.grants_left > 0 && self.allowance().is_some() && self.rates.is_empty() && self.alerts.is_empty()
-            && self.fast_path_can_decide_with_grants()
+            && self.fast_path_can_decide_but_for_grants()
     }
 
-    fn fast_path_can_decide_with_grants(&self) -> bool {
+    /// What both kinds of marks need, whatever the grants: an assigned plan, no reset after
+    /// this instant, a hard limit.
+    fn fast_path_can_decide_but_for_grants(&self) -> bool {
         self.assigned && self.plan.is_some() && !self.reset_since && self.overage == Overage::Hard
     }
 }
