@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo demo-cluster-start test test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload bench-analytics reliability-long
+.PHONY: deps install demo demo-run demo-cluster-start package test test-package test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload bench-analytics reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -48,7 +48,10 @@ DEMO_USAGE  = SELECT (h.bucket_start AT TIME ZONE 'UTC')::date AS day, h.used, c
   FROM quota.usage_history($(DEMO_CAROL), 'tokens', 'day', now() - interval '29 days', now()) AS h, \
        quota.check($(DEMO_CAROL), 'tokens') AS c ORDER BY day
 
-demo: install demo-cluster-start
+demo: install demo-run
+
+# The demo on whatever pg_quota PostgreSQL 15 has (tests/package.sh runs it on the package).
+demo-run: demo-cluster-start
 	@$(PSQL) -d postgres -c 'CREATE DATABASE demo'
 	@mkdir -p $(DEMO_OUT)
 	@$(PSQL) -d demo -f examples/demo.sql && $(PSQL) -d demo --csv -c "$(DEMO_USAGE)" >$(DEMO_OUT)/usage.csv; \
@@ -57,7 +60,17 @@ demo: install demo-cluster-start
 	  --title "Carol's AI tokens per day against her team plan's limit" --ylabel tokens
 	@echo "demo: usage chart written to $(CURDIR)/$(DEMO_OUT)/usage.svg"
 
-test: deps test-rust install test-sql test-pg18
+test: deps test-rust install test-sql test-package test-pg18
+
+# Debian packages of pg_quota for PostgreSQL 15 and 18 (docs/install.md), in target/package.
+PACKAGE_DIR = target/package
+package: deps
+	@bash scripts/package.sh $(PG_CONFIG) $(PACKAGE_DIR)
+	@bash scripts/package.sh "$$(bash scripts/pg18-config.sh)" $(PACKAGE_DIR)
+
+# Both packages checked, and PostgreSQL 15's installed with dpkg and the demo run on it.
+test-package: package
+	@bash tests/package.sh $(PACKAGE_DIR)
 
 # The rules' unit and property tests (no PostgreSQL needed: `make test-rules`), then the
 # #[pg_test]s inside PostgreSQL 15.
