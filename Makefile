@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo demo-run demo-cluster-start package test test-package test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload bench-analytics reliability-long
+.PHONY: deps install demo demo-run demo-cluster-start package test test-package test-sharding test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload bench-analytics bench-sharding reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -60,7 +60,16 @@ demo-run: demo-cluster-start
 	  --title "Carol's AI tokens per day against her team plan's limit" --ylabel tokens
 	@echo "demo: usage chart written to $(CURDIR)/$(DEMO_OUT)/usage.svg"
 
-test: deps test-rust install test-sql test-package test-pg18
+test: deps test-rust install test-sql test-sharding test-package test-pg18
+
+# pg_quota sharded by subject with PL/Proxy (docs/scale.md): three shard servers and a router
+# on this machine, started and stopped by the test (PostgreSQL 15: Debian's PL/Proxy).
+SHARDING_PORT ?= 54331
+BENCH_SHARDING_PORT ?= 54341
+test-sharding:
+	@bash tests/sharding/run.sh $(SHARDING_PORT)
+	@BENCH_RUNS=1 BENCH_SECONDS=1 bash bench/sharding.sh $(BENCH_SHARDING_PORT) >/dev/null
+	@echo "test-sharding: bench/sharding.sh smoke run passed"
 
 # Debian packages of pg_quota for PostgreSQL 15 and 18 (docs/install.md), in target/package.
 PACKAGE_DIR = target/package
@@ -95,6 +104,12 @@ bench: install
 	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
 	@BENCH=1 bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
 	@bash bench/run.sh $(BENCH_CLUSTER) $(PORT) full; status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
+	@bash bench/sharding.sh $(BENCH_SHARDING_PORT)
+
+# Consume through the PL/Proxy router with 1 and 3 shards against one server (also the end
+# of make bench). About 3 minutes.
+bench-sharding: install
+	@bash bench/sharding.sh $(BENCH_SHARDING_PORT)
 
 # The current library on the previous release's schema against the current schema.
 bench-previous: install

