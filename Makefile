@@ -16,7 +16,7 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,--sudo)
 WITH_PG18  = PATH="$$(dirname "$$(bash scripts/pg18-config.sh)"):$$PATH"
 PSQL       = psql -X -q -v ON_ERROR_STOP=1 -h $(CLUSTER) -p $(PORT) -U postgres
 
-.PHONY: deps install demo demo-run demo-cluster-start package test test-package test-sharding test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload bench-analytics bench-sharding reliability-long
+.PHONY: deps install demo demo-run demo-cluster-start package test test-package test-sharding test-rules test-rust test-sql test-pg18 cluster-start cluster-stop bench bench-previous bench-breakdown bench-signup bench-batch bench-preload bench-analytics bench-sharding bench-compaction bench-compaction-run reliability-long
 
 deps:
 	@bash scripts/deps.sh
@@ -105,6 +105,15 @@ bench: install
 	@BENCH=1 bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
 	@bash bench/run.sh $(BENCH_CLUSTER) $(PORT) full; status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
 	@bash bench/sharding.sh $(BENCH_SHARDING_PORT)
+	@$(MAKE) --no-print-directory bench-compaction-run
+
+# A simulated year of ledger compacted (sizes before and after), and consume while
+# quota.compact() runs beside it against consume alone (also the end of make bench).
+bench-compaction: install bench-compaction-run
+bench-compaction-run:
+	@bash scripts/cluster.sh stop $(BENCH_CLUSTER); rm -rf $(BENCH_CLUSTER)
+	@BENCH=1 bash scripts/cluster.sh start $(BENCH_CLUSTER) $(PORT)
+	@bash bench/compaction.sh $(BENCH_CLUSTER) $(PORT); status=$$?; bash scripts/cluster.sh stop $(BENCH_CLUSTER); exit $$status
 
 # Consume through the PL/Proxy router with 1 and 3 shards against one server (also the end
 # of make bench). About 3 minutes.

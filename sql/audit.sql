@@ -1,4 +1,5 @@
--- Recomputes every counter and every grant balance from the ledger and returns what
+-- Recomputes every counter and every grant balance from the ledger (with what compaction
+-- folded into quota.ledger_rollups and quota.grant_rollups, sql/compaction.sql) and returns what
 -- disagrees: a window whose counter is not the sum of its consume/record/settle/allocate
 -- events (from_allowance + overage; a pooled member's count in its pool's window) less its
 -- give_back events, plus what the window counted without ledger rows (a limit's "ledger":
@@ -16,21 +17,29 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT subject, metric, 'window ' || window_start, c.used, coalesce(e.used, 0) + coalesce(c.counted_without_ledger, 0)
     FROM quota.counters AS c
-    FULL JOIN (SELECT coalesce(pool, subject) AS subject, metric, window_start,
-                      sum(CASE kind WHEN 'give_back' THEN -from_allowance ELSE from_allowance + overage END) AS used
-               FROM quota.events
-               WHERE kind IN ('consume', 'record', 'settle', 'give_back', 'allocate')
-               GROUP BY 1, metric, window_start) AS e
+    FULL JOIN (SELECT subject, metric, window_start, sum(used) AS used
+               FROM (SELECT coalesce(pool, subject) AS subject, metric, window_start,
+                            CASE kind WHEN 'give_back' THEN -from_allowance ELSE from_allowance + overage END AS used
+                       FROM quota.events
+                      WHERE kind IN ('consume', 'record', 'settle', 'give_back', 'allocate')
+                     UNION ALL
+                     SELECT counted_in, metric, window_start, counted
+                       FROM quota.ledger_rollups WHERE NOT window_closed) AS counted
+               GROUP BY subject, metric, window_start) AS e
          USING (subject, metric, window_start)
     WHERE coalesce(c.used, 0) <> coalesce(e.used, 0) + coalesce(c.counted_without_ledger, 0)
     UNION ALL
     SELECT member, metric, 'drawn from ' || pool || ' ' || window_start, d.drawn, e.drawn
     FROM quota.pool_draws AS d
-    FULL JOIN (SELECT pool, subject AS member, metric, window_start,
-                      sum(CASE kind WHEN 'give_back' THEN -from_allowance ELSE from_allowance + from_grants + overage END) AS drawn
-               FROM quota.events
-               WHERE pool IS NOT NULL AND kind IN ('consume', 'record', 'settle', 'give_back')
-               GROUP BY pool, subject, metric, window_start) AS e
+    FULL JOIN (SELECT pool, member, metric, window_start, sum(drawn) AS drawn
+               FROM (SELECT pool, subject AS member, metric, window_start,
+                            CASE kind WHEN 'give_back' THEN -from_allowance ELSE from_allowance + from_grants + overage END AS drawn
+                       FROM quota.events
+                      WHERE pool IS NOT NULL AND kind IN ('consume', 'record', 'settle', 'give_back')
+                     UNION ALL
+                     SELECT counted_in, subject, metric, window_start, drawn
+                       FROM quota.ledger_rollups WHERE counted_in <> subject AND NOT window_closed) AS drawn
+               GROUP BY pool, member, metric, window_start) AS e
          USING (pool, member, metric, window_start)
     WHERE coalesce(d.drawn, 0) <> coalesce(e.drawn, 0)
     UNION ALL
@@ -44,7 +53,11 @@ AS $$
     UNION ALL
     SELECT g.subject, g.metric, 'grant ' || g.grant_id, g.remaining, g.amount - coalesce(p.paid, 0)
     FROM quota.grants AS g
-    LEFT JOIN (SELECT grant_id, sum(amount) AS paid FROM quota.event_grants GROUP BY grant_id) AS p
+    LEFT JOIN (SELECT grant_id, sum(paid) AS paid
+                 FROM (SELECT grant_id, amount AS paid FROM quota.event_grants
+                       UNION ALL
+                       SELECT grant_id, paid FROM quota.grant_rollups) AS all_paid
+                GROUP BY grant_id) AS p
            USING (grant_id)
     WHERE g.remaining <> g.amount - coalesce(p.paid, 0)
     UNION ALL

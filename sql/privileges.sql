@@ -48,6 +48,10 @@ CREATE POLICY own_rows ON quota.alert_overrides FOR SELECT USING (subject = (SEL
 -- A user's alerts, for an in-app notification list: its own, its pool's admins', support's.
 CREATE POLICY own_rows ON quota.alerts       FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = ANY ((SELECT quota.administered_subjects())::uuid[])
                                                    OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.ledger_rollups FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = ANY ((SELECT quota.administered_subjects())::uuid[])
+                                                   OR (SELECT quota.current_quota_role()) IS NOT NULL);
+CREATE POLICY own_rows ON quota.grant_rollups FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY admins ON quota.admin_changes  FOR SELECT USING ((SELECT quota.current_quota_role()) = 'admin');
 -- A user sees the plan they are on (assignments shows them only their own) and the default
 -- plan they would get, and those plans' limits: enough for my_usage() and my_check().

@@ -53,7 +53,8 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
 extension_sql_file!("../sql/pools.sql", name = "pools", requires = ["fast_path", usage::current_subject]);
 extension_sql_file!("../sql/alerts.sql", name = "alerts", requires = ["pools"]);
-extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["alerts"]);
+extension_sql_file!("../sql/compaction.sql", name = "compaction", requires = ["alerts"]);
+extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["compaction"]);
 extension_sql_file!("../sql/reservations.sql", name = "reservations", requires = ["audit"]);
 extension_sql_file!("../sql/journal.sql", name = "journal", requires = ["reservations"]);
 extension_sql_file!(

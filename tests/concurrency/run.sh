@@ -21,5 +21,8 @@ for workload in *.pgbench; do
   psql -d "$db" -c "SET pgq.calls = $((CLIENTS * CALLS))" -f "check_$name.sql"
 done
 
+echo "compaction: quota.compact() from 2 sessions beside $CLIENTS sessions x $CALLS calls"
+bash compaction.sh "$CLIENTS" "$CALLS"
+
 echo "batch: 10,000 recorded events, replayed in another order"
 bash batch_replay.sh "$db"

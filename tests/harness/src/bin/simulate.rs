@@ -507,7 +507,8 @@ impl Worker {
             81..=85 => self.set_override(s, metric),
             86..=91 => self.rolled_back(s, metric),
             92..=95 => self.savepoint(s, metric),
-            96..=97 => self.memory(s, metric),
+            96 => self.memory(s, metric),
+            97 => self.compact(),
             _ => self.bad_input(s),
         }
     }
@@ -908,6 +909,22 @@ impl Worker {
         } else {
             fail(format!("limit_in_memory {amount} {}: model expected {expected:?}, pg_quota returned {got:?}", METRICS[metric]))
         }
+    }
+
+    /// Compaction within its retention: everything the simulation wrote is younger than an
+    /// hour, so quota.compact folds no row and closes no window; the model is unchanged, and
+    /// every later decision (keyed replays included) must still match it.
+    fn compact(&mut self) -> Result<(), Fail> {
+        self.count("compact");
+        let row = self
+            .client
+            .query_one("SELECT events_folded, windows_closed FROM quota.compact('1 hour', 100)", &[])
+            .map_err(db)?;
+        let (folded, closed): (i64, i64) = (row.get(0), row.get(1));
+        if folded != 0 || closed != 0 {
+            return fail(format!("compact within the retention folded {folded} rows and closed {closed} windows"));
+        }
+        Ok(())
     }
 
     fn bad_input(&mut self, s: usize) -> Result<(), Fail> {

@@ -1,0 +1,157 @@
+-- Retention (0.13.0): quota.compact() folds ledger rows of windows closed longer ago than
+-- the retention into per-day rollups and deletes them, then the windows' counters; audit()
+-- stays clean; keyed calls replay until their rows are folded; a window whose counter
+-- disagrees with its ledger, a rollover limit's windows, a depletion awaiting its recovery
+-- alert and held reservations are kept. Subjects 260001...
+SELECT quota.create_plan('compact26', '{"calls": {"limit": 10, "per": "day"},
+                                        "pings": {"limit": 100, "per": "day", "ledger": "counters"},
+                                        "carried": {"limit": 10, "per": "day", "rollover": {"max": 5}},
+                                        "watched": {"limit": 2, "per": "day", "alerts": ["depleted"]},
+                                        "shared": {"limit": 0, "per": "day"}}');
+SELECT quota.create_plan('pool26', '{"shared": {"limit": 20, "per": "day"}}');
+SELECT quota.assign_plan(s(n), 'compact26') FROM generate_series(260001, 260009) AS n;
+SELECT quota.assign_plan(s(260010), 'pool26');
+SELECT quota.join_pool(s(260010), s(260011));
+SELECT quota.assign_plan(s(260011), 'compact26');
+
+-- Moves a subject's activity back by whole days, as if it had happened then: its windows,
+-- ledger, holds and draws (daily windows in UTC stay windows).
+CREATE FUNCTION public.age26(subject uuid, days integer) RETURNS void LANGUAGE sql AS $$
+    UPDATE quota.counters SET window_start = window_start - days * interval '1 day',
+                              window_end = window_end - days * interval '1 day', fast = false
+     WHERE counters.subject = age26.subject;
+    UPDATE quota.events SET created_at = created_at - days * interval '1 day',
+                            window_start = window_start - days * interval '1 day',
+                            window_end = window_end - days * interval '1 day'
+     WHERE events.subject = age26.subject;
+    UPDATE quota.reservations SET created_at = created_at - days * interval '1 day',
+                                  expires_at = expires_at - days * interval '1 day',
+                                  window_start = window_start - days * interval '1 day',
+                                  window_end = window_end - days * interval '1 day'
+     WHERE reservations.subject = age26.subject;
+    UPDATE quota.pool_draws SET window_start = window_start - days * interval '1 day',
+                                window_end = window_end - days * interval '1 day'
+     WHERE pool_draws.pool = age26.subject;
+$$;
+-- quota.compact() until it has nothing left to do (a cron job would call it again and again).
+CREATE FUNCTION public.compact26(older_than interval, max_rows integer DEFAULT 10000) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    done record;
+BEGIN
+    LOOP
+        SELECT * INTO done FROM quota.compact(older_than, max_rows);
+        EXIT WHEN done.events_folded = 0 AND done.windows_closed = 0;
+    END LOOP;
+END $$;
+-- What is left of subjects first..last: ledger rows, counters, rollups (open/closed), and
+-- what the audit says about them.
+CREATE FUNCTION public.left26(first integer, last integer)
+RETURNS TABLE (events bigint, counters bigint, open_rollups bigint, closed_rollups bigint, audit_rows bigint)
+LANGUAGE sql AS $$
+    SELECT (SELECT count(*) FROM quota.events WHERE subject BETWEEN s(first) AND s(last)),
+           (SELECT count(*) FROM quota.counters WHERE subject BETWEEN s(first) AND s(last)),
+           (SELECT count(*) FROM quota.ledger_rollups WHERE subject BETWEEN s(first) AND s(last) AND NOT window_closed),
+           (SELECT count(*) FROM quota.ledger_rollups WHERE subject BETWEEN s(first) AND s(last) AND window_closed),
+           (SELECT count(*) FROM quota.audit() AS a WHERE a.subject BETWEEN s(first) AND s(last))
+$$;
+
+-- Subject 260001: keyed calls, a grant-paid call, a denial, a reservation settled and one
+-- released, a give-back; then all of it three days old.
+SELECT quota.grant(s(260001), 'calls', 8) IS NOT NULL AS granted;
+SELECT allowed, from_allowance, from_grants FROM quota.consume(s(260001), 'calls', 4, 'order-1');
+SELECT allowed, from_allowance, from_grants FROM quota.consume(s(260001), 'calls', 9, 'order-2');
+SELECT allowed, reason FROM quota.consume(s(260001), 'calls', 50);
+SELECT allowed FROM quota.settle((quota.reserve(s(260001), 'calls', 2)).reservation_id, 1);
+SELECT quota.release((quota.reserve(s(260001), 'calls', 1)).reservation_id);
+SELECT used FROM quota.give_back(s(260001), 'calls', 1);
+SELECT age26(s(260001), 3);
+SELECT * FROM left26(260001, 260001);
+
+-- Within the retention nothing is folded, and a keyed retry still replays.
+SELECT compact26('4 days');
+SELECT * FROM left26(260001, 260001);
+SELECT allowed, replayed, from_grants FROM quota.consume(s(260001), 'calls', 9, 'order-2');
+
+-- Past it: the rows are folded into one rollup per day, the window's counter, reservations
+-- and ledger rows are gone, the audit (which counts rollups) is clean, and the grant's
+-- audit holds with what the folded rows paid from it.
+-- (in batches of 3 rows)
+SELECT compact26('2 days', 3);
+SELECT * FROM left26(260001, 260001);
+SELECT events, calls, denials, units, from_grants, counted FROM quota.ledger_rollups WHERE subject = s(260001);
+SELECT paid FROM quota.grant_rollups WHERE subject = s(260001);
+SELECT remaining FROM quota.grants WHERE subject = s(260001);
+SELECT count(*) AS reservations_left FROM quota.reservations WHERE subject = s(260001);
+-- After the retention a retry is a new call, counted in today's window.
+SELECT allowed, replayed, used FROM quota.consume(s(260001), 'calls', 4, 'order-1');
+
+-- A window whose counter disagrees with its ledger: its rows are folded, the counter is
+-- kept, and the audit still shows the difference.
+SELECT allowed FROM quota.consume(s(260002), 'calls', 3);
+SELECT age26(s(260002), 3);
+UPDATE quota.counters SET used = used + 1 WHERE subject = s(260002);
+SELECT compact26('2 days');
+SELECT * FROM left26(260002, 260002);
+SELECT item LIKE 'window %' AS window_item, stored, from_ledger FROM quota.audit() WHERE subject = s(260002);
+UPDATE quota.counters SET used = used - 1 WHERE subject = s(260002);
+SELECT compact26('2 days');
+SELECT * FROM left26(260002, 260002);
+
+-- A rollover limit's windows are kept (carries are computed from past counters); a window
+-- that ended depleted keeps its counter until its recovery alert is out.
+SELECT allowed FROM quota.consume(s(260003), 'carried', 3);
+SELECT allowed FROM quota.consume(s(260004), 'watched', 2);
+SELECT 'depleted' = ANY (alerted) AS depleted FROM quota.counters WHERE subject = s(260004) AND metric = 'watched';
+SELECT age26(s(n), 3) FROM generate_series(260003, 260004) AS n;
+SELECT compact26('2 days');
+SELECT * FROM left26(260003, 260004);
+SELECT quota.emit_due_recoveries() >= 1 AS recovered;
+SELECT compact26('2 days');
+SELECT * FROM left26(260004, 260004);
+
+-- A limit that keeps no ledger row for fast allowed calls: what the window counted without
+-- rows goes into its closed rollup.
+SELECT allowed FROM quota.consume(s(260005), 'pings', 2);
+SELECT allowed, event_id IS NULL AS without_row FROM quota.consume(s(260005), 'pings', 2);
+SELECT allowed, event_id IS NULL AS without_row FROM quota.consume(s(260005), 'pings', 2);
+SELECT counted_without_ledger > 0 AS counted_without_rows FROM quota.counters WHERE subject = s(260005);
+SELECT age26(s(260005), 3);
+SELECT compact26('2 days');
+SELECT * FROM left26(260005, 260005);
+SELECT sum(counted) + sum(counted_without_ledger) AS total FROM quota.ledger_rollups WHERE subject = s(260005);
+
+-- A pool's member: its rows count in the pool's window and its draws; both close together.
+SELECT allowed, pool IS NOT NULL AS pooled FROM quota.consume(s(260011), 'shared', 6) AS d, LATERAL (SELECT s(260010) AS pool) AS p;
+SELECT age26(s(n), 3) FROM generate_series(260010, 260011) AS n;
+SELECT compact26('2 days');
+SELECT * FROM left26(260010, 260011);
+SELECT count(*) AS draws_left FROM quota.pool_draws WHERE pool = s(260010);
+SELECT subject = s(260011) AS member, counted_in = s(260010) AS in_pool, counted, drawn FROM quota.ledger_rollups WHERE counted_in = s(260010);
+
+-- A late record into a closed window starts it again; the next compaction closes it again
+-- into the same rollup.
+SELECT allowed, used FROM quota.record(s(260001), 'calls', 2, occurred_at => now() - interval '3 days');
+SELECT * FROM left26(260001, 260001);
+UPDATE quota.events SET created_at = created_at - interval '3 days' WHERE subject = s(260001) AND window_start < now() - interval '2 days';
+SELECT compact26('2 days');
+SELECT * FROM left26(260001, 260001);
+SELECT sum(events) AS events, sum(units) AS units FROM quota.ledger_rollups WHERE subject = s(260001) AND window_closed;
+
+-- One call is one batch: at most max_rows rows folded, then the windows whose rows are all
+-- folded closed (everything older was compacted above, so these are subject 260006's).
+SELECT allowed FROM quota.consume(s(260006), 'calls', 1);
+SELECT allowed FROM quota.consume(s(260006), 'calls', 1);
+SELECT allowed FROM quota.consume(s(260006), 'calls', 1);
+SELECT age26(s(260006), 3);
+SELECT * FROM quota.compact('2 days', 2);
+SELECT * FROM quota.compact('2 days', 2);
+SELECT * FROM quota.compact('2 days', 2);
+SELECT * FROM left26(260006, 260006);
+
+-- Bad arguments, and who may compact.
+SELECT try($$SELECT quota.compact(NULL)$$);
+SELECT try($$SELECT quota.compact('10 minutes')$$);
+SELECT try($$SELECT quota.compact('1 day', 0)$$);
+SELECT try($$SELECT quota.compact('1 day', NULL)$$);
+SELECT has_function_privilege('public', 'quota.compact(interval, integer)', 'EXECUTE') AS public_may_compact;
+SELECT relname, relrowsecurity FROM pg_class WHERE oid IN ('quota.ledger_rollups'::regclass, 'quota.grant_rollups'::regclass) ORDER BY 1;
