@@ -11,7 +11,7 @@ base_port=$1
 clients=${BENCH_CLIENTS:-8} threads=2 seconds=${BENCH_SECONDS:-5} runs=${BENCH_RUNS:-5}
 out=target/bench-sharding dir=/tmp/pgq-bench-sharded
 . bench/lib.sh
-export PGOPTIONS='-c client_min_messages=warning'
+export PGOPTIONS='-c client_min_messages=warning' PGUSER=postgres
 rm -rf "$out" && mkdir -p "$out"
 
 stop_all() { bash scripts/sharded-cluster.sh stop "$dir/one"; bash scripts/sharded-cluster.sh stop "$dir/three"; }
@@ -19,7 +19,7 @@ stop_all
 trap stop_all EXIT
 router_one=$(BENCH=1 bash scripts/sharded-cluster.sh start "$dir/one" "$base_port" 1)
 router_three=$(BENCH=1 bash scripts/sharded-cluster.sh start "$dir/three" $((base_port + 2)) 3)
-direct="host=$dir/one/shard0 port=$base_port user=postgres dbname=pgq_shard"
+direct="host=$dir/one/shard0 port=$base_port dbname=pgq_shard"
 
 cat >"$out/consume.pgbench" <<'PGBENCH'
 \set n random(1, 10000)

@@ -10,27 +10,49 @@ SET check_function_bodies = false;
 -- Where a subject lives when that is not the shard its own id hashes to: a pool's member
 -- lives on its pool's shard, from when it joins, for good (leaving the pool does not move
 -- its rows back). Everyone else is routed by their own id and has no row here.
-CREATE TABLE quota_router.homes (
+-- The one table of the router: a redeploy (sharding/deploy.sh) keeps it.
+CREATE TABLE IF NOT EXISTS quota_router.homes (
     subject     uuid PRIMARY KEY,
     routing_key uuid NOT NULL,
     since       timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 ALTER TABLE quota_router.homes ENABLE ROW LEVEL SECURITY;
 
--- The hash PL/Proxy maps to a shard (modular_mapping: abs(hash % shards)). A NULL subject
--- goes to the first shard, whose pg_quota rejects it with its own error (22004).
-CREATE FUNCTION quota_router.shard_of(subject uuid) RETURNS integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- What quota.routing_key(subject) is on one server for a subject that never left its pool:
+-- the subject's home, the pool of a member (a member that left stays on its pool's shard).
+CREATE FUNCTION quota.routing_key(subject uuid) RETURNS uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(pg_catalog.hashtext(quota.routing_key(shard_of.subject)::text), 0)
+BEGIN
+    IF subject IS NULL THEN
+        RAISE EXCEPTION 'subject must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN coalesce((SELECT h.routing_key FROM quota_router.homes AS h WHERE h.subject = routing_key.subject),
+                    routing_key.subject);
+END
 $$;
 
--- What quota.routing_key(subject) is on one server: the pool of a member, else the subject.
-CREATE FUNCTION quota.routing_key(subject uuid) RETURNS uuid
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- The hash PL/Proxy maps to a shard (modular_mapping: abs(hash % shards)). A NULL subject
+-- goes to the first shard, whose pg_quota rejects it with its own error (22004). A call waits
+-- for a join of its subject in progress (quota.join_pool), so that no call is routed by the
+-- home the subject is leaving.
+CREATE FUNCTION quota_router.shard_of(subject uuid) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce((SELECT h.routing_key FROM quota_router.homes AS h WHERE h.subject = routing_key.subject),
-                    routing_key.subject)
+BEGIN
+    IF subject IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared(quota_router.home_lock(subject));
+    RETURN pg_catalog.hashtext(quota.routing_key(subject)::text);
+END
+$$;
+
+-- The advisory lock key of a subject's home: joins take it exclusively, calls shared.
+CREATE FUNCTION quota_router.home_lock(subject uuid) RETURNS bigint
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.hashtextextended('pg_quota router home ' || subject::text, 0)
 $$;
 
 -- Which shard (0-based, in the cluster's order) a subject's rows live on.
@@ -64,6 +86,20 @@ LANGUAGE plproxy AS $proxy$
     CLUSTER 'pg_quota';
     RUN ON ALL;
     TARGET quota_shard.revoke_grant;
+$proxy$;
+
+CREATE FUNCTION quota_router.revoke_allocation_everywhere(allocation_id uuid) RETURNS SETOF bigint
+LANGUAGE plproxy AS $proxy$
+    CLUSTER 'pg_quota';
+    RUN ON ALL;
+    TARGET quota_shard.revoke_allocation;
+$proxy$;
+
+CREATE FUNCTION quota_router.pool_of(pool uuid, member uuid) RETURNS uuid
+LANGUAGE plproxy AS $proxy$
+    CLUSTER 'pg_quota';
+    RUN ON quota_router.shard_of(pool);
+    SELECT quota_shard.pool_of(member);
 $proxy$;
 
 CREATE FUNCTION quota_router.has_rows(subject uuid) RETURNS boolean
@@ -123,26 +159,55 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION quota.revoke_allocation(allocation_id uuid) RETURNS bigint
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    returned bigint;
+BEGIN
+    IF allocation_id IS NULL THEN
+        RAISE EXCEPTION 'allocation_id must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT r INTO returned FROM quota_router.revoke_allocation_everywhere(revoke_allocation.allocation_id) AS r;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown allocation %', allocation_id USING ERRCODE = '42704';
+    END IF;
+    RETURN returned;
+END
+$$;
+
 -- A member joins on its pool's shard, and lives there from then on. A subject that already
 -- has rows on another shard cannot join: they would be left behind (moving them is not done).
 CREATE FUNCTION quota.join_pool(pool uuid, member uuid) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    home uuid;
 BEGIN
     IF pool IS NULL OR member IS NULL THEN
         RAISE EXCEPTION 'pool and member must not be NULL' USING ERRCODE = '22004';
     END IF;
-    -- Serializes joins of one member (the row lock, or the insert's unique key).
-    SELECT h.routing_key INTO home FROM quota_router.homes AS h WHERE h.subject = member FOR UPDATE;
+    -- Joins of one member, and calls routed by it, wait for each other (shard_of).
+    PERFORM pg_catalog.pg_advisory_xact_lock(quota_router.home_lock(member));
     IF quota_router.shard_number(member) <> quota_router.shard_number(pool)
        AND quota_router.has_rows(member) THEN
         RAISE EXCEPTION 'subject % has rows on another shard than pool %', member, pool
             USING ERRCODE = '55000',
                   HINT = 'Through the router, a subject joins a pool before its first call, or joins a pool on its own shard (quota_router.shard_number).';
     END IF;
+    -- As the caller, so that the shard's pg_quota decides whether the caller may.
     PERFORM quota_router.join_pool_on_shard(pool, member);
+    PERFORM quota_router.move_home(pool, member);
+END
+$$;
+
+-- Records that a member lives on its pool's shard, once that shard says it joined: the one
+-- write to quota_router.homes, which callers cannot write themselves.
+CREATE FUNCTION quota_router.move_home(pool uuid, member uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF quota_router.pool_of(pool, member) IS DISTINCT FROM pool THEN
+        RAISE EXCEPTION 'subject % is not a member of pool % on its shard', member, pool USING ERRCODE = '55000';
+    END IF;
     INSERT INTO quota_router.homes AS h (subject, routing_key) VALUES (member, quota.routing_key(pool))
         ON CONFLICT (subject) DO UPDATE SET routing_key = excluded.routing_key, since = pg_catalog.now();
 END

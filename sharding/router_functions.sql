@@ -1,12 +1,12 @@
--- Run on a shard (psql -At -v print=types, then print=proxies): prints the router's copies of pg_quota's composite types and its
--- PL/Proxy functions, with the signatures (argument names, types, defaults, results) read
--- from that shard's catalog, so that the router always matches the installed pg_quota.
--- sharding/deploy.sh pipes the output into the router database.
+-- Run on a shard (psql -At -v print=types, then -v print=proxies): prints the router's copies
+-- of pg_quota's composite types and its PL/Proxy functions, with the signatures (argument
+-- names, types, defaults, results) read from that shard's catalog, so that the router always
+-- matches the installed pg_quota. sharding/deploy.sh applies the output to the router.
 --
 -- How each function is routed: by its subject's shard, by its pool's (a pool's rows and its
 -- members' live on one shard), or on every shard (the configuration, and the reads that
 -- span subjects, which the router's own functions in sharding/router.sql merge).
-WITH routed (remote, local_name, run_on) AS (VALUES
+CREATE TEMP TABLE routed (remote, local_name, run_on) AS VALUES
     ('consume',             'quota.consume',             'quota_router.shard_of(subject)'),
     ('check',               'quota.check',               'quota_router.shard_of(subject)'),
     ('require',             'quota.require',             'quota_router.shard_of(subject)'),
@@ -39,8 +39,20 @@ WITH routed (remote, local_name, run_on) AS (VALUES
     ('set_limits',          'quota_router.set_limits_everywhere',  'ALL'),
     ('audit',               'quota.audit',               'ALL'),
     ('top_consumers',       'quota_router.top_consumers_everywhere', 'ALL'),
-    ('active_subjects',     'quota_router.active_subjects_everywhere', 'ALL')
-), composite_types AS (
+    ('active_subjects',     'quota_router.active_subjects_everywhere', 'ALL');
+-- A routed function this pg_quota lacks is an error, not a router without it.
+DO $$
+DECLARE
+    missing text := (SELECT string_agg(r.remote, ', ') FROM routed AS r
+                      WHERE NOT EXISTS (SELECT FROM pg_proc AS p
+                                         WHERE p.proname = r.remote AND p.pronamespace = 'quota'::regnamespace));
+BEGIN
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'pg_quota on this shard has no %', missing;
+    END IF;
+END
+$$;
+WITH composite_types AS (
     SELECT 1 AS part, t.typname::text AS name,
            format('CREATE TYPE quota.%I AS (%s);', t.typname,
                   string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)) AS ddl

@@ -42,6 +42,26 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION quota_shard.revoke_allocation(allocation_id uuid)
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM quota.allocations AS a WHERE a.allocation_id = revoke_allocation.allocation_id) THEN
+        RETURN NEXT quota.revoke_allocation(revoke_allocation.allocation_id);
+    END IF;
+END
+$$;
+
+-- The pool a subject is a member of on this shard (NULL: none): the router records a
+-- member's new home only once its pool's shard says it joined.
+CREATE OR REPLACE FUNCTION quota_shard.pool_of(member uuid)
+RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.pool FROM quota.pool_members AS m WHERE m.member = pool_of.member
+$$;
+
 -- Whether a subject has any row on this shard: before a subject joins a pool on another
 -- shard, the router checks that nothing of it would be left behind.
 CREATE OR REPLACE FUNCTION quota_shard.has_rows(subject uuid)
@@ -70,14 +90,15 @@ AS $$
                || '|' || coalesce((SELECT string_agg(l::text, ',' ORDER BY l.plan, l.metric) FROM quota.limits AS l), ''))
 $$;
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA quota_shard FROM PUBLIC;
 
 -- A metric's total over a period as quota.top_consumers counts it (its share's denominator):
--- the router adds the shards' totals up.
+-- the router adds the shards' totals up. As the caller, so that top_consumers' own checks
+-- of who may read analytics apply.
 CREATE OR REPLACE FUNCTION quota_shard.metric_total(metric text, since timestamptz, until timestamptz)
 RETURNS numeric
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(sum(t.used), 0) FROM quota.top_consumers(metric, since, until, 2147483647) AS t
 $$;
-REVOKE ALL ON FUNCTION quota_shard.metric_total(text, timestamptz, timestamptz) FROM PUBLIC;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA quota_shard FROM PUBLIC;

@@ -28,6 +28,8 @@ CREATE TABLE quota.ledger_rollups (
     counted_without_ledger bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (counted_in, metric, window_start, subject, day, window_closed)
 );
+-- The rollups of windows not closed yet: where compaction looks for windows to close.
+CREATE INDEX ledger_rollups_open ON quota.ledger_rollups (counted_in, metric, window_start) WHERE NOT window_closed;
 ALTER TABLE quota.ledger_rollups ENABLE ROW LEVEL SECURITY;
 COMMENT ON TABLE quota.ledger_rollups IS 'pg_quota: compacted ledger rows, per subject, metric, UTC day and window (quota.compact)';
 
@@ -51,7 +53,7 @@ COMMENT ON TABLE quota.grant_rollups IS 'pg_quota: what compacted ledger rows pa
 -- is closed (its counter, its pool draws and its reservations deleted) when it
 -- ended before now() - older_than, holds nothing, its rollups and what it counted without
 -- ledger rows add up to its counter and draws exactly (any unfolded row that counts keeps
--- it), and nothing still needs it: not a limit with rollover (carries are computed from past
+-- it; a window without any ledger row is never closed), and nothing still needs it: not a limit with rollover (carries are computed from past
 -- counters), not a depletion whose recovery alert is not out yet. Rows and counters locked
 -- by a running call are skipped, never waited for.
 CREATE FUNCTION quota.compact(older_than interval DEFAULT '32 days', max_rows integer DEFAULT 10000)
@@ -125,9 +127,14 @@ BEGIN
     )
     SELECT count(*) INTO events_folded FROM folded;
 
+    -- The windows with open rollups are the ones folding has reached (a window without any
+    -- ledger row is left as it is): not every old counter, most of which are not folded yet.
     WITH candidates AS (
         SELECT c.subject, c.metric, c.window_start, c.used, c.counted_without_ledger
-          FROM quota.counters AS c
+          FROM (SELECT DISTINCT r.counted_in, r.metric, r.window_start
+                  FROM quota.ledger_rollups AS r WHERE NOT r.window_closed) AS folded
+          JOIN quota.counters AS c
+            ON c.subject = folded.counted_in AND c.metric = folded.metric AND c.window_start = folded.window_start
          WHERE c.window_end <= cutoff AND c.held = 0
            AND NOT ('depleted' = ANY (c.alerted) AND NOT 'recovered' = ANY (c.alerted))
            AND NOT EXISTS (SELECT FROM quota.assignments AS a
@@ -143,7 +150,6 @@ BEGIN
                                                         WHERE r.counted_in = d.pool AND r.subject = d.member
                                                           AND r.metric = d.metric AND r.window_start = d.window_start
                                                           AND NOT r.window_closed), 0))
-         ORDER BY c.window_end
          LIMIT max_rows
            FOR UPDATE OF c SKIP LOCKED
     ), closed AS (

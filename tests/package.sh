@@ -24,9 +24,13 @@ for major in 15 18; do
   for file in ./usr/lib/postgresql/$major/lib/pg_quota.so \
               ./usr/share/postgresql/$major/extension/pg_quota.control \
               ./usr/share/postgresql/$major/extension/pg_quota--$version.sql \
-              ./usr/share/postgresql/$major/extension/pg_quota--0.11.0--$version.sql; do
+              ./usr/share/postgresql/$major/extension/pg_quota--0.1.0--0.2.0.sql; do
     grep -qxF "$file" <<<"$contents" || fail "$deb lacks $file"
   done
+  # Every release's upgrade script, up to this version.
+  [ "$(grep -c "^./usr/share/postgresql/$major/extension/pg_quota--.*--.*\.sql$" <<<"$contents")" = "$(ls sql/pg_quota--*--*.sql | wc -l)" ] \
+    || fail "$deb does not hold every upgrade script of sql/"
+  grep -q -- "--$version\.sql$" <<<"$contents" || fail "$deb has no upgrade script into $version"
   outside=$(grep -vE "^\./(usr/((lib|share)/(postgresql/($major/.*)?)?)?)?\$" <<<"$contents" || true)
   [ -z "$outside" ] || fail "$deb installs outside PostgreSQL $major's directories: $outside"
   grep -q "default_version = '$version'" < <(dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/share/postgresql/$major/extension/pg_quota.control") \
@@ -34,20 +38,25 @@ for major in 15 18; do
 done
 echo "test-package: both packages hold the module, the control file, the install and upgrade scripts"
 
-# A PostgreSQL 15 without pg_quota: what `cargo pgrx install` put there is moved aside.
-lib_dir=$(pg_config --pkglibdir) extension_dir=$(pg_config --sharedir)/extension
+# A PostgreSQL 15 without pg_quota: what `cargo pgrx install` put in the package's two
+# directories is moved aside, and put back at the end whatever happens.
+lib_dir=/usr/lib/postgresql/15/lib extension_dir=/usr/share/postgresql/15/extension
 dpkg-query -W -f='${Status}' postgresql-15-pg-quota 2>/dev/null | grep -q "install ok installed" \
   && fail "postgresql-15-pg-quota is installed already: remove it first (dpkg --purge postgresql-15-pg-quota)"
 aside=$(mktemp -d)
+mkdir "$aside/lib" "$aside/extension"
 restore() {
+  local status=0
   as_root dpkg --purge postgresql-15-pg-quota >/dev/null 2>&1 || true
-  as_root find "$aside" -maxdepth 1 -name 'pg_quota.so' -exec mv {} "$lib_dir/" \;
-  as_root find "$aside" -maxdepth 1 -name 'pg_quota*' ! -name 'pg_quota.so' -exec mv {} "$extension_dir/" \;
-  rm -rf "$aside"
+  for part in lib extension; do
+    local target=$lib_dir; [ "$part" = extension ] && target=$extension_dir
+    if [ -n "$(ls -A "$aside/$part")" ]; then as_root mv -t "$target/" "$aside/$part"/* || status=1; fi
+  done
+  if [ "$status" = 0 ]; then rm -rf "$aside"; else echo "test-package: pg_quota's files are left in $aside" >&2; fi
 }
 trap restore EXIT
-as_root find "$lib_dir" -maxdepth 1 -name 'pg_quota.so' -exec mv {} "$aside/" \;
-as_root find "$extension_dir" -maxdepth 1 -name 'pg_quota*' -exec mv {} "$aside/" \;
+as_root find "$lib_dir" -maxdepth 1 -name 'pg_quota.so' -exec sh -c 'mv -t "$0" "$@"' "$aside/lib" {} +
+as_root find "$extension_dir" -maxdepth 1 -name 'pg_quota*' -exec sh -c 'mv -t "$0" "$@"' "$aside/extension" {} +
 [ -z "$(find "$lib_dir" "$extension_dir" -maxdepth 1 -name 'pg_quota*')" ] || fail "pg_quota files left in PostgreSQL 15"
 
 as_root dpkg -i "$package_dir/postgresql-15-pg-quota_${version}-1_$arch.deb" >/dev/null

@@ -32,6 +32,7 @@ DECLARE
     held quota.reservation;
     decided quota.decision;
     granted uuid;
+    allocated quota.allocation;
 BEGIN
     PERFORM quota.join_pool(the_pool, the_member);
     PERFORM pg_temp.expect(quota.routing_key(the_member) = the_pool, 'a member is routed by its pool');
@@ -39,8 +40,8 @@ BEGIN
                            'a member is on its pool''s shard');
     decided := quota.consume(the_member, 'calls');
     PERFORM pg_temp.expect(decided.allowed, 'a member''s consume is allowed');
-    PERFORM pg_temp.expect(EXISTS (SELECT FROM quota.pool_usage(the_pool) AS p WHERE p.member = the_member),
-                           'the pool lists its member');
+    PERFORM pg_temp.expect(EXISTS (SELECT FROM quota.usage(the_member) AS u WHERE u.pool = the_pool),
+                           'the member''s usage names its pool');
 
     SELECT pg_temp.subject(n) INTO stranger FROM generate_series(1, 60) AS n
      WHERE quota_router.shard_number(pg_temp.subject(n)) <> quota_router.shard_number(the_pool) LIMIT 1;
@@ -58,6 +59,12 @@ BEGIN
     PERFORM quota.release(held.reservation_id);
     PERFORM pg_temp.expect(pg_temp.sqlstate_of(format('SELECT quota.release(%L)', gen_random_uuid())) = '42704',
                            'releasing an unknown reservation is 42704');
+
+    allocated := quota.allocate(the_pool, the_member, 'calls', 3);
+    PERFORM pg_temp.expect(allocated.allowed, 'a pool gives a member an allocation');
+    PERFORM pg_temp.expect(quota.revoke_allocation(allocated.allocation_id) = 3, 'an allocation is revoked by its id alone');
+    PERFORM pg_temp.expect(pg_temp.sqlstate_of(format('SELECT quota.revoke_allocation(%L)', gen_random_uuid())) = '42704',
+                           'revoking an unknown allocation is 42704');
 
     granted := quota.grant(pg_temp.subject(103), 'calls', 10);
     PERFORM quota.revoke_grant(granted);
