@@ -95,10 +95,11 @@ LANGUAGE plproxy AS $proxy$
     TARGET quota_shard.revoke_allocation;
 $proxy$;
 
-CREATE FUNCTION quota_router.pool_of(pool uuid, member uuid) RETURNS uuid
+-- The pool member belongs to on the shard of `shard_key` (a pool, or the member itself).
+CREATE FUNCTION quota_router.pool_of(shard_key uuid, member uuid) RETURNS uuid
 LANGUAGE plproxy AS $proxy$
     CLUSTER 'pg_quota';
-    RUN ON quota_router.shard_of(pool);
+    RUN ON quota_router.shard_of(shard_key);
     SELECT quota_shard.pool_of(member);
 $proxy$;
 
@@ -181,12 +182,20 @@ $$;
 CREATE FUNCTION quota.join_pool(pool uuid, member uuid) RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    current_pool uuid;
 BEGIN
     IF pool IS NULL OR member IS NULL THEN
         RAISE EXCEPTION 'pool and member must not be NULL' USING ERRCODE = '22004';
     END IF;
     -- Joins of one member, and calls routed by it, wait for each other (shard_of).
     PERFORM pg_catalog.pg_advisory_xact_lock(quota_router.home_lock(member));
+    -- In another pool: the error one server gives (on the member's shard, where it is).
+    current_pool := quota_router.pool_of(member, member);
+    IF current_pool IS DISTINCT FROM pool AND current_pool IS NOT NULL THEN
+        RAISE EXCEPTION 'subject % is already a member of pool %', member, current_pool USING ERRCODE = '23505',
+            HINT = 'A subject draws from one pool at a time: call quota.leave_pool() first.';
+    END IF;
     IF quota_router.shard_number(member) <> quota_router.shard_number(pool)
        AND quota_router.has_rows(member) THEN
         RAISE EXCEPTION 'subject % has rows on another shard than pool %', member, pool

@@ -43,6 +43,10 @@ BEGIN
     PERFORM pg_temp.expect(EXISTS (SELECT FROM quota.usage(the_member) AS u WHERE u.pool = the_pool),
                            'the member''s usage names its pool');
 
+    PERFORM quota.join_pool(the_pool, pg_temp.subject(902));
+    PERFORM pg_temp.expect(pg_temp.sqlstate_of(format('SELECT quota.join_pool(%L, %L)', pg_temp.subject(950), pg_temp.subject(902))) = '23505',
+                           'a member of one pool joining another is 23505, as on one server');
+
     SELECT pg_temp.subject(n) INTO stranger FROM generate_series(1, 60) AS n
      WHERE quota_router.shard_number(pg_temp.subject(n)) <> quota_router.shard_number(the_pool) LIMIT 1;
     PERFORM pg_temp.expect(pg_temp.sqlstate_of(format('SELECT quota.join_pool(%L, %L)', the_pool, stranger)) = '55000',
