@@ -56,7 +56,7 @@ COMMENT ON TABLE quota.grant_rollups IS 'pg_quota: what compacted ledger rows pa
 -- idempotency keys are honoured: a keyed call replays until its row is folded.
 -- A ledger row is folded when it was written, and its window ended, before
 -- now() - older_than, and it is not the reserve row of a reservation still held. A window
--- is closed (its counter, its pool draws and its reservations deleted) when it
+-- is closed (its counter and its pool draws deleted) when it
 -- ended before now() - older_than, holds nothing, its rollups and what it counted without
 -- ledger rows add up to its counter and draws exactly (any unfolded row that counts keeps
 -- it; a window without any ledger row is never closed), and nothing still needs it: not a limit with rollover (carries are computed from past
@@ -79,13 +79,25 @@ BEGIN
         RAISE EXCEPTION 'max_rows must be positive, got %', max_rows USING ERRCODE = '22023';
     END IF;
     cutoff := pg_catalog.now() - older_than;
+    -- One compaction at a time: two would lock the same rollup rows in different orders.
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended('pg_quota compaction', 0)) THEN
+        events_folded := 0;
+        windows_closed := 0;
+        RETURN NEXT;
+        RETURN;
+    END IF;
 
-    WITH picked AS (
+    -- An allocation's event is kept while the allocation is (revoking it, leaving the pool
+    -- and a keyed replay read it); a finished reservation goes with its rows (a replay of it
+    -- is then 42704, as for any unknown reservation).
+    WITH picked AS MATERIALIZED (
         SELECT e.subject, e.event_id FROM quota.events AS e
          WHERE e.created_at < cutoff AND e.window_end <= cutoff
            AND (e.reservation_id IS NULL
                 OR NOT EXISTS (SELECT FROM quota.reservations AS r
                                 WHERE r.reservation_id = e.reservation_id AND r.status = 'held'))
+           AND (e.kind::text <> 'allocate'
+                OR NOT EXISTS (SELECT FROM quota.allocations AS a WHERE a.pool = e.subject AND a.event_id = e.event_id))
          LIMIT max_rows
            FOR UPDATE SKIP LOCKED
     ), folded AS (
@@ -97,9 +109,15 @@ BEGIN
          WHERE g.subject = f.subject AND g.event_id = f.event_id
         RETURNING g.grant_id, g.subject, g.amount
     ), paid_per_grant AS (
+        -- Per grant, owned by the grant's subject (a pool's grant pays its members' rows).
         INSERT INTO quota.grant_rollups AS r (grant_id, subject, paid)
-        SELECT p.grant_id, p.subject, sum(p.amount) FROM paid AS p GROUP BY p.grant_id, p.subject
+        SELECT p.grant_id, g.subject, sum(p.amount)
+          FROM paid AS p JOIN quota.grants AS g ON g.grant_id = p.grant_id
+         GROUP BY p.grant_id, g.subject
             ON CONFLICT (grant_id) DO UPDATE SET paid = r.paid + excluded.paid
+    ), finished AS (
+        DELETE FROM quota.reservations AS h USING folded AS f
+         WHERE h.reservation_id = f.reservation_id AND h.status <> 'held'
     ), rolled AS (
         INSERT INTO quota.ledger_rollups AS r
                (subject, metric, day, window_start, counted_in, events, calls, denials, units, from_grants, overage,
@@ -135,7 +153,7 @@ BEGIN
 
     -- The windows with open rollups are the ones folding has reached (a window without any
     -- ledger row is left as it is): not every old counter, most of which are not folded yet.
-    WITH candidates AS (
+    WITH candidates AS MATERIALIZED (
         SELECT c.subject, c.metric, c.window_start, c.used, c.counted_without_ledger
           FROM (SELECT DISTINCT r.counted_in, r.metric, r.window_start
                   FROM quota.ledger_rollups AS r WHERE NOT r.window_closed) AS folded
@@ -145,7 +163,7 @@ BEGIN
            AND NOT ('depleted' = ANY (c.alerted) AND NOT 'recovered' = ANY (c.alerted))
            AND NOT EXISTS (SELECT FROM quota.assignments AS a
                              JOIN quota.limits AS l ON l.plan = a.plan AND l.metric = c.metric
-                            WHERE a.subject = c.subject AND l.rollover_max IS NOT NULL)
+                            WHERE a.subject = c.subject AND (l.rollover_max IS NOT NULL OR l.rollover_windows IS NOT NULL))
            AND c.used = c.counted_without_ledger
                         + coalesce((SELECT sum(r.counted) FROM quota.ledger_rollups AS r
                                      WHERE r.counted_in = c.subject AND r.metric = c.metric
@@ -165,11 +183,6 @@ BEGIN
     ), draws AS (
         DELETE FROM quota.pool_draws AS d USING closed AS w
          WHERE d.pool = w.subject AND d.metric = w.metric AND d.window_start = w.window_start
-    ), reservations AS (
-        DELETE FROM quota.reservations AS h USING closed AS w
-         WHERE h.subject = w.subject AND h.metric = w.metric AND h.window_start = w.window_start
-           AND h.status <> 'held'
-           AND NOT EXISTS (SELECT FROM quota.events AS e WHERE e.reservation_id = h.reservation_id)
     ), reopened AS (
         DELETE FROM quota.ledger_rollups AS r USING closed AS w
          WHERE r.counted_in = w.subject AND r.metric = w.metric AND r.window_start = w.window_start

@@ -148,6 +148,36 @@ SELECT * FROM quota.compact('2 days', 2);
 SELECT * FROM quota.compact('2 days', 2);
 SELECT * FROM left26(260006, 260006);
 
+-- A pool's grant paying two members' calls, and the pool's allocation to one of them: one
+-- batch folds both members' rows (each grant's rollup belongs to the grant's subject), and
+-- the allocation's own row is kept while the allocation is, so it can still be revoked.
+SELECT quota.create_plan('pool26w', '{"shared": {"limit": 0, "per": "day"}}');
+SELECT quota.assign_plan(s(260020), 'pool26w');
+SELECT quota.assign_plan(s(n), 'compact26') FROM generate_series(260021, 260022) AS n;
+SELECT quota.join_pool(s(260020), s(n)) FROM generate_series(260021, 260022) AS n;
+SELECT quota.grant(s(260020), 'shared', 20) IS NOT NULL AS granted;
+SELECT allowed, from_grants FROM quota.consume(s(260021), 'shared', 2);
+SELECT allowed, from_grants FROM quota.consume(s(260022), 'shared', 3);
+SELECT allocation_id AS allocation26 FROM quota.allocate(s(260020), s(260021), 'shared', 4) \gset
+SELECT age26(s(n), 3) FROM generate_series(260020, 260022) AS n;
+SELECT compact26('2 days');
+SELECT subject = s(260020) AS pool_owns_it, paid FROM quota.grant_rollups WHERE grant_id IN (SELECT grant_id FROM quota.grants WHERE subject = s(260020) AND reason IS NULL);
+SELECT count(*) AS audit_rows FROM quota.audit() WHERE subject BETWEEN s(260020) AND s(260022);
+SELECT quota.revoke_allocation(:'allocation26') AS returned;
+
+-- An unlimited rollover ("max": null) keeps its windows like any rollover; a reservation's
+-- rows go when they are folded, and a replay of it is then an unknown reservation.
+SELECT quota.create_plan('carry26', '{"carried": {"limit": 10, "per": "day", "rollover": {"max": null}}}');
+SELECT quota.assign_plan(s(260007), 'carry26');
+SELECT allowed FROM quota.consume(s(260007), 'carried', 4);
+SELECT reservation_id AS held26 FROM quota.reserve(s(260008), 'calls', 2) \gset
+SELECT allowed FROM quota.settle(:'held26', 2);
+SELECT age26(s(n), 3) FROM generate_series(260007, 260008) AS n;
+SELECT compact26('2 days');
+SELECT * FROM left26(260007, 260007);
+SELECT * FROM left26(260008, 260008);
+SELECT left(try(format('SELECT quota.settle(%L, 2)', :'held26')), 26) AS replay;
+
 -- Bad arguments, and who may compact.
 SELECT try($$SELECT quota.compact(NULL)$$);
 SELECT try($$SELECT quota.compact('10 minutes')$$);
