@@ -98,6 +98,10 @@ BEGIN
                                 WHERE r.reservation_id = e.reservation_id AND r.status = 'held'))
            AND (e.kind::text <> 'allocate'
                 OR NOT EXISTS (SELECT FROM quota.allocations AS a WHERE a.pool = e.subject AND a.event_id = e.event_id))
+           -- A row whose grants disagree with it stays, for the audit to keep showing it.
+           AND (e.from_grants = 0
+                OR e.from_grants = (SELECT coalesce(sum(g.amount), 0) FROM quota.event_grants AS g
+                                     WHERE g.subject = e.subject AND g.event_id = e.event_id))
          LIMIT max_rows
            FOR UPDATE SKIP LOCKED
     ), folded AS (
@@ -174,6 +178,12 @@ BEGIN
                                                         WHERE r.counted_in = d.pool AND r.subject = d.member
                                                           AND r.metric = d.metric AND r.window_start = d.window_start
                                                           AND NOT r.window_closed), 0))
+           AND NOT EXISTS (SELECT FROM quota.ledger_rollups AS r
+                            WHERE r.counted_in = c.subject AND r.metric = c.metric AND r.window_start = c.window_start
+                              AND NOT r.window_closed AND r.counted_in <> r.subject AND r.drawn <> 0
+                              AND NOT EXISTS (SELECT FROM quota.pool_draws AS d
+                                               WHERE d.pool = r.counted_in AND d.member = r.subject
+                                                 AND d.metric = r.metric AND d.window_start = r.window_start))
          LIMIT max_rows
            FOR UPDATE OF c SKIP LOCKED
     ), closed AS (
