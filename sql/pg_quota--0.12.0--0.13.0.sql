@@ -80,7 +80,8 @@ BEGIN
     END IF;
     cutoff := pg_catalog.now() - older_than;
     -- One compaction at a time: two would lock the same rollup rows in different orders.
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended('pg_quota compaction', 0)) THEN
+    -- COMPACTION_LOCK_SEED = 1903129 (crates/quota-rules/src/locks.rs)
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended('pg_quota compaction', 1903129)) THEN
         events_folded := 0;
         windows_closed := 0;
         RETURN NEXT;

@@ -11,11 +11,14 @@ pub const FAST_PATH_SUBJECT_LOCK_SEED: i64 = 1_903_127;
 /// A plan's fast-path marks: tried shared by a consume that marks, taken exclusively by
 /// quota.forget_fast_path_of_plan().
 pub const FAST_PATH_PLAN_LOCK_SEED: i64 = 1_903_128;
+/// One quota.compact() batch at a time (sql/compaction.sql): tried, never waited for.
+pub const COMPACTION_LOCK_SEED: i64 = 1_903_129;
 
-pub const ALL: [(&str, i64); 3] = [
+pub const ALL: [(&str, i64); 4] = [
     ("IDEMPOTENCY_KEY_LOCK_SEED", IDEMPOTENCY_KEY_LOCK_SEED),
     ("FAST_PATH_SUBJECT_LOCK_SEED", FAST_PATH_SUBJECT_LOCK_SEED),
     ("FAST_PATH_PLAN_LOCK_SEED", FAST_PATH_PLAN_LOCK_SEED),
+    ("COMPACTION_LOCK_SEED", COMPACTION_LOCK_SEED),
 ];
 
 #[cfg(test)]
