@@ -51,9 +51,15 @@ fn at_now<'a>(request: &Request<'a>) -> CounterKeyAt<'a> {
 pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Outcome> {
     let at_now = at_now(request);
     let first = fast_path::first_statement(request.metric, key.is_some());
-    let Some(marked) = fast_path::marked_window(client, at_now)? else {
+    let Some(marked) = fast_path::marked_window(client, at_now, request.amount, key, metadata)? else {
         return Ok(Outcome::SlowPath);
     };
+    if let Some(event_id) = marked.denial_event_id {
+        let kind = WindowKind { rated: false, ledger_rows: marked.ledger_rows, wallet: false, allowance_spent: true };
+        fast_path::remember_window(request.metric, kind);
+        let denial = fast_path::denial_written(request.metric, request.amount, marked.used, marked.allowance, marked.window, Some(event_id));
+        return Ok(Outcome::Decided(denial));
+    }
     let Some(rules) = marked.rules else {
         return Ok(Outcome::SlowPath); // a cached rule has expired
     };

@@ -46,6 +46,14 @@ macro_rules! take_from_marked_window {
     };
 }
 
+/// A marked window that the fast path denies: no rate rules (they decide first), not a
+/// wallet's (its grants may pay), no room for `$amount`.
+macro_rules! window_without_room {
+    () => {
+        "NOT rated AND NOT wallet AND allowance IS NOT NULL AND used > allowance - $amount"
+    };
+}
+
 /// The ledger row of what FAST_CONSUME took, returned as a decision.
 macro_rules! ledger_row_of_taken {
     () => {
@@ -90,14 +98,20 @@ thread_local! {
     ) };
     // The same on a window marked without rate rules (`NOT rated`): no search for rules,
     // which costs a metric that has none about a third of this statement's throughput. Not
-    // on a window that keeps no row for an unkeyed call (FAST_CONSUME_COUNTED's). When the
-    // marked window has no room for the amount, the same statement writes the denial, as the
-    // slow path would decide it (but not on a wallet's window, whose grants may pay: its
-    // `remaining` and reason; retry_after is computed from
-    // the row): the statement's snapshot has the window without room and the UPDATE took
-    // nothing. A window the snapshot shows with room that the UPDATE did not take (a
-    // concurrent consume took it meanwhile, or an alert fires at this usage) returns no row.
+    // on a window that keeps no row for an unkeyed call (FAST_CONSUME_COUNTED's). A window
+    // without room is denied by MARKED_WINDOW, the statement that runs after a miss.
     static FAST_CONSUME_UNRATED: Kept = const { Kept::new(
+        concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
+             RETURNING window_start, window_end, used, allowance)
+         ", ledger_row_of_taken!()),
+    ) };
+    // FAST_CONSUME_UNRATED that also writes the denial when the marked window has no room for
+    // the amount, as MARKED_WINDOW writes it (the statement's snapshot has the window without
+    // room and the UPDATE took nothing), so that a denial is one statement. Its denial branch
+    // (a second scan of the counter, read when nothing was taken) costs an allowed consume
+    // about a fifth of the statement's throughput: tried first only after a denial
+    // (FastStatement::UnratedOrDenial).
+    static FAST_CONSUME_UNRATED_OR_DENIAL: Kept = const { Kept::new(
         concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
                  RETURNING window_start, window_end, used, allowance)
                  INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
@@ -111,8 +125,8 @@ thread_local! {
                          SELECT 'denial', 0, window_start, window_end, used, allowance, GREATEST(allowance - used, 0),
                                 'quota_exceeded'
                            FROM quota.counters
-                          WHERE ", marked_window_at_now!(), " AND NOT rated AND NOT wallet AND allowance IS NOT NULL
-                            AND used > allowance - $amount AND NOT EXISTS (SELECT FROM taken)) AS w
+                          WHERE ", marked_window_at_now!(), " AND ", window_without_room!(), "
+                            AND NOT EXISTS (SELECT FROM taken)) AS w
                  RETURNING ", decision_columns!()),
     ) };
     // FAST_CONSUME_UNRATED on a window whose limit keeps no ledger row for such a call
@@ -172,21 +186,37 @@ thread_local! {
              SELECT $subject, event.event_id, spent.grant_id, $amount FROM event, spent)
          SELECT * FROM event"),
     ) };
-    // After FAST_CONSUME found nothing to take: the marked window, read with a fresh
-    // snapshot (a consumer that FAST_CONSUME waited for has committed).
-    // With the rules cached beside it and their states, read in the same snapshot; `rules_current`
-    // is false when a cached rule has expired (the slow path resolves them again).
+    // After a fast statement took nothing: the marked window, read with a fresh snapshot (a
+    // consumer that the statement waited for has committed), with the rules cached beside it
+    // and their states, read in the same snapshot; `rules_current` is false when a cached rule
+    // has expired (the slow path resolves them again). On a window without rate rules, and
+    // not a wallet's (whose grants may pay), that has no room for the amount, it writes the
+    // denial as the slow path would decide it (`denial_event_id`; its `remaining` and reason,
+    // retry_after is computed from the window): a denial moves no state, so it needs no lock.
+    // A window the snapshot shows with room, that the fast statement did not take (a
+    // concurrent consume took it meanwhile, or an alert fires at this usage), is no denial.
     static MARKED_WINDOW: Kept = const { Kept::new(
-        concat!("SELECT window_start, window_end, used::int8 AS used, allowance, ledger_rows, wallet, r.limits, r.per_uss, r.bursts, r.tats,
-                        r.current AS rules_current
-                   FROM quota.counters,
-                        LATERAL (SELECT coalesce(pg_catalog.array_agg(rule_limit ORDER BY per COLLATE \"C\"), '{}') AS limits,
-                                        coalesce(pg_catalog.array_agg(rule_per_us ORDER BY per COLLATE \"C\"), '{}') AS per_uss,
-                                        coalesce(pg_catalog.array_agg(rule_burst ORDER BY per COLLATE \"C\"), '{}') AS bursts,
-                                        coalesce(pg_catalog.array_agg(tat_us ORDER BY per COLLATE \"C\"), '{}') AS tats,
-                                        coalesce(pg_catalog.bool_and(rule_until IS NULL OR rule_until > $now), true) AS current
-                                   FROM quota.rate_state AS s WHERE s.subject = $subject AND s.metric = $metric AND s.fast) AS r
-                  WHERE ", marked_window_at_now!()),
+        concat!("WITH marked AS MATERIALIZED (
+             SELECT window_start, window_end, used::int8 AS used, allowance, rated, ledger_rows, wallet, r.limits, r.per_uss,
+                    r.bursts, r.tats, r.current AS rules_current
+               FROM quota.counters,
+                    LATERAL (SELECT coalesce(pg_catalog.array_agg(rule_limit ORDER BY per COLLATE \"C\"), '{}') AS limits,
+                                    coalesce(pg_catalog.array_agg(rule_per_us ORDER BY per COLLATE \"C\"), '{}') AS per_uss,
+                                    coalesce(pg_catalog.array_agg(rule_burst ORDER BY per COLLATE \"C\"), '{}') AS bursts,
+                                    coalesce(pg_catalog.array_agg(tat_us ORDER BY per COLLATE \"C\"), '{}') AS tats,
+                                    coalesce(pg_catalog.bool_and(rule_until IS NULL OR rule_until > $now), true) AS current
+                               FROM quota.rate_state AS s
+                              WHERE counters.rated AND s.subject = $subject AND s.metric = $metric AND s.fast) AS r
+              WHERE ", marked_window_at_now!(), "),
+         denied AS (
+             INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
+                                       used, allowance, remaining, reason, idempotency_key, metadata)
+             SELECT $subject, 'denial', $metric, $amount, 0, window_start, window_end, used, allowance,
+                    GREATEST(allowance - used, 0), 'quota_exceeded', $idempotency_key, $metadata
+               FROM marked
+              WHERE ", window_without_room!(), "
+             RETURNING event_id)
+         SELECT marked.*, denied.event_id AS denial_event_id FROM marked LEFT JOIN denied ON true"),
     ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
     // the fast path: quota.forget_fast_path() takes the subject's key and the plan's key
@@ -260,6 +290,9 @@ thread_local! {
 pub enum FastStatement {
     /// A window marked without rate rules (FAST_CONSUME_UNRATED).
     Unrated,
+    /// The same, that also denies when the window has no room (FAST_CONSUME_UNRATED_OR_DENIAL):
+    /// tried first after the metric's last fast decision was such a denial.
+    UnratedOrDenial,
     /// A window marked without rate rules whose limit keeps no ledger row for an allowed
     /// consume without a key (FAST_CONSUME_COUNTED).
     Counted,
@@ -297,13 +330,14 @@ impl FastStatement {
     /// takes an unrated window's allowance (with a row, as the unrated one writes), the
     /// others only their own windows.
     pub fn takes(self, suited: FastStatement) -> bool {
-        self == suited || (self == FastStatement::Rated && suited == FastStatement::Unrated)
+        self == suited || (matches!(self, FastStatement::Rated | FastStatement::UnratedOrDenial) && suited == FastStatement::Unrated)
     }
 }
 
 /// The statement to try first for a metric: the one that suited the window this backend last
-/// found marked for it (a hint: each statement takes only the windows it suits), else the
-/// unrated one.
+/// found marked for it (a hint: each statement takes only the windows it suits; after a
+/// denial on an unrated window, the unrated statement that also denies), else the unrated
+/// one.
 pub fn first_statement(metric: &str, keyed: bool) -> FastStatement {
     match SEEN_WINDOWS.with(|seen| seen.borrow().get(metric).copied()) {
         Some(FastStatement::Counted) if keyed => FastStatement::Unrated,
@@ -320,17 +354,22 @@ thread_local! {
 
 /// Notes what the metric's marked window was like (SEEN_WINDOWS).
 pub fn remember_window(metric: &str, kind: WindowKind) {
+    let first = match FastStatement::for_window(kind, false) {
+        Some(FastStatement::Unrated) if kind.allowance_spent => Some(FastStatement::UnratedOrDenial),
+        Some(FastStatement::Unrated) | None => None,
+        statement => statement,
+    };
     SEEN_WINDOWS.with(|seen| {
         let mut seen = seen.borrow_mut();
-        match FastStatement::for_window(kind, false) {
-            Some(FastStatement::Unrated) | None => seen.remove(metric),
+        match first {
+            None => seen.remove(metric),
             Some(statement) => seen.insert(metric.to_string(), statement),
         };
     });
 }
 
 /// The fast path's decision when `statement` finds the marked window (and the rules cached
-/// beside it) with room, or (FAST_CONSUME_UNRATED) without room for the amount; else None.
+/// beside it) with room; else None.
 pub fn consume(
     client: &SpiClient,
     key: CounterKeyAt,
@@ -348,17 +387,21 @@ pub fn consume(
         ("metadata", metadata.into()),
     ];
     let decided = match statement {
-        FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, |row| {
-            let decision = decision_from_row(row)?;
-            if decision.allowed {
-                return Ok(decision);
+        FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, decision_from_row)?,
+        FastStatement::UnratedOrDenial => {
+            let decided = query_row(client, &FAST_CONSUME_UNRATED_OR_DENIAL, args, |row| {
+                let decision = decision_from_row(row)?;
+                if decision.allowed {
+                    return Ok(decision);
+                }
+                let window = Window { start: decision.window_start, end: decision.resets_at };
+                Ok(denial_written(key.metric, amount, decision.used, decision.allowance, window, decision.event_id))
+            })?;
+            if decided.as_ref().is_some_and(|decision| decision.allowed) {
+                SEEN_WINDOWS.with(|seen| seen.borrow_mut().remove(key.metric));
             }
-            // A denial: decided again from the window it read, for what only the decision
-            // computes (retry_after).
-            let standing = Standing { used: decision.used, reserved: 0, grants_left: 0 };
-            let window = Window { start: decision.window_start, end: decision.resets_at };
-            Ok(Decision { event_id: decision.event_id, ..Decision::new(key.metric, amount, None, standing, decision.allowance, window) })
-        })?,
+            decided
+        }
         FastStatement::Counted => {
             let [subject, metric, now, amount_arg, _, _] = args;
             query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| {
@@ -383,6 +426,13 @@ pub fn consume(
     Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
 }
 
+/// The denial a statement wrote for a marked window without room, decided again from the
+/// window it read, for what only the decision computes (retry_after).
+pub fn denial_written(metric: &str, amount: i64, used: i64, allowance: Option<i64>, window: Window, event_id: Option<i64>) -> Decision {
+    let standing = Standing { used, reserved: 0, grants_left: 0 };
+    Decision { event_id, ..Decision::new(metric, amount, None, standing, allowance, window) }
+}
+
 /// A (subject, metric) at the transaction's instant (windows) and the statement's (rules).
 #[derive(Clone, Copy)]
 pub struct CounterKeyAt<'a> {
@@ -404,11 +454,22 @@ pub struct MarkedWindow {
     /// The rate rules cached beside it, with their states, in lock order; None when one of
     /// them has expired.
     pub rules: Option<Vec<(RateRule, Option<Micros>)>>,
+    /// The ledger row of the denial written because the window has no room for the amount
+    /// (never on a window with rate rules or a wallet's).
+    pub denial_event_id: Option<i64>,
 }
 
-/// The (subject, metric)'s window marked for the fast path at `now`, if any (see MARKED_WINDOW).
-pub fn marked_window(client: &SpiClient, key: CounterKeyAt) -> QResult<Option<MarkedWindow>> {
-    let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("now", timestamp(key.now)?.into())];
+/// The (subject, metric)'s window marked for the fast path at `now`, if any, and the denial
+/// of `amount` when it has no room for it (see MARKED_WINDOW).
+pub fn marked_window(client: &SpiClient, key: CounterKeyAt, amount: i64, idempotency_key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<MarkedWindow>> {
+    let args = [
+        ("subject", key.subject.into()),
+        ("metric", key.metric.into()),
+        ("now", timestamp(key.now)?.into()),
+        ("amount", amount.into()),
+        ("idempotency_key", idempotency_key.into()),
+        ("metadata", metadata.into()),
+    ];
     query_row(client, &MARKED_WINDOW, args, |row| {
         Ok(MarkedWindow {
             window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
@@ -417,6 +478,7 @@ pub fn marked_window(client: &SpiClient, key: CounterKeyAt) -> QResult<Option<Ma
             ledger_rows: not_null(row, "ledger_rows")?,
             wallet: not_null(row, "wallet")?,
             rules: cached_rules(row)?,
+            denial_event_id: column(row, "denial_event_id")?,
         })
     })
 }

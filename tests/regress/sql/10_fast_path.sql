@@ -138,3 +138,22 @@ SELECT path_of(s(103));
 -- yesterday, and its ledger is real.
 DELETE FROM quota.counters WHERE subject = s(103) AND metric = 'calls' AND window_start < now() - interval '1 day';
 SELECT count(*) AS audit_mismatches FROM quota.audit();
+
+-- Denials on a marked window without room: the first one after an allowed call is written by
+-- the statement that reads the window after the fast statement missed; the next ones by the
+-- fast statement that also denies (tried first after a denial), which takes again once a
+-- give-back makes room. Keys and metadata are kept on denial rows either way.
+SELECT quota.assign_plan(s(104), 'fast_small');
+SELECT path_of(s(104), 3);
+SELECT path_of(s(104));
+SELECT path_of(s(104));
+SELECT allowed, used FROM quota.give_back(s(104), 'calls', 2);
+SELECT path_of(s(104));
+SELECT path_of(s(104));
+SELECT path_of(s(104));
+SELECT allowed, reason, remaining, retry_after > now() AS retry_later, event_id IS NOT NULL AS kept
+  FROM quota.consume(s(104), 'calls', 1, 'denied-key', '{"why": "full"}');
+SELECT allowed, reason, remaining, replayed FROM quota.consume(s(104), 'calls', 1, 'denied-key');
+SELECT kind, amount, from_allowance, used, allowance, remaining, reason, idempotency_key, metadata
+  FROM quota.events WHERE subject = s(104) ORDER BY event_id;
+SELECT count(*) AS audit_mismatches FROM quota.audit();
