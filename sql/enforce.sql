@@ -12,66 +12,27 @@
 -- amount is a whole number, or the name of an integer or numeric column (NULL counts 0, a
 -- fraction is rounded up). AFTER, so that only rows really written count (not those an
 -- INSERT ... ON CONFLICT DO NOTHING skipped); a denial (PT429) fails the statement.
---   INSERT: charges the row's amount.
---   UPDATE: a row that grows is charged the growth; one that shrinks gives it back
---   (lifetime metrics). A row that moves to another subject is charged there and gives
---   back to the old subject what it was charged (lifetime metrics; a windowed metric
---   charges the new subject only the growth).
---   DELETE: gives back the row's amount (lifetime metrics: "at most 3 projects" counts
---   live rows; "20 exports a month" stays spent).
--- What a table gives back is bounded by what it charged (quota.enforced_charges).
+-- What a row is charged and given back is decided in one call, quota.enforce_row()
+-- (src/enforce.rs); this function only raises its denial, which Rust cannot (a custom
+-- SQLSTATE). The denied subject is the new row's.
 CREATE FUNCTION quota.enforce() RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    metric text := TG_ARGV[0];
-    subject_column text := coalesce(TG_ARGV[1], 'user_id');
-    amount_spec text := coalesce(TG_ARGV[2], '1');
-    old_subject uuid;
-    new_subject uuid;
-    old_amount bigint := 0;
-    new_amount bigint := 0;
-    moved_amount bigint;
+    d quota.decision;
 BEGIN
     IF TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER' OR TG_NARGS NOT BETWEEN 1 AND 3 THEN
         RAISE EXCEPTION 'quota.enforce(metric [, subject_column [, amount]]) must run AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW (trigger % on %)',
             TG_NAME, TG_TABLE_NAME
             USING ERRCODE = '22023', HINT = 'Attach it with quota.enforce_on(table, metric, subject_column, amount).';
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        new_amount := quota.row_units(NEW, amount_spec, TG_TABLE_NAME);
-        new_subject := quota.row_uuid(NEW, subject_column, TG_TABLE_NAME);
-        IF new_subject IS NULL AND new_amount > 0 THEN
-            RAISE EXCEPTION 'quota.enforce: %.% is NULL, so the row has no subject to charge', TG_TABLE_NAME, subject_column
-                USING ERRCODE = '23502';
-        END IF;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        old_amount := quota.row_units(OLD, amount_spec, TG_TABLE_NAME);
-        old_subject := quota.row_uuid(OLD, subject_column, TG_TABLE_NAME);
-    END IF;
-    IF new_subject IS NOT DISTINCT FROM old_subject THEN
-        IF new_amount > old_amount THEN
-            PERFORM quota.enforce_charge(TG_RELID, new_subject, metric, new_amount - old_amount);
-        ELSIF new_amount < old_amount THEN
-            PERFORM quota.enforce_refund(TG_RELID, old_subject, metric, old_amount - new_amount);
-        END IF;
-        RETURN NULL;
-    END IF;
-    -- A move (or an insert or delete): the new subject is charged the whole row for a
-    -- lifetime metric, only its growth for a windowed one. Both subjects are handled in uuid
-    -- order, so that opposite moves between two subjects cannot deadlock.
-    IF new_subject IS NOT NULL AND new_amount > 0 THEN
-        moved_amount := CASE WHEN old_subject IS NULL OR quota.is_lifetime(new_subject, metric) THEN new_amount
-                             ELSE greatest(new_amount - old_amount, 0) END;
-    END IF;
-    IF old_subject IS NULL OR (new_subject IS NOT NULL AND new_subject < old_subject) THEN
-        PERFORM quota.enforce_charge(TG_RELID, new_subject, metric, moved_amount) WHERE moved_amount > 0;
-        PERFORM quota.enforce_refund(TG_RELID, old_subject, metric, old_amount) WHERE old_subject IS NOT NULL;
-    ELSE
-        PERFORM quota.enforce_refund(TG_RELID, old_subject, metric, old_amount);
-        PERFORM quota.enforce_charge(TG_RELID, new_subject, metric, moved_amount) WHERE moved_amount > 0;
+    d := quota.enforce_row(TG_RELID, TG_TABLE_NAME, TG_ARGV[0], coalesce(TG_ARGV[1], 'user_id'), coalesce(TG_ARGV[2], '1'),
+                           NEW, OLD);
+    IF NOT d.allowed THEN
+        PERFORM quota.raise_denied(quota.row_uuid(NEW, coalesce(TG_ARGV[1], 'user_id'), TG_TABLE_NAME), d.metric, d.reason,
+                                   d.amount, d.used, d.reserved, d.allowance, d.remaining, d.window_start, d.resets_at,
+                                   d.retry_after, 'enforce', TG_RELID::regclass::text);
     END IF;
     RETURN NULL;
 END
@@ -83,29 +44,6 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.resets_at IS NULL FROM quota.check(is_lifetime.subject, is_lifetime.metric) AS d
-$$;
-
--- For quota.enforce: charges a table's row to its subject. The table's account is locked
--- first, then the counter (by quota.consume), the order quota.enforce_refund uses too. A
--- denial raises as require's does, naming the table.
-CREATE FUNCTION quota.enforce_charge(enforced_table regclass, subject uuid, metric text, amount bigint) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    d quota.decision;
-BEGIN
-    INSERT INTO quota.enforced_charges AS c (subject, metric, enforced_table, units)
-    VALUES (enforce_charge.subject, enforce_charge.metric, enforce_charge.enforced_table, enforce_charge.amount)
-    ON CONFLICT (subject, metric, enforced_table) DO UPDATE SET units = c.units + excluded.units;
-    d := quota.consume(enforce_charge.subject, enforce_charge.metric, enforce_charge.amount);
-    IF NOT d.allowed THEN
-        PERFORM quota.raise_denied(enforce_charge.subject, d.metric, d.reason, d.amount, d.used, d.reserved, d.allowance,
-                                   d.remaining, d.window_start, d.resets_at, d.retry_after, 'enforce',
-                                   enforce_charge.enforced_table::text);
-    END IF;
-END
 $$;
 
 -- For quota.enforce: gives back what a row was charged, at most what its table still holds

@@ -4,7 +4,7 @@
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::spi::SpiError;
-use pgrx::PgSqlErrorCode;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use quota_rules::batch::BatchError;
 use quota_rules::bundle::BundleError;
@@ -34,6 +34,13 @@ impl std::fmt::Display for QuotaError {
 /// Runs the body of a SQL entry point; its error leaves as a PostgreSQL ERROR with its SQLSTATE.
 pub fn sql_call<T>(body: impl FnOnce() -> QResult<T>) -> Result<T, ErrorReport> {
     body().map_err(ErrorReport::from)
+}
+
+/// Raises the error as a PostgreSQL ERROR, for the few places that cannot return it (an
+/// argument's conversion, a function whose result type cannot be wrapped in a Result).
+pub fn raise(error: QuotaError) -> ! {
+    ErrorReport::from(error).report(PgLogLevel::ERROR);
+    unreachable!("report at level ERROR does not return")
 }
 
 impl QuotaError {
@@ -92,6 +99,14 @@ impl QuotaError {
     pub fn missing_column(table_name: &str, column: &str) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, format!("quota.enforce: table {table_name} has no column {column}"))
             .with_hint("Attach the trigger with quota.enforce_on(table, metric, subject_column, amount).")
+    }
+
+    /// 23502: a row under quota.enforce that is charged has no subject.
+    pub fn row_without_subject(table_name: &str, column: &str) -> Self {
+        Self::new(
+            PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
+            format!("quota.enforce: {table_name}.{column} is NULL, so the row has no subject to charge"),
+        )
     }
 
     /// 42804: a trigger's column is not of the built-in type it must have.

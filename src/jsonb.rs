@@ -10,12 +10,11 @@ use std::ffi::CStr;
 
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::nullable::Nullable;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin};
-use pgrx::{FromDatum, IntoDatum, PgLogLevel, PgMemoryContexts};
+use pgrx::{FromDatum, IntoDatum, PgMemoryContexts};
 
-use crate::error::{QResult, QuotaError};
+use crate::error::{raise, QResult, QuotaError};
 
 /// A non-NULL jsonb value, valid for the duration of the SQL call that received or made it.
 #[derive(Debug, Clone, Copy)]
@@ -79,10 +78,7 @@ unsafe impl<'fcx> ArgAbi<'fcx> for Jsonb {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         // Only a non-STRICT function with a non-Option jsonb argument gets here with a NULL
         // (every jsonb argument of pg_quota's is an Option): even then a 22004, not an XX000.
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
-            ErrorReport::from(QuotaError::null_argument("a jsonb argument")).report(PgLogLevel::ERROR);
-            unreachable!("report at level ERROR does not return")
-        })
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| raise(QuotaError::null_argument("a jsonb argument")))
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {

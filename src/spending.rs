@@ -52,6 +52,13 @@ fn consume(
     })
 }
 
+/// consume's decision for a caller inside the extension (the enforce trigger): no key, no
+/// metadata.
+pub fn consume_units(client: &SpiClient, subject: Uuid, metric: &str, amount: i64) -> QResult<Decision> {
+    let request = Request::new(Some(subject), Some(metric), Some(amount), None)?;
+    spend(client, &request, Mode::Consume, None, None)
+}
+
 /// Whether consume would allow `amount` now, and the window as it is now (used, reserved,
 /// remaining before the call; consume reports them after). Writes nothing, not even the
 /// default plan assignment.

@@ -2,7 +2,7 @@
 //! `counters` (what governs a request, counters, holds, grants), `ledger` (quota.events),
 //! `reservations`, `fast_path` (consume's one-statement path and its marks), `admin` (plans,
 //! limits, assignments, overrides, grants, resets), `changes` (the caller, and the audit trail
-//! of administration), `pools` (membership, caps, draws, allocations), `alerts` (alert
+//! of administration), `enforce` (the enforce trigger's account of charges), `pools` (membership, caps, draws, allocations), `alerts` (alert
 //! rules, the outbox, what fired in each window), `rollover` (carries of unused allowance).
 //!
 //! Statements name their parameters (`$subject`) and every call binds them by name; rows
@@ -47,6 +47,7 @@ macro_rules! next_alert_at {
 pub mod admin;
 pub mod alerts;
 pub mod changes;
+pub mod enforce;
 pub mod counters;
 pub mod fast_path;
 pub mod journal;

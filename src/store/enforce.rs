@@ -1,0 +1,55 @@
+//! What the enforce trigger (src/enforce.rs) runs: the account of what each table charged a
+//! subject (quota.enforced_charges, which bounds what a delete may give back), the refund
+//! and the lifetime test of sql/enforce.sql.
+
+use pgrx::pg_sys::Oid;
+use pgrx::spi::SpiClient;
+use pgrx::Uuid;
+
+use super::{not_null, query, query_row, the_row, Kept};
+use crate::error::QResult;
+
+thread_local! {
+    // Locks the table's account before consume locks the counter: the order
+    // quota.enforce_refund locks them in too.
+    static CHARGE: Kept = const { Kept::new(
+        "INSERT INTO quota.enforced_charges AS c (subject, metric, enforced_table, units)
+         VALUES ($subject, $metric, $enforced_table::regclass, $amount)
+         ON CONFLICT (subject, metric, enforced_table) DO UPDATE SET units = c.units + excluded.units",
+    ) };
+    static REFUND: Kept = const { Kept::new(
+        "SELECT quota.enforce_refund($enforced_table::regclass, $subject, $metric, $amount)",
+    ) };
+    static IS_LIFETIME: Kept = const { Kept::new(
+        "SELECT quota.is_lifetime($subject, $metric) AS lifetime",
+    ) };
+}
+
+/// Adds `amount` to what the table charged the subject.
+pub fn charge(client: &SpiClient, enforced_table: Oid, subject: Uuid, metric: &str, amount: i64) -> QResult<()> {
+    let args = [
+        ("subject", subject.into()),
+        ("metric", metric.into()),
+        ("enforced_table", enforced_table.into()),
+        ("amount", amount.into()),
+    ];
+    query(client, &CHARGE, args, |_| Ok(())).map(drop)
+}
+
+/// Gives back what a row was charged, at most what its table still holds for the subject
+/// (quota.enforce_refund).
+pub fn refund(client: &SpiClient, enforced_table: Oid, subject: Uuid, metric: &str, amount: i64) -> QResult<()> {
+    let args = [
+        ("enforced_table", enforced_table.into()),
+        ("subject", subject.into()),
+        ("metric", metric.into()),
+        ("amount", amount.into()),
+    ];
+    query(client, &REFUND, args, |_| Ok(())).map(drop)
+}
+
+/// Whether the subject's current window of the metric is a lifetime window.
+pub fn is_lifetime(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<bool> {
+    let args = [("subject", subject.into()), ("metric", metric.into())];
+    the_row(query_row(client, &IS_LIFETIME, args, |row| not_null(row, "lifetime"))?)
+}
