@@ -15,7 +15,7 @@ case "$mode" in
   smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
   *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
 esac
-variants=${BENCH_VARIANTS:-"floor floor_counters plpgsql pg_quota pg_quota_counted pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce enforce_by_hand pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
+variants=${BENCH_VARIANTS:-"floor floor_counters floor_function floor_counters_function plpgsql pg_quota pg_quota_counted pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_enforce enforce_by_hand pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
 db=pgq_bench out=target/bench
 rm -rf "$out" && mkdir -p "$out/logs"
 . bench/lib.sh
@@ -61,6 +61,10 @@ r() {
 for sync in $syncs; do
   for workload in $workloads; do
     echo "  synchronous_commit=$sync $workload: pg_quota/floor $(r pg_quota floor)," \
+         "the floor in a function/the floor $(r floor_function floor)," \
+         "pg_quota/the floor in a function $(r pg_quota floor_function)," \
+         "the bare update in a function/the bare update $(r floor_counters_function floor_counters)," \
+         "ledger mode counters/the bare update in a function $(r pg_quota_counted floor_counters_function)," \
          "pg_quota/plpgsql $(r pg_quota plpgsql)," \
          "ledger mode counters/bare conditional update $(r pg_quota_counted floor_counters)," \
          "ledger mode counters/plpgsql $(r pg_quota_counted plpgsql)," \

@@ -89,6 +89,33 @@ INSERT INTO floor_counters SELECT s(n), 'calls', date_trunc('day', now()), 10, 1
 CREATE TABLE floor_bare_counters (LIKE floor_counters INCLUDING ALL) WITH (fillfactor = 80);
 INSERT INTO floor_bare_counters SELECT * FROM floor_counters;
 
+-- floor_function, floor_counters_function: the floor's statements inside the least function
+-- an API can be (PL/pgSQL, SECURITY DEFINER with a pinned search_path, as every pg_quota
+-- function is, returning only whether the call was allowed): what calling a function
+-- costs on top of its statement, which no function-call API can avoid.
+CREATE FUNCTION floor_function(p_subject uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    allowed boolean;
+BEGIN
+    WITH c AS (UPDATE public.floor_counters SET used = used + 1
+                WHERE subject = p_subject AND metric = 'calls' AND window_start = date_trunc('day', now())
+                  AND used + 1 <= allowance
+               RETURNING used)
+    INSERT INTO public.floor_events (subject, metric, amount, allowed, used)
+    SELECT p_subject, 'calls', 1, c.used IS NOT NULL, c.used FROM (SELECT) AS one LEFT JOIN c ON true
+    RETURNING floor_events.allowed INTO allowed;
+    RETURN allowed;
+END $$;
+CREATE FUNCTION floor_counters_function(p_subject uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE public.floor_bare_counters SET used = used + 1
+     WHERE subject = p_subject AND metric = 'calls' AND window_start = date_trunc('day', now())
+       AND used + 1 <= allowance;
+    RETURN FOUND;
+END $$;
+
 -- plpgsql: the check-and-consume function users write today: plan lookup, conditional
 -- upsert of the counter, event insert.
 CREATE TABLE plp_limits (plan text, metric text, allowance bigint, PRIMARY KEY (plan, metric));

@@ -2,9 +2,9 @@
 --
 -- The trigger runs with the extension owner's rights (the writer needs no privilege on
 -- schema quota), on tables and types the table's owner defines. So it never converts the
--- row or evaluates anything of the table's: quota.row_uuid and quota.row_units
--- (src/enforce.rs) read exactly the subject and amount columns from the tuple, by attribute
--- number, when their types are the built-in ones.
+-- row or evaluates anything of the table's: quota.enforce_row (src/enforce.rs) reads exactly
+-- the subject and amount columns from the tuple, by attribute number, when their types are
+-- the built-in ones (as quota.row_uuid does for the denied subject and quota.on_signup).
 
 -- Trigger function, attached by quota.enforce_on():
 --   AFTER INSERT OR UPDATE OF <subject>[, <amount>] OR DELETE ... FOR EACH ROW

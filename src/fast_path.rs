@@ -22,10 +22,12 @@ use crate::store::schema::{self, Part};
 
 /// What the fast path made of a consume.
 pub enum Outcome {
-    /// Paid from the marked window; the ledger row is written.
+    /// Paid from the marked window, or (an unrated window without room) denied by the read
+    /// of the window; the ledger row is written.
     Decided(Decision),
-    /// The marked window has no room: denied, as the slow path would (rate_limited when a
-    /// cached rule has no room either); its ledger row is still to be written.
+    /// A marked window with rate rules has no room: denied, as the slow path would
+    /// (rate_limited when a cached rule has no room either); its ledger row is still to be
+    /// written.
     Denied { decision: Decision, window: Window },
     /// No marked window, one with room after all (a concurrent give-back or reset), or one
     /// whose cached rate rules have expired.
@@ -35,8 +37,9 @@ pub enum Outcome {
     SlowPathMarked,
 }
 
-/// The fast statement alone: the consume paid from the marked window (or, on an unrated
-/// window without room, its denial), or None (see `after_miss`).
+/// The fast statement alone: the consume paid from the marked window (or, when the metric's
+/// last fast decision in this backend was such a denial, an unrated window's denial for want
+/// of room), or None (see `after_miss`).
 pub fn take(client: &SpiClient, request: &Request, key: Option<&str>, metadata: Option<Jsonb>) -> QResult<Option<Decision>> {
     let first = fast_path::first_statement(request.metric, key.is_some());
     fast_path::consume(client, at_now(request), first, request.amount, key, metadata)

@@ -54,6 +54,30 @@ macro_rules! window_without_room {
     };
 }
 
+/// The denial of `$amount` on a marked window without room, as the slow path would write it
+/// (its `remaining` and reason; retry_after is computed from the window), read from the
+/// window that follows.
+macro_rules! denial_row_from {
+    () => {
+        "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
+                                   used, allowance, remaining, reason, idempotency_key, metadata)
+         SELECT $subject, 'denial', $metric, $amount, 0, window_start, window_end, used, allowance,
+                GREATEST(allowance - used, 0), 'quota_exceeded', $idempotency_key, $metadata
+           FROM "
+    };
+}
+
+/// Takes `$amount` from a marked window whose limit keeps no ledger row for an allowed
+/// consume without a key ("ledger": "counters"), counting it as counted without a row.
+macro_rules! take_counted {
+    () => {
+        concat!("UPDATE quota.counters SET used = used + $amount, counted_without_ledger = counted_without_ledger + $amount
+                  WHERE ", marked_window_at_now!(), " AND NOT wallet AND (allowance IS NULL OR used <= allowance - $amount)
+                    AND (alert_at IS NULL OR used < alert_at - $amount) AND NOT rated AND NOT ledger_rows
+                 RETURNING window_start, window_end, used::int8 AS used, allowance")
+    };
+}
+
 /// The ledger row of what FAST_CONSUME took, returned as a decision.
 macro_rules! ledger_row_of_taken {
     () => {
@@ -132,11 +156,18 @@ thread_local! {
     // FAST_CONSUME_UNRATED on a window whose limit keeps no ledger row for such a call
     // ("ledger": "counters"): the counter alone, which keeps how much it counted so. Only for
     // calls without an idempotency key (a keyed call is kept, so that a retry replays it).
-    static FAST_CONSUME_COUNTED: Kept = const { Kept::new(
-        concat!("UPDATE quota.counters SET used = used + $amount, counted_without_ledger = counted_without_ledger + $amount
-                  WHERE ", marked_window_at_now!(), " AND NOT wallet AND (allowance IS NULL OR used <= allowance - $amount)
-                    AND (alert_at IS NULL OR used < alert_at - $amount) AND NOT rated AND NOT ledger_rows
-                 RETURNING window_start, window_end, used::int8 AS used, allowance"),
+    static FAST_CONSUME_COUNTED: Kept = const { Kept::new(take_counted!()) };
+    // FAST_CONSUME_COUNTED that also writes the denial when the marked window has no room for
+    // the amount (`denial_event_id`), so that a denial is one statement: tried first after a
+    // denial (FastStatement::CountedOrDenial), as FAST_CONSUME_UNRATED_OR_DENIAL is.
+    static FAST_CONSUME_COUNTED_OR_DENIAL: Kept = const { Kept::new(
+        concat!("WITH taken AS (", take_counted!(), "),
+         denied AS (", denial_row_from!(), "quota.counters
+              WHERE ", marked_window_at_now!(), " AND ", window_without_room!(), " AND NOT EXISTS (SELECT FROM taken)
+             RETURNING event_id, window_start, window_end, used, allowance)
+         SELECT NULL::int8 AS denial_event_id, * FROM taken
+          UNION ALL
+         SELECT * FROM denied"),
     ) };
     // A credit wallet's consume once its window's allowance is spent (a window marked as a
     // wallet, without rate rules): the amount from the first usable grant in spending order
@@ -208,12 +239,7 @@ thread_local! {
                                FROM quota.rate_state AS s
                               WHERE counters.rated AND s.subject = $subject AND s.metric = $metric AND s.fast) AS r
               WHERE ", marked_window_at_now!(), "),
-         denied AS (
-             INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
-                                       used, allowance, remaining, reason, idempotency_key, metadata)
-             SELECT $subject, 'denial', $metric, $amount, 0, window_start, window_end, used, allowance,
-                    GREATEST(allowance - used, 0), 'quota_exceeded', $idempotency_key, $metadata
-               FROM marked
+         denied AS (", denial_row_from!(), "marked
               WHERE ", window_without_room!(), "
              RETURNING event_id)
          SELECT marked.*, denied.event_id AS denial_event_id FROM marked LEFT JOIN denied ON true"),
@@ -296,6 +322,9 @@ pub enum FastStatement {
     /// A window marked without rate rules whose limit keeps no ledger row for an allowed
     /// consume without a key (FAST_CONSUME_COUNTED).
     Counted,
+    /// The same, that also denies when the window has no room (FAST_CONSUME_COUNTED_OR_DENIAL):
+    /// tried first after the metric's last fast decision was such a denial.
+    CountedOrDenial,
     /// A wallet's window without rate rules whose allowance is spent (FAST_WALLET).
     Wallet,
     /// Any marked window, with the rules cached beside it (FAST_CONSUME).
@@ -330,7 +359,9 @@ impl FastStatement {
     /// takes an unrated window's allowance (with a row, as the unrated one writes), the
     /// others only their own windows.
     pub fn takes(self, suited: FastStatement) -> bool {
-        self == suited || (matches!(self, FastStatement::Rated | FastStatement::UnratedOrDenial) && suited == FastStatement::Unrated)
+        self == suited
+            || (matches!(self, FastStatement::Rated | FastStatement::UnratedOrDenial) && suited == FastStatement::Unrated)
+            || (self == FastStatement::CountedOrDenial && suited == FastStatement::Counted)
     }
 }
 
@@ -340,7 +371,7 @@ impl FastStatement {
 /// one.
 pub fn first_statement(metric: &str, keyed: bool) -> FastStatement {
     match SEEN_WINDOWS.with(|seen| seen.borrow().get(metric).copied()) {
-        Some(FastStatement::Counted) if keyed => FastStatement::Unrated,
+        Some(FastStatement::Counted | FastStatement::CountedOrDenial) if keyed => FastStatement::Unrated,
         Some(statement) => statement,
         None => FastStatement::Unrated,
     }
@@ -356,9 +387,15 @@ thread_local! {
 pub fn remember_window(metric: &str, kind: WindowKind) {
     let first = match FastStatement::for_window(kind, false) {
         Some(FastStatement::Unrated) if kind.allowance_spent => Some(FastStatement::UnratedOrDenial),
+        Some(FastStatement::Counted) if kind.allowance_spent => Some(FastStatement::CountedOrDenial),
         Some(FastStatement::Unrated) | None => None,
         statement => statement,
     };
+    remember_first(metric, first);
+}
+
+/// Notes the statement to try first for the metric (None: the unrated one).
+fn remember_first(metric: &str, first: Option<FastStatement>) {
     SEEN_WINDOWS.with(|seen| {
         let mut seen = seen.borrow_mut();
         match first {
@@ -398,17 +435,22 @@ pub fn consume(
                 Ok(denial_written(key.metric, amount, decision.used, decision.allowance, window, decision.event_id))
             })?;
             if decided.as_ref().is_some_and(|decision| decision.allowed) {
-                SEEN_WINDOWS.with(|seen| seen.borrow_mut().remove(key.metric));
+                remember_first(key.metric, None);
             }
             decided
         }
         FastStatement::Counted => {
             let [subject, metric, now, amount_arg, _, _] = args;
-            query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| {
-                let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
-                let standing = Standing { used: not_null(row, "used")?, reserved: 0, grants_left: 0 };
-                Ok(Decision::new(key.metric, amount, Some(&Split::allowance_only(amount)), standing, column(row, "allowance")?, window))
-            })?
+            query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| counted_or_denied(row, key.metric, amount, None))?
+        }
+        FastStatement::CountedOrDenial => {
+            let decided = query_row(client, &FAST_CONSUME_COUNTED_OR_DENIAL, args, |row| {
+                counted_or_denied(row, key.metric, amount, column(row, "denial_event_id")?)
+            })?;
+            if decided.as_ref().is_some_and(|decision| decision.allowed) {
+                remember_first(key.metric, Some(FastStatement::Counted));
+            }
+            decided
         }
         FastStatement::Wallet => {
             let window = [("subject", key.subject.into()), ("metric", key.metric.into()), ("now", timestamp(key.now)?.into())];
@@ -424,6 +466,17 @@ pub fn consume(
         }
     };
     Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
+}
+
+/// What a counted window's statement returned: the window after an allowed consume, or
+/// (`denial_event_id`) the window without room whose denial it wrote.
+fn counted_or_denied(row: &super::Row, metric: &str, amount: i64, denial_event_id: Option<i64>) -> QResult<Decision> {
+    let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
+    let (used, allowance) = (not_null(row, "used")?, column(row, "allowance")?);
+    Ok(match denial_event_id {
+        Some(event_id) => denial_written(metric, amount, used, allowance, window, Some(event_id)),
+        None => Decision::new(metric, amount, Some(&Split::allowance_only(amount)), Standing { used, reserved: 0, grants_left: 0 }, allowance, window),
+    })
 }
 
 /// The denial a statement wrote for a marked window without room, decided again from the

@@ -83,6 +83,28 @@ SELECT try($$INSERT INTO notes (author, body) VALUES (s(90), 'x')$$);
 SELECT try($$INSERT INTO exports (owner, size_mb) VALUES (NULL, 1)$$);
 DROP TABLE notes;
 
+-- Through PostgREST (request.method is set) the trigger's denial is SQLSTATE PGRST: HTTP 429,
+-- the body's code PT429, and the row is not written.
+CREATE FUNCTION pg_temp.postgrest_error(statement text) RETURNS TABLE (error_state text, message jsonb, detail jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('request.method', 'POST', true);
+    EXECUTE statement;
+    RAISE EXCEPTION 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+    PERFORM set_config('request.method', '', true);
+    RETURN NEXT;
+END $$;
+SELECT quota.assign_plan(s(94), 'app');
+INSERT INTO projects (user_id, name) VALUES (s(94), 'a'), (s(94), 'b'), (s(94), 'c');
+BEGIN;
+SELECT error_state, message ->> 'code' AS code, message ->> 'message' AS message, detail -> 'status' AS status
+  FROM pg_temp.postgrest_error($$INSERT INTO projects (user_id, name) VALUES (s(94), 'over')$$);
+COMMIT;
+SELECT count(*) AS projects_of_94, (SELECT used FROM quota.usage(s(94)) WHERE metric = 'projects') AS used
+  FROM projects WHERE user_id = s(94);
+
 -- enforce_off removes it.
 SELECT quota.enforce_off('public.exports', 'exports');
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.exports'::regclass ORDER BY 1;

@@ -64,3 +64,19 @@ SELECT allowed, event_id IS NOT NULL AS has_row FROM quota.consume(s(240005), 'a
 SELECT count(quota.consume(s(240004), 'api'));
 SELECT allowed, event_id IS NOT NULL AS has_row FROM quota.consume(s(240005), 'api');
 SELECT count(*) AS rows_kept FROM quota.events WHERE subject = s(240005);
+
+-- Denials of a counted metric: after the first (written by the read of the marked window),
+-- the next ones are written by the counted statement that also denies, which counts again
+-- without a row once a give-back makes room. Only the denials and the give-back are rows.
+SELECT quota.assign_plan(s(240006), 'counted');
+SELECT allowed, used, event_id IS NOT NULL AS has_row FROM quota.consume(s(240006), 'api', 5);
+SELECT allowed, used, reason, remaining, event_id IS NOT NULL AS has_row FROM quota.consume(s(240006), 'api');
+SELECT allowed, used, reason, remaining, event_id IS NOT NULL AS has_row
+  FROM quota.consume(s(240006), 'api', 1, metadata => '{"why": "full"}');
+SELECT allowed, used FROM quota.give_back(s(240006), 'api', 2);
+SELECT allowed, used, reason, event_id IS NOT NULL AS has_row FROM quota.consume(s(240006), 'api');
+SELECT allowed, used, reason, event_id IS NOT NULL AS has_row FROM quota.consume(s(240006), 'api');
+SELECT allowed, used, reason, event_id IS NOT NULL AS has_row FROM quota.consume(s(240006), 'api');
+SELECT kind, amount, used, remaining, reason, metadata FROM quota.events WHERE subject = s(240006) ORDER BY event_id;
+SELECT used, counted_without_ledger FROM quota.counters WHERE subject = s(240006) AND metric = 'api';
+SELECT count(*) AS audit_mismatches FROM quota.audit() WHERE subject = s(240006);
