@@ -78,15 +78,16 @@ macro_rules! take_counted {
     };
 }
 
-/// The ledger row of what FAST_CONSUME took, returned as a decision.
+/// The ledger row of what FAST_CONSUME took, returning the window it took from (the decision
+/// is made from it, `taken_or_denied`: the rest of the row is what the call asked for).
 macro_rules! ledger_row_of_taken {
     () => {
-        concat!("INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
-                                           used, allowance, remaining, reason, idempotency_key, metadata)
-                 SELECT $subject, 'consume', $metric, $amount, $amount, window_start, window_end, used, allowance,
-                        allowance - used, 'ok', $idempotency_key, $metadata
-                   FROM taken
-                 RETURNING ", decision_columns!())
+        "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
+                                   used, allowance, remaining, reason, idempotency_key, metadata)
+         SELECT $subject, 'consume', $metric, $amount, $amount, window_start, window_end, used, allowance,
+                allowance - used, 'ok', $idempotency_key, $metadata
+           FROM taken
+         RETURNING event_id, window_start, window_end, used, allowance"
     };
 }
 
@@ -424,7 +425,7 @@ pub fn consume(
         ("metadata", metadata.into()),
     ];
     let decided = match statement {
-        FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, decision_from_row)?,
+        FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, |row| taken_with_row(row, key.metric, amount))?,
         FastStatement::UnratedOrDenial => {
             let decided = query_row(client, &FAST_CONSUME_UNRATED_OR_DENIAL, args, |row| {
                 let decision = decision_from_row(row)?;
@@ -441,11 +442,11 @@ pub fn consume(
         }
         FastStatement::Counted => {
             let [subject, metric, now, amount_arg, _, _] = args;
-            query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| counted_or_denied(row, key.metric, amount, None))?
+            query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| taken_or_denied(row, key.metric, amount, None, None))?
         }
         FastStatement::CountedOrDenial => {
             let decided = query_row(client, &FAST_CONSUME_COUNTED_OR_DENIAL, args, |row| {
-                counted_or_denied(row, key.metric, amount, column(row, "denial_event_id")?)
+                taken_or_denied(row, key.metric, amount, None, column(row, "denial_event_id")?)
             })?;
             if decided.as_ref().is_some_and(|decision| decision.allowed) {
                 remember_first(key.metric, Some(FastStatement::Counted));
@@ -460,23 +461,31 @@ pub fn consume(
             query_row(client, &FAST_WALLET, args, decision_from_row)?
         }
         FastStatement::Rated => {
-            let [subject, metric, now, amount, idempotency_key, metadata] = args;
-            let args = [subject, metric, now, ("instant_us", key.instant.into()), amount, idempotency_key, metadata];
-            query_row(client, &FAST_CONSUME, args, decision_from_row)?
+            let [subject, metric, now, amount_arg, idempotency_key, metadata] = args;
+            let args = [subject, metric, now, ("instant_us", key.instant.into()), amount_arg, idempotency_key, metadata];
+            query_row(client, &FAST_CONSUME, args, |row| taken_with_row(row, key.metric, amount))?
         }
     };
     Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
 }
 
-/// What a counted window's statement returned: the window after an allowed consume, or
+/// What a fast statement returned of the window it decided on: the window after the consume
+/// it took from its allowance (with the ledger row's `event_id`, when it wrote one), or
 /// (`denial_event_id`) the window without room whose denial it wrote.
-fn counted_or_denied(row: &super::Row, metric: &str, amount: i64, denial_event_id: Option<i64>) -> QResult<Decision> {
+fn taken_or_denied(row: &super::Row, metric: &str, amount: i64, event_id: Option<i64>, denial_event_id: Option<i64>) -> QResult<Decision> {
     let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
     let (used, allowance) = (not_null(row, "used")?, column(row, "allowance")?);
-    Ok(match denial_event_id {
-        Some(event_id) => denial_written(metric, amount, used, allowance, window, Some(event_id)),
-        None => Decision::new(metric, amount, Some(&Split::allowance_only(amount)), Standing { used, reserved: 0, grants_left: 0 }, allowance, window),
-    })
+    if denial_event_id.is_some() {
+        return Ok(denial_written(metric, amount, used, allowance, window, denial_event_id));
+    }
+    let standing = Standing { used, reserved: 0, grants_left: 0 };
+    let taken = Decision::new(metric, amount, Some(&Split::allowance_only(amount)), standing, allowance, window);
+    Ok(Decision { event_id, ..taken })
+}
+
+/// A consume that a fast statement took and wrote the ledger row of (ledger_row_of_taken).
+fn taken_with_row(row: &super::Row, metric: &str, amount: i64) -> QResult<Decision> {
+    taken_or_denied(row, metric, amount, Some(not_null(row, "event_id")?), None)
 }
 
 /// The denial a statement wrote for a marked window without room, decided again from the
