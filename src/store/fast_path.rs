@@ -134,7 +134,7 @@ thread_local! {
     // the amount, as MARKED_WINDOW writes it (the statement's snapshot has the window without
     // room and the UPDATE took nothing), so that a denial is one statement. Its denial branch
     // (a second scan of the counter, read when nothing was taken) costs an allowed consume
-    // about a fifth of the statement's throughput: tried first only after a denial
+    // about a sixth of the statement's throughput: tried first only after a denial
     // (FastStatement::UnratedOrDenial).
     static FAST_CONSUME_UNRATED_OR_DENIAL: Kept = const { Kept::new(
         concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
