@@ -8,8 +8,9 @@
 -- falls on), and the window that counted the rows (counted_in: the pool for a member's
 -- pooled call, else the subject). counted and drawn are what audit() adds into that
 -- window's counter and into the member's draws from its pool. Once the window's counter is
--- compacted too, its rollups are closed: audit() no longer checks them against a counter
--- (a later row for that window, a late record, starts a counter and open rollups of its own).
+-- compacted too, its rollups are closed: audit() no longer checks them against a counter,
+-- and no usage is counted into that window again (a late record into it is refused:
+-- counters::refuse_closed_window in src/store/counters.rs).
 CREATE TABLE quota.ledger_rollups (
     subject                uuid NOT NULL,
     metric                 text NOT NULL,

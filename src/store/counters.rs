@@ -9,12 +9,13 @@ use quota_rules::decide::{Limit, Overage};
 use quota_rules::governing::Governing;
 use quota_rules::plan::LedgerMode;
 use quota_rules::rate::{rules_change_at, rules_in_force, stored_overrides, stored_rules};
+use quota_rules::request::{may_be_compacted, RequestError};
 use quota_rules::rollover::Rollover;
 use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
 
 use super::rollover;
 use super::schema::{self, Part};
-use super::{Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
+use super::{clock_now, Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
 use crate::error::{QResult, QuotaError};
 
 /// The balance of the (subject, metric)'s grants usable at `$now`.
@@ -116,6 +117,12 @@ thread_local! {
          VALUES ($subject, $metric, $window_start, $window_end, 0)
          ON CONFLICT (subject, metric, window_start) DO UPDATE SET used = c.used
          RETURNING c.used::int8 AS used, c.held::int8 AS held",
+    ) };
+    // Whether quota.compact() closed the window: it folded the counter into closed rollups
+    // (counted_in is the window's subject, a pool for its members' pooled calls) and deleted it.
+    static WINDOW_CLOSED: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM quota.ledger_rollups
+                         WHERE counted_in = $subject AND metric = $metric AND window_start = $window_start AND window_closed) AS closed",
     ) };
     static ADJUST_COUNTER: Kept = const { Kept::new(
         "UPDATE quota.counters SET used = used + $used_change, held = held + $held_change
@@ -282,7 +289,9 @@ pub fn bump(client: &SpiClient, key: CounterKey, amount: i64, max_used: Option<i
         ("amount", amount.into()),
         ("max_used", max_used.into()),
     ];
-    query_row(client, &BUMP, args, |row| not_null(row, "used"))
+    let used = query_row(client, &BUMP, args, |row| not_null(row, "used"))?;
+    refuse_closed_window(client, key)?;
+    Ok(used)
 }
 
 /// A window's counter: usage, and the sum of its reservations still marked held.
@@ -304,7 +313,32 @@ pub fn lock_counter(client: &SpiClient, key: CounterKey) -> QResult<Counter> {
         ("window_start", window_key(key.window.start)?.into()),
         ("window_end", window_end(key.window.end)?.into()),
     ];
-    the_row(query_row(client, &LOCK_COUNTER, args, counter_from_row)?)
+    let counter = the_row(query_row(client, &LOCK_COUNTER, args, counter_from_row)?)?;
+    refuse_closed_window(client, key)?;
+    Ok(counter)
+}
+
+/// Refuses to count into a window that quota.compact() closed: its counter, created again from
+/// zero, would pay the usage a second time. Runs after the statement that locked (or created)
+/// the counter, so that its snapshot has every compaction that closed the window before that
+/// lock; a later compaction skips the locked counter. Only on a window that has ended by the
+/// wall clock: compaction closes no other. The error rolls back the counter's change.
+fn refuse_closed_window(client: &SpiClient, key: CounterKey) -> QResult<()> {
+    if window_closed(client, key)? {
+        let window_start = key.window.start.ok_or_else(|| QuotaError::internal("a lifetime window without a start was compacted"))?;
+        return Err(RequestError::WindowCompacted { metric: key.metric.to_string(), window_start }.into());
+    }
+    Ok(())
+}
+
+/// Whether quota.compact() closed the window (only a window that has ended by the wall clock
+/// can be).
+pub fn window_closed(client: &SpiClient, key: CounterKey) -> QResult<bool> {
+    if !may_be_compacted(key.window, clock_now()?) || !schema::has(client, Part::Compaction)? {
+        return Ok(false);
+    }
+    let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("window_start", window_key(key.window.start)?.into())];
+    the_row(query_row(client, &WINDOW_CLOSED, args, |row| not_null(row, "closed"))?)
 }
 
 /// Changes a locked counter; returns its new usage.

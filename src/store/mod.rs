@@ -112,6 +112,14 @@ pub fn statement_now() -> QResult<Micros> {
     now.checked_add(PG_EPOCH_MICROS).ok_or_else(|| QuotaError::overflow("statement_timestamp()"))
 }
 
+/// The wall clock (`pg_catalog.clock_timestamp()`): what quota.compact() may have done by now
+/// is bounded by it, not by the caller's transaction start.
+pub fn clock_now() -> QResult<Micros> {
+    // SAFETY: reads the system clock; no state of the backend is involved.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    now.checked_add(PG_EPOCH_MICROS).ok_or_else(|| QuotaError::overflow("clock_timestamp()"))
+}
+
 /// A statement prepared on first use and kept for the backend's lifetime. Its SQL names its
 /// parameters `$name`; the first call's arguments fix their order and types.
 pub struct Kept {

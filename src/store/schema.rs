@@ -34,6 +34,8 @@ pub enum Part {
     /// Ledger modes: quota.limits' `ledger`, quota.counters' `ledger_rows` and
     /// `counted_without_ledger` (0.12.0). The fast path needs them.
     LedgerModes,
+    /// Compaction: quota.ledger_rollups, whose closed rollups are the windows it closed (0.13.0).
+    Compaction,
 }
 
 thread_local! {
@@ -43,6 +45,7 @@ thread_local! {
     static HAS_ALERTS: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_ROLLOVER: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_LEDGER_MODES: Cell<Option<bool>> = const { Cell::new(None) };
+    static HAS_COMPACTION: Cell<Option<bool>> = const { Cell::new(None) };
     static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
     static ADMIN_CHANGES_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.admin_changes') IS NOT NULL AS present",
@@ -61,6 +64,9 @@ thread_local! {
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
                          WHERE attrelid = pg_catalog.to_regclass('quota.counters') AND attname = 'counted_without_ledger' AND NOT attisdropped) AS present",
     ) };
+    static LEDGER_ROLLUPS_TABLE: Kept = const { Kept::new(
+        "SELECT pg_catalog.to_regclass('quota.ledger_rollups') IS NOT NULL AS present",
+    ) };
     static RATE_STATE_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.rate_state') IS NOT NULL AS present",
     ) };
@@ -74,6 +80,7 @@ unsafe extern "C-unwind" fn forget_schema(_arg: pg_sys::Datum, _relid: pg_sys::O
     HAS_ALERTS.with(|has| has.set(None));
     HAS_ROLLOVER.with(|has| has.set(None));
     HAS_LEDGER_MODES.with(|has| has.set(None));
+    HAS_COMPACTION.with(|has| has.set(None));
 }
 
 /// Whether the database's pg_quota schema has `part`.
@@ -90,6 +97,7 @@ pub fn has(client: &SpiClient, part: Part) -> QResult<bool> {
         Part::Alerts => (&HAS_ALERTS, &ALERT_OVERRIDES_TABLE),
         Part::Rollover => (&HAS_ROLLOVER, &ROLLOVER_COLUMN),
         Part::LedgerModes => (&HAS_LEDGER_MODES, &LEDGER_COLUMN),
+        Part::Compaction => (&HAS_COMPACTION, &LEDGER_ROLLUPS_TABLE),
     };
     if let Some(present) = cached.with(Cell::get) {
         return Ok(present);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Compaction under load: thirty days of history for 200 subjects, then 32 sessions consume
-# today's window and record late into the past thirty days (windows compaction is closing)
-# while 2 sessions call quota.compact() over and over. Afterwards every unit counted is in
-# the ledger, the rollups or the counters' units counted without rows, the audit is clean,
-# and compaction did fold rows and close windows during the run (compaction/check.sql).
+# today's window and record late into the past thirty days (windows compaction is closing:
+# a record into a closed one is refused, and logged) while 2 sessions call quota.compact()
+# over and over. Afterwards every unit counted is in the ledger, the rollups or the
+# counters' units counted without rows, no closed window was counted again, only records
+# into closed windows were refused, the audit is clean, and compaction did fold rows and
+# close windows during the run (compaction/check.sql).
 #   compaction.sh CLIENTS CALLS
 set -euo pipefail
 cd "$(dirname "$0")/compaction"
@@ -15,6 +17,16 @@ CREATE EXTENSION pg_quota;
 CREATE FUNCTION public.s(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
     AS $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
 CREATE TABLE public.compaction_log (events_folded bigint, windows_closed bigint);
+CREATE TABLE public.refused_records (subject uuid, occurred_at timestamptz);
+-- A late record, or its refusal (22023: its window was closed) logged.
+CREATE FUNCTION public.late_record(subject uuid, days_ago integer) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    occurred constant timestamptz := now() - days_ago * interval '1 day';
+BEGIN
+    PERFORM quota.record(subject, 'calls', 1, occurred_at => occurred);
+EXCEPTION WHEN invalid_parameter_value THEN
+    INSERT INTO public.refused_records VALUES (subject, occurred);
+END $$;
 SELECT quota.create_plan('history', '{"calls": {"limit": 1000000, "per": "day"},
                                       "pings": {"limit": 1000000, "per": "day", "ledger": "counters"}}', is_default => true);
 -- 3 units a day for thirty days for each subject, written when they counted.
@@ -34,4 +46,4 @@ fi
 kill "$compactor" 2>/dev/null || true
 wait "$compactor" 2>/dev/null || true
 grep -q "aborted" /tmp/pgq-compaction-compact.log && { cat /tmp/pgq-compaction-compact.log >&2; exit 1; }
-psql -d "$db" -c "SET pgq.expected_units = $((history + clients * calls))" -f check.sql
+psql -d "$db" -c "SET pgq.units_asked = $((history + clients * calls))" -f check.sql

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::decide::Decision;
-use crate::window::Micros;
+use crate::window::{Micros, Window};
 use crate::CorruptValue;
 
 /// Records may arrive from clocks a little ahead of the database's.
@@ -124,6 +124,9 @@ pub enum RequestError {
     ReservationExpired { reservation: String, expired_at: Micros },
     /// A settled reservation settled again with another amount (23505).
     SettledOtherwise { reservation: String, settled: i64, actual: i64 },
+    /// Usage counted into a window that quota.compact() closed (its counter is folded into
+    /// rollups): counting it again from zero would pay it twice.
+    WindowCompacted { metric: String, window_start: Micros },
 }
 
 impl RequestError {
@@ -146,6 +149,9 @@ impl RequestError {
             RequestError::ReservationReleased { .. } => "A released hold is gone; reserve again for new work.",
             RequestError::ReservationExpired { .. } => {
                 "An expired hold holds nothing. Record usage that happened anyway with quota.record()."
+            }
+            RequestError::WindowCompacted { .. } => {
+                "quota.compact() folds windows that ended more than its older_than ago: record usage before then, or compact with a longer older_than."
             }
             RequestError::ReservationSettled { .. } | RequestError::SettledOtherwise { .. } => return None,
         })
@@ -175,6 +181,11 @@ impl fmt::Display for RequestError {
             RequestError::SettledOtherwise { reservation, settled, actual } => {
                 write!(f, "reservation {reservation} was already settled with {settled}, not {actual}")
             }
+            RequestError::WindowCompacted { metric, window_start } => write!(
+                f,
+                "the window of \"{metric}\" that started at {} was closed by quota.compact(): usage can no longer be counted into it",
+                format_instant(*window_start)
+            ),
         }
     }
 }
@@ -216,6 +227,12 @@ pub fn usage_instant(occurred_at: Option<Micros>, now: Micros) -> Result<Micros,
     } else {
         Ok(at)
     }
+}
+
+/// Whether quota.compact() may have closed `window` by `clock` (the wall clock): it closes
+/// only windows that have ended (by at least its older_than).
+pub fn may_be_compacted(window: Window, clock: Micros) -> bool {
+    window.end.is_some_and(|end| end <= clock)
 }
 
 /// A grant's expiry must lie ahead of the transaction's instant.
@@ -321,6 +338,21 @@ mod tests {
         assert_eq!(usage_instant(Some(i64::MAX), i64::MAX), Ok(i64::MAX));
         assert_eq!(future_expiry(now, now), Err(RequestError::ExpiryNotInTheFuture));
         assert_eq!(future_expiry(now + 1, now), Ok(now + 1));
+    }
+
+    #[test]
+    fn only_ended_windows_may_be_compacted() {
+        let day = Window { start: Some(0), end: Some(86_400_000_000) };
+        assert!(!may_be_compacted(day, 86_399_999_999));
+        assert!(may_be_compacted(day, 86_400_000_000));
+        assert!(!may_be_compacted(Window::LIFETIME, i64::MAX));
+        let closed = RequestError::WindowCompacted { metric: "calls".into(), window_start: 0 };
+        assert!(!closed.is_conflict());
+        assert_eq!(
+            closed.to_string(),
+            "the window of \"calls\" that started at 1970-01-01T00:00:00+00:00 was closed by quota.compact(): usage can no longer be counted into it"
+        );
+        assert!(closed.hint().is_some_and(|hint| hint.contains("older_than")));
     }
 
     #[test]

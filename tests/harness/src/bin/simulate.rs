@@ -12,7 +12,9 @@
 //! beside this file), and the usage alerts of sim_a's "calls" (each rule once per window,
 //! "recovered" after a depletion; compared alert by alert at the end), and the rollover of
 //! sim_a's "daily" (some subjects start on the plan for days, with usage recorded into the
-//! days before today: what those days left carries into today). The model
+//! days before today: what those days left carries into today), and compaction's closed
+//! windows (usage of "archived" recorded into days before today, then compacted: a late
+//! record into a closed day is refused, one into another past day counts). The model
 //! below (written from the product contract, not from the extension's code) predicts every
 //! decision on owned subjects exactly, whatever the interleaving. All connections also
 //! hammer a few shared subjects, where only invariants can be checked. At the end every
@@ -57,6 +59,11 @@ const SOFT_OVERAGE_MAX: i64 = 30;
 /// depletion once something is usable again after a grant, a reset, a plan change, an
 /// override or a released hold.
 const ALERT_RULES: [&str; 5] = ["50%", "100%", "5 left", "depleted", "recovered"];
+/// A daily metric of both plans (in day_zone; allowance per plan) that only the setup and
+/// late_record touch: the setup records into some of the HISTORY_DAYS days before today and
+/// has quota.compact close those windows; late_record records into any of those days.
+const ARCHIVED: &str = "archived";
+const ARCHIVED_LIMITS: [i64; 2] = [8, 12];
 const EXPIRIES: [Option<&str>; 3] = [None, Some("2100-01-01 00:00:00+00"), Some("2101-01-01 00:00:00+00")];
 const SHARED_SUBJECTS: usize = 2;
 
@@ -156,6 +163,11 @@ struct Subject {
     alerts: Vec<(usize, &'static str, i64, Option<i64>)>,
     /// A depletion of the metric that no "recovered" has answered yet.
     awaiting: [bool; 4],
+    /// "archived"'s windows of the days before today, by days ago (index 0, today, unused):
+    /// the usage of a window still open, None for one compaction closed.
+    archived: Vec<Option<i64>>,
+    /// Keyed records of the setup into "archived": (key, days ago, amount).
+    archived_keys: Vec<(String, i64, i64)>,
 }
 
 /// How a payment is made: allowance, then grants in spending order, then overage.
@@ -180,6 +192,8 @@ impl Subject {
             fired: HashMap::new(),
             alerts: Vec::new(),
             awaiting: [false; 4],
+            archived: vec![Some(0); HISTORY_DAYS as usize + 1],
+            archived_keys: Vec::new(),
         }
     }
 
@@ -482,6 +496,56 @@ impl Worker {
         Ok(())
     }
 
+    /// Records each subject's "archived" usage into some of the days before today, as if it
+    /// had been written then, and has quota.compact close those windows (compaction runs one
+    /// at a time: another connection's may hold it, so it is called until this connection's
+    /// windows are closed). The model keeps the days closed, the others open and unused.
+    fn setup_archive(&mut self) -> Result<(), Fail> {
+        let ids: Vec<Uuid> = self.subjects.iter().map(|subject| subject.id).collect();
+        for s in 0..self.subjects.len() {
+            for days_ago in 1..=HISTORY_DAYS {
+                if !self.rng.chance(50) {
+                    continue;
+                }
+                let (amount, hour) = (self.rng.range(1, 10), self.rng.range(0, 23));
+                let key = if self.rng.chance(50) { Some(self.new_key()) } else { None };
+                self.client
+                    .execute(
+                        &format!(
+                            "SELECT quota.record($1, '{ARCHIVED}', $2, $3, occurred_at => date_trunc('day', now(), $4)
+                                    - make_interval(hours => 24 * $5 - $6))"
+                        ),
+                        &[&self.subjects[s].id, &amount, &key, &self.day_zone, &(days_ago as i32), &(hour as i32)],
+                    )
+                    .map_err(db)?;
+                self.count("archived record");
+                self.subjects[s].archived[days_ago as usize] = None;
+                if let Some(key) = key {
+                    self.subjects[s].archived_keys.push((key, days_ago, amount));
+                }
+            }
+        }
+        self.client
+            .execute(
+                &format!("UPDATE quota.events SET created_at = window_end - interval '1 second' WHERE subject = ANY($1) AND metric = '{ARCHIVED}'"),
+                &[&ids],
+            )
+            .map_err(db)?;
+        for _ in 0..1000 {
+            let open: i64 = self
+                .client
+                .query_one(&format!("SELECT count(*) FROM quota.counters WHERE subject = ANY($1) AND metric = '{ARCHIVED}'"), &[&ids])
+                .map_err(db)?
+                .get(0);
+            if open == 0 {
+                return Ok(());
+            }
+            self.client.execute("SELECT quota.compact('1 hour', 1000)", &[]).map_err(db)?;
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+        fail("quota.compact did not close the setup's \"archived\" windows")
+    }
+
     fn step(&mut self) -> Result<(), Fail> {
         if self.rng.chance(15) {
             return self.shared_step();
@@ -496,7 +560,8 @@ impl Worker {
             0..=29 => self.consume(s, metric),
             30..=33 => self.check(s, metric),
             34..=37 => self.consume_many(s),
-            38..=45 => self.record(s, metric),
+            38..=44 => self.record(s, metric),
+            45 => self.late_record(s),
             46..=53 => self.grant(s, metric),
             54..=56 => self.revoke(s),
             57..=64 => self.reserve(s, metric),
@@ -682,6 +747,44 @@ impl Worker {
             subject.keys.insert((key, metric), (amount, payment.expected));
         }
         Ok(())
+    }
+
+    /// A record of "archived" into one of the days before today (sometimes a retry of a keyed
+    /// record of the setup): refused (22023) into a window compaction closed, whose usage is
+    /// folded; counted into any other past day, from its allowance then as overage.
+    fn late_record(&mut self, s: usize) -> Result<(), Fail> {
+        self.count("late record");
+        let (days_ago, amount, key) = match self.subjects[s].archived_keys.clone() {
+            keys if !keys.is_empty() && self.rng.chance(25) => {
+                let (key, days_ago, amount) = self.rng.pick(&keys).clone();
+                (days_ago, amount, Some(key))
+            }
+            _ => (self.rng.range(1, HISTORY_DAYS), self.rng.range(1, 6), None),
+        };
+        let hour = self.rng.range(0, 23);
+        let sql = format!(
+            "SELECT {DECISION} FROM quota.record($1, '{ARCHIVED}', $2, $3, occurred_at => date_trunc('day', now(), $4)
+                    - make_interval(hours => 24 * $5 - $6))"
+        );
+        let args: [&(dyn postgres::types::ToSql + Sync); 6] =
+            [&self.subjects[s].id, &amount, &key, &self.day_zone, &(days_ago as i32), &(hour as i32)];
+        let result = self.client.query_one(&sql, &args);
+        let subject = &mut self.subjects[s];
+        match (subject.archived[days_ago as usize], result) {
+            (None, Err(e)) if sqlstate(&e).as_deref() == Some("22023") => {
+                self.count("late record refused");
+                Ok(())
+            }
+            (None, Ok(row)) => fail(format!("late record into a closed window ({days_ago} days ago) counted: {:?}", decision(&row))),
+            (Some(used), Ok(row)) => {
+                let limit = ARCHIVED_LIMITS[subject.plan];
+                let from_allowance = amount.min((limit - used).max(0));
+                let expected = Expected { allowed: true, from_allowance, from_grants: 0, overage: amount - from_allowance, used: used + amount };
+                subject.archived[days_ago as usize] = Some(used + amount);
+                compare("late record", &expected, &decision(&row))
+            }
+            (_, Err(e)) => Err(db(e)),
+        }
     }
 
     fn grant(&mut self, s: usize, metric: usize) -> Result<(), Fail> {
@@ -1027,6 +1130,7 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<String, Fail> {
                 json.insert(metric.to_string(), spec);
             }
         }
+        json.insert(ARCHIVED.to_string(), serde_json::json!({"limit": ARCHIVED_LIMITS[index], "per": "day", "time_zone": zone}));
         client
             .execute("SELECT quota.create_plan($1, $2, $3)", &[plan, &serde_json::Value::Object(json), &(index == 0)])
             .map_err(db)?;
@@ -1056,6 +1160,36 @@ fn compare_usage(client: &mut Client, subject: &Subject, metric: usize) -> Resul
     if got != expected {
         return fail(format!(
             "{} {name}: usage() used, reserved, remaining, grants_remaining, rollover_remaining {got:?}, model {expected:?}",
+            subject.id
+        ));
+    }
+    Ok(())
+}
+
+/// "archived"'s days before today against the model: a counter for each open day that counted
+/// something, with its usage, none for a closed day (no closed window was counted again), and
+/// closed rollups for each closed day.
+fn verify_archived(client: &mut Client, subject: &Subject) -> Result<(), Fail> {
+    let mut used: Vec<i64> = client
+        .query(&format!("SELECT used::int8 FROM quota.counters WHERE subject = $1 AND metric = '{ARCHIVED}'"), &[&subject.id])
+        .map_err(db)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    used.sort();
+    let mut expected: Vec<i64> = subject.archived[1..].iter().flatten().copied().filter(|&used| used > 0).collect();
+    expected.sort();
+    let closed: i64 = client
+        .query_one(
+            &format!("SELECT count(DISTINCT window_start) FROM quota.ledger_rollups WHERE counted_in = $1 AND metric = '{ARCHIVED}' AND window_closed"),
+            &[&subject.id],
+        )
+        .map_err(db)?
+        .get(0);
+    let expected_closed = subject.archived[1..].iter().filter(|day| day.is_none()).count() as i64;
+    if used != expected || closed != expected_closed {
+        return fail(format!(
+            "{} {ARCHIVED}: open windows' usage {used:?} and {closed} closed, model {expected:?} and {expected_closed} closed",
             subject.id
         ));
     }
@@ -1157,6 +1291,7 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
         worker.pool.verify(client)?;
         for subject in &worker.subjects {
             verify_carries(client, subject, &worker.day_zone)?;
+            verify_archived(client, subject)?;
             for (metric, name) in METRICS.iter().enumerate() {
                 compare_usage(client, subject, metric)?;
                 let keys = client
@@ -1277,6 +1412,7 @@ fn main() {
     let started = std::time::Instant::now();
     let mut rng = Rng::new(seed);
     let shared: Vec<Uuid> = (0..SHARED_SUBJECTS).map(|_| rng.uuid()).collect();
+    let setups_done = std::sync::Arc::new(std::sync::Barrier::new(connections));
     let outcome = setup(&dbname, &shared).and_then(|day_zone| {
         let handles: Vec<_> = (0..connections)
             .map(|index| {
@@ -1284,7 +1420,7 @@ fn main() {
                 let mut rng = Rng::new(rng.next_u64());
                 let subjects: Vec<Subject> = (0..4).map(|_| Subject::new(rng.uuid())).collect();
                 let pool = PoolModel::new(rng.uuid(), [rng.uuid(), rng.uuid()]);
-                let (shared, dbname, day_zone) = (shared.clone(), dbname.clone(), day_zone.clone());
+                let (shared, dbname, day_zone, setups_done) = (shared.clone(), dbname.clone(), day_zone.clone(), setups_done.clone());
                 thread::spawn(move || -> Result<Worker, Fail> {
                     let mut client = connect(&dbname).map_err(db)?;
                     let preloaded = client.query_one("SELECT quota.preloaded()", &[]).map_err(db)?.get(0);
@@ -1305,8 +1441,11 @@ fn main() {
                         pool,
                         day_zone,
                     };
-                    worker.setup_pool()?;
-                    worker.setup_rollover()?;
+                    // Every connection's setup is done before any operation: the setups'
+                    // compactions would fold what no operation expects folded.
+                    let ready = worker.setup_pool().and_then(|()| worker.setup_rollover()).and_then(|()| worker.setup_archive());
+                    setups_done.wait();
+                    ready?;
                     for op in 0..ops {
                         worker.step().map_err(|e| {
                             let last = &worker.trace[worker.trace.len().saturating_sub(24)..];
