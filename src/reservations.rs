@@ -18,7 +18,11 @@ use crate::error::{required, sql_call, QResult, QuotaError};
 use crate::pools;
 use crate::rates::{self, StateRows};
 use crate::spending::{governing_for_write, governing_with_assignment, lock_capacity, overage_of, pay, rate_limited, resolve_known, write_event, Entry, Request};
+use crate::fast_path::mark_if_it_can_decide;
 use crate::store::counters;
+use crate::store::fast_holds::{self, NewFastHold};
+use crate::store::fast_path;
+use crate::store::schema::{self, Part};
 use crate::store::ledger;
 use crate::store::reservations::{self as held_rows, FindBy, NewHold, Reservation};
 use crate::store::transaction_now;
@@ -76,6 +80,14 @@ fn release(reservation_id: Option<Uuid>) -> Result<(), ErrorReport> {
 /// reserve: holds the amount if the window's room and grants cover it after the other holds.
 fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -> QResult<(Option<Hold>, Decision)> {
     let subject = request.subject;
+    let expires_at = request.now.checked_add(ttl).ok_or_else(|| QuotaError::overflow("expires_at"))?;
+    let fast_path = schema::has(client, Part::LedgerModes)?;
+    if fast_path && key.is_none() {
+        let new_hold = NewFastHold { subject, metric: request.metric, amount: request.amount, now: request.now, expires_at };
+        if let Some((reservation_id, decision)) = fast_holds::reserve(client, new_hold)? {
+            return Ok((Some(Hold { reservation_id, expires_at }), decision));
+        }
+    }
     if let Some(key) = key {
         ledger::lock_idempotency_key(client, subject, request.metric, key)?;
         if let Some(held) = held_rows::find_reservation(client, FindBy::Key { subject, metric: request.metric, key })? {
@@ -85,8 +97,14 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
             return Ok((Some(hold), request::replay(original, request.metric, request.amount, key)?));
         }
     }
-    let governing = governing_with_assignment(client, request)?;
-    let pool = pools::pool_call(client, request, true)?;
+    let mut governing = governing_with_assignment(client, request)?;
+    let membership = pools::membership(client, request, true)?;
+    // The window is marked as a consume marks it, so that the next reserve and settle can
+    // take the fast path.
+    if fast_path && !fast_path::is_marked(client, subject, request.metric, request.now)? {
+        governing = mark_if_it_can_decide(client, request, governing, membership.is_member())?;
+    }
+    let pool = membership.call();
     if let Some(call) = &pool {
         pools::lock_member(client, request, call)?;
     }
@@ -114,7 +132,6 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
         let denied = request.decision(None, standing, allowance, window);
         return Ok((None, write_event(client, Entry { key, ..Entry::new(subject, Mode::Reserve, window) }, denied)?));
     }
-    let expires_at = request.now.checked_add(ttl).ok_or_else(|| QuotaError::overflow("expires_at"))?;
     let new_hold = NewHold { subject, metric: request.metric, amount: request.amount, window, expires_at, idempotency_key: key, member: None };
     let id = held_rows::insert_reservation(client, new_hold)?;
     // A hold starts the call: it takes the rate rules' room now, and settle takes none.
@@ -134,6 +151,11 @@ fn find(client: &SpiClient, id: Uuid) -> QResult<Reservation> {
 }
 
 fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Micros) -> QResult<Decision> {
+    if schema::has(client, Part::LedgerModes)? {
+        if let Some(decision) = fast_holds::settle(client, id, actual, now)? {
+            return Ok(decision);
+        }
+    }
     let held = find(client, id)?;
     let actual = actual.unwrap_or(held.amount);
     if held.status == ReservationStatus::Settled {

@@ -245,6 +245,12 @@ thread_local! {
              RETURNING event_id)
          SELECT marked.*, denied.event_id AS denial_event_id FROM marked LEFT JOIN denied ON true"),
     ) };
+    // Whether the (subject, metric)'s window at `$now` is marked, holds or not.
+    static IS_MARKED: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM quota.counters
+                         WHERE subject = $subject AND metric = $metric AND fast
+                           AND window_start <= $now AND (window_end IS NULL OR window_end > $now)) AS marked",
+    ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
     // the fast path: quota.forget_fast_path() takes the subject's key and the plan's key
     // exclusively. The subject's key is exclusive here too, so that two consumes of the
@@ -562,6 +568,12 @@ fn cached_rules(row: &super::Row) -> QResult<Option<Vec<(RateRule, Option<Micros
         })
         .collect::<QResult<Vec<_>>>()
         .map(Some)
+}
+
+/// Whether the (subject, metric)'s window at `now` is marked (whatever its holds).
+pub fn is_marked(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<bool> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("now", timestamp(now)?.into())];
+    the_row(query_row(client, &IS_MARKED, args, |row| not_null(row, "marked"))?)
 }
 
 /// Takes the keys a consume needs to mark its window (see TRY_LOCK_FAST_PATH) if they are

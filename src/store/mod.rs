@@ -49,7 +49,9 @@ pub mod alerts;
 pub mod changes;
 pub mod enforce;
 pub mod counters;
+#[macro_use]
 pub mod fast_path;
+pub mod fast_holds;
 pub mod journal;
 pub mod ledger;
 pub mod pools;

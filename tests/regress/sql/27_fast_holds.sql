@@ -1,0 +1,93 @@
+-- Reservations' fast path: on a window marked for consume's fast path, without rate rules,
+-- grants or other holds, reserve and settle each decide in one statement. The same calls on
+-- a subject whose window is unmarked before each call (so the slow path decides every one)
+-- must give the same decisions and leave the same rows: ledger, reservations, counters,
+-- alerts. Subjects 270001 (fast where it can) and 270002 (always slow).
+SELECT quota.create_plan('holds27', '{"calls": {"limit": 10, "per": "day", "alerts": ["80%"]}}');
+SELECT quota.assign_plan(s(n), 'holds27') FROM generate_series(270001, 270002) AS n;
+CREATE TABLE public.holds27 (subject uuid, seq integer, reservation_id uuid);
+
+-- One reserve or settle, with the path it took: the slow path resolves the subject's plan
+-- (an index scan of quota.assignments), the fast path reads only the marked counter and the
+-- reservation. `unmark`: the subject's windows are unmarked first.
+CREATE FUNCTION public.step27(subject uuid, unmark boolean, op text, amount bigint, seq integer) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    scans_before bigint;
+    held quota.reservation;
+    settled quota.decision;
+    path text;
+BEGIN
+    IF unmark THEN
+        UPDATE quota.counters SET fast = false WHERE counters.subject = step27.subject;
+    END IF;
+    scans_before := (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass);
+    IF op = 'reserve' THEN
+        held := quota.reserve(subject, 'calls', amount);
+        INSERT INTO public.holds27 VALUES (subject, seq, held.reservation_id);
+    ELSE
+        settled := quota.settle((SELECT h.reservation_id FROM public.holds27 AS h WHERE h.subject = step27.subject AND h.seq = step27.seq), amount);
+    END IF;
+    path := CASE WHEN (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass) > scans_before
+                 THEN 'slow' ELSE 'fast' END;
+    IF op = 'reserve' THEN
+        RETURN format('%s: held=%s used=%s reserved=%s remaining=%s reason=%s',
+                      path, held.reservation_id IS NOT NULL, held.used, held.reserved, held.remaining, held.reason);
+    END IF;
+    RETURN format('%s: from_allowance=%s overage=%s used=%s reserved=%s remaining=%s reason=%s',
+                  path, settled.from_allowance, settled.overage, settled.used, settled.reserved, settled.remaining, settled.reason);
+END $$;
+
+-- The first reserve marks the window (slow); its settle and the next reserve and settle take
+-- the fast path. A second hold while one is held goes slow, and so does settling a hold
+-- that is not the window's only one. Settling into 80% fires the alert (slow: the fast
+-- statement never crosses an alert). A hold that does not fit is denied (slow), and a settle
+-- past the allowance is charged as overage (slow).
+SELECT step27(s(270001), false, 'reserve', 3, 1) AS fast_where_it_can, step27(s(270002), true, 'reserve', 3, 1) AS always_slow;
+SELECT step27(s(270001), false, 'settle', NULL, 1), step27(s(270002), true, 'settle', NULL, 1);
+SELECT step27(s(270001), false, 'reserve', 2, 2), step27(s(270002), true, 'reserve', 2, 2);
+SELECT step27(s(270001), false, 'settle', 1, 2), step27(s(270002), true, 'settle', 1, 2);
+SELECT step27(s(270001), false, 'reserve', 4, 3), step27(s(270002), true, 'reserve', 4, 3);
+SELECT step27(s(270001), false, 'reserve', 1, 4), step27(s(270002), true, 'reserve', 1, 4);
+SELECT step27(s(270001), false, 'settle', 4, 3), step27(s(270002), true, 'settle', 4, 3);
+SELECT step27(s(270001), false, 'settle', 0, 4), step27(s(270002), true, 'settle', 0, 4);
+SELECT step27(s(270001), false, 'reserve', 3, 5), step27(s(270002), true, 'reserve', 3, 5);
+SELECT step27(s(270001), false, 'reserve', 1, 6), step27(s(270002), true, 'reserve', 1, 6);
+SELECT step27(s(270001), false, 'settle', 3, 6), step27(s(270002), true, 'settle', 3, 6);
+
+-- Both subjects' rows agree, column by column (the subject and ids aside).
+SELECT count(*) AS ledger_rows_differing FROM (
+    (SELECT kind, metric, amount, from_allowance, from_grants, overage, window_start, window_end, used, reserved,
+            allowance, remaining, reason, idempotency_key, metadata, pool, h.seq
+       FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id) WHERE e.subject = s(270001)
+     EXCEPT ALL
+     SELECT kind, metric, amount, from_allowance, from_grants, overage, window_start, window_end, used, reserved,
+            allowance, remaining, reason, idempotency_key, metadata, pool, h.seq
+       FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id) WHERE e.subject = s(270002))
+    UNION ALL
+    (SELECT kind, metric, amount, from_allowance, from_grants, overage, window_start, window_end, used, reserved,
+            allowance, remaining, reason, idempotency_key, metadata, pool, h.seq
+       FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id) WHERE e.subject = s(270002)
+     EXCEPT ALL
+     SELECT kind, metric, amount, from_allowance, from_grants, overage, window_start, window_end, used, reserved,
+            allowance, remaining, reason, idempotency_key, metadata, pool, h.seq
+       FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id) WHERE e.subject = s(270001))) AS d;
+SELECT h.seq, r.subject = s(270001) AS fast_subject, r.amount, r.window_start = date_trunc('day', now(), 'UTC') AS today,
+       r.expires_at - r.created_at AS ttl, r.status, r.idempotency_key, r.member
+  FROM quota.reservations AS r JOIN public.holds27 AS h USING (reservation_id)
+ ORDER BY h.seq, fast_subject;
+SELECT subject = s(270001) AS fast_subject, used, held, counted_without_ledger FROM quota.counters
+ WHERE subject IN (s(270001), s(270002)) ORDER BY 1;
+SELECT subject = s(270001) AS fast_subject, rule, used, remaining FROM quota.alerts
+ WHERE subject IN (s(270001), s(270002)) ORDER BY 1, alert_id;
+SELECT count(*) AS audit_mismatches FROM quota.audit() WHERE subject IN (s(270001), s(270002));
+
+-- A keyed reserve never takes the fast path (its key is kept, so that a retry replays it);
+-- a settle of a settled reservation replays it.
+SELECT quota.assign_plan(s(270003), 'holds27');
+SELECT allowed FROM quota.consume(s(270003), 'calls', 1);
+SELECT allowed, replayed, reserved FROM quota.reserve(s(270003), 'calls', 2, idempotency_key => 'job-27');
+SELECT allowed, replayed, reserved FROM quota.reserve(s(270003), 'calls', 2, idempotency_key => 'job-27');
+SELECT count(*) AS holds, min(idempotency_key) AS key FROM quota.reservations WHERE subject = s(270003);
+SELECT allowed, replayed, from_allowance, overage
+  FROM quota.settle((SELECT reservation_id FROM public.holds27 WHERE subject = s(270001) AND seq = 6), 3);
