@@ -55,8 +55,8 @@ COMMENT ON TABLE quota.grant_rollups IS 'pg_quota: what compacted ledger rows pa
 -- ended before now() - older_than, holds nothing, its rollups and what it counted without
 -- ledger rows add up to its counter and draws exactly (any unfolded row that counts keeps
 -- it; a window without any ledger row is never closed), and nothing still needs it: not a limit with rollover (carries are computed from past
--- counters), not a depletion whose recovery alert is not out yet. Rows and counters locked
--- by a running call are skipped, never waited for.
+-- counters), not a depletion whose recovery alert is not out yet. Rows, counters and pool
+-- draws locked by a running call are skipped, never waited for.
 CREATE FUNCTION quota.compact(older_than interval DEFAULT '32 days', max_rows integer DEFAULT 10000)
 RETURNS TABLE (events_folded bigint, windows_closed bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -182,8 +182,21 @@ BEGIN
                                                  AND d.metric = r.metric AND d.window_start = r.window_start))
          LIMIT max_rows
            FOR UPDATE OF c SKIP LOCKED
+    ), draws_free AS MATERIALIZED (
+        SELECT d.pool, d.metric, d.window_start FROM quota.pool_draws AS d
+          JOIN candidates AS w ON d.pool = w.subject AND d.metric = w.metric AND d.window_start = w.window_start
+           FOR UPDATE OF d SKIP LOCKED
+    ), closable AS (
+        -- A member's call locks its draws before its pool's counter: a window whose draws a
+        -- call holds is skipped, as a locked counter is (waiting for them here, while that call
+        -- waits for the counter this holds, would deadlock).
+        SELECT w.* FROM candidates AS w
+         WHERE (SELECT count(*) FROM quota.pool_draws AS d
+                 WHERE d.pool = w.subject AND d.metric = w.metric AND d.window_start = w.window_start)
+             = (SELECT count(*) FROM draws_free AS f
+                 WHERE f.pool = w.subject AND f.metric = w.metric AND f.window_start = w.window_start)
     ), closed AS (
-        DELETE FROM quota.counters AS c USING candidates AS w
+        DELETE FROM quota.counters AS c USING closable AS w
          WHERE c.subject = w.subject AND c.metric = w.metric AND c.window_start = w.window_start
         RETURNING c.subject, c.metric, c.window_start, c.counted_without_ledger
     ), draws AS (

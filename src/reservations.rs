@@ -81,7 +81,7 @@ fn release(reservation_id: Option<Uuid>) -> Result<(), ErrorReport> {
 fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -> QResult<(Option<Hold>, Decision)> {
     let subject = request.subject;
     let expires_at = request.now.checked_add(ttl).ok_or_else(|| QuotaError::overflow("expires_at"))?;
-    let fast_path = schema::has(client, Part::LedgerModes)?;
+    let fast_path = schema::has(client, Part::HoldsBound)?;
     if fast_path && key.is_none() {
         let new_hold = NewFastHold { subject, metric: request.metric, amount: request.amount, now: request.now, expires_at };
         if let Some((reservation_id, decision)) = fast_holds::reserve(client, new_hold)? {
@@ -136,7 +136,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     let id = held_rows::insert_reservation(client, new_hold)?;
     // A hold starts the call: it takes the rate rules' room now, and settle takes none.
     rate.commit(client, request)?;
-    counters::adjust_counter(client, request.counter(window), 0, request.amount - capacity.expired)?;
+    counters::add_hold(client, request.counter(window), request.amount, capacity.expired, expires_at)?;
     // A hold pays nothing yet: the decision shows what it keeps.
     let reserved = capacity.reserved.saturating_add(request.amount);
     let held = request.decision(None, Standing { reserved, ..standing }, allowance, window);
@@ -184,7 +184,7 @@ fn release_reservation(client: &SpiClient, id: Uuid, now: Micros) -> QResult<()>
     let request = Request { subject: held.subject, metric: &held.metric, amount: held.amount, now, at: now, instant: now };
     let governing = resolve_known(client, &request)?;
     let allowance = governing.allowance();
-    let capacity = lock_capacity(client, &request, held.window, allowance, Some(id))?;
+    let capacity = lock_capacity(client, &request, held.window, allowance, Some(&held))?;
     let used = counters::adjust_counter(client, request.counter(held.window), 0, -(held.amount + capacity.expired))?;
     held_rows::set_reservation_status(client, &held, ReservationStatus::Released)?;
     let standing = Standing { used, reserved: capacity.reserved, grants_left: capacity.grants_total() };

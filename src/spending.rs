@@ -411,13 +411,11 @@ pub fn lock_capacity(
     request: &Request,
     window: Window,
     allowance: Option<i64>,
-    settling: Option<Uuid>,
+    settling: Option<&Reservation>,
 ) -> QResult<Capacity> {
     let counter = counters::lock_counter(client, request.counter(window))?;
-    let holds = match counter.held {
-        0 => counters::Holds { expired: 0, reserved: 0 },
-        _ => counters::expire_and_sum_holds(client, request.counter(window), request.now, settling)?,
-    };
+    let settling = settling.map(|held| counters::Settling { reservation_id: held.id, amount: held.amount });
+    let holds = counters::holds_under_lock(client, request.counter(window), counter, request.now, settling)?;
     let grants = counters::lock_grants(client, request.subject, request.metric, request.now)?;
     let mut balances: Vec<i64> = grants.iter().map(|grant| grant.remaining).collect();
     let room = after_holds(remaining(allowance, counter.used), &mut balances, holds.reserved);
@@ -464,7 +462,7 @@ pub fn pay(
         }
     }
     // Under the counter lock, with holds and grants.
-    let capacity = lock_capacity(client, request, window, allowance, settling.map(|held| held.id))?;
+    let capacity = lock_capacity(client, request, window, allowance, settling)?;
     let paid = capacity.split(request.amount, overage);
     capacity.take(client, request, window, paid, settling.map_or(0, |held| held.amount))
 }

@@ -17,7 +17,7 @@ rows() {
   local db=$1 t
   for t in $tables; do
     echo "== $t"
-    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' - 'pool' - 'member' - 'alerts' - 'alerted' - 'alert_at' - 'soft' - 'overage_max' - 'rollover_max' - 'rollover_windows' - 'rollover_of' - 'ledger' - 'ledger_rows' - 'counted_without_ledger' - 'wallet' FROM quota.$t AS x ORDER BY 1"
+    command psql -X -qtA -d "$db" -c "SELECT to_jsonb(x) - 'allowance' - 'fast' - 'rated' - 'settle_event_id' - 'rate' - 'pool' - 'member' - 'alerts' - 'alerted' - 'alert_at' - 'soft' - 'overage_max' - 'rollover_max' - 'rollover_windows' - 'rollover_of' - 'ledger' - 'ledger_rows' - 'counted_without_ledger' - 'wallet' - 'holds_expire_at' FROM quota.$t AS x ORDER BY 1"
   done
 }
 

@@ -516,7 +516,7 @@ pub fn hold_from_pool(
     let id = held_rows::insert_reservation(client, new_hold)?;
     own_rate.commit(client, request)?;
     rate.commit(client, &call.request)?;
-    counters::adjust_counter(client, call.request.counter(window), 0, request.amount - capacity.expired)?;
+    counters::add_hold(client, call.request.counter(window), request.amount, capacity.expired, expires_at)?;
     let reserved = capacity.reserved.saturating_add(request.amount);
     let held = call.request.decision(None, Standing { reserved, ..pool_standing }, allowance, window);
     let held = Decision { allowed: true, reason: Reason::Ok, retry_after: None, ..held };
@@ -538,7 +538,7 @@ pub fn settle_from_pool(client: &SpiClient, held: &Reservation, actual: i64, now
     let draws = call.draws(member);
     let drawn = statements::lock_draws(client, draws)?;
     let allowance = call.governing.allowance();
-    let capacity = lock_capacity(client, &call.request, held.window, allowance, Some(held.id))?;
+    let capacity = lock_capacity(client, &call.request, held.window, allowance, Some(held))?;
     let standing = CapStanding::read(client, &call, draws, drawn, capacity.reserved, Some(held.id))?;
     let split = pooled_split(actual, capacity.room, &capacity.balances, standing.left(), true);
     let paid = capacity.take(client, &call.request, held.window, split, held.amount)?;

@@ -77,6 +77,31 @@ macro_rules! alert_columns {
     };
 }
 
+/// LOCK_COUNTER, returning `$bound` as the bound on its holds' expiry.
+macro_rules! lock_counter {
+    ($bound:literal) => {
+        concat!("INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used)
+         VALUES ($subject, $metric, $window_start, $window_end, 0)
+         ON CONFLICT (subject, metric, window_start) DO UPDATE SET used = c.used
+         RETURNING c.used::int8 AS used, c.held::int8 AS held, ", $bound, " AS holds_expire_at")
+    };
+}
+
+/// HOLDS, with `$also` (further CTEs) run beside it.
+macro_rules! holds {
+    ($also:literal) => {
+        concat!("WITH expired AS (
+             UPDATE quota.reservations SET status = 'expired'
+              WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
+                AND expires_at <= $now
+             RETURNING amount)", $also, "
+         SELECT (SELECT coalesce(sum(amount), 0) FROM expired)::int8 AS expired,
+                (SELECT coalesce(sum(amount), 0) FROM quota.reservations
+                  WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
+                    AND expires_at > $now AND reservation_id IS DISTINCT FROM $settling)::int8 AS reserved")
+    };
+}
+
 thread_local! {
     static RESOLVE: Kept = const { Kept::new(concat!(
         "SELECT ", governing_columns!(), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows, l.ledger",
@@ -112,12 +137,9 @@ thread_local! {
     // The slow path, when the allowance alone cannot pay: lock the window's counter (creating
     // it if needed) and return its usage, then lock the usable grants. Always in this order,
     // so that concurrent consumers cannot deadlock.
-    static LOCK_COUNTER: Kept = const { Kept::new(
-        "INSERT INTO quota.counters AS c (subject, metric, window_start, window_end, used)
-         VALUES ($subject, $metric, $window_start, $window_end, 0)
-         ON CONFLICT (subject, metric, window_start) DO UPDATE SET used = c.used
-         RETURNING c.used::int8 AS used, c.held::int8 AS held",
-    ) };
+    static LOCK_COUNTER: Kept = const { Kept::new(lock_counter!("c.holds_expire_at")) };
+    // LOCK_COUNTER on a schema before 0.15.0, which keeps no bound on its holds' expiry.
+    static LOCK_COUNTER_WITHOUT_HOLDS_BOUND: Kept = const { Kept::new(lock_counter!("NULL::timestamptz")) };
     // Whether quota.compact() closed the window: it folded the counter into closed rollups
     // (counted_in is the window's subject, a pool for its members' pooled calls) and deleted it.
     static WINDOW_CLOSED: Kept = const { Kept::new(
@@ -129,22 +151,33 @@ thread_local! {
           WHERE subject = $subject AND metric = $metric AND window_start = $window_start
          RETURNING used::int8 AS used",
     ) };
+    // Readers do not use the bound on the holds' expiry (not known, for them).
     static READ_COUNTER: Kept = const { Kept::new(
-        "SELECT used::int8 AS used, held::int8 AS held FROM quota.counters
+        "SELECT used::int8 AS used, held::int8 AS held, NULL::timestamptz AS holds_expire_at FROM quota.counters
           WHERE subject = $subject AND metric = $metric AND window_start = $window_start",
     ) };
     // Under the counter lock: marks the window's expired holds, and sums those still active
-    // (but for the reservation being settled).
-    static HOLDS: Kept = const { Kept::new(
-        "WITH expired AS (
-             UPDATE quota.reservations SET status = 'expired'
-              WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
-                AND expires_at <= $now
-             RETURNING amount)
-         SELECT (SELECT coalesce(sum(amount), 0) FROM expired)::int8 AS expired,
-                (SELECT coalesce(sum(amount), 0) FROM quota.reservations
-                  WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
-                    AND expires_at > $now AND reservation_id IS DISTINCT FROM $settling)::int8 AS reserved",
+    // (but for the reservation being settled); sets the counter's bound on their expiry to
+    // the earliest of the active ones.
+    static HOLDS: Kept = const { Kept::new(holds!(",
+         bound AS (
+             UPDATE quota.counters SET holds_expire_at =
+                    (SELECT min(expires_at) FROM quota.reservations
+                      WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
+                        AND expires_at > $now)
+              WHERE subject = $subject AND metric = $metric AND window_start = $window_start)")) };
+    // HOLDS on a schema before 0.15.0.
+    static HOLDS_WITHOUT_BOUND: Kept = const { Kept::new(holds!("")) };
+    // Counts a new hold in the counter, and the holds that expired (no longer counted), and
+    // lowers the bound on the holds' expiry to the new hold's: to exactly it when no other
+    // hold is counted, else to the earlier of the two (a bound not known stays so).
+    static ADD_HOLD: Kept = const { Kept::new(
+        "UPDATE quota.counters
+            SET held = held + $amount - $expired,
+                holds_expire_at = CASE WHEN held = $expired THEN $expires_at
+                                       WHEN holds_expire_at IS NULL THEN NULL
+                                       ELSE least(holds_expire_at, $expires_at) END
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start",
     ) };
     static ACTIVE_HOLDS: Kept = const { Kept::new(
         "SELECT coalesce(sum(amount), 0)::int8 AS reserved FROM quota.reservations
@@ -299,10 +332,12 @@ pub fn bump(client: &SpiClient, key: CounterKey, amount: i64, max_used: Option<i
 pub struct Counter {
     pub used: i64,
     pub held: i64,
+    /// No hold counted in `held` expires before this instant (None: not known).
+    pub holds_expire_at: Option<Micros>,
 }
 
 fn counter_from_row(row: &Row) -> QResult<Counter> {
-    Ok(Counter { used: not_null(row, "used")?, held: not_null(row, "held")? })
+    Ok(Counter { used: not_null(row, "used")?, held: not_null(row, "held")?, holds_expire_at: instant(row, "holds_expire_at")? })
 }
 
 /// Locks the window's counter row (creating it) and returns it.
@@ -313,7 +348,8 @@ pub fn lock_counter(client: &SpiClient, key: CounterKey) -> QResult<Counter> {
         ("window_start", window_key(key.window.start)?.into()),
         ("window_end", window_end(key.window.end)?.into()),
     ];
-    let counter = the_row(query_row(client, &LOCK_COUNTER, args, counter_from_row)?)?;
+    let statement = if schema::has(client, Part::HoldsBound)? { &LOCK_COUNTER } else { &LOCK_COUNTER_WITHOUT_HOLDS_BOUND };
+    let counter = the_row(query_row(client, statement, args, counter_from_row)?)?;
     refuse_closed_window(client, key)?;
     Ok(counter)
 }
@@ -367,17 +403,54 @@ pub struct Holds {
     pub reserved: i64,
 }
 
-/// Under the counter lock: marks expired holds of the window and sums the unexpired ones
-/// other than `settling`.
-pub fn expire_and_sum_holds(client: &SpiClient, key: CounterKey, now: Micros, settling: Option<Uuid>) -> QResult<Holds> {
+/// A hold being settled or released: it is not counted among the others.
+#[derive(Clone, Copy)]
+pub struct Settling {
+    pub reservation_id: Uuid,
+    pub amount: i64,
+}
+
+/// Under the counter lock: the window's holds other than `settling`. When the counter's bound
+/// says none has expired, every hold it counts is active, and nothing is read; else the
+/// expired ones are marked so and the active ones summed (HOLDS, which sets the bound again).
+pub fn holds_under_lock(client: &SpiClient, key: CounterKey, counter: Counter, now: Micros, settling: Option<Settling>) -> QResult<Holds> {
+    if counter.held == 0 {
+        return Ok(Holds { expired: 0, reserved: 0 });
+    }
+    if counter.holds_expire_at.is_some_and(|bound| now < bound) {
+        let others = counter.held - settling.map_or(0, |held| held.amount);
+        if others < 0 {
+            return Err(QuotaError::internal("a counter holds less than the hold being settled"));
+        }
+        return Ok(Holds { expired: 0, reserved: others });
+    }
     let args = [
         ("subject", key.subject.into()),
         ("metric", key.metric.into()),
         ("window_start", window_key(key.window.start)?.into()),
         ("now", timestamp(now)?.into()),
-        ("settling", settling.into()),
+        ("settling", settling.map(|held| held.reservation_id).into()),
     ];
-    the_row(query_row(client, &HOLDS, args, |row| Ok(Holds { expired: not_null(row, "expired")?, reserved: not_null(row, "reserved")? }))?)
+    let statement = if schema::has(client, Part::HoldsBound)? { &HOLDS } else { &HOLDS_WITHOUT_BOUND };
+    the_row(query_row(client, statement, args, |row| Ok(Holds { expired: not_null(row, "expired")?, reserved: not_null(row, "reserved")? }))?)
+}
+
+/// Counts a new hold of `amount`, until `expires_at`, in the locked counter, which no longer
+/// counts the `expired` holds that holds_under_lock marked.
+pub fn add_hold(client: &SpiClient, key: CounterKey, amount: i64, expired: i64, expires_at: Micros) -> QResult<()> {
+    if !schema::has(client, Part::HoldsBound)? {
+        let change = amount.checked_sub(expired).ok_or_else(|| QuotaError::overflow("held"))?;
+        return adjust_counter(client, key, 0, change).map(drop);
+    }
+    let args = [
+        ("amount", amount.into()),
+        ("expired", expired.into()),
+        ("expires_at", timestamp(expires_at)?.into()),
+        ("subject", key.subject.into()),
+        ("metric", key.metric.into()),
+        ("window_start", window_key(key.window.start)?.into()),
+    ];
+    query(client, &ADD_HOLD, args, |_| Ok(())).map(drop)
 }
 
 /// What the window's unexpired holds keep (read only).

@@ -23,7 +23,7 @@ thread_local! {
     // statements (`held = 0`) until the hold is settled or released.
     static FAST_RESERVE: Kept = const { Kept::new(
         concat!("WITH held AS (
-             UPDATE quota.counters SET held = held + $amount
+             UPDATE quota.counters SET held = held + $amount, holds_expire_at = $expires_at
               WHERE ", marked_window_at_now!(), " AND NOT rated AND NOT wallet
                 AND (allowance IS NULL OR used <= allowance - $amount)
              RETURNING window_start, window_end, used::int8 AS used, allowance),

@@ -36,6 +36,8 @@ pub enum Part {
     LedgerModes,
     /// Compaction: quota.ledger_rollups, whose closed rollups are the windows it closed (0.13.0).
     Compaction,
+    /// quota.counters' `holds_expire_at` (0.15.0). Reservations' fast path needs it.
+    HoldsBound,
 }
 
 thread_local! {
@@ -46,6 +48,7 @@ thread_local! {
     static HAS_ROLLOVER: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_LEDGER_MODES: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_COMPACTION: Cell<Option<bool>> = const { Cell::new(None) };
+    static HAS_HOLDS_BOUND: Cell<Option<bool>> = const { Cell::new(None) };
     static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
     static ADMIN_CHANGES_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.admin_changes') IS NOT NULL AS present",
@@ -64,6 +67,10 @@ thread_local! {
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
                          WHERE attrelid = pg_catalog.to_regclass('quota.counters') AND attname = 'counted_without_ledger' AND NOT attisdropped) AS present",
     ) };
+    static HOLDS_BOUND_COLUMN: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                         WHERE attrelid = pg_catalog.to_regclass('quota.counters') AND attname = 'holds_expire_at' AND NOT attisdropped) AS present",
+    ) };
     static LEDGER_ROLLUPS_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.ledger_rollups') IS NOT NULL AS present",
     ) };
@@ -81,6 +88,7 @@ unsafe extern "C-unwind" fn forget_schema(_arg: pg_sys::Datum, _relid: pg_sys::O
     HAS_ROLLOVER.with(|has| has.set(None));
     HAS_LEDGER_MODES.with(|has| has.set(None));
     HAS_COMPACTION.with(|has| has.set(None));
+    HAS_HOLDS_BOUND.with(|has| has.set(None));
 }
 
 /// Whether the database's pg_quota schema has `part`.
@@ -98,6 +106,7 @@ pub fn has(client: &SpiClient, part: Part) -> QResult<bool> {
         Part::Rollover => (&HAS_ROLLOVER, &ROLLOVER_COLUMN),
         Part::LedgerModes => (&HAS_LEDGER_MODES, &LEDGER_COLUMN),
         Part::Compaction => (&HAS_COMPACTION, &LEDGER_ROLLUPS_TABLE),
+        Part::HoldsBound => (&HAS_HOLDS_BOUND, &HOLDS_BOUND_COLUMN),
     };
     if let Some(present) = cached.with(Cell::get) {
         return Ok(present);

@@ -91,3 +91,17 @@ SELECT allowed, replayed, reserved FROM quota.reserve(s(270003), 'calls', 2, ide
 SELECT count(*) AS holds, min(idempotency_key) AS key FROM quota.reservations WHERE subject = s(270003);
 SELECT allowed, replayed, from_allowance, overage
   FROM quota.settle((SELECT reservation_id FROM public.holds27 WHERE subject = s(270001) AND seq = 6), 3);
+
+-- The counter's bound on its holds' expiry (0.15.0): a call under the counter's lock reads
+-- the holds only once one may have expired. Two holds, one expiring in a second: the bound is
+-- its expiry; once it has passed, a consume reads the holds, marks that one expired, sees
+-- only the other as reserved, and the bound moves to the other's expiry.
+SELECT quota.assign_plan(s(270004), 'holds27');
+SELECT allowed FROM quota.consume(s(270004), 'calls', 1);
+SELECT reserved FROM quota.reserve(s(270004), 'calls', 2, ttl => '1 second');
+SELECT reserved FROM quota.reserve(s(270004), 'calls', 3, ttl => '1 hour');
+SELECT held, holds_expire_at < now() + interval '2 seconds' AS bound_is_the_first FROM quota.counters WHERE subject = s(270004);
+SELECT pg_sleep(1.1);
+SELECT allowed, used, reserved FROM quota.consume(s(270004), 'calls', 1);
+SELECT held, holds_expire_at > now() + interval '59 minutes' AS bound_is_the_second FROM quota.counters WHERE subject = s(270004);
+SELECT amount, status FROM quota.reservations WHERE subject = s(270004) ORDER BY amount;
