@@ -135,7 +135,9 @@ thread_local! {
     // room and the UPDATE took nothing), so that a denial is one statement. Its denial branch
     // (a second scan of the counter, read when nothing was taken) costs an allowed consume
     // about a sixth of the statement's throughput: tried first only after a denial
-    // (FastStatement::UnratedOrDenial).
+    // (FastStatement::UnratedOrDenial). One INSERT of either row, not the two INSERTs of
+    // denial_row_from! beside ledger_row_of_taken!: measured as plain SQL, the two INSERTs ran
+    // about 4% slower, allowed and denied alike (median of 5 alternating runs).
     static FAST_CONSUME_UNRATED_OR_DENIAL: Kept = const { Kept::new(
         concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
                  RETURNING window_start, window_end, used, allowance)
