@@ -3,8 +3,48 @@
 -- call under the counter's lock reads the holds only when one may have expired; and
 -- quota.compact() skips a pool's window whose draws a running call holds, as it skips a
 -- locked counter (it waited for them while holding the pool's counter, which that call
--- waits for: a deadlock), replaced in place (privileges are kept). Nothing is rewritten.
+-- waits for: a deadlock), replaced in place (privileges are kept); so is
+-- quota.expire_reservations(), which locks the expired holds before their counters, as a
+-- settle or release does, skipping the ones such a call holds. Nothing is rewritten.
 ALTER TABLE quota.counters ADD COLUMN holds_expire_at timestamptz;
+
+CREATE OR REPLACE FUNCTION quota.expire_reservations() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    holds uuid[];
+    expired bigint;
+BEGIN
+    SELECT pg_catalog.array_agg(h.reservation_id) INTO holds
+      FROM (SELECT r.reservation_id FROM quota.reservations AS r
+             WHERE r.status = 'held' AND r.expires_at <= pg_catalog.now()
+             ORDER BY r.reservation_id
+               FOR UPDATE SKIP LOCKED) AS h;
+    IF holds IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM FROM quota.counters AS c
+     WHERE (c.subject, c.metric, c.window_start) IN
+           (SELECT r.subject, r.metric, r.window_start FROM quota.reservations AS r WHERE r.reservation_id = ANY (holds))
+     ORDER BY c.subject, c.metric, c.window_start
+       FOR UPDATE;
+    WITH done AS (
+        UPDATE quota.reservations SET status = 'expired'
+         WHERE reservation_id = ANY (holds) AND status = 'held'
+        RETURNING subject, metric, window_start, amount
+    ), per_window AS (
+        SELECT subject, metric, window_start, sum(amount) AS amount FROM done GROUP BY subject, metric, window_start
+    ), freed AS (
+        UPDATE quota.counters AS c SET held = c.held - p.amount
+          FROM per_window AS p
+         WHERE (c.subject, c.metric, c.window_start) = (p.subject, p.metric, p.window_start)
+        RETURNING 1
+    )
+    SELECT count(*) INTO expired FROM done;
+    RETURN expired;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION quota.compact(older_than interval DEFAULT '32 days', max_rows integer DEFAULT 10000)
 RETURNS TABLE (events_folded bigint, windows_closed bigint)

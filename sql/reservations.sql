@@ -1,23 +1,32 @@
 -- Optional maintenance: marks every expired hold as such and frees it in its counter.
 -- Nothing depends on it running (readers ignore expired holds); it keeps windows with old
--- holds on consume's fast path. Counters are locked before reservations, the same order
--- every writer uses, so it cannot deadlock with them.
+-- holds on consume's fast path. The holds are locked before their counters, as a settle or
+-- release locks them; a hold such a call has locked is skipped (that call frees it), and a
+-- call under a counter's lock skips the holds locked here, so it cannot deadlock with them.
 CREATE FUNCTION quota.expire_reservations() RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    holds uuid[];
     expired bigint;
 BEGIN
+    SELECT pg_catalog.array_agg(h.reservation_id) INTO holds
+      FROM (SELECT r.reservation_id FROM quota.reservations AS r
+             WHERE r.status = 'held' AND r.expires_at <= pg_catalog.now()
+             ORDER BY r.reservation_id
+               FOR UPDATE SKIP LOCKED) AS h;
+    IF holds IS NULL THEN
+        RETURN 0;
+    END IF;
     PERFORM FROM quota.counters AS c
      WHERE (c.subject, c.metric, c.window_start) IN
-           (SELECT r.subject, r.metric, r.window_start FROM quota.reservations AS r
-             WHERE r.status = 'held' AND r.expires_at <= now())
+           (SELECT r.subject, r.metric, r.window_start FROM quota.reservations AS r WHERE r.reservation_id = ANY (holds))
      ORDER BY c.subject, c.metric, c.window_start
        FOR UPDATE;
     WITH done AS (
         UPDATE quota.reservations SET status = 'expired'
-         WHERE status = 'held' AND expires_at <= now()
+         WHERE reservation_id = ANY (holds) AND status = 'held'
         RETURNING subject, metric, window_start, amount
     ), per_window AS (
         SELECT subject, metric, window_start, sum(amount) AS amount FROM done GROUP BY subject, metric, window_start

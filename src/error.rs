@@ -73,6 +73,16 @@ impl QuotaError {
         .with_hint("Add pg_quota to shared_preload_libraries in postgresql.conf and restart the server.")
     }
 
+    /// 40001: a transaction reading one snapshot throughout counted into a window that a
+    /// compaction closed after that snapshot was taken: a retry sees it closed.
+    pub fn window_compacted_concurrently(metric: &str) -> Self {
+        Self::new(
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            format!("could not serialize access: quota.compact() closed a window of \"{metric}\" this transaction counts into"),
+        )
+        .with_hint("Retry the transaction.")
+    }
+
     /// 22004: an argument that must be given was NULL.
     pub fn null_argument(name: &str) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL"))

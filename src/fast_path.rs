@@ -5,7 +5,6 @@
 //! configuration change unmarks what it affects (sql/fast_path.sql), under advisory locks
 //! whose seeds are named in quota_rules::locks.
 
-use pgrx::pg_sys;
 use pgrx::spi::SpiClient;
 
 use quota_rules::decide::{ceiling, Decision, Standing};
@@ -19,6 +18,7 @@ use crate::spending::{resolve_known, Request};
 use crate::store::fast_path::{self, CounterKeyAt, FastStatement, RulesInForce, WindowKind};
 use crate::store::pools;
 use crate::store::schema::{self, Part};
+use crate::store::transaction_snapshot_is_fixed;
 
 /// What the fast path made of a consume.
 pub enum Outcome {
@@ -125,10 +125,4 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: G
 
 fn in_a_pool(client: &SpiClient, request: &Request) -> QResult<bool> {
     Ok(schema::has(client, Part::Pools)? && pools::is_member(client, request.subject)?)
-}
-
-/// REPEATABLE READ and SERIALIZABLE transactions read one snapshot throughout.
-pub fn transaction_snapshot_is_fixed() -> bool {
-    // SAFETY: a backend global, set for the running transaction.
-    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
 }

@@ -151,7 +151,7 @@ fn find(client: &SpiClient, id: Uuid) -> QResult<Reservation> {
 }
 
 fn settle_reservation(client: &SpiClient, id: Uuid, actual: Option<i64>, now: Micros) -> QResult<Decision> {
-    if schema::has(client, Part::LedgerModes)? {
+    if schema::has(client, Part::HoldsBound)? {
         if let Some(decision) = fast_holds::settle(client, id, actual, now)? {
             return Ok(decision);
         }

@@ -273,10 +273,10 @@ fn close_allocation(client: &SpiClient, caller: &Caller, allocation_id: Uuid) ->
     admin_statements::revoke_grant(client, allocation.grant_id)?;
     let statements::AllocationEvent { window, from_allowance, .. } = statements::allocation_event(client, &allocation)?;
     let key = CounterKey { subject: allocation.pool, metric: &allocation.metric, window };
-    // A window quota.compact() closed takes nothing back: its usage is folded for good.
-    let returned = match counters::window_closed(client, key)? {
-        true => 0,
-        false => unspent.min(from_allowance).min(counters::lock_counter(client, key)?.used),
+    // A window without a counter (quota.compact() closed it) takes nothing back.
+    let returned = match counters::lock_existing_counter(client, key)? {
+        Some(counter) => unspent.min(from_allowance).min(counter.used),
+        None => 0,
     };
     if returned > 0 {
         let used = counters::adjust_counter(client, key, -returned, 0)?;

@@ -31,7 +31,6 @@ use quota_rules::window::{Micros, Window};
 
 use crate::alerts::{self, Alerting};
 use crate::error::{QResult, QuotaError};
-use crate::fast_path;
 use crate::store::fast_path as fast_path_keys;
 use crate::jsonb::Jsonb;
 use crate::rates::{self, RateCheck, StateRows};
@@ -40,6 +39,7 @@ use crate::spending::{
     Entry, Request,
 };
 use crate::store::counters;
+use crate::store::transaction_snapshot_is_fixed;
 use crate::store::pools::{self as statements, DrawsKey, Seat};
 use crate::store::reservations::{self as held_rows, NewHold, Reservation};
 use crate::store::schema::{self, Part};
@@ -239,7 +239,7 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, member: &Gov
     let (Some(member_plan), Some(pool_plan)) = (member.plan.as_deref(), call.governing.plan.as_deref()) else {
         return Ok(());
     };
-    if !pooled_fast_path_can_decide(member, call) || fast_path::transaction_snapshot_is_fixed() {
+    if !pooled_fast_path_can_decide(member, call) || transaction_snapshot_is_fixed() {
         return Ok(());
     }
     if statements::marked_for_fast_pooled(client, call.draws(request.subject))? {

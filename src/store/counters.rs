@@ -15,7 +15,7 @@ use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, Windo
 
 use super::rollover;
 use super::schema::{self, Part};
-use super::{clock_now, Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
+use super::{clock_now, transaction_snapshot_is_fixed, Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
 use crate::error::{QResult, QuotaError};
 
 /// The balance of the (subject, metric)'s grants usable at `$now`.
@@ -87,14 +87,19 @@ macro_rules! lock_counter {
     };
 }
 
-/// HOLDS, with `$also` (further CTEs) run beside it.
+/// HOLDS, with `$also` (further CTEs) run beside it. An expired hold that a settle or release
+/// holds (it locks its reservation before the counter) is skipped, not waited for: that call
+/// frees it.
 macro_rules! holds {
     ($also:literal) => {
         concat!("WITH expired AS (
              UPDATE quota.reservations SET status = 'expired'
-              WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
-                AND expires_at <= $now
-             RETURNING amount)", $also, "
+              WHERE subject = $subject AND status = 'held'
+                AND reservation_id IN (SELECT reservation_id FROM quota.reservations
+                                        WHERE subject = $subject AND metric = $metric AND window_start = $window_start
+                                          AND status = 'held' AND expires_at <= $now
+                                          FOR UPDATE SKIP LOCKED)
+             RETURNING reservation_id, amount)", $also, "
          SELECT (SELECT coalesce(sum(amount), 0) FROM expired)::int8 AS expired,
                 (SELECT coalesce(sum(amount), 0) FROM quota.reservations
                   WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
@@ -146,6 +151,18 @@ thread_local! {
         "SELECT EXISTS (SELECT FROM quota.ledger_rollups
                          WHERE counted_in = $subject AND metric = $metric AND window_start = $window_start AND window_closed) AS closed",
     ) };
+    // The counter's versions this transaction sees: two when its snapshot still shows a row
+    // that a compaction committed since deleted, beside the one this call created.
+    static COUNTER_VERSIONS: Kept = const { Kept::new(
+        "SELECT count(*) AS versions FROM quota.counters
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start",
+    ) };
+    // Locks the window's counter if it exists, without creating it.
+    static LOCK_EXISTING_COUNTER: Kept = const { Kept::new(
+        "SELECT used::int8 AS used, held::int8 AS held, NULL::timestamptz AS holds_expire_at FROM quota.counters
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start
+            FOR UPDATE",
+    ) };
     static ADJUST_COUNTER: Kept = const { Kept::new(
         "UPDATE quota.counters SET used = used + $used_change, held = held + $held_change
           WHERE subject = $subject AND metric = $metric AND window_start = $window_start
@@ -158,13 +175,13 @@ thread_local! {
     ) };
     // Under the counter lock: marks the window's expired holds, and sums those still active
     // (but for the reservation being settled); sets the counter's bound on their expiry to
-    // the earliest of the active ones.
+    // the earliest of the holds it still counts (a skipped expired one included).
     static HOLDS: Kept = const { Kept::new(holds!(",
          bound AS (
              UPDATE quota.counters SET holds_expire_at =
                     (SELECT min(expires_at) FROM quota.reservations
                       WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
-                        AND expires_at > $now)
+                        AND reservation_id NOT IN (SELECT reservation_id FROM expired))
               WHERE subject = $subject AND metric = $metric AND window_start = $window_start)")) };
     // HOLDS on a schema before 0.15.0.
     static HOLDS_WITHOUT_BOUND: Kept = const { Kept::new(holds!("")) };
@@ -356,25 +373,33 @@ pub fn lock_counter(client: &SpiClient, key: CounterKey) -> QResult<Counter> {
 
 /// Refuses to count into a window that quota.compact() closed: its counter, created again from
 /// zero, would pay the usage a second time. Runs after the statement that locked (or created)
-/// the counter, so that its snapshot has every compaction that closed the window before that
-/// lock; a later compaction skips the locked counter. Only on a window that has ended by the
-/// wall clock: compaction closes no other. The error rolls back the counter's change.
+/// the counter, so that at READ COMMITTED its snapshot has every compaction that closed the
+/// window before that lock; a later compaction skips the locked counter. A transaction that
+/// reads one snapshot throughout cannot see a compaction committed after it: it sees the
+/// deleted counter beside the one it created, and is refused with 40001 (its retry sees the
+/// window closed). Only on a window that has ended by the wall clock: compaction closes no
+/// other. The error rolls back the counter's change.
 fn refuse_closed_window(client: &SpiClient, key: CounterKey) -> QResult<()> {
-    if window_closed(client, key)? {
+    if !may_be_compacted(key.window, clock_now()?) || !schema::has(client, Part::Compaction)? {
+        return Ok(());
+    }
+    let start = window_key(key.window.start)?;
+    let args = || [("subject", key.subject.into()), ("metric", key.metric.into()), ("window_start", start.into())];
+    if transaction_snapshot_is_fixed() && the_row(query_row(client, &COUNTER_VERSIONS, args(), |row| not_null::<i64>(row, "versions"))?)? > 1 {
+        return Err(QuotaError::window_compacted_concurrently(key.metric));
+    }
+    if the_row(query_row(client, &WINDOW_CLOSED, args(), |row| not_null(row, "closed"))?)? {
         let window_start = key.window.start.ok_or_else(|| QuotaError::internal("a lifetime window without a start was compacted"))?;
         return Err(RequestError::WindowCompacted { metric: key.metric.to_string(), window_start }.into());
     }
     Ok(())
 }
 
-/// Whether quota.compact() closed the window (only a window that has ended by the wall clock
-/// can be).
-pub fn window_closed(client: &SpiClient, key: CounterKey) -> QResult<bool> {
-    if !may_be_compacted(key.window, clock_now()?) || !schema::has(client, Part::Compaction)? {
-        return Ok(false);
-    }
+/// Locks the window's counter if it exists (a window compaction closed has none); never
+/// creates it.
+pub fn lock_existing_counter(client: &SpiClient, key: CounterKey) -> QResult<Option<Counter>> {
     let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("window_start", window_key(key.window.start)?.into())];
-    the_row(query_row(client, &WINDOW_CLOSED, args, |row| not_null(row, "closed"))?)
+    query_row(client, &LOCK_EXISTING_COUNTER, args, counter_from_row)
 }
 
 /// Changes a locked counter; returns its new usage.

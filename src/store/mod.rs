@@ -114,6 +114,12 @@ pub fn statement_now() -> QResult<Micros> {
     now.checked_add(PG_EPOCH_MICROS).ok_or_else(|| QuotaError::overflow("statement_timestamp()"))
 }
 
+/// REPEATABLE READ and SERIALIZABLE transactions read one snapshot throughout.
+pub fn transaction_snapshot_is_fixed() -> bool {
+    // SAFETY: a backend global, set for the running transaction.
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
+}
+
 /// The wall clock (`pg_catalog.clock_timestamp()`): what quota.compact() may have done by now
 /// is bounded by it, not by the caller's transaction start.
 pub fn clock_now() -> QResult<Micros> {

@@ -1352,6 +1352,21 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
     if marked_twice > 0 {
         return fail(format!("{marked_twice} (subject, metric) pairs with more than one window marked for the fast path"));
     }
+    // The bound on a window's holds' expiry that calls under its lock trust: no hold the
+    // counter counts expires before it.
+    let bound_too_late: i64 = client
+        .query_one(
+            "SELECT count(*) FROM quota.counters AS c
+              WHERE c.holds_expire_at > (SELECT min(r.expires_at) FROM quota.reservations AS r
+                                          WHERE r.subject = c.subject AND r.metric = c.metric
+                                            AND r.window_start = c.window_start AND r.status = 'held')",
+            &[],
+        )
+        .map_err(db)?
+        .get(0);
+    if bound_too_late > 0 {
+        return fail(format!("{bound_too_late} counters whose bound on their holds' expiry is later than a hold they count"));
+    }
     for subject in shared {
         // Resets, overrides and plan changes move the allowance: no consume that took from
         // the allowance left its window above the allowance it decided with.
