@@ -168,8 +168,8 @@ CREATE TABLE quota.counters (
     -- once the allowance is spent the fast path pays from the grants (FAST_WALLET in
     -- src/store/fast_path.rs, which reads and locks them), and never denies on it alone.
     wallet       boolean NOT NULL DEFAULT false,
-    -- No hold counted in `held` expires before this instant (NULL: not known): a call under
-    -- the counter's lock then knows, without reading the holds, that none has expired
+    -- No hold counted in `held` expires before this instant (NULL: not known): until then a
+    -- call or a reader knows, without reading the holds, that none has expired
     -- (src/store/counters.rs: adding a hold lowers it, reading the holds sets it again).
     holds_expire_at timestamptz,
     PRIMARY KEY (subject, metric, window_start)

@@ -137,10 +137,7 @@ fn recover_metric(client: &SpiClient, subject: Uuid, metric: &str, cause: &str) 
     };
     let now = transaction_now()?;
     let allowance = governing.allowance();
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, CounterKey { subject, metric, window }, now)?,
-    };
+    let reserved = counters::active_holds(client, CounterKey { subject, metric, window }, counter, now)?;
     let remaining = remaining_with_grants(allowance, counter.used, governing.grants_left, reserved);
     if remaining == Some(0) {
         return Ok(Current::Depleted(window));

@@ -322,10 +322,7 @@ pub fn replay_the_key_holder(client: &SpiClient, request: &Request, key: Option<
 /// The denial of a call a rate rule has no room for, with the window as it stands.
 pub fn rate_limited(client: &SpiClient, request: &Request, governing: &Governing, window: Window, rate: &RateCheck) -> QResult<Decision> {
     let counter = counters::read_counter(client, request.counter(window))?;
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, request.counter(window), request.now)?,
-    };
+    let reserved = counters::active_holds(client, request.counter(window), counter, request.now)?;
     let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
     Ok(request.decision(None, standing, governing.allowance(), window).rate_limited(rate.retry_at()))
 }
@@ -555,10 +552,7 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     let allowance = governing.allowance();
     let window = governing.counting_window(request.at)?;
     let counter = counters::read_counter(client, request.counter(window))?;
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, request.counter(window), request.now)?,
-    };
+    let reserved = counters::active_holds(client, request.counter(window), counter, request.now)?;
     // Grants count as one balance here: check reports the split, it does not take it.
     let mut grants = [governing.grants_left];
     let room = after_holds(remaining(allowance, counter.used), &mut grants, reserved);
@@ -598,10 +592,7 @@ fn give_back_units(client: &SpiClient, request: &Request) -> QResult<Decision> {
         0 => counter.used,
         _ => counters::adjust_counter(client, request.counter(window), -returned, 0)?,
     };
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, request.counter(window), request.now)?,
-    };
+    let reserved = counters::active_holds(client, request.counter(window), counter, request.now)?;
     let standing = Standing { used, reserved, grants_left: governing.grants_left };
     // The ledger row records what was given back as from_allowance, so audit() can subtract it.
     let given = Decision {

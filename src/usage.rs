@@ -76,10 +76,7 @@ pub fn usage_row(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -
     let window = governing.window_at(now)?;
     let key = CounterKey { subject, metric, window };
     let counter = counters::read_counter(client, key)?;
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, key, now)?,
-    };
+    let reserved = counters::active_holds(client, key, counter, now)?;
     let allowance = governing.allowance();
     let rates = rate_usage(client, subject, metric, &governing.rates, statement_now()?)?;
     let pool = pool_usage(client, subject, metric, now)?;

@@ -566,10 +566,7 @@ struct PoolNow {
 fn read_pool(client: &SpiClient, call: &PoolCall) -> QResult<PoolNow> {
     let key = call.request.counter(call.window);
     let counter = counters::read_counter(client, key)?;
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, key, call.request.now)?,
-    };
+    let reserved = counters::active_holds(client, key, counter, call.request.now)?;
     // Grants count as one balance here: readers report, they do not spend.
     let mut grants = [call.governing.grants_left];
     let room = after_holds(remaining(call.governing.allowance(), counter.used), &mut grants, reserved);
@@ -615,10 +612,7 @@ pub fn give_back_to_pool(client: &SpiClient, request: &Request, call: &PoolCall)
             counters::adjust_counter(client, key, -returned, 0)?
         }
     };
-    let reserved = match counter.held {
-        0 => 0,
-        _ => counters::active_holds(client, key, request.now)?,
-    };
+    let reserved = counters::active_holds(client, key, counter, request.now)?;
     let standing = CapStanding::read(client, call, draws, drawn - returned, reserved, None)?;
     let pool_standing = Standing { used, reserved, grants_left: call.governing.grants_left };
     // The ledger row records what was given back as from_allowance, so audit() can subtract it.

@@ -87,6 +87,14 @@ macro_rules! lock_counter {
     };
 }
 
+/// READ_COUNTER, returning `$bound` as the bound on its holds' expiry.
+macro_rules! read_counter {
+    ($bound:literal) => {
+        concat!("SELECT used::int8 AS used, held::int8 AS held, ", $bound, " AS holds_expire_at FROM quota.counters
+          WHERE subject = $subject AND metric = $metric AND window_start = $window_start")
+    };
+}
+
 /// HOLDS, with `$also` (further CTEs) run beside it. An expired hold that a settle or release
 /// holds (it locks its reservation before the counter) is skipped, not waited for: that call
 /// frees it.
@@ -168,11 +176,9 @@ thread_local! {
           WHERE subject = $subject AND metric = $metric AND window_start = $window_start
          RETURNING used::int8 AS used",
     ) };
-    // Readers do not use the bound on the holds' expiry (not known, for them).
-    static READ_COUNTER: Kept = const { Kept::new(
-        "SELECT used::int8 AS used, held::int8 AS held, NULL::timestamptz AS holds_expire_at FROM quota.counters
-          WHERE subject = $subject AND metric = $metric AND window_start = $window_start",
-    ) };
+    static READ_COUNTER: Kept = const { Kept::new(read_counter!("holds_expire_at")) };
+    // READ_COUNTER on a schema before 0.15.0.
+    static READ_COUNTER_WITHOUT_HOLDS_BOUND: Kept = const { Kept::new(read_counter!("NULL::timestamptz")) };
     // Under the counter lock: marks the window's expired holds, and sums those still active
     // (but for the reservation being settled); sets the counter's bound on their expiry to
     // the earliest of the holds it still counts (a skipped expired one included).
@@ -353,6 +359,14 @@ pub struct Counter {
     pub holds_expire_at: Option<Micros>,
 }
 
+impl Counter {
+    /// Whether none of the holds the counter counts can have expired at `now`: its bound on
+    /// their expiry lies ahead.
+    fn no_hold_expired(&self, now: Micros) -> bool {
+        self.holds_expire_at.is_some_and(|bound| now < bound)
+    }
+}
+
 fn counter_from_row(row: &Row) -> QResult<Counter> {
     Ok(Counter { used: not_null(row, "used")?, held: not_null(row, "held")?, holds_expire_at: instant(row, "holds_expire_at")? })
 }
@@ -417,7 +431,8 @@ pub fn adjust_counter(client: &SpiClient, key: CounterKey, used_change: i64, hel
 /// A window's counter; zero when nothing was counted in it yet.
 pub fn read_counter(client: &SpiClient, key: CounterKey) -> QResult<Counter> {
     let args = [("subject", key.subject.into()), ("metric", key.metric.into()), ("window_start", window_key(key.window.start)?.into())];
-    Ok(query_row(client, &READ_COUNTER, args, counter_from_row)?.unwrap_or_default())
+    let statement = if schema::has(client, Part::HoldsBound)? { &READ_COUNTER } else { &READ_COUNTER_WITHOUT_HOLDS_BOUND };
+    Ok(query_row(client, statement, args, counter_from_row)?.unwrap_or_default())
 }
 
 /// What the holds of a window come to, under its counter lock.
@@ -442,7 +457,7 @@ pub fn holds_under_lock(client: &SpiClient, key: CounterKey, counter: Counter, n
     if counter.held == 0 {
         return Ok(Holds { expired: 0, reserved: 0 });
     }
-    if counter.holds_expire_at.is_some_and(|bound| now < bound) {
+    if counter.no_hold_expired(now) {
         let others = counter.held - settling.map_or(0, |held| held.amount);
         if others < 0 {
             return Err(QuotaError::internal("a counter holds less than the hold being settled"));
@@ -478,8 +493,12 @@ pub fn add_hold(client: &SpiClient, key: CounterKey, amount: i64, expired: i64, 
     query(client, &ADD_HOLD, args, |_| Ok(())).map(drop)
 }
 
-/// What the window's unexpired holds keep (read only).
-pub fn active_holds(client: &SpiClient, key: CounterKey, now: Micros) -> QResult<i64> {
+/// What the window's unexpired holds keep, as `counter` (read or locked) counts them: all it
+/// counts when none can have expired, else summed from the reservations (read only).
+pub fn active_holds(client: &SpiClient, key: CounterKey, counter: Counter, now: Micros) -> QResult<i64> {
+    if counter.held == 0 || counter.no_hold_expired(now) {
+        return Ok(counter.held);
+    }
     let args = [
         ("subject", key.subject.into()),
         ("metric", key.metric.into()),
