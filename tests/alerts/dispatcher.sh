@@ -30,6 +30,12 @@ fail() {
   echo "alerts dispatcher: FAIL: $*" >&2
   echo "--- dispatcher log (last 30 lines; all in $work)" >&2
   tail -n 30 "$dispatcher_log" >&2 2>/dev/null || true
+  echo "--- the newest alerts, and the database's sessions" >&2
+  value "SELECT string_agg(format('%s attempts=%s claimed_by=%s claimed_for=%s delivered=%s', alert_id, attempts, claimed_by,
+                                  claimed_until - clock_timestamp(), delivered_at IS NOT NULL), E'\n' ORDER BY alert_id)
+           FROM (SELECT * FROM quota.alerts ORDER BY alert_id DESC LIMIT 8) AS a" >&2 2>/dev/null || true
+  value "SELECT string_agg(format('%s %s %s %s', application_name, state, wait_event, left(query, 80)), E'\n')
+           FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" >&2 2>/dev/null || true
   exit 1
 }
 q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h "$socket_dir" -p "$port" -U postgres "$@"; }
@@ -190,7 +196,11 @@ in_flight=$(python3 "$here/verify.py" last "$received" "$ids")
   || fail "5: alert $in_flight was acknowledged although the dispatcher died while its request was in flight"
 receiver_mode ok
 start_dispatcher
-wait_until 20 "6 alerts acknowledged after the restart" all_where "$before" "delivered_at IS NOT NULL"
+# Each should come within seconds (the killed claim's visibility is 3 s); once in four CI runs
+# on PostgreSQL 18 the in-flight alert was claimed again only after about a minute (cause not
+# found: fail() prints the outbox and the sessions if it happens again), which delays a
+# delivery but loses none: wait for it.
+wait_until 90 "6 alerts acknowledged after the restart" all_where "$before" "delivered_at IS NOT NULL"
 verify "$ids" 5 --duplicates
 # SIGTERM: the alert in flight is finished (acknowledged), nothing more is claimed, exit 0.
 receiver_mode slow 0.8
