@@ -96,7 +96,8 @@ extension_sql_file!("../sql/analytics.sql", name = "analytics", requires = ["sup
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Tests that need to run inside PostgreSQL and are awkward in pg_regress. The SQL-level
-/// suites in tests/regress cover every function and error case.
+/// suites in tests/regress cover every function and error case. Compiled only for
+/// `cargo pgrx test`: an `expect` here is a test's assertion, never code the extension runs.
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

@@ -18,8 +18,9 @@ thread_local! {
     // A hold on the subject's marked window without rate rules (a hold takes their room),
     // not a wallet's (grants would take part of it), without other holds (so that what the
     // decision reports as reserved is exactly this one), whose allowance has room for the
-    // amount: the counter's `held`, the reservation and its reserve row, as the slow path
-    // writes them. A marked window with a hold is left to the slow path by consume's fast
+    // amount: the counter's `held` (and, no other hold being counted, the bound on the holds'
+    // expiry set to this one's, as ADD_HOLD sets it), the reservation and its reserve row, as
+    // the slow path writes them. A marked window with a hold is left to the slow path by consume's fast
     // statements (`held = 0`) until the hold is settled or released.
     static FAST_RESERVE: Kept = const { Kept::new(
         concat!("WITH held AS (
