@@ -175,11 +175,16 @@ thread_local! {
     // A credit wallet's consume once its window's allowance is spent (a window marked as a
     // wallet, without rate rules): the amount from the first usable grant in spending order
     // when that grant covers it, with the ledger row and which grant paid, as the slow path
-    // pays it. The counter is locked first, then every usable grant, the slow path's order;
-    // the grants' balances are read as locked, so the `remaining` the row keeps is exact. No
-    // row when the window is not such a window, or the first grant does not cover the
-    // amount (the slow path
-    // splits it over several grants, or denies). LOCK_WALLET takes the counter's lock first,
+    // pays it. No row when the window is not such a window, or the first grant does not
+    // cover the amount (the slow path splits it over several grants, or denies).
+    // Only the grant it spends is locked, by its update, which checks again on the row as
+    // locked that the grant still pays (a revoke, a shorter expiry or another window's spend
+    // may have committed meanwhile); if it does not, nothing is written and the slow path
+    // decides. The usable grants are read unlocked: a new or more usable grant unmarks the
+    // counter, which waits for its lock, so the spending order read is the one in force; the
+    // `remaining` the row keeps is the balance as read. Locking every usable grant first, as
+    // the slow path does, wrote a lock on the grant before its update: about a sixth of this
+    // path's throughput (docs/benchmarks.md, 0.16.0). LOCK_WALLET takes the counter's lock first,
     // in a statement of its own, as the slow path does: the grants are then read with a
     // snapshot taken under that lock, which has every grant committed before it (in one
     // statement, a grant committed while the lock was awaited, by a transaction that also
@@ -198,14 +203,13 @@ thread_local! {
          usable AS MATERIALIZED (
              SELECT grant_id, remaining, priority, expires_at, created_at FROM quota.grants
               WHERE subject = $subject AND metric = $metric AND remaining > 0 AND revoked_at IS NULL
-                AND (expires_at IS NULL OR expires_at > $now) AND EXISTS (SELECT FROM counter)
-              ORDER BY priority, expires_at, created_at, grant_id
-                FOR UPDATE),
-         first AS (SELECT grant_id, remaining FROM usable ORDER BY priority, expires_at, created_at, grant_id LIMIT 1),
+                AND (expires_at IS NULL OR expires_at > $now) AND EXISTS (SELECT FROM counter)),
+         first AS (SELECT grant_id FROM usable ORDER BY priority, expires_at, created_at, grant_id LIMIT 1),
          spent AS (
              UPDATE quota.grants AS g SET remaining = g.remaining - $amount
                FROM first
-              WHERE g.subject = $subject AND g.grant_id = first.grant_id AND first.remaining >= $amount
+              WHERE g.subject = $subject AND g.grant_id = first.grant_id AND g.remaining >= $amount
+                AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $now)
              RETURNING g.grant_id),
          event AS (
              INSERT INTO quota.events (subject, kind, metric, amount, from_grants, window_start, window_end,
