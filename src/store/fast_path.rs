@@ -79,7 +79,7 @@ macro_rules! take_counted {
 }
 
 /// The ledger row of what FAST_CONSUME took, returning the window it took from (the decision
-/// is made from it, `taken_or_denied`: the rest of the row is what the call asked for).
+/// is made from it, `taken`: the rest of the row is what the call asked for).
 macro_rules! ledger_row_of_taken {
     () => {
         "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
@@ -130,48 +130,23 @@ thread_local! {
              RETURNING window_start, window_end, used, allowance)
          ", ledger_row_of_taken!()),
     ) };
-    // FAST_CONSUME_UNRATED that also writes the denial when the marked window has no room for
-    // the amount, as MARKED_WINDOW writes it (the statement's snapshot has the window without
-    // room and the UPDATE took nothing), so that a denial is one statement. Its denial branch
-    // (a second scan of the counter, read when nothing was taken) costs an allowed consume
-    // about a sixth of the statement's throughput: tried first only after a denial
-    // (FastStatement::UnratedOrDenial). One INSERT of either row, not the two INSERTs of
-    // denial_row_from! beside ledger_row_of_taken!: measured as plain SQL, the two INSERTs ran
-    // about 4% slower, allowed and denied alike (median of 5 alternating runs).
-    static FAST_CONSUME_UNRATED_OR_DENIAL: Kept = const { Kept::new(
-        concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
-                 RETURNING window_start, window_end, used, allowance)
-                 INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
-                                           used, allowance, remaining, reason, idempotency_key, metadata)
-                 SELECT $subject, w.kind, $metric, $amount, w.from_allowance, w.window_start, w.window_end, w.used,
-                        w.allowance, w.remaining, w.reason, $idempotency_key, $metadata
-                   FROM (SELECT 'consume' AS kind, $amount AS from_allowance, window_start, window_end, used, allowance,
-                                allowance - used AS remaining, 'ok' AS reason
-                           FROM taken
-                         UNION ALL
-                         SELECT 'denial', 0, window_start, window_end, used, allowance, GREATEST(allowance - used, 0),
-                                'quota_exceeded'
-                           FROM quota.counters
-                          WHERE ", marked_window_at_now!(), " AND ", window_without_room!(), "
-                            AND NOT EXISTS (SELECT FROM taken)) AS w
-                 RETURNING ", decision_columns!()),
+    // The denial of `$amount` when the marked window has no room for it, as MARKED_WINDOW
+    // writes it (a denial moves no state, so it needs no lock): tried first after the
+    // metric's last fast decision was such a denial (FastStatement::UnratedOrDenial,
+    // CountedOrDenial), before the statement that takes. One plain statement: measured as
+    // plain SQL beside the form it replaced (0.15.0: the taking UPDATE and this read under
+    // one UNION ALL feeding one INSERT), it ran a denial at 1.35x that form's throughput
+    // (docs/benchmarks.md, 0.16.0), and costs the first allowed call after a denial one
+    // statement more.
+    static DENIAL_WITHOUT_ROOM: Kept = const { Kept::new(
+        concat!(denial_row_from!(), "quota.counters
+              WHERE ", marked_window_at_now!(), " AND ", window_without_room!(), "
+             RETURNING ", decision_columns!()),
     ) };
     // FAST_CONSUME_UNRATED on a window whose limit keeps no ledger row for such a call
     // ("ledger": "counters"): the counter alone, which keeps how much it counted so. Only for
     // calls without an idempotency key (a keyed call is kept, so that a retry replays it).
     static FAST_CONSUME_COUNTED: Kept = const { Kept::new(take_counted!()) };
-    // FAST_CONSUME_COUNTED that also writes the denial when the marked window has no room for
-    // the amount (`denial_event_id`), so that a denial is one statement: tried first after a
-    // denial (FastStatement::CountedOrDenial), as FAST_CONSUME_UNRATED_OR_DENIAL is.
-    static FAST_CONSUME_COUNTED_OR_DENIAL: Kept = const { Kept::new(
-        concat!("WITH taken AS (", take_counted!(), "),
-         denied AS (", denial_row_from!(), "quota.counters
-              WHERE ", marked_window_at_now!(), " AND ", window_without_room!(), " AND NOT EXISTS (SELECT FROM taken)
-             RETURNING event_id, window_start, window_end, used, allowance)
-         SELECT NULL::int8 AS denial_event_id, * FROM taken
-          UNION ALL
-         SELECT * FROM denied"),
-    ) };
     // A credit wallet's consume once its window's allowance is spent (a window marked as a
     // wallet, without rate rules): the amount from the first usable grant in spending order
     // when that grant covers it, with the ledger row and which grant paid, as the slow path
@@ -329,13 +304,13 @@ thread_local! {
 pub enum FastStatement {
     /// A window marked without rate rules (FAST_CONSUME_UNRATED).
     Unrated,
-    /// The same, that also denies when the window has no room (FAST_CONSUME_UNRATED_OR_DENIAL):
+    /// The denial when the window has no room (DENIAL_WITHOUT_ROOM), else FAST_CONSUME_UNRATED:
     /// tried first after the metric's last fast decision was such a denial.
     UnratedOrDenial,
     /// A window marked without rate rules whose limit keeps no ledger row for an allowed
     /// consume without a key (FAST_CONSUME_COUNTED).
     Counted,
-    /// The same, that also denies when the window has no room (FAST_CONSUME_COUNTED_OR_DENIAL):
+    /// The denial when the window has no room (DENIAL_WITHOUT_ROOM), else FAST_CONSUME_COUNTED:
     /// tried first after the metric's last fast decision was such a denial.
     CountedOrDenial,
     /// A wallet's window without rate rules whose allowance is spent (FAST_WALLET).
@@ -438,32 +413,26 @@ pub fn consume(
     ];
     let decided = match statement {
         FastStatement::Unrated => query_row(client, &FAST_CONSUME_UNRATED, args, |row| taken_with_row(row, key.metric, amount))?,
-        FastStatement::UnratedOrDenial => {
-            let decided = query_row(client, &FAST_CONSUME_UNRATED_OR_DENIAL, args, |row| {
+        FastStatement::Counted => {
+            let [subject, metric, now, amount_arg, _, _] = args;
+            query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| taken(row, key.metric, amount, None))?
+        }
+        FastStatement::UnratedOrDenial | FastStatement::CountedOrDenial => {
+            let denied = query_row(client, &DENIAL_WITHOUT_ROOM, args, |row| {
                 let decision = decision_from_row(row)?;
-                if decision.allowed {
-                    return Ok(decision);
-                }
                 let window = Window { start: decision.window_start, end: decision.resets_at };
                 Ok(denial_written(key.metric, amount, decision.used, decision.allowance, window, decision.event_id))
             })?;
-            if decided.as_ref().is_some_and(|decision| decision.allowed) {
-                remember_first(key.metric, None);
+            if denied.is_some() {
+                denied
+            } else {
+                let taking = if statement == FastStatement::UnratedOrDenial { FastStatement::Unrated } else { FastStatement::Counted };
+                let decided = consume(client, key, taking, amount, idempotency_key, metadata)?;
+                if decided.as_ref().is_some_and(|decision| decision.allowed) {
+                    remember_first(key.metric, (taking == FastStatement::Counted).then_some(taking));
+                }
+                decided
             }
-            decided
-        }
-        FastStatement::Counted => {
-            let [subject, metric, now, amount_arg, _, _] = args;
-            query_row(client, &FAST_CONSUME_COUNTED, [subject, metric, now, amount_arg], |row| taken_or_denied(row, key.metric, amount, None, None))?
-        }
-        FastStatement::CountedOrDenial => {
-            let decided = query_row(client, &FAST_CONSUME_COUNTED_OR_DENIAL, args, |row| {
-                taken_or_denied(row, key.metric, amount, None, column(row, "denial_event_id")?)
-            })?;
-            if decided.as_ref().is_some_and(|decision| decision.allowed) {
-                remember_first(key.metric, Some(FastStatement::Counted));
-            }
-            decided
         }
         FastStatement::Wallet => {
             let window = [("subject", key.subject.into()), ("metric", key.metric.into()), ("now", timestamp(key.now)?.into())];
@@ -481,15 +450,11 @@ pub fn consume(
     Ok(decided.map(|decision| Decision { replayed: false, ..decision }))
 }
 
-/// What a fast statement returned of the window it decided on: the window after the consume
-/// it took from its allowance (with the ledger row's `event_id`, when it wrote one), or
-/// (`denial_event_id`) the window without room whose denial it wrote.
-fn taken_or_denied(row: &super::Row, metric: &str, amount: i64, event_id: Option<i64>, denial_event_id: Option<i64>) -> QResult<Decision> {
+/// A consume that a fast statement took from the window's allowance, from the window it
+/// returned after the consume (with the ledger row's `event_id`, when it wrote one).
+fn taken(row: &super::Row, metric: &str, amount: i64, event_id: Option<i64>) -> QResult<Decision> {
     let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
     let (used, allowance) = (not_null(row, "used")?, column(row, "allowance")?);
-    if denial_event_id.is_some() {
-        return Ok(denial_written(metric, amount, used, allowance, window, denial_event_id));
-    }
     let standing = Standing { used, reserved: 0, grants_left: 0 };
     let taken = Decision::new(metric, amount, Some(&Split::allowance_only(amount)), standing, allowance, window);
     Ok(Decision { event_id, ..taken })
@@ -497,7 +462,7 @@ fn taken_or_denied(row: &super::Row, metric: &str, amount: i64, event_id: Option
 
 /// A consume that a fast statement took and wrote the ledger row of (ledger_row_of_taken).
 fn taken_with_row(row: &super::Row, metric: &str, amount: i64) -> QResult<Decision> {
-    taken_or_denied(row, metric, amount, Some(not_null(row, "event_id")?), None)
+    taken(row, metric, amount, Some(not_null(row, "event_id")?))
 }
 
 /// The denial a statement wrote for a marked window without room, decided again from the
