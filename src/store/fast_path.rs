@@ -124,7 +124,8 @@ thread_local! {
     // The same on a window marked without rate rules (`NOT rated`): no search for rules,
     // which costs a metric that has none about a third of this statement's throughput. Not
     // on a window that keeps no row for an unkeyed call (FAST_CONSUME_COUNTED's). A window
-    // without room is denied by MARKED_WINDOW, the statement that runs after a miss.
+    // without room is denied by MARKED_WINDOW, the statement that runs after a miss, or after
+    // a denial by DENIAL_WITHOUT_ROOM, tried first.
     static FAST_CONSUME_UNRATED: Kept = const { Kept::new(
         concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
              RETURNING window_start, window_end, used, allowance)
@@ -155,11 +156,12 @@ thread_local! {
     // Only the grant it spends is locked, by its update, which checks again on the row as
     // locked that the grant still pays (a revoke, a shorter expiry or another window's spend
     // may have committed meanwhile); if it does not, nothing is written and the slow path
-    // decides. The usable grants are read unlocked: a new or more usable grant unmarks the
-    // counter, which waits for its lock, so the spending order read is the one in force; the
-    // `remaining` the row keeps is the balance as read. Locking every usable grant first, as
-    // the slow path does, wrote a lock on the grant before its update: about a sixth of this
-    // path's throughput (docs/benchmarks.md, 0.16.0). LOCK_WALLET takes the counter's lock first,
+    // decides (at REPEATABLE READ such a change is a serialization failure, 40001, as for
+    // any locked row). The other usable grants are read unlocked: a new or more usable grant
+    // unmarks the counter, which waits for its lock, so the spending order read is the one
+    // in force; the `remaining` the row keeps adds the spent grant's balance as locked to
+    // the others' as read. Locking every usable grant first, as the slow path does, wrote a
+    // lock on each before the update (0.15.0). LOCK_WALLET takes the counter's lock first,
     // in a statement of its own, as the slow path does: the grants are then read with a
     // snapshot taken under that lock, which has every grant committed before it (in one
     // statement, a grant committed while the lock was awaited, by a transaction that also
@@ -185,12 +187,13 @@ thread_local! {
                FROM first
               WHERE g.subject = $subject AND g.grant_id = first.grant_id AND g.remaining >= $amount
                 AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $now)
-             RETURNING g.grant_id),
+             RETURNING g.grant_id, g.remaining AS left_after),
          event AS (
              INSERT INTO quota.events (subject, kind, metric, amount, from_grants, window_start, window_end,
                                        used, allowance, remaining, reason, idempotency_key, metadata)
              SELECT $subject, 'consume', $metric, $amount, $amount, c.window_start, c.window_end, c.used, c.allowance,
-                    (SELECT least(pg_catalog.sum(u.remaining), 9223372036854775807)::int8 FROM usable AS u) - $amount,
+                    (SELECT least(coalesce(pg_catalog.sum(u.remaining), 0) + spent.left_after + $amount, 9223372036854775807)::int8
+                       FROM usable AS u WHERE u.grant_id <> spent.grant_id) - $amount,
                     'ok', $idempotency_key, $metadata
                FROM counter AS c, spent
              RETURNING ", decision_columns!(), "),
@@ -355,8 +358,8 @@ impl FastStatement {
 
 /// The statement to try first for a metric: the one that suited the window this backend last
 /// found marked for it (a hint: each statement takes only the windows it suits; after a
-/// denial on an unrated window, the unrated statement that also denies), else the unrated
-/// one.
+/// denial on an unrated window, the denial statement and then the one that takes), else the
+/// unrated one.
 pub fn first_statement(metric: &str, keyed: bool) -> FastStatement {
     match SEEN_WINDOWS.with(|seen| seen.borrow().get(metric).copied()) {
         Some(FastStatement::Counted | FastStatement::CountedOrDenial) if keyed => FastStatement::Unrated,

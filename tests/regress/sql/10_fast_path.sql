@@ -141,8 +141,8 @@ SELECT count(*) AS audit_mismatches FROM quota.audit();
 
 -- Denials on a marked window without room: the first one after an allowed call is written by
 -- the statement that reads the window after the fast statement missed; the next ones by the
--- fast statement that also denies (tried first after a denial), which takes again once a
--- give-back makes room. Keys and metadata are kept on denial rows either way.
+-- denial statement tried first after a denial, before the one that takes, which takes again
+-- once a give-back makes room. Keys and metadata are kept on denial rows either way.
 SELECT quota.assign_plan(s(104), 'fast_small');
 SELECT path_of(s(104), 3);
 SELECT path_of(s(104));

@@ -66,8 +66,9 @@ SELECT allowed, event_id IS NOT NULL AS has_row FROM quota.consume(s(240005), 'a
 SELECT count(*) AS rows_kept FROM quota.events WHERE subject = s(240005);
 
 -- Denials of a counted metric: after the first (written by the read of the marked window),
--- the next ones are written by the counted statement that also denies, which counts again
--- without a row once a give-back makes room. Only the denials and the give-back are rows.
+-- the next ones are written by the denial statement tried first after a denial; the counted
+-- statement counts again without a row once a give-back makes room. Only the denials and the
+-- give-back are rows.
 SELECT quota.assign_plan(s(240006), 'counted');
 SELECT allowed, used, event_id IS NOT NULL AS has_row FROM quota.consume(s(240006), 'api', 5);
 SELECT allowed, used, reason, remaining, event_id IS NOT NULL AS has_row FROM quota.consume(s(240006), 'api');
