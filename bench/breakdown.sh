@@ -40,7 +40,7 @@ group() {  # TITLE NAME=FILE...: runs the scripts in turns and prints their medi
   shift
   echo "$title"
   alternate "$db" off "$runs" "" "$@" >"$out/group.tps"
-  while read -r name tps; do
+  while read -r name tps _; do
     first=${first:-$tps}
     printf '  %-28s %8.0f tps  %s x the first\n' "$name" "$tps" "$(ratio "$tps" "$first")"
   done <"$out/group.tps"

@@ -26,8 +26,9 @@ run_pgbench() {
 }
 
 # Runs NAME=FILE scripts in turns, run by run, so that none is measured on tables that only
-# the others grew; prints "NAME median_tps" per script, in the given order. With a LOG_DIR,
-# pgbench's per-transaction logs go to LOG_DIR/NAME-RUN.*.
+# the others grew; prints "NAME median_tps run1_tps run2_tps ..." per script, in the given
+# order (the runs in the order of the rounds, so that two scripts' runs of one round pair
+# up: paired_ratios). With a LOG_DIR, pgbench's per-transaction logs go to LOG_DIR/NAME-RUN.*.
 #   alternate DATABASE SYNCHRONOUS_COMMIT RUNS LOG_DIR|"" NAME=FILE...
 alternate() {
   local db=$1 sync=$2 count=$3 logs=$4 pair name run
@@ -41,6 +42,19 @@ alternate() {
   done
   for pair in "$@"; do
     read -ra tps <<<"${all[${pair%%=*}]}"
-    echo "${pair%%=*} $(median "${tps[@]}")"
+    echo "${pair%%=*} $(median "${tps[@]}") ${tps[*]}"
   done
+}
+
+# The spread of a ratio between two scripts run in turns: the lowest and the highest of the
+# ratios of their runs round by round (the two runs of a round ran one after the other, on
+# the same tables), as "min-max".
+#   paired_ratios "A_RUN1 A_RUN2 ..." "B_RUN1 B_RUN2 ..."
+paired_ratios() {
+  local -a a b
+  local i
+  read -ra a <<<"$1"; read -ra b <<<"$2"
+  [ "${#a[@]}" -eq "${#b[@]}" ] || { echo "paired_ratios: ${#a[@]} runs against ${#b[@]}" >&2; return 1; }
+  for i in "${!a[@]}"; do ratio "${a[$i]}" "${b[$i]}"; echo; done \
+    | sort -g | awk 'NR == 1 {low = $1} {high = $1} END {printf "%s-%s", low, high}'
 }

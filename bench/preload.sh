@@ -38,7 +38,7 @@ near='\set n random(20001, 30000)'
 { echo "$near"; echo "SELECT public.bench_deny(:n, false);"; } >"$out/journal_off.pgbench"
 for sync in off on; do
   declare -A median_of=()
-  while read -r variant median_tps; do median_of[$variant]=$median_tps; done \
+  while read -r variant median_tps _; do median_of[$variant]=$median_tps; done \
     < <(alternate "$db" "$sync" "$runs" "" memory="$out/memory.pgbench" memory_cached="$out/memory_cached.pgbench" \
                   table="$out/table.pgbench" select_1="$out/select_1.pgbench")
   echo "synchronous_commit=$sync, $clients clients, median of $runs runs of ${seconds}s:" \
@@ -48,7 +48,7 @@ for sync in off on; do
        "cached/SELECT 1 $(ratio "${median_of[memory_cached]}" "${median_of[select_1]}")"
 done
 declare -A denial_tps=()
-while read -r variant median_tps; do denial_tps[$variant]=$median_tps; done \
+while read -r variant median_tps _; do denial_tps[$variant]=$median_tps; done \
   < <(alternate "$db" off "$runs" "" journal_on="$out/journal_on.pgbench" journal_off="$out/journal_off.pgbench")
 echo "raised require denials, synchronous_commit=off: journal on ${denial_tps[journal_on]} tps, off ${denial_tps[journal_off]} tps;" \
      "on/off $(ratio "${denial_tps[journal_on]}" "${denial_tps[journal_off]}")"

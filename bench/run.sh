@@ -31,8 +31,8 @@ percentiles() {  # p50 p95 p99 of the latency column (us) of pgbench logs, in ms
 }
 
 table=$out/results.tsv
-printf 'sync\tworkload\tvariant\ttps\tp50_ms\tp95_ms\tp99_ms\n' >"$table"
-declare -A tps_of
+printf 'sync\tworkload\tvariant\ttps\ttps_runs\tp50_ms\tp95_ms\tp99_ms\n' >"$table"
+declare -A tps_of runs_of
 for sync in $syncs; do
   for workload in $workloads; do
     cell=$sync-$workload scripts=()
@@ -43,20 +43,26 @@ for sync in $syncs; do
     done
     alternate "$db" "$sync" "$runs" "$out/logs/$cell" "${scripts[@]}" >"$out/$cell.tps"
     psql -d "$db" -f bench/check.sql
-    while read -r variant tps; do
-      tps_of[$cell-$variant]=$tps
+    while read -r variant tps round_tps; do
+      tps_of[$cell-$variant]=$tps runs_of[$cell-$variant]=$round_tps
       read -r p50 p95 p99 <<<"$(percentiles "$out/logs/$cell/$variant"-*)"
-      printf '%s\t%s\t%s\t%.0f\t%s\t%s\t%s\n' "$sync" "$workload" "$variant" "$tps" "$p50" "$p95" "$p99" | tee -a "$table"
+      printf '%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n' "$sync" "$workload" "$variant" "$tps" "$(printf '%.0f ' $round_tps | sed 's/ $//')" "$p50" "$p95" "$p99" \
+        | tee -a "$table"
     done <"$out/$cell.tps"
   done
 done
 
 echo
-echo "ratios (median tps; n/a: a variant not run):"
-# r NUMERATOR DENOMINATOR: the ratio of two variants' median tps in the current cell.
+echo "ratios (median tps, then the lowest and highest ratio of the runs round by round; n/a: a variant not run):"
+# r NUMERATOR DENOMINATOR: the ratio of two variants' median tps in the current cell, and
+# its spread over the rounds.
 r() {
   local a=${tps_of[$sync-$workload-$1]:-} b=${tps_of[$sync-$workload-$2]:-}
-  if [ -n "$a" ] && [ -n "$b" ]; then ratio "$a" "$b"; else echo n/a; fi
+  if [ -n "$a" ] && [ -n "$b" ]; then
+    echo "$(ratio "$a" "$b") ($(paired_ratios "${runs_of[$sync-$workload-$1]}" "${runs_of[$sync-$workload-$2]}"))"
+  else
+    echo n/a
+  fi
 }
 for sync in $syncs; do
   for workload in $workloads; do
