@@ -166,7 +166,8 @@ CREATE TABLE quota.counters (
     counted_without_ledger bigint NOT NULL DEFAULT 0,
     -- A marked window whose subject had usable grants when it was marked (a credit wallet):
     -- once the allowance is spent the fast path pays from the grants (FAST_WALLET in
-    -- src/store/fast_path.rs, which reads and locks them), and never denies on it alone.
+    -- src/store/fast_path.rs, which reads them and locks the one it spends), and never
+    -- denies on it alone.
     wallet       boolean NOT NULL DEFAULT false,
     -- No hold counted in `held` expires before this instant (NULL: not known): until then a
     -- call or a reader knows, without reading the holds, that none has expired

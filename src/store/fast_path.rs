@@ -142,7 +142,7 @@ thread_local! {
     static DENIAL_WITHOUT_ROOM: Kept = const { Kept::new(
         concat!(denial_row_from!(), "quota.counters
               WHERE ", marked_window_at_now!(), " AND ", window_without_room!(), "
-             RETURNING ", decision_columns!()),
+             RETURNING event_id, window_start, window_end, used, allowance"),
     ) };
     // FAST_CONSUME_UNRATED on a window whose limit keeps no ledger row for such a call
     // ("ledger": "counters"): the counter alone, which keeps how much it counted so. Only for
@@ -422,9 +422,8 @@ pub fn consume(
         }
         FastStatement::UnratedOrDenial | FastStatement::CountedOrDenial => {
             let denied = query_row(client, &DENIAL_WITHOUT_ROOM, args, |row| {
-                let decision = decision_from_row(row)?;
-                let window = Window { start: decision.window_start, end: decision.resets_at };
-                Ok(denial_written(key.metric, amount, decision.used, decision.allowance, window, decision.event_id))
+                let (window, used, allowance) = window_returned(row)?;
+                Ok(denial_written(key.metric, amount, used, allowance, window, Some(not_null(row, "event_id")?)))
             })?;
             if denied.is_some() {
                 denied
@@ -456,11 +455,16 @@ pub fn consume(
 /// A consume that a fast statement took from the window's allowance, from the window it
 /// returned after the consume (with the ledger row's `event_id`, when it wrote one).
 fn taken(row: &super::Row, metric: &str, amount: i64, event_id: Option<i64>) -> QResult<Decision> {
-    let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
-    let (used, allowance) = (not_null(row, "used")?, column(row, "allowance")?);
+    let (window, used, allowance) = window_returned(row)?;
     let standing = Standing { used, reserved: 0, grants_left: 0 };
     let taken = Decision::new(metric, amount, Some(&Split::allowance_only(amount)), standing, allowance, window);
     Ok(Decision { event_id, ..taken })
+}
+
+/// The window a fast statement returned, its usage and its cached allowance.
+fn window_returned(row: &super::Row) -> QResult<(Window, i64, Option<i64>)> {
+    let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
+    Ok((window, not_null(row, "used")?, column(row, "allowance")?))
 }
 
 /// A consume that a fast statement took and wrote the ledger row of (ledger_row_of_taken).
