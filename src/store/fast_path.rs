@@ -24,13 +24,29 @@ use crate::error::QResult;
 use crate::jsonb::Jsonb;
 
 /// The (subject, metric)'s counter row marked for consume's fast path, if it is the window
-/// that contains `$now` and has no holds. At most one row of a (subject, metric) is marked,
-/// so this reads one row of the partial index counters_fast, however long the subject's
-/// history of windows.
+/// that contains `$now`. At most one row of a (subject, metric) is marked, so this reads one
+/// row of the partial index counters_fast, however long the subject's history of windows.
+macro_rules! marked_window_containing_now {
+    () => {
+        "subject = $subject AND metric = $metric AND fast
+         AND window_start <= $now AND (window_end IS NULL OR window_end > $now)"
+    };
+}
+
+/// The marked window at `$now`, if it has no holds (consume's fast statements: a decision
+/// beside holds would have to report them).
 macro_rules! marked_window_at_now {
     () => {
-        "subject = $subject AND metric = $metric AND fast AND held = 0
-         AND window_start <= $now AND (window_end IS NULL OR window_end > $now)"
+        concat!(marked_window_containing_now!(), " AND held = 0")
+    };
+}
+
+/// A counter row (`$c`, its alias) whose `held` is exactly what its unexpired holds keep: it
+/// has none, or its bound on their expiry lies ahead of `$now` (no hold it counts can have
+/// expired, so none has to be found and marked expired first, as the slow path does).
+macro_rules! holds_all_active {
+    ($c:literal) => {
+        concat!("(", $c, ".held = 0 OR ", $c, ".holds_expire_at > $now)")
     };
 }
 
@@ -231,9 +247,7 @@ thread_local! {
     ) };
     // Whether the (subject, metric)'s window at `$now` is marked, holds or not.
     static IS_MARKED: Kept = const { Kept::new(
-        "SELECT EXISTS (SELECT FROM quota.counters
-                         WHERE subject = $subject AND metric = $metric AND fast
-                           AND window_start <= $now AND (window_end IS NULL OR window_end > $now)) AS marked",
+        concat!("SELECT EXISTS (SELECT FROM quota.counters WHERE ", marked_window_containing_now!(), ") AS marked"),
     ) };
     // Taken before a consume resolves what governs it, so that it may mark its window for
     // the fast path: quota.forget_fast_path() takes the subject's key and the plan's key

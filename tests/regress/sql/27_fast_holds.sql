@@ -1,8 +1,9 @@
--- Reservations' fast path: on a window marked for consume's fast path, without rate rules,
--- grants or other holds, reserve and settle each decide in one statement. The same calls on
--- a subject whose window is unmarked before each call (so the slow path decides every one)
--- must give the same decisions and leave the same rows: ledger, reservations, counters,
--- alerts. Subjects 270001 (fast where it can) and 270002 (always slow).
+-- Reservations' fast path: on a window marked for consume's fast path, without rate rules
+-- or grants, whose holds are all active, reserve and settle each decide in one statement.
+-- The same calls on a subject whose window is unmarked before each call (so the slow path
+-- decides every one) must give the same decisions and leave the same rows: ledger,
+-- reservations, counters, alerts. Subjects 270001 (fast where it can) and 270002 (always
+-- slow).
 SELECT quota.create_plan('holds27', '{"calls": {"limit": 10, "per": "day", "alerts": ["80%"]}}');
 SELECT quota.assign_plan(s(n), 'holds27') FROM generate_series(270001, 270002) AS n;
 CREATE TABLE public.holds27 (subject uuid, seq integer, reservation_id uuid);
@@ -10,7 +11,8 @@ CREATE TABLE public.holds27 (subject uuid, seq integer, reservation_id uuid);
 -- One reserve or settle, with the path it took: the slow path resolves the subject's plan
 -- (an index scan of quota.assignments), the fast path reads only the marked counter and the
 -- reservation. `unmark`: the subject's windows are unmarked first.
-CREATE FUNCTION public.step27(subject uuid, unmark boolean, op text, amount bigint, seq integer) RETURNS text
+CREATE FUNCTION public.step27(subject uuid, unmark boolean, op text, amount bigint, seq integer,
+                               ttl interval DEFAULT '15 minutes') RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     scans_before bigint;
@@ -23,7 +25,7 @@ BEGIN
     END IF;
     scans_before := (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass);
     IF op = 'reserve' THEN
-        held := quota.reserve(subject, 'calls', amount);
+        held := quota.reserve(subject, 'calls', amount, ttl);
         INSERT INTO public.holds27 VALUES (subject, seq, held.reservation_id);
     ELSE
         settled := quota.settle((SELECT h.reservation_id FROM public.holds27 AS h WHERE h.subject = step27.subject AND h.seq = step27.seq), amount);
@@ -39,10 +41,9 @@ BEGIN
 END $$;
 
 -- The first reserve marks the window (slow); its settle and the next reserve and settle take
--- the fast path. A second hold while one is held goes slow, and so does settling a hold
--- that is not the window's only one. Settling into 80% fires the alert (slow: the fast
--- statement never crosses an alert). A hold that does not fit is denied (slow), and a settle
--- past the allowance is charged as overage (slow).
+-- the fast path, and so does a second hold while one is held (0.17.0). Settling into 80%
+-- fires the alert (slow: the fast statement never crosses an alert). A hold that does not
+-- fit is denied (slow), and a settle past the allowance is charged as overage (slow).
 SELECT step27(s(270001), false, 'reserve', 3, 1) AS fast_where_it_can, step27(s(270002), true, 'reserve', 3, 1) AS always_slow;
 SELECT step27(s(270001), false, 'settle', NULL, 1), step27(s(270002), true, 'settle', NULL, 1);
 SELECT step27(s(270001), false, 'reserve', 2, 2), step27(s(270002), true, 'reserve', 2, 2);
@@ -55,23 +56,18 @@ SELECT step27(s(270001), false, 'reserve', 3, 5), step27(s(270002), true, 'reser
 SELECT step27(s(270001), false, 'reserve', 1, 6), step27(s(270002), true, 'reserve', 1, 6);
 SELECT step27(s(270001), false, 'settle', 3, 6), step27(s(270002), true, 'settle', 3, 6);
 
--- Both subjects' rows agree, column by column (the subject and ids aside).
-SELECT count(*) AS ledger_rows_differing FROM (
-    (SELECT kind, metric, amount, from_allowance, from_grants, overage, window_start, window_end, used, reserved,
-            allowance, remaining, reason, idempotency_key, metadata, pool, h.seq
-       FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id) WHERE e.subject = s(270001)
-     EXCEPT ALL
-     SELECT kind, metric, amount, from_allowance, from_grants, overage, window_start, window_end, used, reserved,
-            allowance, remaining, reason, idempotency_key, metadata, pool, h.seq
-       FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id) WHERE e.subject = s(270002))
-    UNION ALL
-    (SELECT kind, metric, amount, from_allowance, from_grants, overage, window_start, window_end, used, reserved,
-            allowance, remaining, reason, idempotency_key, metadata, pool, h.seq
-       FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id) WHERE e.subject = s(270002)
-     EXCEPT ALL
-     SELECT kind, metric, amount, from_allowance, from_grants, overage, window_start, window_end, used, reserved,
-            allowance, remaining, reason, idempotency_key, metadata, pool, h.seq
-       FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id) WHERE e.subject = s(270001))) AS d;
+-- Both subjects' rows agree, column by column (the subject, ids and times aside).
+CREATE VIEW public.ledger27 AS
+    SELECT e.subject, (to_jsonb(e) - '{subject,event_id,created_at,reservation_id}'::text[]) || jsonb_build_object('seq', h.seq) AS kept
+      FROM quota.events AS e LEFT JOIN public.holds27 AS h USING (reservation_id);
+CREATE FUNCTION public.ledger_rows_differing27(fast uuid, slow uuid) RETURNS bigint LANGUAGE sql AS $$
+    SELECT count(*) FROM ((SELECT kept FROM public.ledger27 WHERE subject = fast
+                           EXCEPT ALL SELECT kept FROM public.ledger27 WHERE subject = slow)
+                          UNION ALL
+                          (SELECT kept FROM public.ledger27 WHERE subject = slow
+                           EXCEPT ALL SELECT kept FROM public.ledger27 WHERE subject = fast)) AS d
+$$;
+SELECT public.ledger_rows_differing27(s(270001), s(270002)) AS ledger_rows_differing;
 SELECT h.seq, r.subject = s(270001) AS fast_subject, r.amount, r.window_start = date_trunc('day', now(), 'UTC') AS today,
        r.expires_at - r.created_at AS ttl, r.status, r.idempotency_key, r.member
   FROM quota.reservations AS r JOIN public.holds27 AS h USING (reservation_id)
@@ -92,16 +88,36 @@ SELECT count(*) AS holds, min(idempotency_key) AS key FROM quota.reservations WH
 SELECT allowed, replayed, from_allowance, overage
   FROM quota.settle((SELECT reservation_id FROM public.holds27 WHERE subject = s(270001) AND seq = 6), 3);
 
+-- Holds beside holds (0.17.0): while the counter's bound on its holds' expiry lies ahead,
+-- reserve and settle beside other holds take the fast path, counting them; a settle of more
+-- than was held takes the fast path when it fits beside the others. A hold that would fit
+-- only without the others is denied (slow). 270005 fast where it can, 270006 always slow.
+SELECT quota.create_plan('holds27b', '{"calls": {"limit": 10, "per": "day"}}');
+SELECT quota.assign_plan(s(n), 'holds27b') FROM generate_series(270005, 270006) AS n;
+SELECT step27(s(270005), false, 'reserve', 2, 11) AS fast_where_it_can, step27(s(270006), true, 'reserve', 2, 11) AS always_slow;
+SELECT step27(s(270005), false, 'reserve', 3, 12), step27(s(270006), true, 'reserve', 3, 12);
+SELECT step27(s(270005), false, 'settle', 1, 11), step27(s(270006), true, 'settle', 1, 11);
+SELECT step27(s(270005), false, 'reserve', 4, 13), step27(s(270006), true, 'reserve', 4, 13);
+SELECT step27(s(270005), false, 'settle', 5, 12), step27(s(270006), true, 'settle', 5, 12);
+SELECT step27(s(270005), false, 'reserve', 1, 14), step27(s(270006), true, 'reserve', 1, 14);
+SELECT step27(s(270005), false, 'settle', 4, 13), step27(s(270006), true, 'settle', 4, 13);
+SELECT public.ledger_rows_differing27(s(270005), s(270006)) AS ledger_rows_differing;
+SELECT subject = s(270005) AS fast_subject, used, held FROM quota.counters
+ WHERE subject IN (s(270005), s(270006)) ORDER BY 1;
+SELECT count(*) AS audit_mismatches FROM quota.audit() WHERE subject IN (s(270005), s(270006));
+
 -- The counter's bound on its holds' expiry (0.15.0): a call under the counter's lock reads
--- the holds only once one may have expired. Two holds, one expiring in a second: the bound is
--- its expiry; once it has passed, a consume reads the holds, marks that one expired, sees
--- only the other as reserved, and the bound moves to the other's expiry.
+-- the holds only once one may have expired. Two holds, one expiring in a second (the second
+-- hold takes the fast path beside the first): the bound is the first's expiry; once it has
+-- passed, a reserve goes slow, reads the holds, marks that one expired and counts only the
+-- others, and the bound moves to the second's expiry (the new hold's is later).
 SELECT quota.assign_plan(s(270004), 'holds27');
 SELECT allowed FROM quota.consume(s(270004), 'calls', 1);
-SELECT reserved FROM quota.reserve(s(270004), 'calls', 2, ttl => '1 second');
-SELECT reserved FROM quota.reserve(s(270004), 'calls', 3, ttl => '1 hour');
+SELECT step27(s(270004), false, 'reserve', 2, 41, '1 second');
+SELECT step27(s(270004), false, 'reserve', 3, 42, '1 hour');
 SELECT held, holds_expire_at < now() + interval '2 seconds' AS bound_is_the_first FROM quota.counters WHERE subject = s(270004);
 SELECT pg_sleep(1.1);
+SELECT step27(s(270004), false, 'reserve', 1, 43, '2 hours');
 SELECT allowed, used, reserved FROM quota.consume(s(270004), 'calls', 1);
 SELECT held, holds_expire_at > now() + interval '59 minutes' AS bound_is_the_second FROM quota.counters WHERE subject = s(270004);
 SELECT amount, status FROM quota.reservations WHERE subject = s(270004) ORDER BY amount;
