@@ -7,7 +7,7 @@
 
 use pgrx::spi::SpiClient;
 
-use quota_rules::decide::{ceiling, Decision, Standing};
+use quota_rules::decide::{ceiling, Decision};
 use quota_rules::governing::Governing;
 use quota_rules::rate::decide_all;
 use quota_rules::window::Window;
@@ -60,13 +60,15 @@ pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, meta
     if let Some(event_id) = marked.denial_event_id {
         let kind = WindowKind { rated: false, ledger_rows: marked.ledger_rows, wallet: false, allowance_spent: true };
         fast_path::remember_window(request.metric, kind);
-        let denial = fast_path::denial_written(request.metric, request.amount, marked.used, marked.allowance, marked.window, Some(event_id));
+        let denial = fast_path::denial_written(request.metric, request.amount, marked.read, Some(event_id));
         return Ok(Outcome::Decided(denial));
     }
     let Some(rules) = marked.rules else {
         return Ok(Outcome::SlowPath); // a cached rule has expired
     };
-    let allowance_spent = marked.allowance.is_some_and(|allowance| marked.used >= allowance);
+    // Spent when the holds leave it nothing (a saturated sum: nothing left either).
+    let taken_or_held = marked.read.used.saturating_add(marked.read.reserved);
+    let allowance_spent = marked.read.allowance.is_some_and(|allowance| taken_or_held >= allowance);
     let kind = WindowKind { rated: !rules.is_empty(), ledger_rows: marked.ledger_rows, wallet: marked.wallet, allowance_spent };
     fast_path::remember_window(request.metric, kind);
     let Some(suited) = FastStatement::for_window(kind, key.is_some()) else {
@@ -84,16 +86,15 @@ pub fn after_miss(client: &SpiClient, request: &Request, key: Option<&str>, meta
         // Grants may pay what the allowance and the first grant cannot: the slow path splits.
         return Ok(Outcome::SlowPath);
     }
-    let standing = Standing { used: marked.used, reserved: 0, grants_left: 0 };
-    let decision = request.decision(None, standing, marked.allowance, marked.window);
+    let decision = request.decision(None, marked.read.standing(), marked.read.allowance, marked.read.window);
     // The rules are decided first, as the slow path decides them, on their states as this
     // snapshot has them: a denial moves no state, so it needs no lock.
     let decision = match decide_all(&rules, request.instant, request.amount) {
         Err(retry_at) => decision.rate_limited(retry_at),
-        Ok(_) if ceiling(marked.allowance, request.amount).admits(marked.used) => return Ok(Outcome::SlowPath), // room after all
+        Ok(_) if ceiling(marked.read.allowance, request.amount).admits(taken_or_held) => return Ok(Outcome::SlowPath), // room after all
         Ok(_) => decision,
     };
-    Ok(Outcome::Denied { decision, window: marked.window })
+    Ok(Outcome::Denied { decision, window: marked.read.window })
 }
 
 /// Marks the request's window for the fast path when what governs it allows, and returns

@@ -20,14 +20,13 @@ thread_local! {
     // `held` is what they keep, and what the decision reports as reserved), whose allowance
     // has room for the amount beside them: the counter's `held` and its bound on the holds'
     // expiry (as ADD_HOLD sets it), the reservation and its reserve row, as the slow path
-    // writes them. Consume's fast statements leave a window with holds to the slow path
-    // (`held = 0`) until they are settled or released.
+    // writes them.
     static FAST_RESERVE: Kept = const { Kept::new(
         concat!("WITH held AS (
              UPDATE quota.counters AS c
                 SET held = c.held + $amount,
                     holds_expire_at = CASE WHEN c.held = 0 THEN $expires_at ELSE least(c.holds_expire_at, $expires_at) END
-              WHERE ", marked_window_containing_now!(), " AND ", holds_all_active!("c"), " AND NOT rated AND NOT wallet
+              WHERE ", marked_window_at_now!(), " AND NOT rated AND NOT wallet
                 AND (allowance IS NULL OR used + held <= allowance - $amount)
              RETURNING window_start, window_end, used::int8 AS used, held::int8 AS reserved, allowance),
          hold AS (
@@ -58,7 +57,7 @@ thread_local! {
              UPDATE quota.counters AS c SET used = c.used + h.actual, held = c.held - h.amount
                FROM hold AS h
               WHERE c.subject = h.subject AND c.metric = h.metric AND c.window_start = h.window_start
-                AND c.fast AND NOT c.wallet AND c.held >= h.amount AND ", holds_all_active!("c"), "
+                AND c.fast AND NOT c.wallet AND c.held >= h.amount AND ", holds_all_active!(), "
                 AND c.window_start <= $now AND (c.window_end IS NULL OR c.window_end > $now)
                 AND (c.allowance IS NULL OR c.used + (c.held - h.amount) <= c.allowance - h.actual)
                 AND (c.alert_at IS NULL OR c.used + (c.held - h.amount) < c.alert_at - h.actual)

@@ -33,40 +33,54 @@ macro_rules! marked_window_containing_now {
     };
 }
 
-/// The marked window at `$now`, if it has no holds (consume's fast statements: a decision
-/// beside holds would have to report them).
+/// A counter row whose `held` is exactly what its unexpired holds keep: it has none, or its
+/// bound on their expiry lies ahead of `$now` (no hold it counts can have expired, so none
+/// has to be found and marked expired first, as the slow path does).
+macro_rules! holds_all_active {
+    () => {
+        "(held = 0 OR holds_expire_at > $now)"
+    };
+}
+
+/// The marked window at `$now`, if its holds are all active: a decision on it counts `held`
+/// as the window's reserved units.
 macro_rules! marked_window_at_now {
+    () => {
+        concat!(marked_window_containing_now!(), " AND ", holds_all_active!())
+    };
+}
+
+/// The marked window at `$now`, if it has no holds (a wallet's statements: the grants a hold
+/// sets aside would have to be found first, as the slow path finds them).
+macro_rules! marked_window_without_holds {
     () => {
         concat!(marked_window_containing_now!(), " AND held = 0")
     };
 }
 
-/// A counter row (`$c`, its alias) whose `held` is exactly what its unexpired holds keep: it
-/// has none, or its bound on their expiry lies ahead of `$now` (no hold it counts can have
-/// expired, so none has to be found and marked expired first, as the slow path does).
-macro_rules! holds_all_active {
-    ($c:literal) => {
-        concat!("(", $c, ".held = 0 OR ", $c, ".holds_expire_at > $now)")
+/// The marked window at `$now` if it has room for `$amount` beside its holds, below the usage
+/// at which an alert fires (the slow path fires it; the holds count as usage here, since a
+/// rule on what remains reads them). Not a wallet's window: the decision would have to report
+/// its grants, which the slow path reads under their locks.
+macro_rules! marked_window_with_room {
+    () => {
+        concat!(marked_window_at_now!(), " AND NOT wallet AND (allowance IS NULL OR used + held <= allowance - $amount)
+                    AND (alert_at IS NULL OR used + held < alert_at - $amount)")
     };
 }
 
-/// Takes `$amount` from the marked window's cached allowance (FAST_CONSUME's `taken`), when
-/// it does not reach the usage at which an alert fires (the slow path fires it). Not on a
-/// wallet's window: the decision would have to report its grants, which the slow path
-/// reads under their locks.
+/// Takes `$amount` from the marked window's cached allowance (FAST_CONSUME's `taken`).
 macro_rules! take_from_marked_window {
     () => {
-        concat!("UPDATE quota.counters SET used = used + $amount
-                  WHERE ", marked_window_at_now!(), " AND NOT wallet AND (allowance IS NULL OR used <= allowance - $amount)
-                    AND (alert_at IS NULL OR used < alert_at - $amount)")
+        concat!("UPDATE quota.counters SET used = used + $amount WHERE ", marked_window_with_room!())
     };
 }
 
 /// A marked window that the fast path denies: no rate rules (they decide first), not a
-/// wallet's (its grants may pay), no room for `$amount`.
+/// wallet's (its grants may pay), no room for `$amount` beside its holds.
 macro_rules! window_without_room {
     () => {
-        "NOT rated AND NOT wallet AND allowance IS NOT NULL AND used > allowance - $amount"
+        "NOT rated AND NOT wallet AND allowance IS NOT NULL AND used + held > allowance - $amount"
     };
 }
 
@@ -76,9 +90,9 @@ macro_rules! window_without_room {
 macro_rules! denial_row_from {
     () => {
         "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
-                                   used, allowance, remaining, reason, idempotency_key, metadata)
-         SELECT $subject, 'denial', $metric, $amount, 0, window_start, window_end, used, allowance,
-                GREATEST(allowance - used, 0), 'quota_exceeded', $idempotency_key, $metadata
+                                   used, reserved, allowance, remaining, reason, idempotency_key, metadata)
+         SELECT $subject, 'denial', $metric, $amount, 0, window_start, window_end, used, held, allowance,
+                GREATEST(allowance - used - held, 0), 'quota_exceeded', $idempotency_key, $metadata
            FROM "
     };
 }
@@ -88,9 +102,8 @@ macro_rules! denial_row_from {
 macro_rules! take_counted {
     () => {
         concat!("UPDATE quota.counters SET used = used + $amount, counted_without_ledger = counted_without_ledger + $amount
-                  WHERE ", marked_window_at_now!(), " AND NOT wallet AND (allowance IS NULL OR used <= allowance - $amount)
-                    AND (alert_at IS NULL OR used < alert_at - $amount) AND NOT rated AND NOT ledger_rows
-                 RETURNING window_start, window_end, used::int8 AS used, allowance")
+                  WHERE ", marked_window_with_room!(), " AND NOT rated AND NOT ledger_rows
+                 RETURNING window_start, window_end, used::int8 AS used, held::int8 AS reserved, allowance")
     };
 }
 
@@ -99,11 +112,11 @@ macro_rules! take_counted {
 macro_rules! ledger_row_of_taken {
     () => {
         "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
-                                   used, allowance, remaining, reason, idempotency_key, metadata)
-         SELECT $subject, 'consume', $metric, $amount, $amount, window_start, window_end, used, allowance,
-                allowance - used, 'ok', $idempotency_key, $metadata
+                                   used, reserved, allowance, remaining, reason, idempotency_key, metadata)
+         SELECT $subject, 'consume', $metric, $amount, $amount, window_start, window_end, used, held, allowance,
+                allowance - used - held, 'ok', $idempotency_key, $metadata
            FROM taken
-         RETURNING event_id, window_start, window_end, used, allowance"
+         RETURNING event_id, window_start, window_end, used, reserved, allowance"
     };
 }
 
@@ -112,8 +125,9 @@ thread_local! {
     // it (rate_state rows marked fast, locked before the counter as the slow path locks
     // them), take the amount from the cached allowance, move the rules' states and write the
     // ledger row, in one statement. The rules' arithmetic is quota_rules::rate's (RateRule::
-    // decide), exact in numeric. Returns no row when the window is not marked, has holds, a
-    // rule or the allowance has no room, or a cached rule has expired.
+    // decide), exact in numeric. Returns no row when the window is not marked, has a hold
+    // that may have expired, a rule or the allowance has no room (beside the holds), or a
+    // cached rule has expired.
     static FAST_CONSUME: Kept = const { Kept::new(
         concat!("WITH rules AS MATERIALIZED (
              SELECT per, tat_us, rule_limit, rule_per_us, rule_burst, rule_until FROM quota.rate_state
@@ -130,7 +144,7 @@ thread_local! {
                FROM rules),
          taken AS (", take_from_marked_window!(), " AND (rated OR ledger_rows OR $idempotency_key IS NOT NULL)
                 AND (SELECT COALESCE(pg_catalog.bool_and(admits), true) FROM priced)
-             RETURNING window_start, window_end, used, allowance),
+             RETURNING window_start, window_end, used, held, allowance),
          paced AS (
              UPDATE quota.rate_state AS s SET tat_us = p.from_us + p.cost_us
                FROM priced AS p
@@ -144,7 +158,7 @@ thread_local! {
     // a denial by DENIAL_WITHOUT_ROOM, tried first.
     static FAST_CONSUME_UNRATED: Kept = const { Kept::new(
         concat!("WITH taken AS (", take_from_marked_window!(), " AND NOT rated AND (ledger_rows OR $idempotency_key IS NOT NULL)
-             RETURNING window_start, window_end, used, allowance)
+             RETURNING window_start, window_end, used, held, allowance)
          ", ledger_row_of_taken!()),
     ) };
     // The denial of `$amount` when the marked window has no room for it, as MARKED_WINDOW
@@ -158,7 +172,7 @@ thread_local! {
     static DENIAL_WITHOUT_ROOM: Kept = const { Kept::new(
         concat!(denial_row_from!(), "quota.counters
               WHERE ", marked_window_at_now!(), " AND ", window_without_room!(), "
-             RETURNING event_id, window_start, window_end, used, allowance"),
+             RETURNING event_id, window_start, window_end, used, reserved, allowance"),
     ) };
     // FAST_CONSUME_UNRATED on a window whose limit keeps no ledger row for such a call
     // ("ledger": "counters"): the counter alone, which keeps how much it counted so. Only for
@@ -185,13 +199,13 @@ thread_local! {
     // later waits for the lock (its trigger unmarks the counter).
     static LOCK_WALLET: Kept = const { Kept::new(
         concat!("SELECT true AS locked FROM quota.counters
-                  WHERE ", marked_window_at_now!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
+                  WHERE ", marked_window_without_holds!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
                     FOR UPDATE"),
     ) };
     static FAST_WALLET: Kept = const { Kept::new(
         concat!("WITH counter AS MATERIALIZED (
              SELECT window_start, window_end, used, allowance FROM quota.counters
-              WHERE ", marked_window_at_now!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
+              WHERE ", marked_window_without_holds!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
                 FOR UPDATE),
          usable AS MATERIALIZED (
              SELECT grant_id, remaining, priority, expires_at, created_at FROM quota.grants
@@ -229,7 +243,7 @@ thread_local! {
     // concurrent consume took it meanwhile, or an alert fires at this usage), is no denial.
     static MARKED_WINDOW: Kept = const { Kept::new(
         concat!("WITH marked AS MATERIALIZED (
-             SELECT window_start, window_end, used::int8 AS used, allowance, rated, ledger_rows, wallet, r.limits, r.per_uss,
+             SELECT window_start, window_end, used::int8 AS used, held::int8 AS held, allowance, rated, ledger_rows, wallet, r.limits, r.per_uss,
                     r.bursts, r.tats, r.current AS rules_current
                FROM quota.counters,
                     LATERAL (SELECT coalesce(pg_catalog.array_agg(rule_limit ORDER BY per COLLATE \"C\"), '{}') AS limits,
@@ -436,8 +450,7 @@ pub fn consume(
         }
         FastStatement::UnratedOrDenial | FastStatement::CountedOrDenial => {
             let denied = query_row(client, &DENIAL_WITHOUT_ROOM, args, |row| {
-                let (window, used, allowance) = window_returned(row)?;
-                Ok(denial_written(key.metric, amount, used, allowance, window, Some(not_null(row, "event_id")?)))
+                Ok(denial_written(key.metric, amount, window_returned(row)?, Some(not_null(row, "event_id")?)))
             })?;
             if denied.is_some() {
                 denied
@@ -469,16 +482,35 @@ pub fn consume(
 /// A consume that a fast statement took from the window's allowance, from the window it
 /// returned after the consume (with the ledger row's `event_id`, when it wrote one).
 fn taken(row: &super::Row, metric: &str, amount: i64, event_id: Option<i64>) -> QResult<Decision> {
-    let (window, used, allowance) = window_returned(row)?;
-    let standing = Standing { used, reserved: 0, grants_left: 0 };
-    let taken = Decision::new(metric, amount, Some(&Split::allowance_only(amount)), standing, allowance, window);
+    let read = window_returned(row)?;
+    let taken = Decision::new(metric, amount, Some(&Split::allowance_only(amount)), read.standing(), read.allowance, read.window);
     Ok(Decision { event_id, ..taken })
 }
 
-/// The window a fast statement returned, its usage and its cached allowance.
-fn window_returned(row: &super::Row) -> QResult<(Window, i64, Option<i64>)> {
+/// A marked window as a fast statement read or left it.
+#[derive(Clone, Copy)]
+pub struct WindowRead {
+    pub window: Window,
+    pub used: i64,
+    /// What its holds keep (all of them active).
+    pub reserved: i64,
+    /// Its cached allowance.
+    pub allowance: Option<i64>,
+}
+
+impl WindowRead {
+    /// Where the window stands for a decision: a marked window is never a wallet's whose
+    /// grants a fast decision reports.
+    pub fn standing(&self) -> Standing {
+        Standing { used: self.used, reserved: self.reserved, grants_left: 0 }
+    }
+}
+
+/// The window a fast statement returned (`reserved`: its ledger row's, or the counter's
+/// `held` so named).
+fn window_returned(row: &super::Row) -> QResult<WindowRead> {
     let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
-    Ok((window, not_null(row, "used")?, column(row, "allowance")?))
+    Ok(WindowRead { window, used: not_null(row, "used")?, reserved: not_null(row, "reserved")?, allowance: column(row, "allowance")? })
 }
 
 /// A consume that a fast statement took and wrote the ledger row of (ledger_row_of_taken).
@@ -488,9 +520,8 @@ fn taken_with_row(row: &super::Row, metric: &str, amount: i64) -> QResult<Decisi
 
 /// The denial a statement wrote for a marked window without room, decided again from the
 /// window it read, for what only the decision computes (retry_after).
-pub fn denial_written(metric: &str, amount: i64, used: i64, allowance: Option<i64>, window: Window, event_id: Option<i64>) -> Decision {
-    let standing = Standing { used, reserved: 0, grants_left: 0 };
-    Decision { event_id, ..Decision::new(metric, amount, None, standing, allowance, window) }
+pub fn denial_written(metric: &str, amount: i64, read: WindowRead, event_id: Option<i64>) -> Decision {
+    Decision { event_id, ..Decision::new(metric, amount, None, read.standing(), read.allowance, read.window) }
 }
 
 /// A (subject, metric) at the transaction's instant (windows) and the statement's (rules).
@@ -502,11 +533,10 @@ pub struct CounterKeyAt<'a> {
     pub instant: Micros,
 }
 
-/// A window marked for the fast path: its usage and the effective allowance cached in it.
+/// A window marked for the fast path: its usage, holds and the effective allowance cached in
+/// it.
 pub struct MarkedWindow {
-    pub window: Window,
-    pub used: i64,
-    pub allowance: Option<i64>,
+    pub read: WindowRead,
     /// Whether the fast path writes a ledger row for an allowed consume without a key.
     pub ledger_rows: bool,
     /// Marked as a wallet's: its grants pay once the allowance is spent.
@@ -532,9 +562,12 @@ pub fn marked_window(client: &SpiClient, key: CounterKeyAt, amount: i64, idempot
     ];
     query_row(client, &MARKED_WINDOW, args, |row| {
         Ok(MarkedWindow {
-            window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
-            used: not_null(row, "used")?,
-            allowance: column(row, "allowance")?,
+            read: WindowRead {
+                window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
+                used: not_null(row, "used")?,
+                reserved: not_null(row, "held")?,
+                allowance: column(row, "allowance")?,
+            },
             ledger_rows: not_null(row, "ledger_rows")?,
             wallet: not_null(row, "wallet")?,
             rules: cached_rules(row)?,

@@ -27,6 +27,8 @@ BEGIN
     IF op = 'reserve' THEN
         held := quota.reserve(subject, 'calls', amount, ttl);
         INSERT INTO public.holds27 VALUES (subject, seq, held.reservation_id);
+    ELSIF op = 'consume' THEN
+        settled := quota.consume(subject, 'calls', amount);
     ELSE
         settled := quota.settle((SELECT h.reservation_id FROM public.holds27 AS h WHERE h.subject = step27.subject AND h.seq = step27.seq), amount);
     END IF;
@@ -88,22 +90,28 @@ SELECT count(*) AS holds, min(idempotency_key) AS key FROM quota.reservations WH
 SELECT allowed, replayed, from_allowance, overage
   FROM quota.settle((SELECT reservation_id FROM public.holds27 WHERE subject = s(270001) AND seq = 6), 3);
 
--- Holds beside holds (0.17.0): while the counter's bound on its holds' expiry lies ahead,
--- reserve and settle beside other holds take the fast path, counting them; a settle of more
--- than was held takes the fast path when it fits beside the others. A hold that would fit
--- only without the others is denied (slow). 270005 fast where it can, 270006 always slow.
-SELECT quota.create_plan('holds27b', '{"calls": {"limit": 10, "per": "day"}}');
+-- Beside holds (0.17.0): while the counter's bound on its holds' expiry lies ahead, reserve,
+-- settle and consume beside other holds take the fast path, counting them: a settle of more
+-- than was held when it fits beside the others, a consume's denial for want of room beside
+-- them. A consume that would reach the usage at which the "2 left" alert fires, counting the
+-- holds as usage, goes slow and fires it (what remains is 2); the crossing unmarks the
+-- window, so the next settle goes slow too. 270005 fast where it can, 270006 always slow.
+SELECT quota.create_plan('holds27b', '{"calls": {"limit": 10, "per": "day", "alerts": ["2 left"]}}');
 SELECT quota.assign_plan(s(n), 'holds27b') FROM generate_series(270005, 270006) AS n;
 SELECT step27(s(270005), false, 'reserve', 2, 11) AS fast_where_it_can, step27(s(270006), true, 'reserve', 2, 11) AS always_slow;
-SELECT step27(s(270005), false, 'reserve', 3, 12), step27(s(270006), true, 'reserve', 3, 12);
-SELECT step27(s(270005), false, 'settle', 1, 11), step27(s(270006), true, 'settle', 1, 11);
-SELECT step27(s(270005), false, 'reserve', 4, 13), step27(s(270006), true, 'reserve', 4, 13);
-SELECT step27(s(270005), false, 'settle', 5, 12), step27(s(270006), true, 'settle', 5, 12);
-SELECT step27(s(270005), false, 'reserve', 1, 14), step27(s(270006), true, 'reserve', 1, 14);
-SELECT step27(s(270005), false, 'settle', 4, 13), step27(s(270006), true, 'settle', 4, 13);
+SELECT step27(s(270005), false, 'reserve', 1, 12), step27(s(270006), true, 'reserve', 1, 12);
+SELECT step27(s(270005), false, 'consume', 1, NULL), step27(s(270006), true, 'consume', 1, NULL);
+SELECT step27(s(270005), false, 'settle', 3, 11), step27(s(270006), true, 'settle', 3, 11);
+SELECT step27(s(270005), false, 'consume', 6, NULL), step27(s(270006), true, 'consume', 6, NULL);
+SELECT step27(s(270005), false, 'consume', 2, NULL), step27(s(270006), true, 'consume', 2, NULL);
+SELECT step27(s(270005), false, 'consume', 1, NULL), step27(s(270006), true, 'consume', 1, NULL);
+SELECT step27(s(270005), false, 'settle', 1, 12), step27(s(270006), true, 'settle', 1, 12);
+SELECT step27(s(270005), false, 'reserve', 2, 13), step27(s(270006), true, 'reserve', 2, 13);
 SELECT public.ledger_rows_differing27(s(270005), s(270006)) AS ledger_rows_differing;
 SELECT subject = s(270005) AS fast_subject, used, held FROM quota.counters
  WHERE subject IN (s(270005), s(270006)) ORDER BY 1;
+SELECT subject = s(270005) AS fast_subject, rule, used, remaining FROM quota.alerts
+ WHERE subject IN (s(270005), s(270006)) ORDER BY 1, alert_id;
 SELECT count(*) AS audit_mismatches FROM quota.audit() WHERE subject IN (s(270005), s(270006));
 
 -- The counter's bound on its holds' expiry (0.15.0): a call under the counter's lock reads
