@@ -220,7 +220,8 @@ fn spend(client: &SpiClient, request: &Request, mode: Mode, key: Option<&str>, m
             return Ok(replay(original, request.metric, request.amount, key)?);
         }
     }
-    let fast_path = mode == Mode::Consume && schema::has(client, Part::LedgerModes)?;
+    // The fast statements read `ledger_rows` (0.12.0) and `holds_expire_at` (0.15.0).
+    let fast_path = mode == Mode::Consume && schema::has(client, Part::HoldsBound)?;
     let mut marked = false;
     // A pool's member is decided on its draws (src/pools/mod.rs), others on their window:
     // a member this backend knows goes to its draws at once (their denial too); after a miss

@@ -2,8 +2,9 @@
 //! marked with its effective allowance, takes the amount and writes the ledger row; and the
 //! marks themselves (quota.counters' `fast`, `allowance`, `alert_at`, quota.rate_state's
 //! `fast` and cached rule; the triggers in sql/fast_path.sql unmark counters on every
-//! change). The fast path needs the schema of 0.12.0 (`ledger_rows`); on an older one every
-//! consume takes the slow path until ALTER EXTENSION UPDATE.
+//! change). The fast path needs the schema of 0.15.0 (`ledger_rows` of 0.12.0, and
+//! `holds_expire_at`, which tells whether a window's holds are all active); on an older one
+//! every consume takes the slow path until ALTER EXTENSION UPDATE.
 
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;

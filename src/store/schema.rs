@@ -36,7 +36,8 @@ pub enum Part {
     LedgerModes,
     /// Compaction: quota.ledger_rollups, whose closed rollups are the windows it closed (0.13.0).
     Compaction,
-    /// quota.counters' `holds_expire_at` (0.15.0). Reservations' fast path needs this schema.
+    /// quota.counters' `holds_expire_at` (0.15.0). The fast path (consume's and reservations')
+    /// needs this schema.
     HoldsBound,
 }
 

@@ -1,0 +1,5 @@
+-- pg_quota 0.16.0 -> 0.17.0: no schema change. The library's fast path decides reserve,
+-- settle and consume beside a window's other holds (while the counter's bound on their
+-- expiry, holds_expire_at of 0.15.0, lies ahead), which 0.16.0 left to the slow path.
+-- Nothing to do here: this script only moves the version, so that a database says which
+-- library it expects.
