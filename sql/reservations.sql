@@ -1,8 +1,10 @@
 -- Optional maintenance: marks every expired hold as such and frees it in its counter.
--- Nothing depends on it running (readers ignore expired holds); it keeps windows with old
--- holds on consume's fast path. The holds are locked before their counters, as a settle or
--- release locks them; a hold such a call has locked is skipped (that call frees it), and a
--- call under a counter's lock skips the holds locked here, so it cannot deadlock with them.
+-- Nothing depends on it running (readers ignore expired holds). A window whose holds have all
+-- expired takes the fast path again at once; one with holds left does after its next call on
+-- the slow path, which sets the bound on their expiry again (quota.counters.holds_expire_at).
+-- The holds are locked before their counters, as a settle or release locks them; a hold such
+-- a call has locked is skipped (that call frees it), and a call under a counter's lock skips
+-- the holds locked here, so it cannot deadlock with them.
 CREATE FUNCTION quota.expire_reservations() RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp

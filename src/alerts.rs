@@ -9,8 +9,9 @@
 //!
 //! What fired in a window is kept in its counter row (`alerted`), under the row lock every
 //! usage takes, so concurrent calls that cross a threshold write one alert. The fast path
-//! decides a window alone only below its `alert_at`, the usage at which its next rule fires;
-//! the consume that reaches it goes to the slow path, which fires the alert here.
+//! decides a window alone only below its `alert_at`, the usage at which its next rule fires
+//! (compared with the usage plus the window's holds); the consume that reaches it goes to the
+//! slow path, which fires the alert here.
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;

@@ -29,8 +29,8 @@ pub enum Outcome {
     /// (rate_limited when a cached rule has no room either); its ledger row is still to be
     /// written.
     Denied { decision: Decision, window: Window },
-    /// No marked window, one with room after all (a concurrent give-back or reset), or one
-    /// whose cached rate rules have expired.
+    /// No marked window (or one with a hold that may have expired), one with room after all (a
+    /// concurrent give-back or reset), or one whose cached rate rules have expired.
     SlowPath,
     /// A wallet's window whose allowance still pays: the slow path decides (its decision
     /// reports the grants), and the window needs no marking again.

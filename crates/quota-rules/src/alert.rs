@@ -108,8 +108,10 @@ impl AlertRule {
     }
 
     /// The usage at which the rule starts to hold on a window with this allowance and neither
-    /// grants nor holds (a window the fast path decides): None when usage alone never makes it
-    /// hold (unlimited, `recovered`, a percentage of nothing).
+    /// grants nor holds: None when usage alone never makes it hold (unlimited, `recovered`, a
+    /// percentage of nothing). The fast path compares it with the usage plus the window's
+    /// holds, which is where a rule on what remains starts to hold beside them (and is early,
+    /// never late, for a percentage, which reads usage alone).
     pub fn usage_threshold(self, allowance: Option<i64>) -> Option<i64> {
         let allowance = allowance?;
         match self {
@@ -180,8 +182,8 @@ pub fn holding_after_usage(rules: &[AlertRule], used: i64, allowance: Option<i64
 
 /// What the fast path watches on a window it decides alone: each rule that usage can make
 /// hold, with the usage at which it does. The window's `alert_at` is the least of these among
-/// the rules not fired yet in it: a consume that would reach it is decided on the slow path,
-/// which fires the alert.
+/// the rules not fired yet in it: a consume that would reach it, counting the window's holds
+/// as usage, is decided on the slow path, which fires the alert.
 pub fn watch(rules: &[AlertRule], allowance: Option<i64>) -> Vec<(AlertRule, i64)> {
     rules.iter().filter_map(|rule| rule.usage_threshold(allowance).map(|at| (*rule, at))).collect()
 }

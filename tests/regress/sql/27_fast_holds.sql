@@ -129,3 +129,19 @@ SELECT step27(s(270004), false, 'reserve', 1, 43, '2 hours');
 SELECT allowed, used, reserved FROM quota.consume(s(270004), 'calls', 1);
 SELECT held, holds_expire_at > now() + interval '59 minutes' AS bound_is_the_second FROM quota.counters WHERE subject = s(270004);
 SELECT amount, status FROM quota.reservations WHERE subject = s(270004) ORDER BY amount;
+
+-- Usage near bigint's maximum beside a hold (overage that a record counted, which leaves the
+-- window marked): the fast statements sum usage and holds without overflowing, and decide
+-- as the slow path does. 270007 fast where it can, 270008 always slow.
+SELECT quota.create_plan('holds27c', '{"calls": {"limit": 100, "per": "day"}}');
+SELECT quota.assign_plan(s(n), 'holds27c') FROM generate_series(270007, 270008) AS n;
+SELECT step27(s(270007), false, 'consume', 1, NULL) AS fast_where_it_can, step27(s(270008), true, 'consume', 1, NULL) AS always_slow;
+SELECT step27(s(270007), false, 'reserve', 10, 71), step27(s(270008), true, 'reserve', 10, 71);
+SELECT count(quota.record(s(n), 'calls', 9223372036854775800)) FROM generate_series(270007, 270008) AS n;
+SELECT step27(s(270007), false, 'consume', 1, NULL), step27(s(270008), true, 'consume', 1, NULL);
+SELECT step27(s(270007), false, 'consume', 1, NULL), step27(s(270008), true, 'consume', 1, NULL);
+SELECT step27(s(270007), false, 'reserve', 1, 72), step27(s(270008), true, 'reserve', 1, 72);
+SELECT step27(s(270007), false, 'settle', 5, 71), step27(s(270008), true, 'settle', 5, 71);
+SELECT public.ledger_rows_differing27(s(270007), s(270008)) AS ledger_rows_differing;
+SELECT subject = s(270007) AS fast_subject, used, held FROM quota.counters
+ WHERE subject IN (s(270007), s(270008)) ORDER BY 1;
