@@ -18,16 +18,16 @@ thread_local! {
     // A hold on the subject's marked window without rate rules (a hold takes their room),
     // not a wallet's (grants would take part of it), whose holds are all active (so that
     // `held` is what they keep, and what the decision reports as reserved), whose allowance
-    // has room for the amount beside them (summed in numeric, as consume's statements sum
-    // them): the counter's `held` and its bound on the holds' expiry (as ADD_HOLD sets it),
-    // the reservation and its reserve row, as the slow path writes them.
+    // has room for the amount beside them (sum_within!, as consume's statements test it): the
+    // counter's `held` and its bound on the holds' expiry (as ADD_HOLD sets it), the
+    // reservation and its reserve row, as the slow path writes them.
     static FAST_RESERVE: Kept = const { Kept::new(
         concat!("WITH held AS (
              UPDATE quota.counters AS c
                 SET held = c.held + $amount,
                     holds_expire_at = CASE WHEN c.held = 0 THEN $expires_at ELSE least(c.holds_expire_at, $expires_at) END
               WHERE ", marked_window_at_now!(), " AND NOT rated AND NOT wallet
-                AND (allowance IS NULL OR used::numeric + held <= allowance - $amount)
+                AND (allowance IS NULL OR ", sum_within!("used", "held", "<=", "allowance - $amount"), ")
              RETURNING window_start, window_end, used::int8 AS used, held::int8 AS reserved, allowance),
          hold AS (
              INSERT INTO quota.reservations (subject, metric, amount, window_start, window_end, expires_at)
@@ -59,8 +59,8 @@ thread_local! {
               WHERE c.subject = h.subject AND c.metric = h.metric AND c.window_start = h.window_start
                 AND c.fast AND NOT c.wallet AND c.held >= h.amount AND ", holds_all_active!(), "
                 AND c.window_start <= $now AND (c.window_end IS NULL OR c.window_end > $now)
-                AND (c.allowance IS NULL OR c.used::numeric + (c.held - h.amount) <= c.allowance - h.actual)
-                AND (c.alert_at IS NULL OR c.used::numeric + (c.held - h.amount) < c.alert_at - h.actual)
+                AND (c.allowance IS NULL OR ", sum_within!("c.used", "(c.held - h.amount)", "<=", "c.allowance - h.actual"), ")
+                AND (c.alert_at IS NULL OR ", sum_within!("c.used", "(c.held - h.amount)", "<", "c.alert_at - h.actual"), ")
              RETURNING c.subject, c.metric, h.actual, c.window_start, c.window_end, c.used::int8 AS used,
                        c.held::int8 AS reserved, c.allowance),
          settled AS (

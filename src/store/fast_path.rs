@@ -59,15 +59,25 @@ macro_rules! marked_window_without_holds {
     };
 }
 
+/// Whether `$used + $held $op $bound` (`$op`: `<=` or `<`), for `$held` >= 0, without forming
+/// the sum: usage past the allowance (overage) has no bound below bigint's, so the sum could
+/// overflow. The CASE fixes the order: `$bound - $used` is computed only when it cannot
+/// overflow.
+macro_rules! sum_within {
+    ($used:literal, $held:literal, $op:literal, $bound:literal) => {
+        concat!("(CASE WHEN ", $used, " ", $op, " ", $bound, " THEN ", $held, " ", $op, " ", $bound, " - ", $used, " ELSE false END)")
+    };
+}
+
 /// The marked window at `$now` if it has room for `$amount` beside its holds, below the usage
 /// at which an alert fires (the slow path fires it; the holds count as usage here, since a
 /// rule on what remains reads them). Not a wallet's window: the decision would have to report
-/// its grants, which the slow path reads under their locks. `used + held` is summed in
-/// numeric: usage past the allowance (overage) has no bound below bigint's.
+/// its grants, which the slow path reads under their locks.
 macro_rules! marked_window_with_room {
     () => {
-        concat!(marked_window_at_now!(), " AND NOT wallet AND (allowance IS NULL OR used::numeric + held <= allowance - $amount)
-                    AND (alert_at IS NULL OR used::numeric + held < alert_at - $amount)")
+        concat!(marked_window_at_now!(), " AND NOT wallet
+                    AND (allowance IS NULL OR ", sum_within!("used", "held", "<=", "allowance - $amount"), ")
+                    AND (alert_at IS NULL OR ", sum_within!("used", "held", "<", "alert_at - $amount"), ")")
     };
 }
 
@@ -82,7 +92,7 @@ macro_rules! take_from_marked_window {
 /// wallet's (its grants may pay), no room for `$amount` beside its holds.
 macro_rules! window_without_room {
     () => {
-        "NOT rated AND NOT wallet AND allowance IS NOT NULL AND used::numeric + held > allowance - $amount"
+        concat!("NOT rated AND NOT wallet AND allowance IS NOT NULL AND NOT ", sum_within!("used", "held", "<=", "allowance - $amount"))
     };
 }
 
@@ -94,7 +104,8 @@ macro_rules! denial_row_from {
         "INSERT INTO quota.events (subject, kind, metric, amount, from_allowance, window_start, window_end,
                                    used, reserved, allowance, remaining, reason, idempotency_key, metadata)
          SELECT $subject, 'denial', $metric, $amount, 0, window_start, window_end, used, held, allowance,
-                GREATEST(allowance - used::numeric - held, 0)::int8, 'quota_exceeded', $idempotency_key, $metadata
+                CASE WHEN used < allowance THEN GREATEST(allowance - used - held, 0) ELSE 0 END, 'quota_exceeded',
+                $idempotency_key, $metadata
            FROM "
     };
 }
