@@ -8,10 +8,11 @@
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use quota_rules::decide::{Decision, Reason, Split, Standing};
-use quota_rules::window::{Micros, Window};
+use quota_rules::decide::{Decision, Reason, Split};
+use quota_rules::window::Micros;
 
-use super::{column, from_window_key, instant, not_null, query_row, timestamp, Kept, Row};
+use super::fast_path::window_returned;
+use super::{not_null, query_row, timestamp, Kept};
 use crate::error::QResult;
 
 thread_local! {
@@ -97,8 +98,8 @@ pub fn reserve(client: &SpiClient, hold: NewFastHold) -> QResult<Option<(Uuid, D
         ("expires_at", timestamp(hold.expires_at)?.into()),
     ];
     query_row(client, &FAST_RESERVE, args, |row| {
-        let standing = Standing { used: not_null(row, "used")?, reserved: not_null(row, "reserved")?, grants_left: 0 };
-        let held = Decision::new(hold.metric, hold.amount, None, standing, column(row, "allowance")?, window(row)?);
+        let read = window_returned(row)?;
+        let held = Decision::new(hold.metric, hold.amount, None, read.standing(), read.allowance, read.window);
         // A hold pays nothing yet: the decision shows what it keeps (as the slow path's).
         let held = Decision { allowed: true, reason: Reason::Ok, retry_after: None, event_id: Some(not_null(row, "event_id")?), ..held };
         Ok((not_null(row, "reservation_id")?, held))
@@ -111,12 +112,8 @@ pub fn settle(client: &SpiClient, reservation_id: Uuid, actual: Option<i64>, now
     let args = [("reservation_id", reservation_id.into()), ("actual", actual.into()), ("now", timestamp(now)?.into())];
     query_row(client, &FAST_SETTLE, args, |row| {
         let (metric, actual): (String, i64) = (not_null(row, "metric")?, not_null(row, "amount")?);
-        let standing = Standing { used: not_null(row, "used")?, reserved: not_null(row, "reserved")?, grants_left: 0 };
-        let settled = Decision::new(&metric, actual, Some(&Split::allowance_only(actual)), standing, column(row, "allowance")?, window(row)?);
+        let read = window_returned(row)?;
+        let settled = Decision::new(&metric, actual, Some(&Split::allowance_only(actual)), read.standing(), read.allowance, read.window);
         Ok(Decision { event_id: Some(not_null(row, "event_id")?), ..settled })
     })
-}
-
-fn window(row: &Row) -> QResult<Window> {
-    Ok(Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? })
 }

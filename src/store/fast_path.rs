@@ -270,7 +270,7 @@ thread_local! {
          denied AS (", denial_row_from!(), "marked
               WHERE ", window_without_room!(), "
              RETURNING event_id)
-         SELECT marked.*, denied.event_id AS denial_event_id FROM marked LEFT JOIN denied ON true"),
+         SELECT marked.*, marked.held AS reserved, denied.event_id AS denial_event_id FROM marked LEFT JOIN denied ON true"),
     ) };
     // Whether the (subject, metric)'s window at `$now` is marked, holds or not.
     static IS_MARKED: Kept = const { Kept::new(
@@ -519,9 +519,9 @@ impl WindowRead {
     }
 }
 
-/// The window a fast statement returned (`reserved`: its ledger row's, or the counter's
-/// `held` so named).
-fn window_returned(row: &super::Row) -> QResult<WindowRead> {
+/// The window a fast statement (here or in store::fast_holds) returned (`reserved`: its ledger
+/// row's, or the counter's `held` so named).
+pub(super) fn window_returned(row: &super::Row) -> QResult<WindowRead> {
     let window = Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? };
     Ok(WindowRead { window, used: not_null(row, "used")?, reserved: not_null(row, "reserved")?, allowance: column(row, "allowance")? })
 }
@@ -575,12 +575,7 @@ pub fn marked_window(client: &SpiClient, key: CounterKeyAt, amount: i64, idempot
     ];
     query_row(client, &MARKED_WINDOW, args, |row| {
         Ok(MarkedWindow {
-            read: WindowRead {
-                window: Window { start: from_window_key(not_null(row, "window_start")?)?, end: instant(row, "window_end")? },
-                used: not_null(row, "used")?,
-                reserved: not_null(row, "held")?,
-                allowance: column(row, "allowance")?,
-            },
+            read: window_returned(row)?,
             ledger_rows: not_null(row, "ledger_rows")?,
             wallet: not_null(row, "wallet")?,
             rules: cached_rules(row)?,
