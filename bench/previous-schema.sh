@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What a release's schema change buys or costs: the current library on a database still at
 # the previous release's schema (kept in tests/upgrade) against one at the current schema,
-# and the current schema without the trigger that unmarks fast-path rows when a grant is
-# spent. Same server, same run, the databases alternating; median tps of several runs.
+# and the current schema without the triggers that unmark fast-path rows when a grant is
+# updated (what they still cost a wallet's spend). Same server, same run, the databases
+# alternating; median tps of several runs.
 #   bench/previous-schema.sh SOCKET_DIR PORT      (make bench-previous)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,17 +15,18 @@ previous=$(ls tests/upgrade/pg_quota--*.sql | sort -V | tail -n 1)
 cp -n "$previous" "$extdir/" 2>/dev/null || sudo cp -n "$previous" "$extdir/"
 previous=$(basename "$previous" .sql); previous=${previous#pg_quota--}
 
-databases="previous current no_grant_trigger"
-declare -A version=([previous]="VERSION '$previous'" [current]="" [no_grant_trigger]="")
+databases="previous current no_grant_triggers"
+declare -A version=([previous]="VERSION '$previous'" [current]="" [no_grant_triggers]="")
 for db in $databases; do
   psql -d postgres -c "DROP DATABASE IF EXISTS pgq_$db" -c "CREATE DATABASE pgq_$db"
   sed "s/^CREATE EXTENSION pg_quota;/CREATE EXTENSION pg_quota ${version[$db]};/" bench/setup.sql \
     | psql -d "pgq_$db" >/dev/null
 done
-psql -d pgq_no_grant_trigger -c 'DROP TRIGGER forget_fast_path_on_update ON quota.grants'
+psql -d pgq_no_grant_triggers -c 'DROP TRIGGER forget_fast_path_on_update ON quota.grants' \
+  -c 'DROP TRIGGER IF EXISTS forget_fast_path_on_refund ON quota.grants'
 checkpoint postgres
 echo "uniform, $clients clients, synchronous_commit=off, median of $runs runs of $seconds s (previous = $previous)"
-for variant in pg_quota pg_quota_grants; do
+for variant in pg_quota pg_quota_grants pg_quota_reserve; do
   script=$(mktemp)
   { echo '\set n random(1, 10000)'; cat "bench/scripts/$variant.pgbench"; } >"$script"
   declare -A tps=()
@@ -34,9 +36,11 @@ for variant in pg_quota pg_quota_grants; do
     done
   done
   rm -f "$script"
+  read -ra before <<<"${tps[previous]}"
   for db in $databases; do
     read -ra all <<<"${tps[$db]}"
-    printf '%-16s %-18s %8.0f tps\n' "$variant" "$db" "$(median "${all[@]}")"
+    printf '%-16s %-18s %8.0f tps  %s x previous (%s round by round)\n' "$variant" "$db" "$(median "${all[@]}")" \
+      "$(ratio "$(median "${all[@]}")" "$(median "${before[@]}")")" "$(paired_ratios "${tps[$db]}" "${tps[previous]}")"
   done
   unset tps
 done

@@ -19,7 +19,7 @@ thread_local! {
     ) };
     // A key is the reserving subject's: the member of a pooled hold (0.9.0).
     static FIND_RESERVATION: Kept = const { Kept::new(
-        "SELECT reservation_id, subject, metric, amount, window_start, window_end, expires_at, status, member
+        "SELECT reservation_id, subject, metric, amount::int8 AS amount, window_start, window_end, expires_at, status::text AS status, member
            FROM quota.reservations
           WHERE reservation_id = $reservation_id
              OR (coalesce(member, subject) = $subject AND idempotency_key = $idempotency_key AND metric = $metric)
@@ -27,7 +27,7 @@ thread_local! {
     ) };
     // The same on a schema before 0.9.0, which has no pooled holds.
     static FIND_RESERVATION_WITHOUT_POOLS: Kept = const { Kept::new(
-        "SELECT reservation_id, subject, metric, amount, window_start, window_end, expires_at, status, NULL::uuid AS member
+        "SELECT reservation_id, subject, metric, amount::int8 AS amount, window_start, window_end, expires_at, status::text AS status, NULL::uuid AS member
            FROM quota.reservations
           WHERE reservation_id = $reservation_id
              OR (subject = $subject AND idempotency_key = $idempotency_key AND metric = $metric)
