@@ -1,7 +1,8 @@
 -- pg_quota 0.17.0 -> 0.18.0: the value rules of the tables a wallet's call, a reserve and a
 -- settle write become domains (PostgreSQL parses a table's CHECK expressions again on every
 -- INSERT or UPDATE statement, a domain's once per session): quota.grants' metric and amount,
--- quota.event_grants' amount, quota.reservations' amount and status. The update trigger of
+-- quota.event_grants' amount, quota.reservations' amount and status, and quota.rate_state's
+-- cached rule (a rated consume writes its state on every call). The update trigger of
 -- quota.grants that unmarks the fast path is split in two, each on the columns it reads, so
 -- that a grant's spend (SET remaining) no longer parses the whole condition.
 --
@@ -9,7 +10,7 @@
 -- yet (a binary-compatible change), the table's CHECK it replaces is dropped in the same
 -- statement, and the domain's constraint is added after, NOT VALID, then validated, which
 -- reads every row of the tables concerned under a SHARE lock (writes wait for the read; no
--- row can fail it, the dropped CHECKs held the same rules). The partial indexes that name a
+-- row the library wrote can fail it: the dropped CHECKs held the same rules). The partial indexes that name a
 -- moved column (quota.grants' grants_rollover and grants_spending_order, quota.reservations'
 -- reservations_held) are built again.
 CREATE DOMAIN quota.positive_units AS bigint;
@@ -31,6 +32,13 @@ ALTER TABLE quota.reservations
     DROP CONSTRAINT reservations_status_check,
     ALTER COLUMN amount TYPE quota.positive_units,
     ALTER COLUMN status TYPE quota.hold_status;
+-- The rule cached beside a fast row: its table CHECK (positive when fast) becomes the domain
+-- of each column (positive, or NULL on a row not marked, as the library writes them).
+ALTER TABLE quota.rate_state
+    DROP CONSTRAINT rate_state_check,
+    ALTER COLUMN rule_limit TYPE quota.positive_units,
+    ALTER COLUMN rule_per_us TYPE quota.positive_units,
+    ALTER COLUMN rule_burst TYPE quota.positive_units;
 -- The column default was the text 'held'; as a fresh install has it, the domain's.
 ALTER TABLE quota.reservations ALTER COLUMN status SET DEFAULT 'held';
 

@@ -86,6 +86,28 @@ CREATE TABLE quota.rate_overrides (
     PRIMARY KEY (subject, metric, per)
 );
 
+-- Value rules of the tables every call writes (counters, the ledger, reservations, grants and
+-- what they paid, the rate rules cached for the fast path) are domains, not table CHECK
+-- constraints: PostgreSQL parses and plans a table's CHECK expressions again on every
+-- execution of an INSERT or UPDATE, a domain's once per session, and checks a domain only on
+-- the columns a statement writes. On consume's one-statement path that was over a tenth of
+-- its throughput; on a wallet's, a reserve's, a settle's and a rated consume's 6-12%
+-- (docs/benchmarks.md, 0.4.0 and 0.18.0). Only a rule across columns stays a table CHECK
+-- (quota.grants' remaining within its amount). Statements of pg_quota cast domain-typed
+-- columns to their base types where they read them (an array_agg of a domain is an array of
+-- the domain).
+CREATE DOMAIN quota.units AS bigint CONSTRAINT units_check CHECK (VALUE >= 0);
+CREATE DOMAIN quota.idempotency_key AS text
+    CONSTRAINT idempotency_key_check CHECK (length(VALUE) BETWEEN 1 AND 255);
+CREATE DOMAIN quota.event_kind AS text
+    CONSTRAINT event_kind_check CHECK (VALUE IN ('consume', 'record', 'settle', 'reserve', 'release',
+                                                 'give_back', 'denial', 'reset', 'allocate'));
+CREATE DOMAIN quota.positive_units AS bigint CONSTRAINT positive_units_check CHECK (VALUE > 0);
+CREATE DOMAIN quota.metric_name AS text
+    CONSTRAINT metric_name_check CHECK (VALUE ~ '^[a-z][a-z0-9_.:-]{0,62}$');
+CREATE DOMAIN quota.hold_status AS text
+    CONSTRAINT hold_status_check CHECK (VALUE IN ('held', 'settled', 'released', 'expired'));
+
 -- The state of each rate rule of each (subject, metric): GCRA's theoretical arrival time,
 -- the instant the rule's bucket is full again, in microseconds since 1970-01-01 UTC. One row
 -- per (subject, metric, per), written by the calls the rule admits; a tat in the past means
@@ -101,12 +123,13 @@ CREATE TABLE quota.rate_state (
     per         text NOT NULL,
     tat_us      bigint NOT NULL,
     fast        boolean NOT NULL DEFAULT false,
-    rule_limit  bigint,
-    rule_per_us bigint,
-    rule_burst  bigint,
+    -- The cached rule: NULL on a row not marked (src/store/fast_path.rs, MARK_RATES, writes
+    -- the three with `fast`); positive, as the fast statement divides by them.
+    rule_limit  quota.positive_units,
+    rule_per_us quota.positive_units,
+    rule_burst  quota.positive_units,
     rule_until  timestamptz,
-    PRIMARY KEY (subject, metric, per),
-    CHECK (NOT fast OR (rule_limit > 0 AND rule_per_us > 0 AND rule_burst > 0))
+    PRIMARY KEY (subject, metric, per)
 ) WITH (fillfactor = 80);
 
 -- quota.reset() starts a window over: the window that contains reset_at then begins at
@@ -117,26 +140,6 @@ CREATE TABLE quota.resets (
     reset_at    timestamptz NOT NULL,
     PRIMARY KEY (subject, metric, reset_at)
 );
-
--- Value rules of the tables every call writes (counters, the ledger, reservations, grants and
--- what they paid) are domains, not table CHECK constraints: PostgreSQL parses and plans a
--- table's CHECK expressions again on every execution of an INSERT or UPDATE, a domain's once
--- per session, and checks a domain only on the columns a statement writes. On consume's
--- one-statement path that was over a tenth of its throughput; on a wallet's, a reserve's
--- and a settle's 6-8% (docs/benchmarks.md, 0.4.0 and 0.18.0). Only a rule across columns
--- stays a table CHECK (quota.grants' remaining within its amount). Statements of pg_quota
--- cast domain-typed columns to their base types where they read them.
-CREATE DOMAIN quota.units AS bigint CONSTRAINT units_check CHECK (VALUE >= 0);
-CREATE DOMAIN quota.idempotency_key AS text
-    CONSTRAINT idempotency_key_check CHECK (length(VALUE) BETWEEN 1 AND 255);
-CREATE DOMAIN quota.event_kind AS text
-    CONSTRAINT event_kind_check CHECK (VALUE IN ('consume', 'record', 'settle', 'reserve', 'release',
-                                                 'give_back', 'denial', 'reset', 'allocate'));
-CREATE DOMAIN quota.positive_units AS bigint CONSTRAINT positive_units_check CHECK (VALUE > 0);
-CREATE DOMAIN quota.metric_name AS text
-    CONSTRAINT metric_name_check CHECK (VALUE ~ '^[a-z][a-z0-9_.:-]{0,62}$');
-CREATE DOMAIN quota.hold_status AS text
-    CONSTRAINT hold_status_check CHECK (VALUE IN ('held', 'settled', 'released', 'expired'));
 
 -- Usage per window. Old windows stay as history; nothing deletes them.
 -- window_start is '-infinity' for a lifetime window that was never reset;

@@ -259,9 +259,9 @@ thread_local! {
              SELECT window_start, window_end, used::int8 AS used, held::int8 AS held, allowance, rated, ledger_rows, wallet, r.limits, r.per_uss,
                     r.bursts, r.tats, r.current AS rules_current
                FROM quota.counters,
-                    LATERAL (SELECT coalesce(pg_catalog.array_agg(rule_limit ORDER BY per COLLATE \"C\"), '{}') AS limits,
-                                    coalesce(pg_catalog.array_agg(rule_per_us ORDER BY per COLLATE \"C\"), '{}') AS per_uss,
-                                    coalesce(pg_catalog.array_agg(rule_burst ORDER BY per COLLATE \"C\"), '{}') AS bursts,
+                    LATERAL (SELECT coalesce(pg_catalog.array_agg(rule_limit::int8 ORDER BY per COLLATE \"C\"), '{}') AS limits,
+                                    coalesce(pg_catalog.array_agg(rule_per_us::int8 ORDER BY per COLLATE \"C\"), '{}') AS per_uss,
+                                    coalesce(pg_catalog.array_agg(rule_burst::int8 ORDER BY per COLLATE \"C\"), '{}') AS bursts,
                                     coalesce(pg_catalog.array_agg(tat_us ORDER BY per COLLATE \"C\"), '{}') AS tats,
                                     coalesce(pg_catalog.bool_and(rule_until IS NULL OR rule_until > $now), true) AS current
                                FROM quota.rate_state AS s
