@@ -26,7 +26,7 @@ psql -d pgq_no_grant_triggers -c 'DROP TRIGGER forget_fast_path_on_update ON quo
   -c 'DROP TRIGGER IF EXISTS forget_fast_path_on_refund ON quota.grants'
 checkpoint postgres
 echo "uniform, $clients clients, synchronous_commit=off, median of $runs runs of $seconds s (previous = $previous)"
-for variant in pg_quota pg_quota_grants pg_quota_reserve; do
+for variant in pg_quota pg_quota_grants pg_quota_reserve pg_quota_rate; do
   script=$(mktemp)
   { echo '\set n random(1, 10000)'; cat "bench/scripts/$variant.pgbench"; } >"$script"
   declare -A tps=()
