@@ -6,13 +6,16 @@
 -- quota.grants that unmarks the fast path is split in two, each on the columns it reads, so
 -- that a grant's spend (SET remaining) no longer parses the whole condition.
 --
--- Nothing is rewritten: each column moves to its domain while the domain has no constraint
--- yet (a binary-compatible change), the table's CHECK it replaces is dropped in the same
+-- Nothing is rewritten (a column moved to a domain that has a constraint is rewritten):
+-- each column moves to its domain while the domain has no constraint yet (a
+-- binary-compatible change), the table's CHECK it replaces is dropped in the same
 -- statement, and the domain's constraint is added after, NOT VALID, then validated, which
--- reads every row of the tables concerned under a SHARE lock (writes wait for the read; no
--- row the library wrote can fail it: the dropped CHECKs held the same rules). The partial indexes that name a
--- moved column (quota.grants' grants_rollover and grants_spending_order, quota.reservations'
--- reservations_held) are built again.
+-- reads every row of the tables that use it (no row the library wrote can fail it: the
+-- dropped CHECKs held the same rules; rate_state's allowed a value <= 0 on a row not
+-- marked, which the library never writes). The partial indexes that name a moved column
+-- (quota.grants' grants_rollover and grants_spending_order, quota.reservations'
+-- reservations_held) are built again. ALTER TABLE holds an ACCESS EXCLUSIVE lock on the four
+-- tables until the update commits: calls that use them wait meanwhile.
 CREATE DOMAIN quota.positive_units AS bigint;
 CREATE DOMAIN quota.metric_name AS text;
 CREATE DOMAIN quota.hold_status AS text;

@@ -39,7 +39,7 @@ thread_local! {
            FROM quota.overrides AS o WHERE o.subject = $subject AND o.metric = $metric",
     ) };
     static GRANT_STATE: Kept = const { Kept::new(
-        "SELECT g.subject, g.metric, (pg_catalog.to_jsonb(g) - 'subject' - 'metric')::text AS state
+        "SELECT g.subject, g.metric::text AS metric, (pg_catalog.to_jsonb(g) - 'subject' - 'metric')::text AS state
            FROM quota.grants AS g WHERE g.grant_id = $grant_id",
     ) };
 }
