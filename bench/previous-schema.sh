@@ -23,7 +23,7 @@ for db in $databases; do
     | psql -d "pgq_$db" >/dev/null
 done
 psql -d pgq_no_grant_triggers -c 'DROP TRIGGER forget_fast_path_on_update ON quota.grants' \
-  -c 'DROP TRIGGER IF EXISTS forget_fast_path_on_refund ON quota.grants'
+  -c 'DROP TRIGGER forget_fast_path_on_refund ON quota.grants'
 checkpoint postgres
 echo "uniform, $clients clients, synchronous_commit=off, median of $runs runs of $seconds s (previous = $previous)"
 for variant in pg_quota pg_quota_grants pg_quota_reserve pg_quota_rate; do
