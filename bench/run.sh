@@ -15,7 +15,7 @@ case "$mode" in
   smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
   *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
 esac
-variants=${BENCH_VARIANTS:-"floor floor_counters floor_function floor_counters_function plpgsql pg_quota pg_quota_counted pg_quota_key pg_quota_grants pg_quota_reserve pg_quota_reserve_consume pg_quota_enforce enforce_by_hand pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
+variants=${BENCH_VARIANTS:-"floor floor_counters floor_function floor_counters_function plpgsql pg_quota pg_quota_counted pg_quota_key pg_quota_grants pg_quota_grants_history pg_quota_reserve pg_quota_reserve_consume pg_quota_enforce enforce_by_hand pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
 db=pgq_bench out=target/bench
 rm -rf "$out" && mkdir -p "$out/logs"
 . bench/lib.sh
@@ -76,6 +76,7 @@ for sync in $syncs; do
          "ledger mode counters/plpgsql $(r pg_quota_counted plpgsql)," \
          "with keys/without $(r pg_quota_key pg_quota)," \
          "paid by a grant/by the allowance $(r pg_quota_grants pg_quota)," \
+         "a wallet that spent 20 grants/a new one $(r pg_quota_grants_history pg_quota_grants)," \
          "reserve+settle/consume $(r pg_quota_reserve pg_quota)," \
          "reserve+consume+settle/consume $(r pg_quota_reserve_consume pg_quota)," \
          "insert under quota.enforce/insert + consume by hand $(r pg_quota_enforce enforce_by_hand)," \

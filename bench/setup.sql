@@ -34,6 +34,11 @@ SELECT count(quota.consume(s(n), 'paced')) FROM generate_series(10001, 20000) AS
 SELECT count(quota.consume(s(n), 'paced')) FROM generate_series(20001, 30000) AS n;
 -- Feature variants: a credit wallet paid by a grant; an app table under quota.enforce.
 SELECT count(quota.grant(s(n), 'credits', 1000000000000)) FROM generate_series(0, 10000) AS n;
+-- A wallet with a history (pg_quota_grants_history): s(40001..42000) each spent 20 grants of
+-- one credit before the one that pays now, as a wallet that was topped up 20 times has.
+SELECT count(quota.grant(s(n), 'credits', 1)) FROM generate_series(40001, 42000) AS n, generate_series(1, 20) AS k;
+SELECT count(quota.consume(s(n), 'credits')) FROM generate_series(40001, 42000) AS n, generate_series(1, 20) AS k;
+SELECT count(quota.grant(s(n), 'credits', 1000000000000)) FROM generate_series(40001, 42000) AS n;
 CREATE TABLE bench_items (id bigserial PRIMARY KEY, user_id uuid NOT NULL);
 SELECT quota.enforce_on('bench_items', 'items');
 SELECT count(quota.consume(s(n), 'items', 10)) FROM generate_series(20001, 30000) AS n;

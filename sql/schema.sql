@@ -237,15 +237,23 @@ CREATE TABLE quota.grants (
     -- A carry of unused allowance (src/store/rollover.rs): the start of the window it came
     -- out of. At most one per window, whoever touches the next window first.
     rollover_of timestamptz,
+    -- Whether nothing is left (0.19.0): grants_spending_order leaves spent grants out, so that
+    -- a wallet's calls do not read every grant it ever had. A spend changes it only when it
+    -- takes the last unit, so every other spend stays HOT; a refund of a spent grant puts the
+    -- grant back.
+    spent       boolean NOT NULL GENERATED ALWAYS AS (remaining = 0) STORED,
     PRIMARY KEY (subject, grant_id)
 ) WITH (fillfactor = 80);
 CREATE UNIQUE INDEX grants_rollover ON quota.grants (subject, metric, rollover_of) WHERE rollover_of IS NOT NULL;
 CREATE UNIQUE INDEX grants_grant_id ON quota.grants (grant_id);
--- Spending a grant changes only `remaining`, which no index names, so that the update is
--- HOT (no new index entries) on the room fillfactor leaves: a credit wallet spends a grant on
--- every call. So a grant spent to 0 stays in this index until revoked; the readers skip it.
+-- The usable grants in spending order. Spending a grant changes `remaining`, which no index
+-- names, so that the update is HOT (no new index entries) on the room fillfactor leaves: a
+-- credit wallet spends a grant on every call. Only the spend that takes its last unit changes
+-- `spent` and takes the grant out of this index (with `remaining > 0` here instead, every
+-- spend would add index entries: measured, a fresh wallet's call at 0.89x). Readers say
+-- `NOT spent` to use it.
 CREATE INDEX grants_spending_order ON quota.grants (subject, metric, priority, expires_at, created_at, grant_id)
-    WHERE revoked_at IS NULL;
+    WHERE revoked_at IS NULL AND NOT spent;
 
 -- The ledger: one row per consume, record, reserve, settle, release, give_back, denial,
 -- reset and allocate. Counters always equal the sum of from_allowance + overage of the

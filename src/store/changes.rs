@@ -38,8 +38,9 @@ thread_local! {
         "SELECT (pg_catalog.to_jsonb(o) - 'subject' - 'metric')::text AS state
            FROM quota.overrides AS o WHERE o.subject = $subject AND o.metric = $metric",
     ) };
+    // A grant as the audit trail keeps it: `spent` (0.19.0) only restates `remaining`.
     static GRANT_STATE: Kept = const { Kept::new(
-        "SELECT g.subject, g.metric::text AS metric, (pg_catalog.to_jsonb(g) - 'subject' - 'metric')::text AS state
+        "SELECT g.subject, g.metric::text AS metric, (pg_catalog.to_jsonb(g) - 'subject' - 'metric' - 'spent')::text AS state
            FROM quota.grants AS g WHERE g.grant_id = $grant_id",
     ) };
 }

@@ -18,6 +18,7 @@ use quota_rules::window::{Micros, Window};
 
 use super::counters::{lock_counter, CounterKey};
 use super::rates::create_states;
+use super::schema::{self, Part};
 use super::ledger::decision_from_row;
 use super::alerts::watched;
 use super::{column, from_window_key, instant, not_null, query, the_row, query_row, timestamp, window_key, Kept};
@@ -133,6 +134,40 @@ macro_rules! ledger_row_of_taken {
     };
 }
 
+/// A credit wallet's consume (FAST_WALLET), the usable grants read as store::counters'
+/// `usable_grant!($unspent)` reads them.
+macro_rules! fast_wallet {
+    ($unspent:literal) => {
+        concat!("WITH counter AS MATERIALIZED (
+             SELECT window_start, window_end, used, allowance FROM quota.counters
+              WHERE ", marked_window_without_holds!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
+                FOR UPDATE),
+         usable AS MATERIALIZED (
+             SELECT g.grant_id, g.remaining, g.priority, g.expires_at, g.created_at FROM quota.grants AS g
+              WHERE ", usable_grant!($unspent), " AND EXISTS (SELECT FROM counter)),
+         first AS (SELECT grant_id FROM usable ORDER BY priority, expires_at, created_at, grant_id LIMIT 1),
+         spend AS (
+             UPDATE quota.grants AS g SET remaining = g.remaining - $amount
+               FROM first
+              WHERE g.subject = $subject AND g.grant_id = first.grant_id AND g.remaining >= $amount
+                AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $now)
+             RETURNING g.grant_id, g.remaining AS left_after),
+         event AS (
+             INSERT INTO quota.events (subject, kind, metric, amount, from_grants, window_start, window_end,
+                                       used, allowance, remaining, reason, idempotency_key, metadata)
+             SELECT $subject, 'consume', $metric, $amount, $amount, c.window_start, c.window_end, c.used, c.allowance,
+                    (SELECT least(coalesce(pg_catalog.sum(u.remaining), 0) + spend.left_after + $amount, 9223372036854775807)::int8
+                       FROM usable AS u WHERE u.grant_id <> spend.grant_id) - $amount,
+                    'ok', $idempotency_key, $metadata
+               FROM counter AS c, spend
+             RETURNING ", decision_columns!(), "),
+         paid AS (
+             INSERT INTO quota.event_grants (subject, event_id, grant_id, amount)
+             SELECT $subject, event.event_id, spend.grant_id, $amount FROM event, spend)
+         SELECT * FROM event")
+    };
+}
+
 thread_local! {
     // On the subject's current window if it is marked fast: decide the rules cached beside
     // it (rate_state rows marked fast, locked before the counter as the slow path locks
@@ -215,36 +250,9 @@ thread_local! {
                   WHERE ", marked_window_without_holds!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
                     FOR UPDATE"),
     ) };
-    static FAST_WALLET: Kept = const { Kept::new(
-        concat!("WITH counter AS MATERIALIZED (
-             SELECT window_start, window_end, used, allowance FROM quota.counters
-              WHERE ", marked_window_without_holds!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
-                FOR UPDATE),
-         usable AS MATERIALIZED (
-             SELECT grant_id, remaining, priority, expires_at, created_at FROM quota.grants
-              WHERE subject = $subject AND metric = $metric AND remaining > 0 AND revoked_at IS NULL
-                AND (expires_at IS NULL OR expires_at > $now) AND EXISTS (SELECT FROM counter)),
-         first AS (SELECT grant_id FROM usable ORDER BY priority, expires_at, created_at, grant_id LIMIT 1),
-         spent AS (
-             UPDATE quota.grants AS g SET remaining = g.remaining - $amount
-               FROM first
-              WHERE g.subject = $subject AND g.grant_id = first.grant_id AND g.remaining >= $amount
-                AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > $now)
-             RETURNING g.grant_id, g.remaining AS left_after),
-         event AS (
-             INSERT INTO quota.events (subject, kind, metric, amount, from_grants, window_start, window_end,
-                                       used, allowance, remaining, reason, idempotency_key, metadata)
-             SELECT $subject, 'consume', $metric, $amount, $amount, c.window_start, c.window_end, c.used, c.allowance,
-                    (SELECT least(coalesce(pg_catalog.sum(u.remaining), 0) + spent.left_after + $amount, 9223372036854775807)::int8
-                       FROM usable AS u WHERE u.grant_id <> spent.grant_id) - $amount,
-                    'ok', $idempotency_key, $metadata
-               FROM counter AS c, spent
-             RETURNING ", decision_columns!(), "),
-         paid AS (
-             INSERT INTO quota.event_grants (subject, event_id, grant_id, amount)
-             SELECT $subject, event.event_id, spent.grant_id, $amount FROM event, spent)
-         SELECT * FROM event"),
-    ) };
+    static FAST_WALLET: Kept = const { Kept::new(fast_wallet!(" AND NOT g.spent")) };
+    // FAST_WALLET on a schema before 0.19.0, whose grants have no `spent`.
+    static FAST_WALLET_WITHOUT_SPENT_GRANTS: Kept = const { Kept::new(fast_wallet!("")) };
     // After a fast statement took nothing: the marked window, read with a fresh snapshot (a
     // consumer that the statement waited for has committed), with the rules cached beside it
     // and their states, read in the same snapshot; `rules_current` is false when a cached rule
@@ -481,7 +489,8 @@ pub fn consume(
             if query_row(client, &LOCK_WALLET, window, |_| Ok(()))?.is_none() {
                 return Ok(None);
             }
-            query_row(client, &FAST_WALLET, args, decision_from_row)?
+            let statement = if schema::has(client, Part::SpentGrants)? { &FAST_WALLET } else { &FAST_WALLET_WITHOUT_SPENT_GRANTS };
+            query_row(client, statement, args, decision_from_row)?
         }
         FastStatement::Rated => {
             let [subject, metric, now, amount_arg, idempotency_key, metadata] = args;

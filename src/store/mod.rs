@@ -48,6 +48,7 @@ pub mod admin;
 pub mod alerts;
 pub mod changes;
 pub mod enforce;
+#[macro_use]
 pub mod counters;
 #[macro_use]
 pub mod fast_path;

@@ -39,6 +39,8 @@ pub enum Part {
     /// quota.counters' `holds_expire_at` (0.15.0). The fast path (consume's and reservations')
     /// needs this schema.
     HoldsBound,
+    /// quota.grants' `spent`, which grants_spending_order leaves out (0.19.0).
+    SpentGrants,
 }
 
 thread_local! {
@@ -50,6 +52,7 @@ thread_local! {
     static HAS_LEDGER_MODES: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_COMPACTION: Cell<Option<bool>> = const { Cell::new(None) };
     static HAS_HOLDS_BOUND: Cell<Option<bool>> = const { Cell::new(None) };
+    static HAS_SPENT_GRANTS: Cell<Option<bool>> = const { Cell::new(None) };
     static RELCACHE_CALLBACK: Cell<bool> = const { Cell::new(false) };
     static ADMIN_CHANGES_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.admin_changes') IS NOT NULL AS present",
@@ -72,6 +75,10 @@ thread_local! {
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
                          WHERE attrelid = pg_catalog.to_regclass('quota.counters') AND attname = 'holds_expire_at' AND NOT attisdropped) AS present",
     ) };
+    static SPENT_COLUMN: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                         WHERE attrelid = pg_catalog.to_regclass('quota.grants') AND attname = 'spent' AND NOT attisdropped) AS present",
+    ) };
     static LEDGER_ROLLUPS_TABLE: Kept = const { Kept::new(
         "SELECT pg_catalog.to_regclass('quota.ledger_rollups') IS NOT NULL AS present",
     ) };
@@ -90,6 +97,7 @@ unsafe extern "C-unwind" fn forget_schema(_arg: pg_sys::Datum, _relid: pg_sys::O
     HAS_LEDGER_MODES.with(|has| has.set(None));
     HAS_COMPACTION.with(|has| has.set(None));
     HAS_HOLDS_BOUND.with(|has| has.set(None));
+    HAS_SPENT_GRANTS.with(|has| has.set(None));
 }
 
 /// Whether the database's pg_quota schema has `part`.
@@ -108,6 +116,7 @@ pub fn has(client: &SpiClient, part: Part) -> QResult<bool> {
         Part::LedgerModes => (&HAS_LEDGER_MODES, &LEDGER_COLUMN),
         Part::Compaction => (&HAS_COMPACTION, &LEDGER_ROLLUPS_TABLE),
         Part::HoldsBound => (&HAS_HOLDS_BOUND, &HOLDS_BOUND_COLUMN),
+        Part::SpentGrants => (&HAS_SPENT_GRANTS, &SPENT_COLUMN),
     };
     if let Some(present) = cached.with(Cell::get) {
         return Ok(present);
