@@ -37,12 +37,17 @@ SELECT pg_catalog.pg_stat_get_xact_tuples_updated('quota.grants'::regclass) AS u
 COMMIT;
 SELECT public.grants29();
 
--- A reader that says NOT spent can use the index (the library's statements do, from 0.19.0).
+-- The index serves a reader that says NOT spent, and only such a reader: the library's
+-- statements say it from 0.19.0 on (with 0.18.0's index the second read would use it too).
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
 EXPLAIN (COSTS OFF)
 SELECT g.grant_id FROM quota.grants AS g
  WHERE g.subject = s(290001) AND g.metric = 'credits' AND g.remaining > 0 AND g.revoked_at IS NULL AND NOT g.spent
+ ORDER BY g.priority, g.expires_at, g.created_at, g.grant_id;
+EXPLAIN (COSTS OFF)
+SELECT g.grant_id FROM quota.grants AS g
+ WHERE g.subject = s(290001) AND g.metric = 'credits' AND g.remaining > 0 AND g.revoked_at IS NULL
  ORDER BY g.priority, g.expires_at, g.created_at, g.grant_id;
 RESET enable_seqscan;
 RESET enable_bitmapscan;
@@ -50,6 +55,7 @@ RESET enable_bitmapscan;
 -- A spent grant topped up by hand (amount and remaining raised together, as the ledger
 -- needs) is usable again: `spent` follows `remaining`, the grant is back in the index, its
 -- trigger unmarks the wallet's window, and the next call spends it first again (priority 1).
+SELECT fast FROM quota.counters WHERE subject = s(290001) AND metric = 'credits';
 UPDATE quota.grants SET amount = 3, remaining = 1 WHERE grant_id = :'first29';
 SELECT public.grants29();
 SELECT fast FROM quota.counters WHERE subject = s(290001) AND metric = 'credits';
