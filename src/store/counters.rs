@@ -18,35 +18,38 @@ use super::schema::{self, Part};
 use super::{clock_now, transaction_snapshot_is_fixed, Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
 use crate::error::{QResult, QuotaError};
 
-/// A grant `g` of the (subject, metric) usable at `$now`. `$unspent` is `" AND NOT g.spent"`
-/// on a schema that has it (0.19.0): grants_spending_order leaves spent grants out, and
-/// serves only a statement that says so; before, `""` (the index then holds them all).
+/// A grant `g` of the (subject, metric) usable at `$now`: `not_spent` on a schema that has
+/// `spent` (0.19.0), which grants_spending_order leaves out and serves only a statement that
+/// says so; `any` before (the index then holds spent grants too).
 macro_rules! usable_grant {
-    ($unspent:literal) => {
-        concat!("g.subject = $subject AND g.metric = $metric AND g.remaining > 0 AND g.revoked_at IS NULL", $unspent, "
-             AND (g.expires_at IS NULL OR g.expires_at > $now)")
+    (not_spent) => {
+        concat!(usable_grant!(any), " AND NOT g.spent")
+    };
+    (any) => {
+        "g.subject = $subject AND g.metric = $metric AND g.remaining > 0 AND g.revoked_at IS NULL
+             AND (g.expires_at IS NULL OR g.expires_at > $now)"
     };
 }
 
 /// The balance of the (subject, metric)'s grants usable at `$now`.
 macro_rules! usable_grants {
-    ($unspent:literal) => {
+    ($grants:ident) => {
         concat!("(SELECT least(coalesce(sum(g.remaining), 0), 9223372036854775807)::int8 FROM quota.grants AS g
-           WHERE ", usable_grant!($unspent), ")")
+           WHERE ", usable_grant!($grants), ")")
     };
 }
 
 /// What governs (subject, metric): the plan, its limit, the override, the last reset, the
 /// usable grants (RESOLVE's columns but the rate rules).
 macro_rules! governing_columns {
-    ($unspent:literal) => {
+    ($grants:ident) => {
         concat!("p.plan, a.subject IS NOT NULL AS assigned, a.anchor AS subscription_anchor, a.assigned_at,
          l.metric IS NOT NULL AS in_plan, l.allowance AS plan_allowance, l.period, l.anchor, l.time_zone,
          o.subject IS NOT NULL AS overridden, o.allowance AS override_allowance,
          (SELECT max(r.reset_at) FROM quota.resets AS r
            WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at <= $at) AS reset_at,
          l.metric IS NOT NULL OR EXISTS (SELECT FROM quota.limits AS k WHERE k.metric = $metric) AS metric_known,
-         ", usable_grants!($unspent), " AS grants_left,
+         ", usable_grants!($grants), " AS grants_left,
          EXISTS (SELECT FROM quota.resets AS r
                   WHERE r.subject = $subject AND r.metric = $metric AND r.reset_at > $at) AS reset_since")
     };
@@ -54,9 +57,9 @@ macro_rules! governing_columns {
 
 /// The (subject, metric)'s grants usable at `$now`, locked in spending order (LOCK_GRANTS).
 macro_rules! lock_grants {
-    ($unspent:literal) => {
+    ($grants:ident) => {
         concat!("SELECT g.grant_id, g.remaining FROM quota.grants AS g
-          WHERE ", usable_grant!($unspent), "
+          WHERE ", usable_grant!($grants), "
           ORDER BY g.priority, g.expires_at, g.created_at, g.grant_id
             FOR UPDATE")
     };
@@ -136,25 +139,25 @@ macro_rules! holds {
 
 thread_local! {
     static RESOLVE: Kept = const { Kept::new(concat!(
-        "SELECT ", governing_columns!(" AND NOT g.spent"), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows, l.ledger",
+        "SELECT ", governing_columns!(not_spent), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows, l.ledger",
         governing_sources!(),
     )) };
     // RESOLVE on a schema before 0.19.0, whose grants have no `spent`.
     static RESOLVE_WITHOUT_SPENT_GRANTS: Kept = const { Kept::new(concat!(
-        "SELECT ", governing_columns!(""), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows, l.ledger",
+        "SELECT ", governing_columns!(any), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows, l.ledger",
         governing_sources!(),
     )) };
     // RESOLVE on a schema before 0.12.0, which keeps every call in the ledger.
     static RESOLVE_WITHOUT_LEDGER_MODES: Kept = const { Kept::new(concat!(
-        "SELECT ", governing_columns!(""), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows",
+        "SELECT ", governing_columns!(any), rate_columns!(), alert_columns!(), ", l.rollover_max, l.rollover_windows",
         governing_sources!(),
     )) };
     // RESOLVE on a schema before 0.11.0, which has no rollover.
-    static RESOLVE_WITHOUT_ROLLOVER: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(""), rate_columns!(), alert_columns!(), governing_sources!())) };
+    static RESOLVE_WITHOUT_ROLLOVER: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(any), rate_columns!(), alert_columns!(), governing_sources!())) };
     // RESOLVE on a schema before 0.10.0, which has no alert rules nor soft limits.
-    static RESOLVE_WITHOUT_ALERTS: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(""), rate_columns!(), governing_sources!())) };
+    static RESOLVE_WITHOUT_ALERTS: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(any), rate_columns!(), governing_sources!())) };
     // RESOLVE on a schema before 0.7.0, which has no rate rules.
-    static RESOLVE_WITHOUT_RATES: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(""), governing_sources!())) };
+    static RESOLVE_WITHOUT_RATES: Kept = const { Kept::new(concat!("SELECT ", governing_columns!(any), governing_sources!())) };
     static ASSIGN_DEFAULT: Kept = const { Kept::new(
         "INSERT INTO quota.assignments (subject, plan, anchor) VALUES ($subject, $plan, $anchor)
          ON CONFLICT (subject) DO NOTHING
@@ -231,12 +234,12 @@ thread_local! {
           WHERE subject = $subject AND metric = $metric AND window_start = $window_start AND status = 'held'
             AND expires_at > $now",
     ) };
-    static LOCK_GRANTS: Kept = const { Kept::new(lock_grants!(" AND NOT g.spent")) };
+    static LOCK_GRANTS: Kept = const { Kept::new(lock_grants!(not_spent)) };
     // LOCK_GRANTS on a schema before 0.19.0.
-    static LOCK_GRANTS_WITHOUT_SPENT_GRANTS: Kept = const { Kept::new(lock_grants!("")) };
-    static GRANTS_LEFT: Kept = const { Kept::new(concat!("SELECT ", usable_grants!(" AND NOT g.spent"), " AS grants_left")) };
+    static LOCK_GRANTS_WITHOUT_SPENT_GRANTS: Kept = const { Kept::new(lock_grants!(any)) };
+    static GRANTS_LEFT: Kept = const { Kept::new(concat!("SELECT ", usable_grants!(not_spent), " AS grants_left")) };
     // GRANTS_LEFT on a schema before 0.19.0.
-    static GRANTS_LEFT_WITHOUT_SPENT_GRANTS: Kept = const { Kept::new(concat!("SELECT ", usable_grants!(""), " AS grants_left")) };
+    static GRANTS_LEFT_WITHOUT_SPENT_GRANTS: Kept = const { Kept::new(concat!("SELECT ", usable_grants!(any), " AS grants_left")) };
     static SPEND_GRANT: Kept = const { Kept::new(
         "UPDATE quota.grants SET remaining = remaining - $amount WHERE subject = $subject AND grant_id = $grant_id",
     ) };

@@ -135,16 +135,16 @@ macro_rules! ledger_row_of_taken {
 }
 
 /// A credit wallet's consume (FAST_WALLET), the usable grants read as store::counters'
-/// `usable_grant!($unspent)` reads them.
+/// `usable_grant!($grants)` reads them.
 macro_rules! fast_wallet {
-    ($unspent:literal) => {
+    ($grants:ident) => {
         concat!("WITH counter AS MATERIALIZED (
              SELECT window_start, window_end, used, allowance FROM quota.counters
               WHERE ", marked_window_without_holds!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
                 FOR UPDATE),
          usable AS MATERIALIZED (
              SELECT g.grant_id, g.remaining, g.priority, g.expires_at, g.created_at FROM quota.grants AS g
-              WHERE ", usable_grant!($unspent), " AND EXISTS (SELECT FROM counter)),
+              WHERE ", usable_grant!($grants), " AND EXISTS (SELECT FROM counter)),
          first AS (SELECT grant_id FROM usable ORDER BY priority, expires_at, created_at, grant_id LIMIT 1),
          spend AS (
              UPDATE quota.grants AS g SET remaining = g.remaining - $amount
@@ -250,9 +250,9 @@ thread_local! {
                   WHERE ", marked_window_without_holds!(), " AND wallet AND NOT rated AND allowance IS NOT NULL AND used >= allowance
                     FOR UPDATE"),
     ) };
-    static FAST_WALLET: Kept = const { Kept::new(fast_wallet!(" AND NOT g.spent")) };
+    static FAST_WALLET: Kept = const { Kept::new(fast_wallet!(not_spent)) };
     // FAST_WALLET on a schema before 0.19.0, whose grants have no `spent`.
-    static FAST_WALLET_WITHOUT_SPENT_GRANTS: Kept = const { Kept::new(fast_wallet!("")) };
+    static FAST_WALLET_WITHOUT_SPENT_GRANTS: Kept = const { Kept::new(fast_wallet!(any)) };
     // After a fast statement took nothing: the marked window, read with a fresh snapshot (a
     // consumer that the statement waited for has committed), with the rules cached beside it
     // and their states, read in the same snapshot; `rules_current` is false when a cached rule
