@@ -122,7 +122,7 @@ BEGIN
         GRANT USAGE ON SCHEMA quota TO service_role;
         FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
                    WHERE p.pronamespace = 'quota'::regnamespace
-                     AND p.proname NOT IN ('setup_supabase', 'teardown_supabase', 'enforce_row') AND p.prorettype <> 'trigger'::regtype
+                     AND p.proname NOT IN ('setup_supabase', 'teardown_supabase') AND p.prorettype <> 'trigger'::regtype
         LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', fn);
         END LOOP;

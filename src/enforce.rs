@@ -1,5 +1,5 @@
 //! The enforce trigger, `quota.enforce` (sql/enforce.sql declares it and attaches it with
-//! `quota.enforce_on`), and what it and `quota.on_signup` read from a row: the subject and
+//! `quota.enforce_on`; a C function since 0.20.0), and what it and `quota.on_signup` read from a row: the subject and
 //! the amount, taken from the trigger's tuple by attribute number, with their built-in types
 //! checked.
 //!
@@ -16,23 +16,135 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{AnyElement, AnyNumeric, Uuid};
+use pgrx::{AnyElement, AnyNumeric, Uuid, WhoAllocated};
 
 use quota_rules::decide::Decision;
 
 use crate::error::{raise, required, sql_call, QResult, QuotaError};
 use crate::spending::consume_units;
-use crate::store::enforce as charges;
+use crate::store::enforce::{self as charges, DenialRaiser};
+use crate::store::timestamp;
 use crate::tuples::decision_tuple;
 
-/// What the enforce trigger (quota.enforce(), sql/enforce.sql) does with a row of
-/// `enforced_table`, given its new version (NULL for a DELETE) and its old one (NULL for an
-/// INSERT): charges or gives back the difference, and returns the denial when a charge is
-/// denied (the trigger raises it: a custom SQLSTATE cannot be raised from Rust), else NULL.
-/// The charged subject of a denial is always the new row's.
+/// The enforce trigger, `quota.enforce()` (sql/enforce.sql: a C function, SECURITY DEFINER
+/// with a pinned search_path). Everything is decided under pgrx's guard (`settle_write`); a
+/// denial is then raised here, outside it, by calling `quota.raise_denied` through fmgr, so
+/// that its SQLSTATE (PT429, or PGRST through PostgREST) reaches the client: an error that
+/// pgrx catches leaves it with one of the SQLSTATEs pgrx knows (a custom one becomes XX000).
+/// Nothing on this frame needs dropping when that error longjmps past it, as in pgrx's own
+/// ereport.
+///
+/// # Safety
+/// PostgreSQL calls it with a valid `fcinfo` (`settle_write` refuses a call not made as a
+/// trigger).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn enforce_trigger(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let raise_denial = settle_write(fcinfo);
+    if let Some(raise_denied) = raise_denial.as_ref().and_then(|call| (*call.flinfo).fn_addr) {
+        raise_denied(raise_denial);
+        denial_not_raised();
+    }
+    // An AFTER trigger's result is ignored; a trigger returns a null pointer, never SQL NULL.
+    pg_sys::Datum::from(0)
+}
+
+/// The V1 calling convention of `enforce_trigger`, which PostgreSQL looks up by name.
+#[no_mangle]
+pub extern "C" fn pg_finfo_enforce_trigger() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// Charges or gives back what the trigger's row changed. Returns the call of
+/// `quota.raise_denied` that raises the denial of a charge (built, not made), or null.
+#[pg_guard]
+unsafe extern "C-unwind" fn settle_write(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::FunctionCallInfo {
+    // SAFETY: PostgreSQL's fcinfo; from_fcinfo checks that it is a trigger's.
+    let trigger = unsafe { PgTrigger::from_fcinfo(&*fcinfo) };
+    let settled = (|| {
+        let trigger = trigger.map_err(QuotaError::internal)?;
+        let table_name = trigger.table_name().map_err(QuotaError::internal)?;
+        let args = trigger.extra_args().map_err(QuotaError::internal)?;
+        let row_after = matches!(trigger.level(), PgTriggerLevel::Row) && matches!(trigger.when(), Ok(PgTriggerWhen::After));
+        if !row_after || !(1..=3).contains(&args.len()) {
+            let name = trigger.name().map_err(QuotaError::internal)?;
+            return Err(QuotaError::invalid(format!(
+                "quota.enforce(metric [, subject_column [, amount]]) must run AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW (trigger {name} on {table_name})"
+            ))
+            .with_hint("Attach it with quota.enforce_on(table, metric, subject_column, amount)."));
+        }
+        let rule = Rule {
+            table: trigger.relid().map_err(QuotaError::internal)?,
+            table_name: &table_name,
+            metric: &args[0],
+            subject_column: args.get(1).map_or("user_id", String::as_str),
+            amount: args.get(2).map_or("1", String::as_str),
+        };
+        let (new, old) = rule.charged(trigger.new().as_ref(), trigger.old().as_ref())?;
+        let denial = Spi::connect(|client| -> QResult<_> {
+            match settle_row(client, &rule, &new, &old)? {
+                Some(decision) => Ok(Some((decision, charges::denial_raiser(client, rule.table)?))),
+                None => Ok(None),
+            }
+        })?;
+        match (denial, new.subject) {
+            (Some((decision, raiser)), Some(subject)) => raise_denied_call(&raiser, subject, &decision),
+            (None, _) => Ok(std::ptr::null_mut()),
+            (Some(_), None) => Err(QuotaError::internal("a row without a subject was denied")),
+        }
+    })();
+    settled.unwrap_or_else(|error| raise(error))
+}
+
+/// quota.raise_denied returned instead of raising.
+#[pg_guard]
+extern "C-unwind" fn denial_not_raised() {
+    raise(QuotaError::internal("quota.raise_denied returned"))
+}
+
+/// The call `quota.raise_denied(subject, metric, reason, requested, used, reserved,
+/// allowance, remaining, window_start, resets_at, retry_after, 'enforce', source_table)`,
+/// its arguments in the current memory context.
+fn raise_denied_call(raiser: &DenialRaiser, subject: Uuid, d: &Decision) -> QResult<pg_sys::FunctionCallInfo> {
+    let instant = |micros: Option<i64>| micros.map(timestamp).transpose().map(IntoDatum::into_datum);
+    let args = [
+        subject.into_datum(),
+        d.metric.as_str().into_datum(),
+        d.reason.as_str().into_datum(),
+        d.amount.into_datum(),
+        d.used.into_datum(),
+        d.reserved.into_datum(),
+        d.allowance.into_datum(),
+        d.remaining.into_datum(),
+        instant(d.window_start)?,
+        instant(d.resets_at)?,
+        instant(d.retry_after)?,
+        "enforce".into_datum(),
+        raiser.source_table.as_str().into_datum(),
+    ];
+    // SAFETY: palloc0 gives zeroed memory of the size asked for, a FunctionCallInfo with room
+    // for its arguments (SizeForFunctionCallInfo); fmgr_info fills the FmgrInfo of a function
+    // that exists (denial_raiser looked it up by its signature).
+    unsafe {
+        let flinfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
+        pg_sys::fmgr_info(raiser.function, flinfo);
+        let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>() + args.len() * std::mem::size_of::<pg_sys::NullableDatum>();
+        let call = pg_sys::palloc0(size).cast::<pg_sys::FunctionCallInfoBaseData>();
+        (*call).flinfo = flinfo;
+        (*call).fncollation = pg_sys::DEFAULT_COLLATION_OID;
+        (*call).nargs = args.len() as i16;
+        for (slot, value) in (*call).args.as_mut_slice(args.len()).iter_mut().zip(args) {
+            *slot = pg_sys::NullableDatum { value: value.unwrap_or(pg_sys::Datum::from(0)), isnull: value.is_none() };
+        }
+        Ok(call)
+    }
+}
+
+/// The trigger body of releases before 0.20.0, whose quota.enforce() (PL/pgSQL) calls it
+/// with the row's new and old version: kept for their schemas until ALTER EXTENSION UPDATE.
+/// Returns the denial (that trigger raises it), else NULL.
 #[allow(clippy::too_many_arguments)] // the trigger's arguments, as it passes them
-#[pg_extern(volatile)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(volatile, sql = false)]
 fn enforce_row(
     enforced_table: Option<Oid>,
     table_name: Option<&str>,
@@ -43,22 +155,44 @@ fn enforce_row(
     old: Option<AnyElement>,
 ) -> Option<pgrx::composite_type!('static, "quota.decision")> {
     let settled = (|| {
-        let (table, table_name, metric) = (required(enforced_table, "enforced_table")?, required(table_name, "table_name")?, required(metric, "metric")?);
-        let (subject_column, amount) = (required(subject_column, "subject_column")?, required(amount, "amount")?);
-        let read = |row: AnyElement| -> QResult<Charged> {
-            let row = composite(row)?;
-            let units = units_of(&row, amount, table_name)?;
-            Ok(Charged { subject: uuid_of(&row, subject_column, table_name)?, units })
+        let rule = Rule {
+            table: required(enforced_table, "enforced_table")?,
+            table_name: required(table_name, "table_name")?,
+            metric: required(metric, "metric")?,
+            subject_column: required(subject_column, "subject_column")?,
+            amount: required(amount, "amount")?,
         };
-        let new = new.map(read).transpose()?.unwrap_or(Charged { subject: None, units: 0 });
-        if new.subject.is_none() && new.units > 0 {
-            return Err(QuotaError::row_without_subject(table_name, subject_column));
-        }
-        let old = old.map(read).transpose()?.unwrap_or(Charged { subject: None, units: 0 });
-        let denial = Spi::connect(|client| settle_row(client, table, metric, &new, &old))?;
+        let (new, old) = (new.map(composite).transpose()?, old.map(composite).transpose()?);
+        let (new, old) = rule.charged(new.as_ref(), old.as_ref())?;
+        let denial = Spi::connect(|client| settle_row(client, &rule, &new, &old))?;
         denial.as_ref().map(decision_tuple).transpose()
     })();
     settled.unwrap_or_else(|error| raise(error))
+}
+
+/// A table under quota.enforce and how its rows are charged: the trigger's arguments.
+struct Rule<'a> {
+    table: Oid,
+    table_name: &'a str,
+    metric: &'a str,
+    subject_column: &'a str,
+    amount: &'a str,
+}
+
+impl Rule<'_> {
+    /// What the new and the old version of a row are charged (nothing for a version that is
+    /// not there: the new one of a DELETE, the old one of an INSERT).
+    fn charged<A: WhoAllocated>(&self, new: Option<&PgHeapTuple<'_, A>>, old: Option<&PgHeapTuple<'_, A>>) -> QResult<(Charged, Charged)> {
+        let read = |row: Option<&PgHeapTuple<'_, A>>| -> QResult<Charged> {
+            let Some(row) = row else { return Ok(Charged { subject: None, units: 0 }) };
+            Ok(Charged { subject: uuid_of(row, self.subject_column, self.table_name)?, units: units_of(row, self.amount, self.table_name)? })
+        };
+        let new = read(new)?;
+        if new.subject.is_none() && new.units > 0 {
+            return Err(QuotaError::row_without_subject(self.table_name, self.subject_column));
+        }
+        Ok((new, read(old)?))
+    }
 }
 
 /// A row's subject and amount as the trigger reads them.
@@ -69,7 +203,8 @@ struct Charged {
 
 /// Charges or gives back the difference between a row's old and new version; the denial of
 /// a charge, if one is denied.
-fn settle_row(client: &SpiClient, table: Oid, metric: &str, new: &Charged, old: &Charged) -> QResult<Option<Decision>> {
+fn settle_row(client: &SpiClient, rule: &Rule, new: &Charged, old: &Charged) -> QResult<Option<Decision>> {
+    let (table, metric) = (rule.table, rule.metric);
     if new.subject == old.subject {
         match (new.subject, new.units.cmp(&old.units)) {
             (Some(subject), Ordering::Greater) => return charge(client, table, subject, metric, new.units - old.units),
@@ -142,7 +277,7 @@ fn row_units(row: Option<AnyElement>, amount: Option<&str>, table_name: Option<&
     })
 }
 
-fn uuid_of(row: &PgHeapTuple<'_, AllocatedByRust>, column: &str, table_name: &str) -> QResult<Option<Uuid>> {
+fn uuid_of<A: WhoAllocated>(row: &PgHeapTuple<'_, A>, column: &str, table_name: &str) -> QResult<Option<Uuid>> {
     let (attnum, type_oid) = attribute(row, column, table_name)?;
     if type_oid != pg_sys::UUIDOID {
         return Err(QuotaError::wrong_column_type(table_name, column, "uuid"));
@@ -150,7 +285,7 @@ fn uuid_of(row: &PgHeapTuple<'_, AllocatedByRust>, column: &str, table_name: &st
     row.get_by_index::<Uuid>(attnum).map_err(QuotaError::internal)
 }
 
-fn units_of(row: &PgHeapTuple<'_, AllocatedByRust>, amount: &str, table_name: &str) -> QResult<i64> {
+fn units_of<A: WhoAllocated>(row: &PgHeapTuple<'_, A>, amount: &str, table_name: &str) -> QResult<i64> {
     if !amount.is_empty() && amount.bytes().all(|b| b.is_ascii_digit()) {
         return amount
             .parse::<i64>()
@@ -198,7 +333,7 @@ fn composite(row: AnyElement) -> QResult<PgHeapTuple<'static, AllocatedByRust>> 
 }
 
 /// The attribute number and exact type of a live column.
-fn attribute(row: &PgHeapTuple<'_, AllocatedByRust>, column: &str, table_name: &str) -> QResult<(NonZeroUsize, Oid)> {
+fn attribute<A: WhoAllocated>(row: &PgHeapTuple<'_, A>, column: &str, table_name: &str) -> QResult<(NonZeroUsize, Oid)> {
     row.attributes()
         .find(|(_, att)| !att.attisdropped && att.name() == column)
         .map(|(attnum, att)| (attnum, att.atttypid))
