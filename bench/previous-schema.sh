@@ -4,7 +4,8 @@
 # and the current schema without the triggers that unmark fast-path rows when a grant is
 # updated (what they still cost a wallet's spend). Same server, same run, the databases
 # alternating; median tps of several runs. pg_quota_grants_history is a wallet that spent
-# 20 grants before the one that pays (bench/setup.sql).
+# 20 grants before the one that pays (bench/setup.sql); BENCH_VARIANTS picks other scripts of
+# bench/scripts.
 #   bench/previous-schema.sh SOCKET_DIR PORT      (make bench-previous)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ psql -d pgq_no_grant_triggers -c 'DROP TRIGGER forget_fast_path_on_update ON quo
   -c 'DROP TRIGGER forget_fast_path_on_refund ON quota.grants'
 checkpoint postgres
 echo "uniform, $clients clients, synchronous_commit=off, median of $runs runs of $seconds s (previous = $previous)"
-for variant in pg_quota pg_quota_grants pg_quota_grants_history pg_quota_reserve pg_quota_rate; do
+for variant in ${BENCH_VARIANTS:-pg_quota pg_quota_grants pg_quota_grants_history pg_quota_reserve pg_quota_rate pg_quota_enforce enforce_by_hand}; do
   script=$(mktemp)
   { echo '\set n random(1, 10000)'; cat "bench/scripts/$variant.pgbench"; } >"$script"
   declare -A tps=()

@@ -1,7 +1,8 @@
 //! What a raised denial says: quota.explain_denial() gives the raising functions of
-//! sql/require.sql (require, require_many, require_reservation, and the enforce trigger
-//! through require) their message, DETAIL and HINT. They raise in PL/pgSQL because a custom
-//! SQLSTATE (PT429) cannot be raised from Rust; the words are made here, in one place
+//! sql/require.sql (require, require_many, require_reservation, and through
+//! quota.raise_denied the enforce trigger) their message, DETAIL and HINT. They raise in
+//! PL/pgSQL because pgrx turns a custom SQLSTATE (PT429) that Rust raises, or that passes
+//! through pgrx, into one it knows; the words are made here, in one place
 //! (quota_rules::denial).
 
 use pgrx::pg_sys::panic::ErrorReport;

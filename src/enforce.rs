@@ -40,8 +40,10 @@ use crate::tuples::decision_tuple;
 #[no_mangle]
 pub unsafe extern "C-unwind" fn enforce_trigger(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let raise_denial = settle_write(fcinfo);
-    if let Some(raise_denied) = raise_denial.as_ref().and_then(|call| (*call.flinfo).fn_addr) {
-        raise_denied(raise_denial);
+    if !raise_denial.is_null() {
+        if let Some(raise_denied) = (*(*raise_denial).flinfo).fn_addr {
+            raise_denied(raise_denial);
+        }
         denial_not_raised();
     }
     // An AFTER trigger's result is ignored; a trigger returns a null pointer, never SQL NULL.
@@ -96,7 +98,8 @@ unsafe extern "C-unwind" fn settle_write(fcinfo: pg_sys::FunctionCallInfo) -> pg
     settled.unwrap_or_else(|error| raise(error))
 }
 
-/// quota.raise_denied returned instead of raising.
+/// quota.raise_denied returned instead of raising (or could not be called): the write is
+/// refused all the same.
 #[pg_guard]
 extern "C-unwind" fn denial_not_raised() {
     raise(QuotaError::internal("quota.raise_denied returned"))
@@ -104,7 +107,9 @@ extern "C-unwind" fn denial_not_raised() {
 
 /// The call `quota.raise_denied(subject, metric, reason, requested, used, reserved,
 /// allowance, remaining, window_start, resets_at, retry_after, 'enforce', source_table)`,
-/// its arguments in the current memory context.
+/// its arguments in the current memory context. Called through fmgr, as FunctionCallInvoke
+/// does, without the EXECUTE check a SQL call makes: the trigger runs as the extension's
+/// owner, who owns it.
 fn raise_denied_call(raiser: &DenialRaiser, subject: Uuid, d: &Decision) -> QResult<pg_sys::FunctionCallInfo> {
     let instant = |micros: Option<i64>| micros.map(timestamp).transpose().map(IntoDatum::into_datum);
     let args = [
@@ -128,7 +133,7 @@ fn raise_denied_call(raiser: &DenialRaiser, subject: Uuid, d: &Decision) -> QRes
     unsafe {
         let flinfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
         pg_sys::fmgr_info(raiser.function, flinfo);
-        let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>() + args.len() * std::mem::size_of::<pg_sys::NullableDatum>();
+        let size = std::mem::offset_of!(pg_sys::FunctionCallInfoBaseData, args) + args.len() * std::mem::size_of::<pg_sys::NullableDatum>();
         let call = pg_sys::palloc0(size).cast::<pg_sys::FunctionCallInfoBaseData>();
         (*call).flinfo = flinfo;
         (*call).fncollation = pg_sys::DEFAULT_COLLATION_OID;

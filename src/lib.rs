@@ -89,9 +89,9 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/enforce.sql",
     name = "enforce",
-    requires = ["require", spending::consume, spending::check, spending::give_back, enforce::row_uuid, enforce::row_units]
+    requires = ["require", spending::check, spending::give_back]
 );
-extension_sql_file!("../sql/supabase.sql", name = "supabase", requires = ["enforce", "reservations", usage::current_subject]);
+extension_sql_file!("../sql/supabase.sql", name = "supabase", requires = ["enforce", "reservations", usage::current_subject, enforce::row_uuid]);
 extension_sql_file!("../sql/analytics.sql", name = "analytics", requires = ["supabase", usage::usage, usage::my_usage]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 

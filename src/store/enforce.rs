@@ -6,21 +6,13 @@ use pgrx::pg_sys::Oid;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use super::{not_null, query, query_row, the_row, Kept};
-use crate::error::QResult;
+use super::{column, not_null, query, query_row, the_row, Kept};
+use crate::error::{QResult, QuotaError};
 
 thread_local! {
     // Locks the table's account before consume locks the counter: the order
-    // quota.enforce_refund locks them in too. A plain UPDATE once the account exists (a
-    // table's every row after a subject's first); INSERT ... ON CONFLICT, which first probes
-    // the unique index for a conflict, cost an insert under enforce 4% more.
-    static ADD_TO_ACCOUNT: Kept = const { Kept::new(
-        "UPDATE quota.enforced_charges AS c SET units = c.units + $amount
-          WHERE c.subject = $subject AND c.metric = $metric AND c.enforced_table = $enforced_table::regclass
-         RETURNING c.units",
-    ) };
-    // The account's first charge: ON CONFLICT, for another transaction that opens it at once.
-    static OPEN_ACCOUNT: Kept = const { Kept::new(
+    // quota.enforce_refund locks them in too.
+    static CHARGE: Kept = const { Kept::new(
         "INSERT INTO quota.enforced_charges AS c (subject, metric, enforced_table, units)
          VALUES ($subject, $metric, $enforced_table::regclass, $amount)
          ON CONFLICT (subject, metric, enforced_table) DO UPDATE SET units = c.units + excluded.units",
@@ -42,18 +34,13 @@ thread_local! {
 
 /// Adds `amount` to what the table charged the subject.
 pub fn charge(client: &SpiClient, enforced_table: Oid, subject: Uuid, metric: &str, amount: i64) -> QResult<()> {
-    let args = || {
-        [
-            ("amount", amount.into()),
-            ("subject", subject.into()),
-            ("metric", metric.into()),
-            ("enforced_table", enforced_table.into()),
-        ]
-    };
-    if query(client, &ADD_TO_ACCOUNT, args(), |_| Ok(()))?.is_empty() {
-        query(client, &OPEN_ACCOUNT, args(), |_| Ok(()))?;
-    }
-    Ok(())
+    let args = [
+        ("subject", subject.into()),
+        ("metric", metric.into()),
+        ("enforced_table", enforced_table.into()),
+        ("amount", amount.into()),
+    ];
+    query(client, &CHARGE, args, |_| Ok(())).map(drop)
 }
 
 /// Gives back what a row was charged, at most what its table still holds for the subject
@@ -85,6 +72,8 @@ pub fn denial_raiser(client: &SpiClient, enforced_table: Oid) -> QResult<DenialR
     let raiser = "quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, bigint, timestamptz, timestamptz, timestamptz, text, text)";
     let args = [("raiser", raiser.into()), ("enforced_table", enforced_table.into())];
     the_row(query_row(client, &DENIAL_RAISER, args, |row| {
-        Ok(DenialRaiser { function: not_null(row, "function")?, source_table: not_null(row, "source_table")? })
+            let function = column(row, "function")?
+            .ok_or_else(|| QuotaError::internal(format!("{raiser} does not exist: quota.enforce cannot raise its denial")))?;
+        Ok(DenialRaiser { function, source_table: not_null(row, "source_table")? })
     })?)
 }
