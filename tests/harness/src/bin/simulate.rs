@@ -9,7 +9,8 @@
 //! the same idempotency key, transactions and savepoints rolled back, bad input, and on a
 //! server that preloads pg_quota the memory-only limiter (its own state of the same rule,
 //! kept when a transaction rolls back), a pool of its own with two members (pools.rs
-//! beside this file), and the usage alerts of sim_a's "calls" (each rule once per window,
+//! beside this file), rows of its subjects in a table under quota.enforce (enforce.rs:
+//! inserts, resizes, moves and deletes, some denied, some rolled back), and the usage alerts of sim_a's "calls" (each rule once per window,
 //! "recovered" after a depletion; compared alert by alert at the end), and the rollover of
 //! sim_a's "daily" (some subjects start on the plan for days, with usage recorded into the
 //! days before today: what those days left carries into today), and compaction's closed
@@ -26,8 +27,11 @@ use std::thread;
 
 use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 
+#[path = "simulate/enforce.rs"]
+mod enforce;
 #[path = "simulate/pools.rs"]
 mod pools;
+use enforce::{EnforceModel, SEATS, SEATS_LIMITS};
 use pools::{PoolModel, POOL_PLAN};
 use postgres::{Client, Row};
 use uuid::Uuid;
@@ -420,6 +424,8 @@ struct Worker {
     preloaded: bool,
     /// The connection's pool and its members (src/bin/simulate/pools.rs).
     pool: PoolModel,
+    /// The connection's rows of the table under quota.enforce (src/bin/simulate/enforce.rs).
+    enforced: EnforceModel,
     /// The time zone of "daily"'s days (day_zone).
     day_zone: String,
 }
@@ -552,6 +558,9 @@ impl Worker {
         }
         if self.rng.chance(12) {
             return self.pool_step();
+        }
+        if self.rng.chance(8) {
+            return self.enforce_step();
         }
         let s = self.rng.below(self.subjects.len() as u64) as usize;
         let metric = self.rng.below(METRICS.len() as u64) as usize;
@@ -1130,6 +1139,7 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<String, Fail> {
                 json.insert(metric.to_string(), spec);
             }
         }
+        json.insert(SEATS.to_string(), serde_json::json!({"limit": SEATS_LIMITS[index], "per": "lifetime"}));
         json.insert(ARCHIVED.to_string(), serde_json::json!({"limit": ARCHIVED_LIMITS[index], "per": "day", "time_zone": zone}));
         client
             .execute("SELECT quota.create_plan($1, $2, $3)", &[plan, &serde_json::Value::Object(json), &(index == 0)])
@@ -1140,6 +1150,7 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<String, Fail> {
     }
     let pool_plan = serde_json::json!({"calls": {"limit": POOL_PLAN.1, "per": "lifetime"}});
     client.execute("SELECT quota.create_plan($1, $2)", &[&POOL_PLAN.0, &pool_plan]).map_err(db)?;
+    enforce::setup_table(&mut client)?;
     Ok(zone)
 }
 
@@ -1289,6 +1300,7 @@ fn verify(client: &mut Client, workers: &[Worker], shared: &[Uuid]) -> Result<()
     }
     for worker in workers {
         worker.pool.verify(client)?;
+        worker.verify_enforced(client)?;
         for subject in &worker.subjects {
             verify_carries(client, subject, &worker.day_zone)?;
             verify_archived(client, subject)?;
@@ -1454,6 +1466,7 @@ fn main() {
                         trace: Vec::new(),
                         preloaded,
                         pool,
+                        enforced: EnforceModel::default(),
                         day_zone,
                     };
                     // Every connection's setup is done before any operation: the setups'
