@@ -12,6 +12,10 @@ AS 'MODULE_PATHNAME', 'enforce_trigger';
 
 DROP FUNCTION quota.enforce_row(oid, text, text, text, text, anyelement, anyelement);
 
+-- quota.row_units, which no function has called since 0.14.0's trigger read the amount in
+-- Rust, goes too (the library keeps it for the 0.5.0 -> 0.6.0 upgrade script, which uses it).
+DROP FUNCTION quota.row_units(anyelement, text, text);
+
 -- setup_supabase() no longer names enforce_row among the functions it does not grant.
 CREATE OR REPLACE FUNCTION quota.setup_supabase()
 RETURNS TABLE (step text, outcome text)

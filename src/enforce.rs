@@ -273,8 +273,9 @@ fn row_uuid(row: Option<AnyElement>, column: Option<&str>, table_name: Option<&s
 
 /// The amount a row is charged: `amount` is a whole number, or the name of an integer or
 /// numeric column. A NULL value counts 0; a fraction is rounded up (0.4 MB is charged as 1).
-#[pg_extern(stable, parallel_safe)]
-#[search_path(pg_catalog, pg_temp)]
+/// In no schema since 0.20.0 (nothing called it since 0.14.0); kept for the 0.5.0 -> 0.6.0
+/// upgrade script, which creates it and reads enforced tables' amounts with it.
+#[pg_extern(stable, parallel_safe, sql = false)]
 fn row_units(row: Option<AnyElement>, amount: Option<&str>, table_name: Option<&str>) -> Result<i64, ErrorReport> {
     sql_call(|| {
         let row = composite(required(row, "row")?)?;
