@@ -1,8 +1,8 @@
 -- The raising functions: consume, consume_many and reserve that raise PT429 when denied
--- (PostgREST answers HTTP 429, with Retry-After). pgrx turns a custom SQLSTATE that Rust raises, or
--- that passes through it, into one it knows, so they are thin PL/pgSQL (the enforce trigger,
--- src/enforce.rs, calls quota.raise_denied outside pgrx's guard); what a denial says is made in one place, quota.explain_denial()
--- (src/denials.rs). Raising rolls the transaction back, so the denial row is not kept; on a
+-- (PostgREST answers HTTP 429, with Retry-After). pgrx turns a custom SQLSTATE that Rust
+-- raises, or that passes through it, into one it knows, so they are thin PL/pgSQL (the
+-- enforce trigger, src/enforce.rs, calls quota.raise_denied outside pgrx's guard); what a
+-- denial says is made in one place, quota.explain_denial() (src/denials.rs). Raising rolls the transaction back, so the denial row is not kept; on a
 -- server that preloads pg_quota the denial journal keeps it (quota.journal_denial()).
 
 -- Raises the denial of `requested` units of `metric`, with the window's figures, after

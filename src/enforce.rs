@@ -23,8 +23,7 @@ use quota_rules::decide::Decision;
 use crate::error::{raise, required, sql_call, QResult, QuotaError};
 use crate::spending::consume_units;
 use crate::store::enforce::{self as charges, DenialRaiser};
-use crate::store::timestamp;
-use crate::tuples::decision_tuple;
+use crate::tuples::{decision_tuple, optional_timestamp};
 
 /// The enforce trigger, `quota.enforce()` (sql/enforce.sql: a C function, SECURITY DEFINER
 /// with a pinned search_path). Everything is decided under pgrx's guard (`settle_write`); a
@@ -111,7 +110,7 @@ extern "C-unwind" fn denial_not_raised() {
 /// does, without the EXECUTE check a SQL call makes: the trigger runs as the extension's
 /// owner, who owns it.
 fn raise_denied_call(raiser: &DenialRaiser, subject: Uuid, d: &Decision) -> QResult<pg_sys::FunctionCallInfo> {
-    let instant = |micros: Option<i64>| micros.map(timestamp).transpose().map(IntoDatum::into_datum);
+    let instant = |micros| optional_timestamp(micros).map(IntoDatum::into_datum);
     let args = [
         subject.into_datum(),
         d.metric.as_str().into_datum(),

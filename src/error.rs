@@ -40,6 +40,8 @@ pub fn sql_call<T>(body: impl FnOnce() -> QResult<T>) -> Result<T, ErrorReport> 
 /// argument's conversion, a function whose result type cannot be wrapped in a Result).
 pub fn raise(error: QuotaError) -> ! {
     ErrorReport::from(error).report(PgLogLevel::ERROR);
+    // Cannot fire: at ERROR, pgrx's report unwinds (a panic its guard turns into the ERROR)
+    // and never returns; its signature just does not say so.
     unreachable!("report at level ERROR does not return")
 }
 

@@ -97,28 +97,25 @@ extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 /// Tests that need to run inside PostgreSQL and are awkward in pg_regress. The SQL-level
 /// suites in tests/regress cover every function and error case. Compiled only for
-/// `cargo pgrx test`: an `expect` here is a test's assertion, never code the extension runs.
+/// `cargo pgrx test`; a test's error (its `Err`) fails it.
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
     use pgrx::prelude::*;
-
-    fn one<T: IntoDatum + FromDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).expect("query failed").expect("query returned NULL")
-    }
+    use pgrx::spi;
 
     /// Kept plans and the cached OID of quota.decision must follow a DROP/CREATE EXTENSION in
     /// the same session: the old OIDs are gone afterwards.
     #[pg_test]
-    fn survives_extension_recreated_in_session() {
-        Spi::run("SELECT quota.create_plan('p', '{\"calls\": {\"limit\": 5, \"per\": \"day\"}}', is_default => true)")
-            .expect("create_plan");
-        assert_eq!(one::<i64>("SELECT used FROM quota.consume(gen_random_uuid(), 'calls', 2)"), 2);
-        Spi::run("DROP EXTENSION pg_quota; CREATE EXTENSION pg_quota").expect("recreate");
-        Spi::run("SELECT quota.create_plan('p', '{\"calls\": {\"limit\": 5, \"per\": \"day\"}}', is_default => true)")
-            .expect("create_plan again");
-        assert_eq!(one::<i64>("SELECT used FROM quota.consume(gen_random_uuid(), 'calls', 3)"), 3);
-        assert_eq!(one::<i64>("SELECT count(*) FROM quota.usage(gen_random_uuid())"), 1);
+    fn survives_extension_recreated_in_session() -> Result<(), spi::Error> {
+        let create_plan = "SELECT quota.create_plan('p', '{\"calls\": {\"limit\": 5, \"per\": \"day\"}}', is_default => true)";
+        Spi::run(create_plan)?;
+        assert_eq!(Spi::get_one::<i64>("SELECT used FROM quota.consume(gen_random_uuid(), 'calls', 2)")?, Some(2));
+        Spi::run("DROP EXTENSION pg_quota; CREATE EXTENSION pg_quota")?;
+        Spi::run(create_plan)?;
+        assert_eq!(Spi::get_one::<i64>("SELECT used FROM quota.consume(gen_random_uuid(), 'calls', 3)")?, Some(3));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM quota.usage(gen_random_uuid())")?, Some(1));
+        Ok(())
     }
 }
 

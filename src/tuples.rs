@@ -87,7 +87,7 @@ fn composite(
     unsafe { PgHeapTuple::from_datums(desc, values) }.map_err(QuotaError::internal)
 }
 
-fn optional_timestamp(micros: Option<Micros>) -> QResult<Option<TimestampWithTimeZone>> {
+pub fn optional_timestamp(micros: Option<Micros>) -> QResult<Option<TimestampWithTimeZone>> {
     micros.map(timestamp).transpose()
 }
 

@@ -69,11 +69,14 @@ pub struct DenialRaiser {
 
 /// quota.raise_denied, and the name the denial gives `enforced_table`.
 pub fn denial_raiser(client: &SpiClient, enforced_table: Oid) -> QResult<DenialRaiser> {
-    let raiser = "quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, bigint, timestamptz, timestamptz, timestamptz, text, text)";
+    // Types qualified: nothing is looked up in a schema a user can create objects in.
+    let raiser = "quota.raise_denied(pg_catalog.uuid, pg_catalog.text, pg_catalog.text, pg_catalog.int8, pg_catalog.int8, \
+                  pg_catalog.int8, pg_catalog.int8, pg_catalog.int8, pg_catalog.timestamptz, pg_catalog.timestamptz, \
+                  pg_catalog.timestamptz, pg_catalog.text, pg_catalog.text)";
     let args = [("raiser", raiser.into()), ("enforced_table", enforced_table.into())];
     the_row(query_row(client, &DENIAL_RAISER, args, |row| {
-            let function = column(row, "function")?
-            .ok_or_else(|| QuotaError::internal(format!("{raiser} does not exist: quota.enforce cannot raise its denial")))?;
+        let function = column(row, "function")?
+            .ok_or_else(|| QuotaError::internal("quota.raise_denied is missing: quota.enforce cannot raise its denial"))?;
         Ok(DenialRaiser { function, source_table: not_null(row, "source_table")? })
     })?)
 }

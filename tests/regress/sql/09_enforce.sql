@@ -105,6 +105,17 @@ COMMIT;
 SELECT count(*) AS projects_of_94, (SELECT used FROM quota.usage(s(94)) WHERE metric = 'projects') AS used
   FROM projects WHERE user_id = s(94);
 
+-- Without quota.raise_denied the trigger cannot raise its denial: it refuses the write all
+-- the same, saying why (in a transaction rolled back).
+BEGIN;
+ALTER EXTENSION pg_quota DROP FUNCTION quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, bigint,
+                                                          timestamptz, timestamptz, timestamptz, text, text);
+DROP FUNCTION quota.raise_denied(uuid, text, text, bigint, bigint, bigint, bigint, bigint,
+                                 timestamptz, timestamptz, timestamptz, text, text);
+SELECT try($$INSERT INTO projects (user_id, name) VALUES (s(94), 'over')$$);
+SELECT count(*) AS projects_of_94 FROM projects WHERE user_id = s(94);
+ROLLBACK;
+
 -- enforce_off removes it.
 SELECT quota.enforce_off('public.exports', 'exports');
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.exports'::regclass ORDER BY 1;
