@@ -5,12 +5,13 @@
 # updated (what they still cost a wallet's spend). Same server, same run, the databases
 # alternating; median tps of several runs. pg_quota_grants_history is a wallet that spent
 # 20 grants before the one that pays (bench/setup.sql); BENCH_VARIANTS picks other scripts of
-# bench/scripts.
+# bench/scripts, BENCH_SUBJECTS other subjects (random(20001, 30000): at their limit, every
+# call a denial).
 #   bench/previous-schema.sh SOCKET_DIR PORT      (make bench-previous)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGHOST=$1 PGPORT=$2 PGUSER=postgres PGOPTIONS='-c client_min_messages=warning'
-runs=${BENCH_RUNS:-5} seconds=${BENCH_SECONDS:-5} clients=8 threads=2
+runs=${BENCH_RUNS:-5} seconds=${BENCH_SECONDS:-5} clients=8 threads=2 subjects=${BENCH_SUBJECTS:-"random(1, 10000)"}
 . bench/lib.sh
 extdir="$(pg_config --sharedir)/extension"
 previous=$(ls tests/upgrade/pg_quota--*.sql | sort -V | tail -n 1)
@@ -27,10 +28,10 @@ done
 psql -d pgq_no_grant_triggers -c 'DROP TRIGGER forget_fast_path_on_update ON quota.grants' \
   -c 'DROP TRIGGER forget_fast_path_on_refund ON quota.grants'
 checkpoint postgres
-echo "uniform, $clients clients, synchronous_commit=off, median of $runs runs of $seconds s (previous = $previous)"
+echo "subjects $subjects, $clients clients, synchronous_commit=off, median of $runs runs of $seconds s (previous = $previous)"
 for variant in ${BENCH_VARIANTS:-pg_quota pg_quota_grants pg_quota_grants_history pg_quota_reserve pg_quota_rate pg_quota_enforce enforce_by_hand}; do
   script=$(mktemp)
-  { echo '\set n random(1, 10000)'; cat "bench/scripts/$variant.pgbench"; } >"$script"
+  { echo "\\set n $subjects"; cat "bench/scripts/$variant.pgbench"; } >"$script"
   declare -A tps=()
   for run in $(seq "$runs"); do
     for db in $databases; do

@@ -15,7 +15,7 @@ case "$mode" in
   smoke) seconds=1 runs=1 workloads="uniform near" syncs="off" ;;
   *) echo "usage: $0 SOCKET_DIR PORT [full|smoke]" >&2; exit 2 ;;
 esac
-variants=${BENCH_VARIANTS:-"floor floor_counters floor_function floor_counters_function plpgsql pg_quota pg_quota_counted pg_quota_key pg_quota_grants pg_quota_grants_history pg_quota_reserve pg_quota_reserve_consume pg_quota_enforce enforce_by_hand pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
+variants=${BENCH_VARIANTS:-"floor floor_counters floor_function floor_counters_function plpgsql pg_quota pg_quota_counted pg_quota_key pg_quota_grants pg_quota_grants_history pg_quota_reserve pg_quota_reserve_consume pg_quota_enforce enforce_by_hand pg_quota_require require_by_hand pg_quota_rate pg_quota_rate_only gcra pg_quota_pool pg_quota_alerts pg_quota_crossing pg_quota_first_call"}
 db=pgq_bench out=target/bench
 rm -rf "$out" && mkdir -p "$out/logs"
 . bench/lib.sh
@@ -80,6 +80,7 @@ for sync in $syncs; do
          "reserve+settle/consume $(r pg_quota_reserve pg_quota)," \
          "reserve+consume+settle/consume $(r pg_quota_reserve_consume pg_quota)," \
          "insert under quota.enforce/insert + consume by hand $(r pg_quota_enforce enforce_by_hand)," \
+         "require/consume and a RAISE by hand $(r pg_quota_require require_by_hand)," \
          "with a rate rule/without $(r pg_quota_rate pg_quota)," \
          "rate-only metric/hand-written GCRA $(r pg_quota_rate_only gcra)," \
          "a pool's member/a plain subject $(r pg_quota_pool pg_quota)," \

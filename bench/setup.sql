@@ -64,6 +64,25 @@ EXCEPTION WHEN SQLSTATE 'PT429' THEN
     RETURN false;
 END $$;
 
+-- A raised denial (quota.require, as every raising function and limit_request raise) against
+-- consume and a bare RAISE written by hand: near the limit every call is one, uniform none.
+CREATE FUNCTION bench_require(subject uuid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM quota.require(subject, 'calls');
+    RETURN true;
+EXCEPTION WHEN SQLSTATE 'PT429' THEN
+    RETURN false;
+END $$;
+CREATE FUNCTION bench_require_by_hand(subject uuid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT (quota.consume(subject, 'calls')).allowed THEN
+        RAISE EXCEPTION 'calls: quota exceeded' USING ERRCODE = 'PT429';
+    END IF;
+    RETURN true;
+EXCEPTION WHEN SQLSTATE 'PT429' THEN
+    RETURN false;
+END $$;
+
 -- Pools: member s(m) draws from pool s(200000 + m / 10) (ten members a pool), its own plan
 -- lacking "calls", with a cap that never binds: s(100000..110000) from pools on 'bench' (a
 -- pooled consume, measured against the plain one of s(m - 100000)), s(120001..130000) from

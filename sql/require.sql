@@ -51,7 +51,7 @@ BEGIN
         hint := 'An admin of the pool can raise the cap (quota.set_pool_cap()) or allocate units (quota.allocate()).';
     ELSE
         SELECT d.message, d.detail, d.hint INTO message, detail, hint
-          FROM quota.explain_denial(subject, metric, requested, used, reserved, allowance, resets_at) AS d;
+          FROM quota.explain_denial(subject, metric, requested, used, reserved, allowance, resets_at, remaining) AS d;
     END IF;
     IF coalesce(current_setting('request.method', true), '') <> '' THEN
         RAISE EXCEPTION USING

@@ -71,6 +71,7 @@ extension_sql_file!(
         bundles::consume_many,
         reservations::reserve,
         denials::explain_denial,
+        denials::explain_decided_denial,
         shared::journal::journal_denial
     ]
 );

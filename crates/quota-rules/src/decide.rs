@@ -317,6 +317,21 @@ pub fn remaining_with_grants(allowance: Option<i64>, used: i64, grants_left: i64
     remaining(allowance, used).map(|left| left.saturating_add(grants_left).saturating_sub(reserved).max(0))
 }
 
+/// The usable grants that `remaining_with_grants` counted, found again from the `remaining` it
+/// returned: they are what it adds to the allowance's room beside the holds, and none when
+/// nothing is left and nothing is held. None when that cannot tell: unlimited, nothing left
+/// beside holds (the grants may be anything up to what the holds keep beyond the room), a sum
+/// that may have saturated, or a `remaining` that no balance gives (e.g. written by hand).
+pub fn grants_left_of(allowance: Option<i64>, used: i64, reserved: i64, decided_remaining: i64) -> Option<i64> {
+    let room = remaining(allowance, used)?;
+    if decided_remaining == 0 {
+        return (reserved == 0 && room == 0).then_some(0);
+    }
+    let grants = decided_remaining.checked_add(reserved)?.checked_sub(room)?;
+    let exact = grants >= 0 && room.checked_add(grants).is_some_and(|sum| sum < i64::MAX);
+    (exact && remaining_with_grants(allowance, used, grants, reserved) == Some(decided_remaining)).then_some(grants)
+}
+
 /// Active holds take capacity in spending order, as if they were spent: the allowance's
 /// room first, then grants. Returns the room left and lowers `balances` in place.
 pub fn after_holds(room: Option<i64>, balances: &mut [i64], holds: i64) -> Option<i64> {
@@ -525,6 +540,38 @@ mod tests {
             let after: i64 = left + balances.iter().sum::<i64>();
             assert_eq!(after, (before - holds).max(0), "case {case}");
             assert_eq!(remaining_with_grants(Some(room), 0, before - room, holds), Some(after), "case {case}");
+        }
+    }
+
+    /// A decision's grants are found again from its `remaining` whenever it tells them, and
+    /// never wrongly.
+    #[test]
+    fn grants_are_found_again_from_remaining() {
+        assert_eq!(grants_left_of(Some(10), 4, 0, 13), Some(7));
+        assert_eq!(grants_left_of(Some(10), 10, 0, 0), Some(0));
+        assert_eq!(grants_left_of(Some(0), 0, 0, 480), Some(480));
+        assert_eq!(grants_left_of(Some(10), 4, 2, 11), Some(7));
+        assert_eq!(grants_left_of(Some(10), 12, 0, 3), Some(3)); // past the allowance: no room
+        assert_eq!(grants_left_of(Some(10), 4, 20, 0), None); // the holds keep more than is there
+        assert_eq!(grants_left_of(None, 4, 0, 3), None);
+        assert_eq!(grants_left_of(Some(10), 4, 0, 3), None); // less than the room: not a decision's
+        let mut rng = Rng::new(0x5EED_0005);
+        for case in 0..20_000 {
+            let allowance = (!rng.chance(5)).then(|| rng.edgy_non_negative());
+            let (used, grants, held) = (rng.edgy_non_negative(), rng.edgy_non_negative(), rng.edgy_non_negative());
+            let Some(left) = remaining_with_grants(allowance, used, grants, held) else {
+                assert_eq!(allowance, None, "case {case}");
+                continue;
+            };
+            match grants_left_of(allowance, used, held, left) {
+                Some(found) => assert_eq!(found, grants, "case {case}"),
+                // Only where another balance gives the same `remaining`.
+                None => {
+                    let room = remaining(allowance, used).expect("limited");
+                    let saturated = room.checked_add(grants).is_none_or(|sum| sum == i64::MAX);
+                    assert!(left == 0 && held > 0 || saturated, "case {case}: {allowance:?} {used} {grants} {held} -> {left}");
+                }
+            }
         }
     }
 

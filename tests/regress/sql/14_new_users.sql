@@ -66,6 +66,19 @@ SELECT quota.grant(s(1405), 'ai_requests', 3) IS NOT NULL AS granted;
 SELECT allowed FROM quota.reserve(s(1405), 'ai_requests', 2);
 SELECT pg_temp.masked(try($$SELECT quota.require(s(1405), 'ai_requests', 5)$$));
 SELECT pg_temp.denial_detail($$SELECT quota.require(s(1405), 'ai_requests', 5)$$);
+-- Given the decision's remaining, explain_denial words that decision: the grants it counted
+-- are what remaining adds to the allowance's room beside the holds (2 + g - 2 = 3: 3), found
+-- without a read (the raising functions call it so). s(1404) holds 480 in grants of
+-- credits, not of ai_requests: none are read here.
+SELECT message FROM quota.explain_denial(s(1404), 'ai_requests', 5, 8, 2, 10, NULL, 3);
+-- Where remaining cannot tell them (nothing left beside holds that keep more than the room),
+-- or is NULL, or is no balance's (below the room without holds), the grants are read now:
+-- s(1405)'s 3.
+SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 8, 9, 10, NULL, 0);
+SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 8, 2, 10, NULL, NULL);
+SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 8, 0, 10, NULL, 1);
+-- Nothing left and nothing held: no grants, without a read (s(1405) has 3).
+SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 10, 0, 10, NULL, 0);
 -- The enforce trigger raises through require: "at most 1 project".
 SELECT quota.create_plan('projects_one', '{"projects": {"limit": 1, "per": "lifetime"}}');
 SELECT quota.assign_plan(s(1406), 'projects_one');
