@@ -38,8 +38,8 @@ fn explain_denial(
 /// explain_denial for a decision, with its `remaining` (allowance left plus usable grants,
 /// less holds): the grants are the ones that decision counted, found from it without a read
 /// (quota_rules::decide::grants_left_of), so the words explain the decision itself. Read now
-/// only where `remaining` cannot tell them (NULL, nothing left beside holds, or a value no
-/// balance gives). The raising
+/// only where `remaining` cannot tell them (NULL; nothing left while the holds keep more than
+/// the allowance left; a sum at bigint's limit; values no balance gives). The raising
 /// functions call this one: a read of what governs the subject cost a raised denial about
 /// half of its throughput (docs/benchmarks.md, 0.21.0).
 #[allow(clippy::too_many_arguments)] // the columns of a denied decision, as SQL passes them
@@ -72,8 +72,9 @@ fn explain(
     let subject = required(subject, "subject")?;
     let metric = required(metric, "metric")?;
     validate_metric(metric)?;
-    let (used, reserved) = (required(used, "used")?, required(reserved, "reserved")?);
     let resets_at = resets_at.map(|instant| to_micros(instant, "resets_at")).transpose()?;
+    let requested = required(requested, "requested")?;
+    let (used, reserved) = (required(used, "used")?, required(reserved, "reserved")?);
     let grants_left = match remaining.and_then(|remaining| grants_left_of(allowance, used, reserved, remaining)) {
         Some(grants_left) => grants_left,
         None => {
@@ -81,6 +82,6 @@ fn explain(
             Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?.grants_left
         }
     };
-    let shortfall = Shortfall { metric, requested: required(requested, "requested")?, allowance, used, reserved, grants_left, resets_at };
+    let shortfall = Shortfall { metric, requested, allowance, used, reserved, grants_left, resets_at };
     Ok(TableIterator::once((shortfall.message(), shortfall.detail(), shortfall.hint().to_string())))
 }

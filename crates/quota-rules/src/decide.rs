@@ -319,15 +319,20 @@ pub fn remaining_with_grants(allowance: Option<i64>, used: i64, grants_left: i64
 
 /// The usable grants that `remaining_with_grants` counted, found again from the `remaining` it
 /// returned: they are what it adds to the allowance's room beside the holds, and none when
-/// nothing is left and nothing is held. None when that cannot tell: unlimited, nothing left
-/// beside holds (the grants may be anything up to what the holds keep beyond the room), a sum
-/// that may have saturated, or a `remaining` that no balance gives (e.g. written by hand).
+/// nothing is left and the holds keep no more than the room. None when that cannot tell:
+/// unlimited, nothing left while the holds keep more than the room (the grants may be
+/// anything up to the difference), a sum at bigint's limit (it may have saturated), or values
+/// that no balance gives (negative holds, a `remaining` written by hand).
 pub fn grants_left_of(allowance: Option<i64>, used: i64, reserved: i64, decided_remaining: i64) -> Option<i64> {
     let room = remaining(allowance, used)?;
-    if decided_remaining == 0 {
-        return (reserved == 0 && room == 0).then_some(0);
+    if reserved < 0 {
+        return None;
     }
-    let grants = decided_remaining.checked_add(reserved)?.checked_sub(room)?;
+    let grants = match decided_remaining {
+        0 if reserved > room => return None,
+        0 => 0,
+        _ => decided_remaining.checked_add(reserved)?.checked_sub(room)?,
+    };
     let exact = grants >= 0 && room.checked_add(grants).is_some_and(|sum| sum < i64::MAX);
     (exact && remaining_with_grants(allowance, used, grants, reserved) == Some(decided_remaining)).then_some(grants)
 }
@@ -553,6 +558,8 @@ mod tests {
         assert_eq!(grants_left_of(Some(10), 4, 2, 11), Some(7));
         assert_eq!(grants_left_of(Some(10), 12, 0, 3), Some(3)); // past the allowance: no room
         assert_eq!(grants_left_of(Some(10), 4, 20, 0), None); // the holds keep more than is there
+        assert_eq!(grants_left_of(Some(10), 4, 6, 0), Some(0)); // the holds keep the room: no grants
+        assert_eq!(grants_left_of(Some(10), 0, -5, i64::MAX - 5), None); // no balance has negative holds
         assert_eq!(grants_left_of(None, 4, 0, 3), None);
         assert_eq!(grants_left_of(Some(10), 4, 0, 3), None); // less than the room: not a decision's
         let mut rng = Rng::new(0x5EED_0005);
@@ -569,7 +576,7 @@ mod tests {
                 None => {
                     let room = remaining(allowance, used).expect("limited");
                     let saturated = room.checked_add(grants).is_none_or(|sum| sum == i64::MAX);
-                    assert!(left == 0 && held > 0 || saturated, "case {case}: {allowance:?} {used} {grants} {held} -> {left}");
+                    assert!(left == 0 && held > room || saturated, "case {case}: {allowance:?} {used} {grants} {held} -> {left}");
                 }
             }
         }

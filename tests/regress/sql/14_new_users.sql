@@ -77,8 +77,10 @@ SELECT message FROM quota.explain_denial(s(1404), 'ai_requests', 5, 8, 2, 10, NU
 SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 8, 9, 10, NULL, 0);
 SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 8, 2, 10, NULL, NULL);
 SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 8, 0, 10, NULL, 1);
--- Nothing left and nothing held: no grants, without a read (s(1405) has 3).
+-- Nothing left, and the holds keep no more than the allowance left: no grants, without a read
+-- (s(1405) has 3).
 SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 10, 0, 10, NULL, 0);
+SELECT message FROM quota.explain_denial(s(1405), 'ai_requests', 5, 8, 2, 10, NULL, 0);
 -- The enforce trigger raises through require: "at most 1 project".
 SELECT quota.create_plan('projects_one', '{"projects": {"limit": 1, "per": "lifetime"}}');
 SELECT quota.assign_plan(s(1406), 'projects_one');
