@@ -240,4 +240,18 @@ SELECT action, count(*) FROM quota.admin_changes
  GROUP BY action ORDER BY action;
 SELECT quota.routing_key(s(190101)) = s(190100) AS member_goes_with_its_pool, quota.routing_key(s(190301)) = s(190301) AS others_alone;
 
+-- A denial by the pool's window while the member's cap binds: the decision's remaining is
+-- what the cap leaves (3 of the pool's 5 in grants), and the raised words say what that
+-- decision counted (0.21.0: from its remaining), where a read of the member's own grants
+-- (none) would say 0 available.
+SELECT quota.create_plan('capped_pool', '{"tokens": {"limit": 10, "per": "lifetime"}}');
+SELECT quota.assign_plan(s(190900), 'capped_pool');
+SELECT quota.join_pool(s(190900), s(190901));
+SELECT quota.set_pool_cap(s(190900), 'tokens', 13);
+SELECT pg_temp.said(quota.consume(s(190901), 'tokens', 10));
+SELECT quota.grant(s(190900), 'tokens', 5) IS NOT NULL AS granted;
+SELECT pg_temp.said(quota.consume(s(190901), 'tokens', 6)) AS cap_binds;
+SELECT try($$SELECT quota.require(s(190901), 'tokens', 6)$$) AS require_says_what_the_decision_counted;
+SELECT message AS read_without_remaining FROM quota.explain_denial(s(190901), 'tokens', 6, 10, 0, 10, NULL);
+
 SELECT * FROM quota.audit();
