@@ -17,3 +17,10 @@ END $$;
 -- Subject n as a uuid.
 CREATE FUNCTION public.s(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
     AS $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
+
+-- How many times this transaction has read quota.assignments: the slow path resolves a
+-- subject's plan there, the fast path never does, so the suites tell the paths apart by it.
+-- Any scan, not only an index scan: the planner may read a small table sequentially.
+CREATE FUNCTION public.assignment_scans() RETURNS bigint LANGUAGE sql AS $$
+    SELECT t.seq_scan + coalesce(t.idx_scan, 0) FROM pg_catalog.pg_stat_xact_user_tables AS t
+     WHERE t.relid = 'quota.assignments'::regclass $$;

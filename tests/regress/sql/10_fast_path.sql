@@ -109,16 +109,16 @@ SELECT metric, item LIKE 'fast %' AS fast_item, stored, from_ledger FROM quota.a
 UPDATE quota.counters SET allowance = 0 WHERE subject = s(102);
 SELECT count(*) AS audit_mismatches FROM quota.audit();
 
--- Which path decided, seen from outside: the slow path resolves the subject's plan (an
--- index scan of quota.assignments), the fast path reads only the marked counter row. Also
+-- Which path decided, seen from outside: the slow path resolves the subject's plan (a
+-- scan of quota.assignments), the fast path reads only the marked counter row. Also
 -- true of a subject with a long history of windows: the marked row is found alone.
 CREATE FUNCTION public.path_of(subject uuid, amount bigint DEFAULT 1) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
-    scans_before bigint := (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass);
+    scans_before bigint := public.assignment_scans();
     decided quota.decision := quota.consume(subject, 'calls', amount);
 BEGIN
     RETURN format('%s: allowed=%s used=%s reason=%s',
-                  CASE WHEN (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass)
+                  CASE WHEN public.assignment_scans()
                             > scans_before THEN 'slow' ELSE 'fast' END,
                   decided.allowed, decided.used, decided.reason);
 END $$;

@@ -173,11 +173,11 @@ SELECT try($$SELECT quota.clear_rate_override(s(1701), 'ai', 'soon')$$);
 -- first, else the quota's. The calls of one statement share its instant.
 CREATE FUNCTION public.rated_path(subject uuid, metric text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
-    scans_before bigint := (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass);
+    scans_before bigint := public.assignment_scans();
     decided quota.decision := quota.consume(subject, metric);
 BEGIN
     RETURN format('%s: allowed=%s reason=%s retry=%s',
-                  CASE WHEN (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass)
+                  CASE WHEN public.assignment_scans()
                             > scans_before THEN 'slow' ELSE 'fast' END,
                   decided.allowed, decided.reason, decided.retry_after IS NOT NULL);
 END $$;

@@ -12,15 +12,15 @@ SELECT quota.grant(s(250001), 'credits', 10, priority => 1) IS NOT NULL AS grant
 -- A grant spent first that has expired (set by hand: shortening an expiry unmarks nothing).
 SELECT quota.grant(s(250001), 'credits', 100, priority => -1, expires_at => now() + interval '1 day') IS NOT NULL AS granted;
 UPDATE quota.grants SET expires_at = now() - interval '1 second' WHERE subject = s(250001) AND priority = -1;
--- Which path decided: the slow path resolves the subject's plan (an index scan of
+-- Which path decided: the slow path resolves the subject's plan (a scan of
 -- quota.assignments), the fast path reads only the counter and the grants.
 CREATE FUNCTION public.wallet_path(subject uuid, amount bigint) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
-    scans_before bigint := (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass);
+    scans_before bigint := public.assignment_scans();
     decided quota.decision := quota.consume(subject, 'credits', amount);
 BEGIN
     RETURN format('%s: allowed=%s from_grants=%s remaining=%s',
-                  CASE WHEN (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass)
+                  CASE WHEN public.assignment_scans()
                             > scans_before THEN 'slow' ELSE 'fast' END,
                   decided.allowed, decided.from_grants, decided.remaining);
 END $$;

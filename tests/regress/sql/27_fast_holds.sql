@@ -9,7 +9,7 @@ SELECT quota.assign_plan(s(n), 'holds27') FROM generate_series(270001, 270002) A
 CREATE TABLE public.holds27 (subject uuid, seq integer, reservation_id uuid);
 
 -- One reserve or settle, with the path it took: the slow path resolves the subject's plan
--- (an index scan of quota.assignments), the fast path reads only the marked counter and the
+-- (a scan of quota.assignments), the fast path reads only the marked counter and the
 -- reservation. `unmark`: the subject's windows are unmarked first.
 CREATE FUNCTION public.step27(subject uuid, unmark boolean, op text, amount bigint, seq integer,
                                ttl interval DEFAULT '15 minutes') RETURNS text
@@ -23,7 +23,7 @@ BEGIN
     IF unmark THEN
         UPDATE quota.counters SET fast = false WHERE counters.subject = step27.subject;
     END IF;
-    scans_before := (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass);
+    scans_before := public.assignment_scans();
     IF op = 'reserve' THEN
         held := quota.reserve(subject, 'calls', amount, ttl);
         INSERT INTO public.holds27 VALUES (subject, seq, held.reservation_id);
@@ -32,7 +32,7 @@ BEGIN
     ELSE
         settled := quota.settle((SELECT h.reservation_id FROM public.holds27 AS h WHERE h.subject = step27.subject AND h.seq = step27.seq), amount);
     END IF;
-    path := CASE WHEN (SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'quota.assignments'::regclass) > scans_before
+    path := CASE WHEN public.assignment_scans() > scans_before
                  THEN 'slow' ELSE 'fast' END;
     IF op = 'reserve' THEN
         RETURN format('%s: held=%s used=%s reserved=%s remaining=%s reason=%s',
