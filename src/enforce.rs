@@ -12,6 +12,7 @@
 use std::cmp::Ordering;
 use std::num::NonZeroUsize;
 
+use pgrx::datum::numeric::Sign;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
@@ -81,7 +82,9 @@ unsafe extern "C-unwind" fn settle_write(fcinfo: pg_sys::FunctionCallInfo) -> pg
             subject_column: args.get(1).map_or("user_id", String::as_str),
             amount: args.get(2).map_or("1", String::as_str),
         };
-        let (new, old) = rule.charged(trigger.new().as_ref(), trigger.old().as_ref())?;
+        let Some((new, old)) = rule.change(trigger.new().as_ref(), trigger.old().as_ref())? else {
+            return Ok(std::ptr::null_mut());
+        };
         let denial = Spi::connect(|client| -> QResult<_> {
             match settle_row(client, &rule, &new, &old)? {
                 Some(decision) => Ok(Some((decision, charges::denial_raiser(client, rule.table)?))),
@@ -167,7 +170,7 @@ fn enforce_row(
             amount: required(amount, "amount")?,
         };
         let (new, old) = (new.map(composite).transpose()?, old.map(composite).transpose()?);
-        let (new, old) = rule.charged(new.as_ref(), old.as_ref())?;
+        let Some((new, old)) = rule.change(new.as_ref(), old.as_ref())? else { return Ok(None) };
         let denial = Spi::connect(|client| settle_row(client, &rule, &new, &old))?;
         denial.as_ref().map(decision_tuple).transpose()
     })();
@@ -184,22 +187,48 @@ struct Rule<'a> {
 }
 
 impl Rule<'_> {
-    /// What the new and the old version of a row are charged (nothing for a version that is
-    /// not there: the new one of a DELETE, the old one of an INSERT).
-    fn charged<A: WhoAllocated>(&self, new: Option<&PgHeapTuple<'_, A>>, old: Option<&PgHeapTuple<'_, A>>) -> QResult<(Charged, Charged)> {
-        let read = |row: Option<&PgHeapTuple<'_, A>>| -> QResult<Charged> {
-            let Some(row) = row else { return Ok(Charged { subject: None, units: 0 }) };
-            Ok(Charged { subject: uuid_of(row, self.subject_column, self.table_name)?, units: units_of(row, self.amount, self.table_name)? })
-        };
-        let new = read(new)?;
+    /// What the trigger's row changed, as charges of its new and its old version (nothing for a
+    /// version that is not there: the new one of a DELETE, the old one of an INSERT); None
+    /// for an UPDATE that changed neither the subject nor the amount. The trigger fires on
+    /// every UPDATE, so that it sees what the table's own BEFORE triggers change.
+    fn change<A: WhoAllocated>(&self, new: Option<&PgHeapTuple<'_, A>>, old: Option<&PgHeapTuple<'_, A>>) -> QResult<Option<(Charged, Charged)>> {
+        let (new, old) = (self.version(new)?, self.version(old)?);
+        if new == old {
+            return Ok(None);
+        }
+        let new = Charged { subject: new.subject, units: units(new.amount.as_ref(), self.table_name, self.amount)? };
         if new.subject.is_none() && new.units > 0 {
             return Err(QuotaError::row_without_subject(self.table_name, self.subject_column));
         }
-        Ok((new, read(old)?))
+        // An amount no row can be charged (negative, NaN, beyond bigint) was never charged: it
+        // is in a row written before the trigger was attached, or while triggers were off. It
+        // gives nothing back, and never stops its row from being fixed or deleted.
+        let old = Charged { subject: old.subject, units: units(old.amount.as_ref(), self.table_name, self.amount).unwrap_or(0) };
+        Ok(Some((new, old)))
+    }
+
+    fn version<A: WhoAllocated>(&self, row: Option<&PgHeapTuple<'_, A>>) -> QResult<Version> {
+        let Some(row) = row else { return Ok(Version { subject: None, amount: None }) };
+        Ok(Version { subject: uuid_of(row, self.subject_column, self.table_name)?, amount: amount_of(row, self.amount, self.table_name)? })
     }
 }
 
-/// A row's subject and amount as the trigger reads them.
+/// A version of a row as the trigger reads it: its subject and its amount, NULL as None.
+#[derive(PartialEq)]
+struct Version {
+    subject: Option<Uuid>,
+    amount: Option<Amount>,
+}
+
+/// An amount as written: a whole number (the rule's fixed amount, or an integer column's
+/// value) or a numeric column's value (compared by value: 1.0 is 1.00).
+#[derive(PartialEq)]
+enum Amount {
+    Whole(i64),
+    Numeric(AnyNumeric),
+}
+
+/// A row's subject and the units it is charged.
 struct Charged {
     subject: Option<Uuid>,
     units: i64,
@@ -211,20 +240,21 @@ fn settle_row(client: &SpiClient, rule: &Rule, new: &Charged, old: &Charged) -> 
     let (table, metric) = (rule.table, rule.metric);
     if new.subject == old.subject {
         match (new.subject, new.units.cmp(&old.units)) {
-            (Some(subject), Ordering::Greater) => return charge(client, table, subject, metric, new.units - old.units),
-            (Some(subject), Ordering::Less) => charges::refund(client, table, subject, metric, old.units - new.units)?,
+            (Some(subject), Ordering::Greater) => return charge(client, table, subject, metric, difference(new.units, old.units)?),
+            (Some(subject), Ordering::Less) => charges::refund(client, table, subject, metric, difference(old.units, new.units)?)?,
             _ => {}
         }
         return Ok(None);
     }
     // A move (or an insert or delete): the new subject is charged the whole row for a
     // lifetime metric, only its growth for a windowed one. Both subjects are handled in uuid
-    // order, so that opposite moves between two subjects cannot deadlock.
+    // order, so that two single-row moves in opposite directions between two subjects cannot
+    // deadlock (statements that move several rows each can, as any two that lock rows can).
     let moved = match (new.subject, old.subject) {
         (Some(_), _) if new.units == 0 => 0,
         (Some(_), None) => new.units,
         (Some(subject), Some(_)) if charges::is_lifetime(client, subject, metric)? => new.units,
-        (Some(_), Some(_)) => (new.units - old.units).max(0),
+        (Some(_), Some(_)) => difference(new.units, old.units)?.max(0),
         (None, _) => 0,
     };
     let charge_new = || match new.subject {
@@ -250,6 +280,11 @@ fn settle_row(client: &SpiClient, rule: &Rule, new: &Charged, old: &Charged) -> 
         refund_old()?;
         charge_new()
     }
+}
+
+/// `a - b` of two amounts (never negative, so it cannot overflow; checked all the same).
+fn difference(a: i64, b: i64) -> QResult<i64> {
+    a.checked_sub(b).ok_or_else(|| QuotaError::overflow("a row's change of amount"))
 }
 
 /// Charges a row to its subject: the table's account first, then the counter (consume), the
@@ -278,8 +313,27 @@ fn row_uuid(row: Option<AnyElement>, column: Option<&str>, table_name: Option<&s
 fn row_units(row: Option<AnyElement>, amount: Option<&str>, table_name: Option<&str>) -> Result<i64, ErrorReport> {
     sql_call(|| {
         let row = composite(required(row, "row")?)?;
-        units_of(&row, required(amount, "amount")?, required(table_name, "table_name")?)
+        let (amount, table_name) = (required(amount, "amount")?, required(table_name, "table_name")?);
+        units(amount_of(&row, amount, table_name)?.as_ref(), table_name, amount)
     })
+}
+
+/// The units an amount is charged: NULL counts 0, a fraction is rounded up (0.4 MB is
+/// charged as 1); a negative, NaN or out-of-range amount is refused.
+fn units(amount: Option<&Amount>, table_name: &str, column: &str) -> QResult<i64> {
+    let refused = |what: String| QuotaError::invalid(format!("quota.enforce: {table_name}.{column} {what}"));
+    match amount {
+        None => Ok(0),
+        Some(Amount::Whole(units)) if *units < 0 => Err(refused(format!("is negative ({units})"))),
+        Some(Amount::Whole(units)) => Ok(*units),
+        Some(Amount::Numeric(value)) => match value.sign() {
+            Sign::NaN => Err(refused("is NaN, not an amount".into())),
+            Sign::Negative => Err(refused(format!("is negative ({value})"))),
+            Sign::Zero | Sign::Positive => {
+                i64::try_from(value.ceil()).map_err(|_| refused(format!("({value}) is out of range for a bigint amount")))
+            }
+        },
+    }
 }
 
 fn uuid_of<A: WhoAllocated>(row: &PgHeapTuple<'_, A>, column: &str, table_name: &str) -> QResult<Option<Uuid>> {
@@ -290,43 +344,27 @@ fn uuid_of<A: WhoAllocated>(row: &PgHeapTuple<'_, A>, column: &str, table_name: 
     row.get_by_index::<Uuid>(attnum).map_err(QuotaError::internal)
 }
 
-fn units_of<A: WhoAllocated>(row: &PgHeapTuple<'_, A>, amount: &str, table_name: &str) -> QResult<i64> {
+/// The amount of a version of a row as written: the rule's fixed amount, or its column's
+/// value (None for NULL).
+fn amount_of<A: WhoAllocated>(row: &PgHeapTuple<'_, A>, amount: &str, table_name: &str) -> QResult<Option<Amount>> {
     if !amount.is_empty() && amount.bytes().all(|b| b.is_ascii_digit()) {
         return amount
             .parse::<i64>()
+            .map(|units| Some(Amount::Whole(units)))
             .map_err(|_| QuotaError::invalid(format!("quota.enforce: amount {amount} is out of range for type bigint")));
     }
     let (attnum, type_oid) = attribute(row, amount, table_name)?;
-    let units = match type_oid {
+    let whole = match type_oid {
         pg_sys::INT2OID => row.get_by_index::<i16>(attnum).map(|v| v.map(i64::from)),
         pg_sys::INT4OID => row.get_by_index::<i32>(attnum).map(|v| v.map(i64::from)),
         pg_sys::INT8OID => row.get_by_index::<i64>(attnum),
         pg_sys::NUMERICOID => {
             let value = row.get_by_index::<AnyNumeric>(attnum).map_err(QuotaError::internal)?;
-            return value.map_or(Ok(0), |value| numeric_units(&value, table_name, amount));
+            return Ok(value.map(Amount::Numeric));
         }
         _ => return Err(QuotaError::wrong_column_type(table_name, amount, "an integer or numeric type")),
-    }
-    .map_err(QuotaError::internal)?
-    .unwrap_or(0);
-    non_negative(units, table_name, amount)
-}
-
-fn numeric_units(value: &AnyNumeric, table_name: &str, column: &str) -> QResult<i64> {
-    if value.is_nan() {
-        return Err(QuotaError::invalid(format!("quota.enforce: {table_name}.{column} is NaN, not an amount")));
-    }
-    let units = i64::try_from(value.ceil()).map_err(|_| {
-        QuotaError::invalid(format!("quota.enforce: {table_name}.{column} ({value}) is out of range for a bigint amount"))
-    })?;
-    non_negative(units, table_name, column)
-}
-
-fn non_negative(units: i64, table_name: &str, column: &str) -> QResult<i64> {
-    if units < 0 {
-        return Err(QuotaError::invalid(format!("quota.enforce: {table_name}.{column} is negative ({units})")));
-    }
-    Ok(units)
+    };
+    Ok(whole.map_err(QuotaError::internal)?.map(Amount::Whole))
 }
 
 fn composite(row: AnyElement) -> QResult<PgHeapTuple<'static, AllocatedByRust>> {
@@ -339,8 +377,14 @@ fn composite(row: AnyElement) -> QResult<PgHeapTuple<'static, AllocatedByRust>> 
 
 /// The attribute number and exact type of a live column.
 fn attribute<A: WhoAllocated>(row: &PgHeapTuple<'_, A>, column: &str, table_name: &str) -> QResult<(NonZeroUsize, Oid)> {
-    row.attributes()
+    let (attnum, att) = row
+        .attributes()
         .find(|(_, att)| !att.attisdropped && att.name() == column)
-        .map(|(attnum, att)| (attnum, att.atttypid))
-        .ok_or_else(|| QuotaError::missing_column(table_name, column))
+        .ok_or_else(|| QuotaError::missing_column(table_name, column))?;
+    // PostgreSQL 18 computes a virtual generated column only where a query reads it: a
+    // trigger's row has no value for it, and the row would be charged nothing.
+    if att.attgenerated as u8 == b'v' {
+        return Err(QuotaError::virtual_column(table_name, column));
+    }
+    Ok((attnum, att.atttypid))
 }

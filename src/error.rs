@@ -127,6 +127,16 @@ impl QuotaError {
             .with_hint("Only columns of the built-in types are read: a domain or a type of your own is refused.")
     }
 
+    /// 0A000: a trigger's column is a virtual generated column (PostgreSQL 18), which has no
+    /// value in a trigger's row: it would charge nothing.
+    pub fn virtual_column(table_name: &str, column: &str) -> Self {
+        Self::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("quota.enforce: {table_name}.{column} is a virtual generated column, which a trigger cannot read"),
+        )
+        .with_hint("Declare it GENERATED ALWAYS AS (...) STORED, or charge a column it is computed from.")
+    }
+
     /// 42704: a grant that does not exist.
     pub fn unknown_grant(grant_id: impl std::fmt::Display) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("unknown grant {grant_id}"))

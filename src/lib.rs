@@ -118,6 +118,36 @@ mod tests {
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM quota.usage(gen_random_uuid())")?, Some(1));
         Ok(())
     }
+
+    /// A virtual generated column (PostgreSQL 18) has no value in a trigger's row, so a row
+    /// would be charged nothing: quota.enforce_on refuses one as the subject or the amount,
+    /// and a trigger attached by hand refuses the first row it reads. A stored one is charged.
+    #[cfg(feature = "pg18")]
+    #[pg_test]
+    fn enforce_refuses_virtual_generated_columns() -> Result<(), spi::Error> {
+        Spi::run("SELECT quota.create_plan('p', '{\"storage\": {\"limit\": 100, \"per\": \"lifetime\"}}', is_default => true)")?;
+        Spi::run(
+            "CREATE FUNCTION pg_temp.sqlstate(statement text) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN EXECUTE statement; RETURN 'ok'; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END $$",
+        )?;
+        let sqlstate = |statement: &str| Spi::get_one_with_args::<String>("SELECT pg_temp.sqlstate($1)", &[statement.into()]);
+        Spi::run(
+            "CREATE TABLE files (owner uuid, user_id uuid GENERATED ALWAYS AS (owner) VIRTUAL, content text,
+                                 size_virtual int GENERATED ALWAYS AS (length(content)) VIRTUAL,
+                                 size_stored int GENERATED ALWAYS AS (length(content)) STORED)",
+        )?;
+        assert_eq!(sqlstate("SELECT quota.enforce_on('files', 'storage', 'owner', 'size_virtual')")?.as_deref(), Some("0A000"));
+        assert_eq!(sqlstate("SELECT quota.enforce_on('files', 'storage', 'user_id', 'size_stored')")?.as_deref(), Some("0A000"));
+        Spi::run("CREATE TRIGGER by_hand AFTER INSERT ON files FOR EACH ROW EXECUTE FUNCTION quota.enforce('storage', 'owner', 'size_virtual')")?;
+        let insert = "INSERT INTO files (owner, content) VALUES ('00000000-0000-0000-0000-000000000001', repeat('x', 7))";
+        assert_eq!(sqlstate(insert)?.as_deref(), Some("0A000"));
+        Spi::run("DROP TRIGGER by_hand ON files")?;
+        Spi::run("SELECT quota.enforce_on('files', 'storage', 'owner', 'size_stored')")?;
+        Spi::run(insert)?;
+        let used = "SELECT used FROM quota.usage('00000000-0000-0000-0000-000000000001') WHERE metric = 'storage'";
+        assert_eq!(Spi::get_one::<i64>(used)?, Some(7));
+        Ok(())
+    }
 }
 
 /// Required by `cargo pgrx test`.

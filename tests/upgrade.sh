@@ -78,6 +78,15 @@ SELECT quota.assign_plan('00000000-0000-0000-0000-000000000006', 'rated');
 SELECT quota.consume('00000000-0000-0000-0000-000000000006', 'hits') FROM generate_series(1, 2);
 SQL
   fi
+  # From 0.6.0 on (one enforce trigger per table): a disabled one, which the update to 0.22.0
+  # replaces (every UPDATE) and must leave disabled.
+  if [ "$(printf '%s\n' "$old" 0.6.0 | sort -V | head -n 1)" = 0.6.0 ]; then
+    psql -d "$db" >/dev/null <<'SQL'
+CREATE TABLE public.drafts (id serial PRIMARY KEY, user_id uuid NOT NULL);
+SELECT quota.enforce_on('public.drafts', 'projects');
+ALTER TABLE public.drafts DISABLE TRIGGER quota_enforce_projects;
+SQL
+  fi
   rows "$db" >target/upgrade-before.rows
   files_before=$(storage "$db" "$(rewrite_allowed "$old")")
   psql -d "$db" -c "ALTER EXTENSION pg_quota UPDATE"
@@ -144,6 +153,25 @@ BEGIN
     DELETE FROM public.projects WHERE id = 1;
     IF (SELECT used FROM quota.usage('00000000-0000-0000-0000-000000000005') WHERE metric = 'projects') <> 2 THEN
         RAISE EXCEPTION 'a delete after the upgrade did not give back: %', (SELECT array_agg(u) FROM quota.usage('00000000-0000-0000-0000-000000000005') AS u);
+    END IF;
+    -- 0.22.0: enforce triggers fire on every UPDATE, so a row that the table's own BEFORE
+    -- trigger hands to another subject is charged there; a disabled one stays disabled.
+    IF EXISTS (SELECT FROM pg_trigger WHERE tgfoid = 'quota.enforce()'::regprocedure AND array_length(tgattr::int2[], 1) > 0) THEN
+        RAISE EXCEPTION 'an enforce trigger still fires only on updates of its columns: %',
+            (SELECT array_agg(pg_get_triggerdef(oid)) FROM pg_trigger WHERE tgfoid = 'quota.enforce()'::regprocedure);
+    END IF;
+    IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = to_regclass('public.drafts') AND tgenabled <> 'D') THEN
+        RAISE EXCEPTION 'the upgrade enabled a disabled enforce trigger';
+    END IF;
+    PERFORM quota.assign_plan('00000000-0000-0000-0000-000000000008', 'team');
+    CREATE FUNCTION public.projects_to_8() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN NEW.user_id := '00000000-0000-0000-0000-000000000008'; RETURN NEW; END $f$;
+    CREATE TRIGGER projects_to_8 BEFORE UPDATE ON public.projects FOR EACH ROW EXECUTE FUNCTION public.projects_to_8();
+    UPDATE public.projects SET id = id WHERE id = 2;
+    IF (SELECT used FROM quota.usage('00000000-0000-0000-0000-000000000008') WHERE metric = 'projects') <> 1
+       OR (SELECT used FROM quota.usage('00000000-0000-0000-0000-000000000005') WHERE metric = 'projects') <> 1 THEN
+        RAISE EXCEPTION 'a row moved by a BEFORE trigger after the upgrade was not charged: %',
+            (SELECT array_agg(u) FROM quota.usage('00000000-0000-0000-0000-000000000008') AS u);
     END IF;
     PERFORM quota.grant('00000000-0000-0000-0000-000000000001', 'credits', 5);
     d := quota.consume('00000000-0000-0000-0000-000000000001', 'credits', 1, idempotency_key => 'before-upgrade');

@@ -115,9 +115,50 @@ DELETE FROM public.exports_of;
 SELECT metric, used FROM quota.usage(s(118)) WHERE metric = 'exports'
 UNION ALL SELECT metric, used FROM quota.usage(s(119)) WHERE metric = 'exports';
 
+-- 4. Found in the review of 0.21.0. (a) A table's own BEFORE trigger that sets the amount or
+-- the subject, on an update naming neither: a trigger on UPDATE OF its columns never fired,
+-- and a document grew to 500 MB within a limit of 100. It fires on every UPDATE now.
+SELECT quota.assign_plan(s(n), 'guarded') FROM generate_series(1110, 1112) AS n;
+CREATE TABLE public.documents (id serial PRIMARY KEY, user_id uuid, content text, size_mb int);
+CREATE FUNCTION public.document_size() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.size_mb := pg_catalog.length(NEW.content); RETURN NEW; END $$;
+CREATE TRIGGER document_size BEFORE INSERT OR UPDATE ON public.documents FOR EACH ROW EXECUTE FUNCTION public.document_size();
+SELECT quota.enforce_on('public.documents', 'storage_mb', amount => 'size_mb');
+SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'public.documents'::regclass AND tgname LIKE 'quota%';
+INSERT INTO public.documents (user_id, content) VALUES (s(1110), repeat('x', 10));
+UPDATE public.documents SET content = repeat('x', 90);
+SELECT used FROM quota.usage(s(1110)) WHERE metric = 'storage_mb';
+SELECT regexp_replace(try($$UPDATE public.documents SET content = repeat('x', 500)$$), '\{.*\}', '{...}');
+-- A BEFORE trigger that hands the row to another subject moves its charge (lifetime: the
+-- new owner is charged the whole row, the old one gets it back).
+CREATE FUNCTION public.document_owner() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.user_id := '00000000-0000-0000-0000-000000001111'; RETURN NEW; END $$;
+CREATE TRIGGER document_owner BEFORE UPDATE ON public.documents FOR EACH ROW EXECUTE FUNCTION public.document_owner();
+UPDATE public.documents SET content = content;
+SELECT u.subject = s(1110) AS first_owner, u.used FROM (SELECT s(1110) AS subject UNION ALL SELECT s(1111)) AS o,
+       LATERAL (SELECT o.subject, used FROM quota.usage(o.subject) WHERE metric = 'storage_mb') AS u ORDER BY 1 DESC;
+-- An update that changes neither column charges nothing.
+UPDATE public.documents SET content = content;
+SELECT used FROM quota.usage(s(1111)) WHERE metric = 'storage_mb';
+-- (b) Amounts no row can be charged, in rows written before enforce_on attached the trigger:
+-- they were charged nothing, so they give nothing back, and their rows can still be updated,
+-- fixed and deleted (on 0.21.0 each such write failed with 22023). A new amount that cannot
+-- be charged is refused as before, a negative fraction too (0.21.0 rounded -0.4 up to 0).
+CREATE TABLE public.legacy_files (id serial PRIMARY KEY, user_id uuid, size_mb numeric, note text);
+INSERT INTO public.legacy_files (user_id, size_mb) VALUES (s(1112), -3), (s(1112), 'NaN'), (s(1112), 1e30);
+SELECT quota.enforce_on('public.legacy_files', 'storage_mb', amount => 'size_mb');
+UPDATE public.legacy_files SET note = 'seen';
+UPDATE public.legacy_files SET size_mb = 4 WHERE size_mb = -3;
+DELETE FROM public.legacy_files WHERE size_mb = 'NaN' OR size_mb > 1e20;
+SELECT used, (SELECT sum(size_mb) FROM public.legacy_files) AS stored FROM quota.usage(s(1112)) WHERE metric = 'storage_mb';
+SELECT try($$UPDATE public.legacy_files SET size_mb = -1$$);
+SELECT try($$INSERT INTO public.legacy_files (user_id, size_mb) VALUES (s(1112), -0.4)$$);
+SELECT try($$INSERT INTO public.legacy_files (user_id, size_mb) VALUES (s(1112), 'NaN')$$);
+
 SELECT count(*) AS audit_mismatches FROM quota.audit();
 DROP TABLE public.owned_projects, public.owned_users, public.watched, public.decoys, public.projects_of_112,
-           public.files, public.slots, public.exports_of;
+           public.files, public.slots, public.exports_of, public.documents, public.legacy_files;
+DROP FUNCTION public.document_size(), public.document_owner();
 DROP CAST (public.mood AS json);
 DROP DOMAIN public.watched_uuid;
 DROP FUNCTION public.mood_json(public.mood), public.watch(uuid);
