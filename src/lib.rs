@@ -105,10 +105,18 @@ mod tests {
     use pgrx::prelude::*;
     use pgrx::spi;
 
+    /// The tests run at once, each in its own transaction, and one drops the extension: each
+    /// takes this lock first, so that none waits on another's rows while holding locks the
+    /// other needs (a deadlock).
+    fn one_at_a_time() -> Result<(), spi::Error> {
+        Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pg_quota pg_test'))")
+    }
+
     /// Kept plans and the cached OID of quota.decision must follow a DROP/CREATE EXTENSION in
     /// the same session: the old OIDs are gone afterwards.
     #[pg_test]
     fn survives_extension_recreated_in_session() -> Result<(), spi::Error> {
+        one_at_a_time()?;
         let create_plan = "SELECT quota.create_plan('p', '{\"calls\": {\"limit\": 5, \"per\": \"day\"}}', is_default => true)";
         Spi::run(create_plan)?;
         assert_eq!(Spi::get_one::<i64>("SELECT used FROM quota.consume(gen_random_uuid(), 'calls', 2)")?, Some(2));
@@ -125,7 +133,9 @@ mod tests {
     #[cfg(feature = "pg18")]
     #[pg_test]
     fn enforce_refuses_virtual_generated_columns() -> Result<(), spi::Error> {
-        Spi::run("SELECT quota.create_plan('p', '{\"storage\": {\"limit\": 100, \"per\": \"lifetime\"}}', is_default => true)")?;
+        one_at_a_time()?;
+        Spi::run("SELECT quota.create_plan('virtual_columns', '{\"storage\": {\"limit\": 100, \"per\": \"lifetime\"}}')")?;
+        Spi::run("SELECT quota.assign_plan('00000000-0000-0000-0000-000000000001', 'virtual_columns')")?;
         Spi::run(
             "CREATE FUNCTION pg_temp.sqlstate(statement text) RETURNS text LANGUAGE plpgsql AS $$
              BEGIN EXECUTE statement; RETURN 'ok'; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END $$",
