@@ -118,7 +118,9 @@ $$;
 -- at or after until. Days and months follow the zone's calendar (a day of a DST change is
 -- 23 or 25 hours); hours are exact hours on the zone's hour boundaries (the repeated hour
 -- of an autumn change is two buckets). An event belongs to the bucket
--- pg_catalog.date_trunc(bucket, instant, time_zone).
+-- pg_catalog.date_trunc(bucket, instant, time_zone). At most about 10,000 buckets (a month
+-- counted as 28 days): more is a client's mistake (an hour's buckets since the year 1 are
+-- 17.7 million rows), refused before it takes the server's time and memory.
 CREATE FUNCTION quota.analytics_buckets(bucket text, since timestamptz, until timestamptz, time_zone text DEFAULT 'UTC')
 RETURNS TABLE (bucket_start timestamptz, bucket_end timestamptz)
 LANGUAGE plpgsql STABLE
@@ -142,6 +144,11 @@ BEGIN
             HINT = 'Name an IANA time zone such as ''Europe/Paris'' (see pg_timezone_names), or ''UTC''.';
     END;
     step := ('1 ' || bucket)::interval;
+    IF pg_catalog.date_part('epoch', until - since)
+       > 10000 * pg_catalog.date_part('epoch', CASE WHEN bucket = 'month' THEN interval '28 days' ELSE step END) THEN
+        RAISE EXCEPTION 'the period from % to % has more than 10,000 % buckets', since, until, bucket USING ERRCODE = '22023',
+            HINT = 'Ask for a shorter period or a larger bucket (''day'', ''week'' or ''month'').';
+    END IF;
     IF bucket = 'hour' THEN
         -- Exact hours (an hour's interval is elapsed time whatever the session's TimeZone).
         RETURN QUERY

@@ -1,10 +1,14 @@
--- pg_quota 0.21.0 -> 0.22.0: the enforce trigger sees every UPDATE.
+-- pg_quota 0.21.0 -> 0.22.0: what reviews of the enforce trigger and of the surface signed-in
+-- users reach found.
 --
 -- quota.enforce_on attached the trigger to UPDATE OF its columns, which PostgreSQL fires only
 -- for updates that name them: a table's own BEFORE trigger that set the amount or the subject
 -- (size_mb := length(content)) grew or moved a row uncharged. It now fires on every UPDATE
 -- and returns at once when neither column changed. enforce_on also refuses a virtual
 -- generated column (PostgreSQL 18), which has no value in a trigger's row.
+-- The analytics' buckets are at most about 10,000 (a signed-in user's my_usage_history by the
+-- hour since the year 1 ran out of time or memory: HTTP 500 through PostgREST), and a pool's
+-- member no longer reads the other members' holds on the pool.
 
 -- Attaches quota.enforce() to a table, checking its arguments first: the subject column
 -- exists and is a uuid, the metric exists, the amount is a number or an integer or numeric
@@ -103,3 +107,60 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The buckets that cover [since, until): whole hours, days, ISO weeks (from Monday) or
+-- months of `time_zone`, the first one starting at or before since, the last one ending
+-- at or after until. Days and months follow the zone's calendar (a day of a DST change is
+-- 23 or 25 hours); hours are exact hours on the zone's hour boundaries (the repeated hour
+-- of an autumn change is two buckets). An event belongs to the bucket
+-- pg_catalog.date_trunc(bucket, instant, time_zone). At most about 10,000 buckets (a month
+-- counted as 28 days): more is a client's mistake (an hour's buckets since the year 1 are
+-- 17.7 million rows), refused before it takes the server's time and memory.
+CREATE OR REPLACE FUNCTION quota.analytics_buckets(bucket text, since timestamptz, until timestamptz, time_zone text DEFAULT 'UTC')
+RETURNS TABLE (bucket_start timestamptz, bucket_end timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    step interval;
+BEGIN
+    IF bucket IS NULL OR time_zone IS NULL THEN
+        RAISE EXCEPTION 'bucket and time_zone must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF bucket NOT IN ('hour', 'day', 'week', 'month') THEN
+        RAISE EXCEPTION 'unknown bucket "%"', bucket USING ERRCODE = '22023',
+            HINT = 'A bucket is ''hour'', ''day'', ''week'' or ''month''.';
+    END IF;
+    PERFORM quota.analytics_period(since, until);
+    BEGIN
+        PERFORM pg_catalog.now() AT TIME ZONE time_zone;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'unknown time zone "%"', time_zone USING ERRCODE = '22023',
+            HINT = 'Name an IANA time zone such as ''Europe/Paris'' (see pg_timezone_names), or ''UTC''.';
+    END;
+    step := ('1 ' || bucket)::interval;
+    IF pg_catalog.date_part('epoch', until - since)
+       > 10000 * pg_catalog.date_part('epoch', CASE WHEN bucket = 'month' THEN interval '28 days' ELSE step END) THEN
+        RAISE EXCEPTION 'the period from % to % has more than 10,000 % buckets', since, until, bucket USING ERRCODE = '22023',
+            HINT = 'Ask for a shorter period or a larger bucket (''day'', ''week'' or ''month'').';
+    END IF;
+    IF bucket = 'hour' THEN
+        -- Exact hours (an hour's interval is elapsed time whatever the session's TimeZone).
+        RETURN QUERY
+        SELECT b, b + step
+          FROM pg_catalog.generate_series(pg_catalog.date_trunc('hour', since, time_zone),
+                                          until - interval '1 microsecond', step) AS b;
+    ELSE
+        -- Local calendar time, stepped without a time zone, then placed in the zone.
+        RETURN QUERY
+        SELECT b AT TIME ZONE time_zone, (b + step) AT TIME ZONE time_zone
+          FROM pg_catalog.generate_series(pg_catalog.date_trunc(bucket, since AT TIME ZONE time_zone),
+                                          (until - interval '1 microsecond') AT TIME ZONE time_zone, step) AS b;
+    END IF;
+END
+$$;
+
+-- A member reads its own holds on the pool, not the other members' (their ids and keys).
+ALTER POLICY own_rows ON quota.reservations USING (subject = (SELECT quota.current_subject())
+                                                   OR (subject = (SELECT quota.my_pool()) AND member = (SELECT quota.current_subject()))
+                                                   OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);

@@ -9,8 +9,9 @@
 -- bypasses RLS. Policies are for PUBLIC, so they need no Supabase roles.
 -- (SELECT quota.current_subject()) is evaluated once per query, not per row.
 -- Pools (sql/pools.sql): a member also reads its pool's plan, counters and grants (what
--- my_usage() shows it has left), not the pool's ledger; a pool's admins read everything of
--- the pool and of its members.
+-- my_usage() shows it has left) and its own holds on the pool, not the pool's ledger nor the
+-- other members' holds (their ids and keys); a pool's admins read everything of the pool and
+-- of its members.
 CREATE POLICY own_rows ON quota.assignments  FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
                                                    OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY own_rows ON quota.overrides    FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
@@ -25,7 +26,8 @@ CREATE POLICY own_rows ON quota.grants       FOR SELECT USING (subject = (SELECT
                                                    OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY own_rows ON quota.event_grants FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = ANY ((SELECT quota.administered_subjects())::uuid[])
                                                    OR (SELECT quota.current_quota_role()) IS NOT NULL);
-CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
+CREATE POLICY own_rows ON quota.reservations FOR SELECT USING (subject = (SELECT quota.current_subject())
+                                                   OR (subject = (SELECT quota.my_pool()) AND member = (SELECT quota.current_subject()))
                                                    OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);
 CREATE POLICY own_rows ON quota.enforced_charges FOR SELECT USING (subject = (SELECT quota.current_subject()) OR subject = (SELECT quota.my_pool())
                                                    OR subject = ANY ((SELECT quota.administered_subjects())::uuid[]) OR (SELECT quota.current_quota_role()) IS NOT NULL);

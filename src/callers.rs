@@ -69,8 +69,10 @@ pub fn authorize(client: &SpiClient, needed: QuotaRole, function: &str) -> QResu
 }
 
 /// Who may act as an admin of `pool`: whoever `authorize` lets act as a pg_quota admin, the
-/// pool itself (its JWT subject: a teacher), and the subjects named with
-/// quota.set_pool_admin(). 42501 otherwise.
+/// pool itself (its JWT subject: a teacher) once an admin has put a member in it, and the
+/// subjects named with quota.set_pool_admin(). 42501 otherwise. Every user is a subject: one
+/// that is no pool may not name admins of itself, who would then read its rows beside their
+/// own as a pool's admins do.
 pub fn authorize_for_pool(client: &SpiClient, pool: Uuid, function: &str) -> QResult<Caller> {
     let db_role = db_role();
     let claims = claims();
@@ -79,7 +81,11 @@ pub fn authorize_for_pool(client: &SpiClient, pool: Uuid, function: &str) -> QRe
     }
     let subject = claims.subject.map(|subject| Uuid::from_bytes(*subject.as_bytes()));
     match subject {
-        Some(subject) if subject == pool || crate::store::pools::administers(client, pool, subject)? => Ok(Caller { db_role, claims }),
+        Some(subject)
+            if (subject == pool && crate::store::pools::has_members(client, pool)?) || crate::store::pools::administers(client, pool, subject)? =>
+        {
+            Ok(Caller { db_role, claims })
+        }
         _ => Err(QuotaError::not_pool_admin(function, pool)),
     }
 }

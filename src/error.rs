@@ -203,7 +203,7 @@ impl QuotaError {
     /// 42501: a signed-in user who neither is the pool nor administers it.
     pub fn not_pool_admin(function: &str, pool: impl std::fmt::Display) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("quota.{function} needs an admin of pool {pool}"))
-            .with_hint("The pool itself, a subject named with quota.set_pool_admin(), or a user with the admin quota_role may call it.")
+            .with_hint("The pool itself (once it has a member), a subject named with quota.set_pool_admin(), or a user with the admin quota_role may call it.")
     }
 
     /// 22023: an idempotency key reused with different arguments.

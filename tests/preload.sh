@@ -314,6 +314,21 @@ expect "calls counted after a restart" "$(value "$primary" "$port" "SELECT admit
 expect "the same call after a restart" "$(value "$primary" "$port" "$slow_call")" t
 echo "preload: a restart empties the limiter (a free burst)"
 
+# A rule a transaction resolved after changing it itself is not kept when it rolls back: the
+# backend decides by the rule in force (one an hour: true,false), not the override it saw
+# (a burst of 3 an hour: true,true). The call in the transaction asks for more than any
+# burst: denied, it moves no state.
+got=$(on "$primary" "$port" -tA <<'SQL' | grep -v '^$' | paste -sd ' ' 
+BEGIN;
+SELECT quota.set_rate_override(s(9), 'slow', '1 hour', 3, burst => 3);
+SELECT allowed FROM quota.limit_in_memory(s(9), 'slow', 1000);
+ROLLBACK;
+SELECT string_agg(d.allowed::text, ',') FROM generate_series(1, 2) AS g, LATERAL quota.limit_in_memory(s(9), 'slow', 1 + 0 * g) AS d;
+SQL
+)
+expect "the rule after a rolled-back override" "$got" "f true,false"
+echo "preload: a rolled-back change of the rules is not kept by the backend that made it"
+
 # A hot standby counts too: it writes nothing, so the limiter is all it needs.
 mkdir -p "$replica" && { [ "$(id -u)" -ne 0 ] || chown postgres "$replica"; }
 as_owner "$BIN/pg_basebackup" -h "$primary" -p "$port" -U postgres -D "$replica/data" -R -X stream -c fast
@@ -329,9 +344,22 @@ BEGIN
     PERFORM quota.limit_request();
     RAISE NOTICE 'preload: on a hot standby a burst of 15 admitted 10, and a GET through limit_request is counted';
 END \$\$"
+# The standby replays a change without its triggers: a backend there that resolved the rule
+# (one an hour: true,false) decides by the new override (a burst of 1,000 an hour: true,true)
+# once it is replayed and a second has passed, without reconnecting.
+got=$(on "$replica" "$replica_port" -tA <<SQL | grep -v '^$' | paste -sd ' ' 
+SELECT string_agg(d.allowed::text, ',') FROM generate_series(1, 2) AS g, LATERAL quota.limit_in_memory(s(8), 'slow', 1 + 0 * g) AS d;
+\! psql -X -qtA -h "$primary" -p "$port" -U postgres -d postgres -c "SELECT quota.set_rate_override(s(8), 'slow', '1 hour', 100, burst => 1000)" >/dev/null
+\! until [ "\$(psql -X -qtA -h "$replica" -p "$replica_port" -U postgres -d postgres -c "SELECT count(*) FROM quota.rate_overrides WHERE subject = s(8)")" = 1 ]; do sleep 0.1; done
+SELECT pg_sleep(1.1);
+SELECT string_agg(d.allowed::text, ',') FROM generate_series(1, 2) AS g, LATERAL quota.limit_in_memory(s(8), 'slow', 1 + 0 * g) AS d;
+SQL
+)
+expect "the standby's rule before and after a change on the primary" "$got" "true,false true,true"
+echo "preload: a hot standby's backend follows a rule changed on the primary"
 # The simulator against its reference model on this server, where its memory-limiter
 # operations run (on the suite's server they must fail with 55000).
 cargo build --release -q --manifest-path tests/harness/Cargo.toml
 PGHOST=$primary PGPORT=$port tests/harness/target/release/simulate ${SEED:+--seed "$SEED"} --ops "${SIM_OPS:-1000}" \
   --connections 4 --db pgq_simulate_preload
-echo "preload: all 12 checks passed"
+echo "preload: all 14 checks passed"

@@ -9,7 +9,11 @@
 //! the configuration changes: every committed change to plans, limits, assignments or rate
 //! overrides moves a generation counter in shared memory (sql/memory_rates.sql's triggers,
 //! `configuration_changed`), and an override's expiry ends its entry. A call that hits the
-//! cache runs no SQL at all.
+//! cache runs no SQL at all. Nothing is kept that may not be the rules committed at that
+//! generation: rules a transaction resolves after changing the configuration itself (a
+//! rollback takes its rows back), or with a snapshot older than the generation it read
+//! (REPEATABLE READ, SERIALIZABLE). On a hot standby, whose triggers never run and whose
+//! generation never moves, an entry lasts a second.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,7 +29,7 @@ use quota_rules::window::Micros;
 
 use super::{preloaded, Table};
 use crate::error::{positive_amount, required, sql_call, QResult};
-use crate::store::{counters, statement_now, timestamp, transaction_now};
+use crate::store::{counters, statement_now, timestamp, transaction_now, transaction_snapshot_is_fixed};
 
 /// Decides `amount` units of the metric's rate rules for the subject in shared memory, all
 /// or nothing: admitted by every rule (their states move) or by none (nothing moves).
@@ -96,7 +100,13 @@ fn memory_limiter_state() -> Result<
         let table = Table::attach("quota.memory_limiter_state()")?;
         let now = statement_now()?;
         let owing: usize = (0..table.sets())
-            .map(|set| table.with_sets(&[set], |sets| sets.read(set).iter().filter(|slot| slot.used && slot.tat_us > now).count()))
+            .map(|set| {
+                // Up to millions of sets, one lock each: the scan can be cancelled.
+                if set % 4096 == 0 {
+                    pg_sys::check_for_interrupts!();
+                }
+                table.with_sets(&[set], |sets| sets.read(set).iter().filter(|slot| slot.used && slot.tat_us > now).count())
+            })
             .sum();
         let (admitted, limited, lossy) = table.counters();
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -124,9 +134,15 @@ struct CachedRules {
 /// Entries a backend keeps at most; past that the cache starts over.
 const MAX_CACHED: usize = 10_000;
 
+/// How long a hot standby keeps resolved rules: it replays the primary's changes without
+/// running their triggers, so its generation never moves.
+const STANDBY_RULES_LIFE_US: Micros = 1_000_000;
+
 thread_local! {
     static CACHE: RefCell<HashMap<(Uuid, String), CachedRules>> = RefCell::new(HashMap::new());
     static CACHE_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether this transaction changed the configuration (until it commits or aborts).
+    static CHANGED_IN_TRANSACTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[pg_guard]
@@ -143,8 +159,12 @@ fn rules_in_force(table: &Table, subject: Uuid, metric: &str, now: Micros) -> QR
         unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_rules), pg_sys::Datum::from(0)) };
         CACHE_CALLBACK.with(|registered| registered.set(true));
     }
+    // Its own uncommitted configuration: resolved, never read from the cache or kept there.
+    if CHANGED_IN_TRANSACTION.with(std::cell::Cell::get) {
+        return Ok(Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?.rates);
+    }
     // Read before resolving: a change committed after this read moves the generation again,
-    // so what is resolved from an older snapshot is never kept under a newer generation.
+    // so what a statement's fresh snapshot resolves is never kept under a newer generation.
     let generation = table.generation();
     let key = (subject, metric.to_string());
     let hit = CACHE.with(|cache| {
@@ -158,12 +178,23 @@ fn rules_in_force(table: &Table, subject: Uuid, metric: &str, now: Micros) -> QR
         return Ok(rules);
     }
     let governing = Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?;
+    // The transaction's snapshot may be older than the generation read: not kept.
+    if transaction_snapshot_is_fixed() {
+        return Ok(governing.rates);
+    }
+    // SAFETY: reads the shared recovery state; valid in any backend.
+    let until = if unsafe { pg_sys::RecoveryInProgress() } {
+        let life_end = now.checked_add(STANDBY_RULES_LIFE_US).unwrap_or(Micros::MAX);
+        Some(governing.rates_until.map_or(life_end, |until| until.min(life_end)))
+    } else {
+        governing.rates_until
+    };
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
-        cache.insert(key, CachedRules { generation, rules: governing.rates.clone(), until: governing.rates_until });
+        cache.insert(key, CachedRules { generation, rules: governing.rates.clone(), until });
     });
     Ok(governing.rates)
 }
@@ -171,11 +202,18 @@ fn rules_in_force(table: &Table, subject: Uuid, metric: &str, now: Micros) -> QR
 /// Called by the statement triggers of sql/memory_rates.sql on every change to what decides
 /// a subject's rate rules: moves the configuration generation when the transaction commits
 /// (then every backend resolves again), nothing when it rolls back or without the preload.
+/// Until then this backend resolves the rules afresh on every call (they are its own
+/// uncommitted rows). A transaction prepared for two-phase commit moves nothing when it is
+/// committed (docs: run it by hand then).
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn configuration_changed() {
-    if preloaded() {
-        pgrx::register_xact_callback(PgXactCallbackEvent::Commit, super::bump_generation);
+    if preloaded() && !CHANGED_IN_TRANSACTION.with(|changed| changed.replace(true)) {
+        pgrx::register_xact_callback(PgXactCallbackEvent::Commit, || {
+            CHANGED_IN_TRANSACTION.with(|changed| changed.set(false));
+            super::bump_generation();
+        });
+        pgrx::register_xact_callback(PgXactCallbackEvent::Abort, || CHANGED_IN_TRANSACTION.with(|changed| changed.set(false)));
     }
 }
 
@@ -203,11 +241,15 @@ fn decide(table: &Table, rules: &[(RateRule, MemoryKey)], now: Micros, amount: i
             Err(retry_at) => return (Err(retry_at), 0),
         };
         let mut lossy = 0;
+        let mut written: Vec<(usize, usize)> = Vec::with_capacity(rules.len());
         for (((_, key), &set), tat_us) in rules.iter().zip(&sets).zip(&tats) {
-            // Read again: an earlier rule of this call may have taken a slot of the same set.
-            let placement = place(&locked.read(set), key, now);
+            // Read again: an earlier rule of this call may have taken a slot of the same set,
+            // which this one must not take back.
+            let keep: Vec<usize> = written.iter().filter(|(written_set, _)| *written_set == set).map(|(_, way)| *way).collect();
+            let placement = place(&locked.read(set), key, now, &keep);
             lossy += u64::from(matches!(placement, Placement::Evict(_)));
             locked.write(set, placement.slot(), Slot { key: *key, tat_us: *tat_us, used: true });
+            written.push((set, placement.slot()));
         }
         let remaining = rules.iter().zip(&tats).map(|((rule, _), tat)| rule.remaining(Some(*tat), now)).min();
         (Ok(remaining), lossy)

@@ -124,6 +124,9 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    // Every pg_quota.* setting is defined above: a misspelt one in postgresql.conf is reported.
+    // SAFETY: called once in _PG_init, after the settings are defined, as PostgreSQL asks.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_quota".as_ptr()) };
     journal::register_worker();
     // SAFETY: hooks are installed once, in the postmaster's _PG_init, chaining the previous.
     unsafe {
@@ -184,6 +187,15 @@ fn header(feature: &str) -> QResult<&'static Header> {
     unsafe { block.as_ref() }.ok_or_else(|| QuotaError::not_preloaded(feature))
 }
 
+/// The block's bytes after its header (the sets, then the journal's records), from the
+/// pointer the block was attached at: a pointer derived from `&Header` may reach only the
+/// header's own bytes.
+fn block_after_header() -> *mut u8 {
+    // SAFETY: only called on an attached block (through a Table or a Journal), which is
+    // larger than its header.
+    unsafe { HEADER.load(Ordering::Acquire).add(1).cast::<u8>() }
+}
+
 /// Moves the configuration generation (a transaction that changed the configuration has
 /// committed). Runs in a commit callback: nothing here may raise.
 pub fn bump_generation() {
@@ -215,7 +227,7 @@ impl LockedSets<'_> {
         assert!(set < self.table.header.sets, "set {set} of {}", self.table.header.sets);
         assert!(self.locks.contains(&(set % LOCKS)), "set {set} read without its lock");
         // SAFETY: the sets follow the header in the block, which holds `sets` of them.
-        unsafe { std::ptr::from_ref(self.table.header).add(1).cast::<[Slot; WAYS]>().cast_mut().add(set) }
+        unsafe { block_after_header().cast::<[Slot; WAYS]>().add(set) }
     }
 
     pub fn read(&self, set: usize) -> [Slot; WAYS] {
@@ -308,12 +320,7 @@ impl Journal {
         // SAFETY: the records follow the limiter's sets in the block; the ring state and the
         // records are only touched under the journal's lock, which is held.
         unsafe {
-            let records = std::ptr::from_ref(header)
-                .add(1)
-                .cast::<[Slot; WAYS]>()
-                .add(header.sets)
-                .cast::<Denial>()
-                .cast_mut();
+            let records = block_after_header().cast::<[Slot; WAYS]>().add(header.sets).cast::<Denial>();
             body(&mut *header.journal.get(), std::slice::from_raw_parts_mut(records, header.journal_capacity))
         }
     }

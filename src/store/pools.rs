@@ -156,6 +156,9 @@ thread_local! {
     static REMOVE_ADMIN: Kept = const { Kept::new(
         "DELETE FROM quota.pool_admins WHERE pool = $pool AND admin = $admin",
     ) };
+    static HAS_MEMBERS: Kept = const { Kept::new(
+        "SELECT EXISTS (SELECT FROM quota.pool_members WHERE pool = $pool) AS has_members",
+    ) };
     static ADMINISTERS: Kept = const { Kept::new(
         "SELECT EXISTS (SELECT FROM quota.pool_admins WHERE pool = $pool AND admin = $admin) AS admin",
     ) };
@@ -374,6 +377,11 @@ pub fn clear_cap(client: &SpiClient, pool: Uuid, metric: &str, member: Option<Uu
 pub fn set_admin(client: &SpiClient, pool: Uuid, admin: Uuid, is_admin: bool) -> QResult<()> {
     let statement = if is_admin { &ADD_ADMIN } else { &REMOVE_ADMIN };
     query(client, statement, [("pool", pool.into()), ("admin", admin.into())], |_| Ok(())).map(drop)
+}
+
+/// Whether `pool` has a member: a subject is a pool once an admin has put one in it.
+pub fn has_members(client: &SpiClient, pool: Uuid) -> QResult<bool> {
+    the_row(query_row(client, &HAS_MEMBERS, [("pool", pool.into())], |row| not_null(row, "has_members"))?)
 }
 
 /// Whether `admin` is named as an admin of `pool`.

@@ -79,16 +79,21 @@ impl Placement {
     }
 }
 
-/// Finds `key` in its set, or the slot it would take at `now`.
-pub fn place(set: &[Slot; WAYS], key: &MemoryKey, now: Micros) -> Placement {
+/// Finds `key` in its set, or the slot it would take at `now`: not one of `keep`, the slots
+/// the same call wrote for its other rules, whose eviction would hand that call's own
+/// subject a free burst.
+pub fn place(set: &[Slot; WAYS], key: &MemoryKey, now: Micros, keep: &[usize]) -> Placement {
     if let Some(way) = set.iter().position(|slot| slot.used && slot.key == *key) {
         return Placement::Found(way);
     }
     if let Some(way) = set.iter().position(|slot| !slot.used || slot.tat_us <= now) {
         return Placement::Free(way);
     }
-    let (way, _) = set.iter().enumerate().min_by_key(|(_, slot)| slot.tat_us).expect("WAYS > 0");
-    Placement::Evict(way)
+    let owing_least = |skip: &[usize]| {
+        set.iter().enumerate().filter(|(way, _)| !skip.contains(way)).min_by_key(|(_, slot)| slot.tat_us).map(|(way, _)| way)
+    };
+    // Only a call with more rules in one set than the set has ways takes back one of its own.
+    Placement::Evict(owing_least(keep).or_else(|| owing_least(&[])).expect("WAYS > 0"))
 }
 
 /// The state a key has in its set: None when absent (a full bucket).
@@ -123,19 +128,21 @@ mod tests {
     fn a_stored_key_is_found_before_anything_is_taken() {
         let mut set = full_set([50; WAYS]);
         set[0].used = false;
-        assert_eq!(place(&set, &key(4), 100), Placement::Found(3));
+        assert_eq!(place(&set, &key(4), 100, &[]), Placement::Found(3));
     }
 
     #[test]
     fn a_new_key_takes_an_empty_slot_then_a_full_bucket_then_the_least_debt() {
         let mut set = full_set([500, 400, 300, 900, 800, 700, 600, 550]);
         set[5].used = false;
-        assert_eq!(place(&set, &key(99), 100), Placement::Free(5));
+        assert_eq!(place(&set, &key(99), 100, &[]), Placement::Free(5));
         let set = full_set([500, 400, 300, 900, 800, 700, 600, 550]);
         // At 450, the buckets of the keys in ways 1 and 2 are full again.
-        assert_eq!(place(&set, &key(99), 450), Placement::Free(1));
-        // At 100 every bucket owes; way 2 owes least.
-        assert_eq!(place(&set, &key(99), 100), Placement::Evict(2));
+        assert_eq!(place(&set, &key(99), 450, &[]), Placement::Free(1));
+        // At 100 every bucket owes; way 2 owes least, then way 1.
+        assert_eq!(place(&set, &key(99), 100, &[]), Placement::Evict(2));
+        // Way 2 was written by the same call for another of its rules: the next least.
+        assert_eq!(place(&set, &key(99), 100, &[2]), Placement::Evict(1));
     }
 
     #[test]
@@ -182,7 +189,7 @@ mod tests {
                     _ => {}
                 }
                 if let RateOutcome::Admitted { tat_after } = in_table {
-                    let placement = place(&set, &key(n), now);
+                    let placement = place(&set, &key(n), now, &[]);
                     if matches!(placement, Placement::Evict(_)) {
                         lossy += 1;
                     }

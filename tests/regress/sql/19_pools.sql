@@ -233,6 +233,14 @@ SELECT c.caller,
        pg_temp.request('authenticated', c.claims, $$SELECT quota.set_pool_cap(s(190100), 'ai', 7)$$) AS set_cap,
        pg_temp.request('authenticated', c.claims, $$SELECT quota.join_pool(s(190100), s(190107))$$) AS join_pool
   FROM pool_callers AS c ORDER BY c.caller;
+-- A member reads its own holds on the pool, not the other members' (their ids and keys); the
+-- teacher reads them all. A user whose subject is no pool (no member) cannot name admins of
+-- itself, who would then read its rows beside their own.
+SELECT m.n AS reader, pg_temp.request('authenticated', pg_temp.user_claims(m.n),
+           $$SELECT coalesce(string_agg(DISTINCT right(member::text, 6), ','), 'none') FROM quota.reservations WHERE subject = s(190100)$$) AS holds_on_the_pool
+  FROM (VALUES (190100), (190103), (190104), (190102)) AS m (n) ORDER BY 1;
+SELECT pg_temp.request('authenticated', pg_temp.user_claims(190301), $$SELECT quota.set_pool_admin(s(190301), s(190101))$$) AS names_an_admin_of_itself;
+SELECT count(*) AS admins_of_190301 FROM quota.pool_admins WHERE pool = s(190301);
 -- A member may leave by itself; the administration trail names who did what.
 SELECT pg_temp.request('authenticated', pg_temp.user_claims(190105), $$SELECT quota.leave_pool(s(190100), s(190105))$$) AS leaves_itself;
 SELECT action, count(*) FROM quota.admin_changes

@@ -250,6 +250,14 @@ SELECT n, try(statement) FROM (VALUES
     (28, $$SELECT * FROM quota.plan_distribution('-1 day')$$),
     (29, $$SELECT * FROM quota.active_subjects('day', '2025-03-01', '2025-03-02', 'Mars/Olympus_Mons')$$),
     (30, $$SELECT * FROM quota.active_subjects('day', '2025-03-01', '2025-03-02', NULL)$$),
-    (31, $$SELECT * FROM quota.active_subjects('minute', '2025-03-01', '2025-03-02')$$)
+    (31, $$SELECT * FROM quota.active_subjects('minute', '2025-03-01', '2025-03-02')$$),
+    (32, $$SELECT * FROM quota.usage_history(s(220001), 'ana_calls', 'hour', '1900-01-01', '2025-03-01')$$),
+    (33, $$SELECT * FROM quota.active_subjects('hour', '2024-01-01', '2025-03-01')$$),
+    (34, $$SELECT * FROM quota.analytics_buckets('month', '1900-01-01', '2900-01-01')$$)
   ) AS t(n, statement) ORDER BY n;
 \set VERBOSITY default
+-- At most about 10,000 buckets a call: 32-34 ask for more (an hour's buckets since the year 1
+-- are 17.7 million rows, which ran a signed-in user's my_usage_history out of time or memory:
+-- HTTP 500 through PostgREST). Exactly 10,000 hours is one call.
+SELECT count(*) AS hours FROM quota.analytics_buckets('hour', '2025-01-01 00:00+00', timestamptz '2025-01-01 00:00+00' + interval '10000 hours');
+SELECT try($$SELECT count(*) FROM quota.analytics_buckets('hour', '2025-01-01 00:00+00', timestamptz '2025-01-01 00:00+00' + interval '10001 hours')$$) AS one_more;

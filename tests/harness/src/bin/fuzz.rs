@@ -42,7 +42,8 @@ const IN_APP_SUPPORT: &str = "usage";
 /// (sql/analytics.sql); usage_history and forecast also of its own subject (first argument).
 const ANALYTICS_OF_ALL: [&str; 5] = ["top_consumers", "denial_spikes", "rate_limit_hits", "plan_distribution", "active_subjects"];
 /// A pool's functions, which a signed-in user may also call for the pool that is its own
-/// subject (their first argument); and leave_pool, also for itself (its second).
+/// subject (their first argument) once it has a member; and leave_pool, also for itself (its
+/// second).
 const POOL_ADMIN: [&str; 4] = ["set_pool_cap", "clear_pool_cap", "set_pool_admin", "allocate"];
 /// Functions that must return a value whenever they do not raise.
 const NEVER_NULL: [&str; 19] = [
@@ -277,6 +278,13 @@ fn main() {
                 )
                 .map(|row| row.get::<_, bool>(0))
                 .unwrap_or(false);
+        // A signed-in user acts as the admin of its own subject only once that is a pool.
+        let own_pool_has_members = signed_in.as_ref().is_some_and(|(text, _)| text.contains(SUBJECT))
+            && POOL_ADMIN.contains(&function.name.as_str())
+            && client
+                .query_one("SELECT EXISTS (SELECT FROM quota.pool_members WHERE pool::text = $1)", &[&values[0]])
+                .map(|row| row.get::<_, bool>(0))
+                .unwrap_or(false);
         if let Some((text, _)) = &signed_in {
             let begun = client.batch_execute("SET LOCAL ROLE authenticated")
                 .and_then(|()| client.execute("SELECT set_config('request.jwt.claims', $1, true)", &[text]).map(drop));
@@ -298,7 +306,7 @@ fn main() {
                         IN_APP_SUPPORT => role.is_some(),
                         name if ANALYTICS_OF_ALL.contains(&name) => role.is_some(),
                         "usage_history" | "forecast" => role.is_some() || own(0),
-                        name if POOL_ADMIN.contains(&name) => admin || own(0) || named_admin,
+                        name if POOL_ADMIN.contains(&name) => admin || (own(0) && own_pool_has_members) || named_admin,
                         "leave_pool" => admin || own(0) || own(1) || named_admin,
                         _ => true,
                     };
