@@ -3,8 +3,10 @@
 --   ALTER ROLE authenticator SET pgrst.db_pre_request = 'quota.limit_request';
 --   ALTER ROLE authenticator SET quota.request_metric = 'api_requests';   -- the default
 -- Each request is one unit of that metric for its subject: the JWT's sub when signed in,
--- else quota.subject_for('ip:' || the client address), the first entry of the
--- X-Forwarded-For header PostgREST passes on ('ip:unknown' without one). Over a rate rule
+-- else quota.subject_for('ip:' || the client address) from the X-Forwarded-For header
+-- PostgREST passes on ('ip:unknown' without one): its first entry, or, with the setting
+-- quota.trusted_proxies = N (proxies in front of PostgREST that each append the address
+-- they were called from), the N-th from the right, the one no client can write. Over a rate rule
 -- or the quota, the request is HTTP 429 with Retry-After (quota.raise_denied()).
 -- PostgREST runs GET and HEAD in read-only transactions, where no table can be written.
 -- When pg_quota is preloaded (shared_preload_libraries), a GET takes its unit from the
@@ -21,12 +23,20 @@ DECLARE
     request_metric constant text := coalesce(metric, nullif(current_setting('quota.request_metric', true), ''), 'api_requests');
     caller uuid := quota.current_subject();
     client_address text;
+    addresses text[];
+    proxies constant text := nullif(current_setting('quota.trusted_proxies', true), '');
     in_memory record;
     d quota.decision;
 BEGIN
     IF caller IS NULL THEN
-        client_address := left(btrim(split_part(
-            coalesce(nullif(current_setting('request.headers', true), ''), '{}')::json ->> 'x-forwarded-for', ',', 1)), 200);
+        IF proxies !~ '^[0-9]{1,3}$' THEN
+            RAISE EXCEPTION 'quota.trusted_proxies must be a whole number of proxies, not "%"', proxies USING ERRCODE = '22023',
+                HINT = 'ALTER ROLE authenticator SET quota.trusted_proxies = 1 (one proxy that appends to X-Forwarded-For), or RESET it.';
+        END IF;
+        addresses := pg_catalog.string_to_array(
+            coalesce(nullif(current_setting('request.headers', true), ''), '{}')::json ->> 'x-forwarded-for', ',');
+        client_address := left(btrim(CASE WHEN coalesce(proxies::int, 0) = 0 THEN addresses[1]
+                                          ELSE addresses[greatest(pg_catalog.cardinality(addresses) - proxies::int + 1, 1)] END), 200);
         caller := quota.subject_for('ip:' || coalesce(nullif(client_address, ''), 'unknown'));
     END IF;
     IF current_setting('transaction_read_only') = 'on' THEN

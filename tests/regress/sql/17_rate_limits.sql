@@ -147,6 +147,24 @@ BEGIN READ ONLY;
 SELECT set_config('request.method', 'GET', true), set_config('request.headers', '{"x-forwarded-for": "203.0.113.9"}', true);
 SELECT error_state, detail -> 'status' AS status FROM pg_temp.postgrest_error($$SELECT quota.limit_request()$$);
 COMMIT;
+-- Behind proxies that append to X-Forwarded-For the client writes its first entries: with
+-- quota.trusted_proxies = N the address is the N-th from the right (the leftmost when the
+-- header has fewer); a setting that is no number is 22023.
+BEGIN;
+SELECT set_config('request.method', 'POST', true), set_config('request.headers', '{"x-forwarded-for": "192.0.2.66, 198.51.100.7, 10.0.0.1"}', true);
+SET LOCAL quota.trusted_proxies = 2;
+SELECT quota.limit_request();
+SET LOCAL quota.trusted_proxies = 1;
+SELECT quota.limit_request();
+SET LOCAL quota.trusted_proxies = 9;
+SELECT quota.limit_request();
+SELECT a.address, count(e.event_id) AS requests
+  FROM (VALUES ('192.0.2.66'), ('198.51.100.7'), ('10.0.0.1')) AS a (address)
+  LEFT JOIN quota.events AS e ON e.subject = quota.subject_for('ip:' || a.address) AND e.metric = 'api_requests'
+ GROUP BY 1 ORDER BY 1;
+SET LOCAL quota.trusted_proxies = 'two';
+SELECT try($$SELECT quota.limit_request()$$);
+COMMIT;
 
 -- Bad input: SQLSTATE 22023 naming the key or argument, with a hint.
 SELECT try($$SELECT quota.set_limits('rated', '{"x": {"rate": [{"limit": 0, "per": "1 second"}]}}')$$);
