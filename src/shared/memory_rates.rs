@@ -159,10 +159,9 @@ fn rules_in_force(table: &Table, subject: Uuid, metric: &str, now: Micros) -> QR
         unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_rules), pg_sys::Datum::from(0)) };
         CACHE_CALLBACK.with(|registered| registered.set(true));
     }
-    // Its own uncommitted configuration: resolved, never read from the cache or kept there.
-    if CHANGED_IN_TRANSACTION.with(std::cell::Cell::get) {
-        return Ok(Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?.rates);
-    }
+    // A transaction that changed the configuration resolves its own uncommitted rules on
+    // every call, and neither reads nor keeps an entry.
+    let own_changes = CHANGED_IN_TRANSACTION.with(std::cell::Cell::get);
     // Read before resolving: a change committed after this read moves the generation again,
     // so what a statement's fresh snapshot resolves is never kept under a newer generation.
     let generation = table.generation();
@@ -171,15 +170,15 @@ fn rules_in_force(table: &Table, subject: Uuid, metric: &str, now: Micros) -> QR
         cache
             .borrow()
             .get(&key)
-            .filter(|cached| cached.generation == generation && cached.until.is_none_or(|until| until > now))
+            .filter(|cached| !own_changes && cached.generation == generation && cached.until.is_none_or(|until| until > now))
             .map(|cached| cached.rules.clone())
     });
     if let Some(rules) = hit {
         return Ok(rules);
     }
     let governing = Spi::connect(|client| counters::resolve(client, subject, metric, now, now))?;
-    // The transaction's snapshot may be older than the generation read: not kept.
-    if transaction_snapshot_is_fixed() {
+    // A snapshot fixed for the transaction may be older than the generation read.
+    if own_changes || transaction_snapshot_is_fixed() {
         return Ok(governing.rates);
     }
     // SAFETY: reads the shared recovery state; valid in any backend.
@@ -204,7 +203,7 @@ fn rules_in_force(table: &Table, subject: Uuid, metric: &str, now: Micros) -> QR
 /// (then every backend resolves again), nothing when it rolls back or without the preload.
 /// Until then this backend resolves the rules afresh on every call (they are its own
 /// uncommitted rows). A transaction prepared for two-phase commit moves nothing when it is
-/// committed (docs: run it by hand then).
+/// committed: the README says to call this by hand after COMMIT PREPARED.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn configuration_changed() {
