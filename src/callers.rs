@@ -68,24 +68,21 @@ pub fn authorize(client: &SpiClient, needed: QuotaRole, function: &str) -> QResu
     }
 }
 
-/// Who may act as an admin of `pool`: whoever `authorize` lets act as a pg_quota admin, the
-/// pool itself (its JWT subject: a teacher) once an admin has put a member in it, and the
-/// subjects named with quota.set_pool_admin(). 42501 otherwise. Every user is a subject: one
-/// that is no pool may not name admins of itself, who would then read its rows beside their
-/// own as a pool's admins do.
+/// Who may act as an admin of `pool`: whoever `authorize` lets act as a pg_quota admin, and
+/// the signed-in subjects that administer it as row level security sees them
+/// (quota.administered_pools(): the pool itself, a teacher, once an admin has put a member in
+/// it, and the subjects named with quota.set_pool_admin()). 42501 otherwise. Every user is a
+/// subject: one that is no pool may not name admins of itself, who would then read its rows
+/// beside their own.
 pub fn authorize_for_pool(client: &SpiClient, pool: Uuid, function: &str) -> QResult<Caller> {
     let db_role = db_role();
     let claims = claims();
     if changes::role_trusted(client, &db_role)? || claims.quota_role.is_some_and(|role| role >= QuotaRole::Admin) {
         return Ok(Caller { db_role, claims });
     }
-    let subject = claims.subject.map(|subject| Uuid::from_bytes(*subject.as_bytes()));
-    match subject {
-        Some(subject)
-            if (subject == pool && crate::store::pools::has_members(client, pool)?) || crate::store::pools::administers(client, pool, subject)? =>
-        {
-            Ok(Caller { db_role, claims })
-        }
-        _ => Err(QuotaError::not_pool_admin(function, pool)),
+    if claims.subject.is_some() && crate::store::pools::caller_administers(client, pool)? {
+        Ok(Caller { db_role, claims })
+    } else {
+        Err(QuotaError::not_pool_admin(function, pool))
     }
 }

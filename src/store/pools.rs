@@ -156,8 +156,10 @@ thread_local! {
     static REMOVE_ADMIN: Kept = const { Kept::new(
         "DELETE FROM quota.pool_admins WHERE pool = $pool AND admin = $admin",
     ) };
-    static HAS_MEMBERS: Kept = const { Kept::new(
-        "SELECT EXISTS (SELECT FROM quota.pool_members WHERE pool = $pool) AS has_members",
+    // Who administers a pool is sql/pools.sql's quota.administered_pools(), which row level
+    // security reads too: one rule for what an admin may read and what it may do.
+    static CALLER_ADMINISTERS: Kept = const { Kept::new(
+        "SELECT $pool = ANY (quota.administered_pools()) AS administers",
     ) };
     static ADMINISTERS: Kept = const { Kept::new(
         "SELECT EXISTS (SELECT FROM quota.pool_admins WHERE pool = $pool AND admin = $admin) AS admin",
@@ -379,9 +381,10 @@ pub fn set_admin(client: &SpiClient, pool: Uuid, admin: Uuid, is_admin: bool) ->
     query(client, statement, [("pool", pool.into()), ("admin", admin.into())], |_| Ok(())).map(drop)
 }
 
-/// Whether `pool` has a member: a subject is a pool once an admin has put one in it.
-pub fn has_members(client: &SpiClient, pool: Uuid) -> QResult<bool> {
-    the_row(query_row(client, &HAS_MEMBERS, [("pool", pool.into())], |row| not_null(row, "has_members"))?)
+/// Whether the signed-in caller administers `pool`: it is the pool and has a member, or is
+/// named in quota.pool_admins (quota.administered_pools()).
+pub fn caller_administers(client: &SpiClient, pool: Uuid) -> QResult<bool> {
+    the_row(query_row(client, &CALLER_ADMINISTERS, [("pool", pool.into())], |row| not_null(row, "administers"))?)
 }
 
 /// Whether `admin` is named as an admin of `pool`.
