@@ -16,6 +16,7 @@ use pgrx::datum::numeric::Sign;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
+use pgrx::PgTriggerOperation;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyElement, AnyNumeric, Uuid, WhoAllocated};
 
@@ -85,8 +86,19 @@ unsafe extern "C-unwind" fn settle_write(fcinfo: pg_sys::FunctionCallInfo) -> pg
         let Some((new, old)) = rule.change(trigger.new().as_ref(), trigger.old().as_ref())? else {
             return Ok(std::ptr::null_mut());
         };
+        // SAFETY: the trigger's data, as PostgreSQL passed it; its tuple is the row's.
+        let moved_from = match trigger.op().map_err(QuotaError::internal)? {
+            PgTriggerOperation::Delete => {
+                if let Some(command) = unsafe { moved_out_by(trigger.trigger_data()) } {
+                    moves::remember(&rule, command, &old);
+                }
+                None
+            }
+            PgTriggerOperation::Insert => unsafe { inserted_by(trigger.trigger_data()) }.and_then(|command| moves::take(&rule, command)),
+            _ => None,
+        };
         let denial = Spi::connect(|client| -> QResult<_> {
-            match settle_row(client, &rule, &new, &old)? {
+            match settle_row(client, &rule, &new, &old, moved_from.as_ref())? {
                 Some(decision) => Ok(Some((decision, charges::denial_raiser(client, rule.table)?))),
                 None => Ok(None),
             }
@@ -171,7 +183,7 @@ fn enforce_row(
         };
         let (new, old) = (new.map(composite).transpose()?, old.map(composite).transpose()?);
         let Some((new, old)) = rule.change(new.as_ref(), old.as_ref())? else { return Ok(None) };
-        let denial = Spi::connect(|client| settle_row(client, &rule, &new, &old))?;
+        let denial = Spi::connect(|client| settle_row(client, &rule, &new, &old, None))?;
         denial.as_ref().map(decision_tuple).transpose()
     })();
     settled.unwrap_or_else(|error| raise(error))
@@ -229,18 +241,32 @@ enum Amount {
 }
 
 /// A row's subject and the units it is charged.
+#[derive(Clone)]
 struct Charged {
     subject: Option<Uuid>,
     units: i64,
 }
 
 /// Charges or gives back the difference between a row's old and new version; the denial of
-/// a charge, if one is denied.
-fn settle_row(client: &SpiClient, rule: &Rule, new: &Charged, old: &Charged) -> QResult<Option<Decision>> {
+/// a charge, if one is denied. `moved_from`: the row is inserted by an UPDATE that moved it
+/// from another partition, whose DELETE half left it so (see `moves`): that half gave a
+/// lifetime metric's units back, so the row is charged again as new; a windowed metric's
+/// (which a delete never gives back) is charged only what the row grew, as an UPDATE in
+/// place is, while the new partition's account takes over the whole row.
+fn settle_row(client: &SpiClient, rule: &Rule, new: &Charged, old: &Charged, moved_from: Option<&Charged>) -> QResult<Option<Decision>> {
     let (table, metric) = (rule.table, rule.metric);
+    if let (Some(from), Some(subject)) = (moved_from, new.subject) {
+        if new.units > 0 && !charges::is_lifetime(client, subject, metric)? {
+            let growth = difference(new.units, from.units.min(new.units))?;
+            return charge(client, table, subject, metric, new.units, growth);
+        }
+    }
     if new.subject == old.subject {
         match (new.subject, new.units.cmp(&old.units)) {
-            (Some(subject), Ordering::Greater) => return charge(client, table, subject, metric, difference(new.units, old.units)?),
+            (Some(subject), Ordering::Greater) => {
+                let growth = difference(new.units, old.units)?;
+                return charge(client, table, subject, metric, growth, growth);
+            }
             (Some(subject), Ordering::Less) => charges::refund(client, table, subject, metric, difference(old.units, new.units)?)?,
             _ => {}
         }
@@ -258,7 +284,7 @@ fn settle_row(client: &SpiClient, rule: &Rule, new: &Charged, old: &Charged) -> 
         (None, _) => 0,
     };
     let charge_new = || match new.subject {
-        Some(subject) if moved > 0 => charge(client, table, subject, metric, moved),
+        Some(subject) if moved > 0 => charge(client, table, subject, metric, moved, moved),
         _ => Ok(None),
     };
     let refund_old = || match old.subject {
@@ -287,12 +313,102 @@ fn difference(a: i64, b: i64) -> QResult<i64> {
     a.checked_sub(b).ok_or_else(|| QuotaError::overflow("a row's change of amount"))
 }
 
-/// Charges a row to its subject: the table's account first, then the counter (consume), the
-/// order a refund locks them in too. The denial, if consume denies.
-fn charge(client: &SpiClient, table: Oid, subject: Uuid, metric: &str, amount: i64) -> QResult<Option<Decision>> {
-    charges::charge(client, table, subject, metric, amount)?;
-    let decision = consume_units(client, subject, metric, amount)?;
+/// Charges a row to its subject: the table's account holds `held` more, then the counter
+/// is consumed `consumed` (the same, but for a row moved between partitions), the order a
+/// refund locks them in too. The denial, if consume denies.
+fn charge(client: &SpiClient, table: Oid, subject: Uuid, metric: &str, held: i64, consumed: i64) -> QResult<Option<Decision>> {
+    charges::charge(client, table, subject, metric, held)?;
+    if consumed == 0 {
+        return Ok(None);
+    }
+    let decision = consume_units(client, subject, metric, consumed)?;
     Ok((!decision.allowed).then_some(decision))
+}
+
+/// The command of this transaction that deleted the trigger's old row, when it deleted it
+/// to move it to another partition (heap_delete marks the row's ctid so): PostgreSQL runs an
+/// UPDATE that changes a row's partition as a DELETE and an INSERT, and fires their row
+/// triggers, the DELETE's then the INSERT's.
+///
+/// # Safety
+/// `data` is a row trigger's data as PostgreSQL passed it, fired for a DELETE.
+unsafe fn moved_out_by(data: &pg_sys::TriggerData) -> Option<moves::Command> {
+    let tuple = data.tg_trigtuple;
+    if tuple.is_null() || (*tuple).t_data.is_null() {
+        return None;
+    }
+    let header = (*tuple).t_data;
+    let ctid = (*header).t_ctid;
+    let moved = u32::from(ctid.ip_posid) == pg_sys::MovedPartitionsOffsetNumber && ctid.ip_blkid.bi_hi == u16::MAX && ctid.ip_blkid.bi_lo == u16::MAX;
+    moved.then(|| moves::Command { transaction: pg_sys::GetTopTransactionIdIfAny(), command: pg_sys::HeapTupleHeaderGetCmax(header) })
+}
+
+/// The command of this transaction that inserted the trigger's new row.
+///
+/// # Safety
+/// `data` is a row trigger's data as PostgreSQL passed it, fired for an INSERT.
+unsafe fn inserted_by(data: &pg_sys::TriggerData) -> Option<moves::Command> {
+    let tuple = data.tg_trigtuple;
+    if tuple.is_null() || (*tuple).t_data.is_null() {
+        return None;
+    }
+    let header = (*tuple).t_data;
+    let inserter = (*header).t_choice.t_heap.t_xmin;
+    pg_sys::TransactionIdIsCurrentTransactionId(inserter)
+        .then(|| moves::Command { transaction: pg_sys::GetTopTransactionIdIfAny(), command: pg_sys::HeapTupleHeaderGetCmin(header) })
+}
+
+/// Rows that an UPDATE is moving between partitions, from the DELETE half's trigger to the
+/// INSERT half's. The INSERT half is the one whose row the same command inserted, under a
+/// trigger with the same arguments; what no INSERT half takes (a partition whose trigger is
+/// disabled or missing) never matches a later command.
+mod moves {
+    use std::cell::RefCell;
+
+    use pgrx::pg_sys::{CommandId, TransactionId};
+
+    use super::{Charged, Rule};
+
+    /// A command of a transaction: the one that deleted or inserted a row.
+    #[derive(Clone, Copy, PartialEq)]
+    pub struct Command {
+        pub transaction: TransactionId,
+        pub command: CommandId,
+    }
+
+    struct Moving {
+        rule: (String, String, String),
+        by: Command,
+        from: Charged,
+    }
+
+    thread_local! {
+        // At most one row per trigger's arguments: the halves of a move fire one after the
+        // other.
+        static MOVING: RefCell<Vec<Moving>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn key(rule: &Rule) -> (String, String, String) {
+        (rule.metric.to_string(), rule.subject_column.to_string(), rule.amount.to_string())
+    }
+
+    /// The DELETE half: the row as it was charged before the move.
+    pub fn remember(rule: &Rule, by: Command, from: &Charged) {
+        let rule = key(rule);
+        MOVING.with_borrow_mut(|moving| {
+            moving.retain(|m| m.rule != rule && m.by.transaction == by.transaction);
+            moving.push(Moving { rule, by, from: from.clone() });
+        });
+    }
+
+    /// The INSERT half: the row as it was charged before the move, if `by` moved it.
+    pub fn take(rule: &Rule, by: Command) -> Option<Charged> {
+        let rule = key(rule);
+        MOVING.with_borrow_mut(|moving| {
+            let at = moving.iter().position(|m| m.rule == rule && m.by == by)?;
+            Some(moving.swap_remove(at).from)
+        })
+    }
 }
 
 /// The uuid in `column` of `row` (NULL when the value is NULL).

@@ -116,6 +116,74 @@ SELECT try($$INSERT INTO projects (user_id, name) VALUES (s(94), 'over')$$);
 SELECT count(*) AS projects_of_94 FROM projects WHERE user_id = s(94);
 ROLLBACK;
 
+-- A partitioned table: an UPDATE that moves a row to another partition is a DELETE and an
+-- INSERT to the row triggers, one after the other. A windowed metric (uploads, mb: a delete
+-- gives nothing back) is charged only what the row grew, as an UPDATE in place is; a
+-- lifetime one (docs) gives the row back and charges it again. Subject s(95), at its limits.
+SELECT quota.create_plan('regions', '{"uploads": {"limit": 4, "per": "day"}, "docs": {"limit": 4, "per": "lifetime"},
+                                      "mb": {"limit": 100, "per": "day"}}');
+SELECT quota.assign_plan(s(n), 'regions') FROM generate_series(95, 96) AS n;
+CREATE TABLE public.files (id int, region text, user_id uuid, size_mb int) PARTITION BY LIST (region);
+CREATE TABLE public.files_eu PARTITION OF files FOR VALUES IN ('eu');
+CREATE TABLE public.files_us PARTITION OF files FOR VALUES IN ('us');
+-- Two levels: asia is partitioned again.
+CREATE TABLE public.files_asia PARTITION OF files FOR VALUES IN ('jp', 'sg') PARTITION BY LIST (region);
+CREATE TABLE public.files_jp PARTITION OF files_asia FOR VALUES IN ('jp');
+CREATE TABLE public.files_sg PARTITION OF files_asia FOR VALUES IN ('sg');
+SELECT quota.enforce_on('public.files', 'uploads');
+SELECT quota.enforce_on('public.files', 'docs');
+SELECT quota.enforce_on('public.files', 'mb', amount => 'size_mb');
+CREATE FUNCTION pg_temp.files_usage(subject uuid) RETURNS TABLE (uploads bigint, docs bigint, mb bigint)
+LANGUAGE sql AS $$
+    SELECT max(used) FILTER (WHERE metric = 'uploads'), max(used) FILTER (WHERE metric = 'docs'),
+           max(used) FILTER (WHERE metric = 'mb')
+      FROM quota.usage(subject)
+$$;
+-- Two rows inserted and moved in the same transaction (a row's insert and its move's delete
+-- are one transaction's: PostgreSQL keeps their commands as a combo command id).
+BEGIN;
+INSERT INTO files VALUES (1, 'eu', s(95), 10), (2, 'eu', s(95), 20);
+UPDATE files SET region = 'us' WHERE id = 1;
+COMMIT;
+INSERT INTO files VALUES (3, 'eu', s(95), 30), (4, 'eu', s(95), 40);
+SELECT * FROM pg_temp.files_usage(s(95));
+-- At every limit (4 uploads, 4 docs, 100 MB): moving all four rows in one statement, across
+-- both levels, is allowed and charges nothing; a move that grows a row is charged the growth
+-- (denied here), one that shrinks it nothing (a windowed metric gives nothing back).
+UPDATE files SET region = CASE id WHEN 1 THEN 'jp' WHEN 2 THEN 'sg' ELSE 'us' END;
+SELECT * FROM pg_temp.files_usage(s(95));
+SELECT tableoid::regclass AS partition, count(*) FROM files GROUP BY 1 ORDER BY 1;
+SELECT split_part(try($$UPDATE files SET region = 'eu', size_mb = 11 WHERE id = 1$$), ' available', 1) AS grown;
+UPDATE files SET region = 'eu', size_mb = 5 WHERE id = 1;
+SELECT * FROM pg_temp.files_usage(s(95));
+-- A move to another subject: the windowed metrics charge the new one the growth only (as an
+-- UPDATE in place that changes the subject does), the lifetime one the whole row.
+UPDATE files SET region = 'us', user_id = s(96), size_mb = 12 WHERE id = 1;
+SELECT * FROM pg_temp.files_usage(s(95)) UNION ALL SELECT * FROM pg_temp.files_usage(s(96));
+-- The accounts follow the rows: each partition holds what its rows were charged.
+SELECT enforced_table, subject = s(95) AS of_95, sum(units) FROM quota.enforced_charges
+ WHERE metric = 'mb' AND units > 0 GROUP BY 1, 2 ORDER BY 1, 2;
+-- A move and a new row in one command (a CTE): the new row is charged; a savepoint rolls a
+-- move back; a move into a partition whose trigger is disabled leaves nothing that a later
+-- insert of the same command or transaction could be taken for.
+WITH moved AS (UPDATE files SET region = 'eu' WHERE id = 1 RETURNING id)
+INSERT INTO files SELECT 5, 'eu', s(96), 1 FROM moved;
+SELECT * FROM pg_temp.files_usage(s(96));
+BEGIN;
+SAVEPOINT before_move;
+UPDATE files SET region = 'sg', size_mb = 20 WHERE id = 1;
+ROLLBACK TO SAVEPOINT before_move;
+SELECT * FROM pg_temp.files_usage(s(96));
+ALTER TABLE files_us DISABLE TRIGGER USER;
+UPDATE files SET region = 'us' WHERE id = 5;
+ALTER TABLE files_us ENABLE TRIGGER USER;
+INSERT INTO files VALUES (6, 'eu', s(96), 1);
+COMMIT;
+SELECT * FROM pg_temp.files_usage(s(96));
+DELETE FROM files WHERE id IN (5, 6);
+SELECT count(*) AS audit_mismatches FROM quota.audit();
+DROP TABLE files;
+
 -- enforce_off removes it.
 SELECT quota.enforce_off('public.exports', 'exports');
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.exports'::regclass ORDER BY 1;
