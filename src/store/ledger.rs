@@ -40,7 +40,7 @@ thread_local! {
     // Every metric's decision under the key: what a bundle's first call consumed.
     static FIND_KEYED: Kept = const { Kept::new(
         concat!("SELECT ", decision_columns!(), " FROM quota.events
-          WHERE subject = $subject AND idempotency_key = $key AND kind IN ('consume', 'record')"),
+          WHERE subject = $subject AND idempotency_key = $key AND metric = ANY ($metrics::text[]) AND kind IN ('consume', 'record')"),
     ) };
     static FIND_RESERVATION_EVENT: Kept = const { Kept::new(
         concat!("SELECT ", decision_columns!(), " FROM quota.events WHERE reservation_id = $reservation_id AND kind = $kind"),
@@ -65,9 +65,11 @@ pub fn find_replay(client: &SpiClient, subject: Uuid, metric: &str, key: &str) -
     query_row(client, &FIND_REPLAY, args, decision_from_row)
 }
 
-/// Every committed consume or record of the subject under this key, whatever the metric.
-pub fn find_keyed(client: &SpiClient, subject: Uuid, key: &str) -> QResult<Vec<Decision>> {
-    query(client, &FIND_KEYED, [("subject", subject.into()), ("key", key.into())], decision_from_row)
+/// Every committed consume or record of the subject under this key, of these metrics (a
+/// bundle's: what the key paid for other metrics is no part of it, keys being scoped to
+/// (subject, metric)).
+pub fn find_keyed(client: &SpiClient, subject: Uuid, key: &str, metrics: Vec<String>) -> QResult<Vec<Decision>> {
+    query(client, &FIND_KEYED, [("subject", subject.into()), ("key", key.into()), ("metrics", metrics.into())], decision_from_row)
 }
 
 /// The decision that a reservation's reserve or settle event recorded.

@@ -86,8 +86,9 @@ fn describe<'a>(parts: impl Iterator<Item = (&'a str, i64)>) -> String {
 }
 
 /// A retried bundle replays what the key's first call consumed, if it asks for exactly the
-/// same metrics and amounts. `originals` are the committed decisions under the key, in any
-/// order; none means the key is new.
+/// same metrics and amounts. `originals` are the committed decisions under the key of the
+/// bundle's metrics (what the key paid for other metrics is another call's), in any order;
+/// none means the key is new for them.
 pub fn replay_bundle(mut originals: Vec<Decision>, parts: &[Part], key: &str) -> Result<Option<Vec<Decision>>, BundleError> {
     if originals.is_empty() {
         return Ok(None);
