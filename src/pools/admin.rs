@@ -217,6 +217,12 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
             _ => Err(QuotaError::not_a_member(member, pool)),
         };
     };
+    // The seat is in the member's own pool, which its admin may not be this pool's: an
+    // allocation from any other pool would take from that one's counter with the member's
+    // pool's allowance.
+    if call.seat.pool != pool {
+        return Err(QuotaError::not_a_member(member, pool));
+    }
     // The member's key and marks before the pool's counter: the grant's trigger would take
     // them after it (a consume locks the member's draws before it).
     fast_path::forget_subject(client, member, request.metric)?;

@@ -203,6 +203,9 @@ SELECT try($$SELECT quota.set_pool_cap(s(190100), 'ai', -1)$$);
 SELECT try($$SELECT quota.set_pool_cap(s(190100), 'nope', 1)$$);
 SELECT try($$SELECT quota.set_pool_cap(s(190100), 'ai', 1, member => s(190201))$$);
 SELECT try($$SELECT quota.allocate(s(190100), s(190201), 'ai', 1)$$);
+-- Only to a member of the pool: 190101 is in 190100's pool (which pools "ai"), not 190200's.
+SELECT try($$SELECT quota.allocate(s(190200), s(190101), 'ai', 1)$$);
+SELECT count(*) AS counters_of_190200_ai FROM quota.counters WHERE subject = s(190200) AND metric = 'ai';
 SELECT try($$SELECT quota.allocate(s(190100), s(190101), 'projects', 1)$$);
 SELECT try($$SELECT quota.allocate(s(190100), s(190101), 'ai', 0)$$);
 SELECT try($$SELECT quota.revoke_allocation('00000000-0000-0000-0000-000000000000')$$);
