@@ -183,6 +183,12 @@ impl QuotaError {
             .with_hint("A subject draws from one pool at a time: call quota.leave_pool() first.")
     }
 
+    /// 22023: a join that would make a pool a member of a pool.
+    pub fn nested_pool(what: String) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("pools do not nest: {what}"))
+            .with_hint("A pool's members are subjects that are no pools; give a team of teams one pool with every member in it.")
+    }
+
     /// 42704: a subject that is not a member of the pool named.
     pub fn not_a_member(member: impl std::fmt::Display, pool: impl std::fmt::Display) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("subject {member} is not a member of pool {pool}"))

@@ -45,6 +45,7 @@ fn join_pool(pool: Option<Uuid>, member: Option<Uuid>) -> Result<(), ErrorReport
         Spi::connect(|client| {
             let caller = authorize(client, QuotaRole::Admin, "join_pool")?;
             let before = statements::membership_state(client, member)?;
+            statements::check_not_nested(client, pool, member)?;
             match statements::join(client, pool, member)? {
                 None => {}
                 Some(current) if current == pool => return Ok(()),

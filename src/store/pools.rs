@@ -5,11 +5,12 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::decide::Decision;
+use quota_rules::locks::POOL_MEMBERSHIP_LOCK_SEED;
 use quota_rules::window::{Micros, Window};
 
 use super::ledger::decision_from_row;
 use super::{column, from_window_key, instant, not_null, query, query_row, the_row, timestamp, window_end, window_key, Args, Kept};
-use crate::error::QResult;
+use crate::error::{QResult, QuotaError};
 use crate::jsonb::Jsonb;
 
 /// The member's pool, and its own cap for the metric or the pool's default.
@@ -136,6 +137,14 @@ thread_local! {
     static JOIN: Kept = const { Kept::new(
         "INSERT INTO quota.pool_members (pool, member) VALUES ($pool, $member)
          ON CONFLICT (member) DO NOTHING RETURNING pool",
+    ) };
+    static LOCK_MEMBERSHIPS: Kept = const { Kept::new(
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($subject::text, $seed))",
+    ) };
+    // Read after LOCK_MEMBERSHIPS, in a snapshot that has every join committed before.
+    static NESTING: Kept = const { Kept::new(
+        "SELECT (SELECT m.pool FROM quota.pool_members AS m WHERE m.member = $pool) AS pool_is_in,
+                EXISTS (SELECT FROM quota.pool_members AS m WHERE m.pool = $member) AS member_has_members",
     ) };
     static POOL_OF: Kept = const { Kept::new(
         "SELECT pool FROM quota.pool_members WHERE member = $member",
@@ -347,6 +356,24 @@ pub fn member_holds(client: &SpiClient, key: DrawsKey, now: Micros, settling: Op
     let [pool, member, metric, window_start] = key.args()?;
     let args = [pool, member, metric, window_start, ("now", timestamp(now)?.into()), ("settling", settling.into())];
     the_row(query_row(client, &MEMBER_HOLDS, args, |row| not_null(row, "held"))?)
+}
+
+/// Pools do not nest: before a join, the pool must be no member of a pool, and the member
+/// no pool with members. Both subjects' memberships are locked first (in uuid order, until
+/// the transaction ends), so that two joins at once cannot nest pools between them.
+pub fn check_not_nested(client: &SpiClient, pool: Uuid, member: Uuid) -> QResult<()> {
+    let (first, second) = if pool.as_bytes() < member.as_bytes() { (pool, member) } else { (member, pool) };
+    for subject in [first, second] {
+        query(client, &LOCK_MEMBERSHIPS, [("subject", subject.into()), ("seed", POOL_MEMBERSHIP_LOCK_SEED.into())], |_| Ok(()))?;
+    }
+    let nesting = query_row(client, &NESTING, [("pool", pool.into()), ("member", member.into())], |row| {
+        Ok((column::<Uuid>(row, "pool_is_in")?, not_null::<bool>(row, "member_has_members")?))
+    })?;
+    match the_row(nesting)? {
+        (Some(outer), _) => Err(QuotaError::nested_pool(format!("subject {pool} is a member of pool {outer}, so it cannot be a pool"))),
+        (None, true) => Err(QuotaError::nested_pool(format!("subject {member} is a pool with members, so it cannot join a pool"))),
+        (None, false) => Ok(()),
+    }
 }
 
 /// Adds the member to the pool; the pool it is already in (perhaps this one) otherwise.

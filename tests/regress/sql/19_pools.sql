@@ -198,6 +198,11 @@ SELECT count(*) AS pooled_events, count(DISTINCT (used, remaining)) AS distinct_
 SELECT try($$SELECT quota.join_pool(s(190100), s(190100))$$);
 SELECT try($$SELECT quota.join_pool(s(190200), s(190101))$$);
 SELECT try($$SELECT quota.join_pool(NULL, s(190101))$$);
+-- Pools do not nest: a member cannot be a pool, a pool with members cannot join one (nor
+-- can two joins make a cycle).
+SELECT try($$SELECT quota.join_pool(s(190101), s(190990))$$);
+SELECT try($$SELECT quota.join_pool(s(190200), s(190100))$$);
+SELECT count(*) AS nested FROM quota.pool_members WHERE member IN (s(190990), s(190100));
 SELECT try($$SELECT quota.leave_pool(s(190200), s(190101))$$);
 SELECT try($$SELECT quota.set_pool_cap(s(190100), 'ai', -1)$$);
 SELECT try($$SELECT quota.set_pool_cap(s(190100), 'nope', 1)$$);
