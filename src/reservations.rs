@@ -10,7 +10,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::decide::{Decision, Reason, Standing};
-use quota_rules::request::{self, hold_ttl_micros, still_held, validate_idempotency_key, EventKind, Mode, ReservationStatus};
+use quota_rules::request::{self, hold_ttl_micros, replayable_hold, still_held, validate_idempotency_key, EventKind, Mode, ReservationStatus};
 use quota_rules::window::{Micros, Window};
 
 use crate::alerts::{self, Alerting};
@@ -93,8 +93,10 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
         if let Some(held) = held_rows::find_reservation(client, FindBy::Key { subject, metric: request.metric, key })? {
             let original = ledger::find_reservation_event(client, held.id, EventKind::Allowed(Mode::Reserve))?
                 .ok_or_else(|| QuotaError::internal("reservation without its reserve event"))?;
+            let replayed = request::replay(original, request.metric, request.amount, key)?;
+            replayable_hold(key, held.id, held.status, held.expires_at, request.now)?;
             let hold = Hold { reservation_id: held.id, expires_at: held.expires_at };
-            return Ok((Some(hold), request::replay(original, request.metric, request.amount, key)?));
+            return Ok((Some(hold), replayed));
         }
     }
     let mut governing = governing_with_assignment(client, request)?;

@@ -124,6 +124,9 @@ pub enum RequestError {
     ReservationExpired { reservation: String, expired_at: Micros },
     /// A settled reservation settled again with another amount (23505).
     SettledOtherwise { reservation: String, settled: i64, actual: i64 },
+    /// A reserve retried with the key of a hold that was released or expired (23505): a
+    /// replay would say it holds what it no longer holds.
+    KeyHoldEnded { key: String, reservation: String, ended: String },
     /// Usage counted into a window that quota.compact() closed (its counter is folded into
     /// rollups): counting it again from zero would pay it twice.
     WindowCompacted { metric: String, window_start: Micros },
@@ -133,7 +136,7 @@ impl RequestError {
     /// Whether the request collides with one already made (23505, HTTP 409) rather than
     /// being invalid on its own (22023, HTTP 400).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, RequestError::KeyReused { .. } | RequestError::SettledOtherwise { .. })
+        matches!(self, RequestError::KeyReused { .. } | RequestError::SettledOtherwise { .. } | RequestError::KeyHoldEnded { .. })
     }
 
     pub fn hint(&self) -> Option<&'static str> {
@@ -147,6 +150,7 @@ impl RequestError {
             RequestError::HoldTtl { .. } => "For example '15 minutes' or '2 hours'.",
             RequestError::KeyReused { .. } => "Retry with the original metric and amount, or use a new key for a new request.",
             RequestError::ReservationReleased { .. } => "A released hold is gone; reserve again for new work.",
+            RequestError::KeyHoldEnded { .. } => "That hold holds nothing any more: reserve with a new key for new work.",
             RequestError::ReservationExpired { .. } => {
                 "An expired hold holds nothing. Record usage that happened anyway with quota.record()."
             }
@@ -174,6 +178,9 @@ impl fmt::Display for RequestError {
                 "idempotency key \"{key}\" was already used for {original_amount} of \"{original_metric}\", not {amount} of \"{metric}\""
             ),
             RequestError::ReservationReleased { reservation } => write!(f, "reservation {reservation} was released"),
+            RequestError::KeyHoldEnded { key, reservation, ended } => {
+                write!(f, "idempotency key \"{key}\" reserved {reservation}, which {ended}")
+            }
             RequestError::ReservationSettled { reservation } => write!(f, "reservation {reservation} was settled already"),
             RequestError::ReservationExpired { reservation, expired_at } => {
                 write!(f, "reservation {reservation} expired at {}", format_instant(*expired_at))
@@ -282,6 +289,19 @@ pub fn still_held(reservation: impl fmt::Display, status: ReservationStatus, exp
     }
 }
 
+/// Whether a reserve retried with the key of an earlier hold replays it: while it holds, and
+/// once settled (the retried flow's settle replays too); not once released or expired.
+pub fn replayable_hold(key: &str, reservation: impl fmt::Display, status: ReservationStatus, expires_at: Micros, now: Micros) -> Result<(), RequestError> {
+    let ended = |ended: String| Err(RequestError::KeyHoldEnded { key: key.to_string(), reservation: reservation.to_string(), ended });
+    match status {
+        ReservationStatus::Settled => Ok(()),
+        ReservationStatus::Released => ended("was released".to_string()),
+        ReservationStatus::Expired => ended(format!("expired at {}", format_instant(expires_at))),
+        ReservationStatus::Held if expires_at <= now => ended(format!("expired at {}", format_instant(expires_at))),
+        ReservationStatus::Held => Ok(()),
+    }
+}
+
 /// Settling a settled reservation again replays its decision if the amount is the same.
 pub fn replay_settle(reservation: impl fmt::Display, original: Decision, actual: i64) -> Result<Decision, RequestError> {
     if original.amount == actual {
@@ -298,6 +318,21 @@ pub fn format_instant(micros: Micros) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_reserve_retried_replays_a_hold_that_holds_or_was_settled() {
+        use super::{replayable_hold, RequestError, ReservationStatus};
+        let (expires_at, now) = (2_000_000, 1_000_000);
+        assert_eq!(replayable_hold("k", "r", ReservationStatus::Held, expires_at, now), Ok(()));
+        assert_eq!(replayable_hold("k", "r", ReservationStatus::Settled, expires_at, expires_at + 1), Ok(()));
+        let ended = |status, now| match replayable_hold("k", "r", status, expires_at, now) {
+            Err(error @ RequestError::KeyHoldEnded { .. }) => error.is_conflict(),
+            _ => false,
+        };
+        assert!(ended(ReservationStatus::Released, now));
+        assert!(ended(ReservationStatus::Expired, now));
+        assert!(ended(ReservationStatus::Held, expires_at));
+    }
+
     use super::*;
     use crate::decide::{Reason, Split, Standing};
     use crate::rng::Rng;

@@ -66,6 +66,17 @@ SELECT allowed, reserved FROM quota.check(s(83), 'calls', 5);
 SELECT reservation_id AS r6 FROM quota.reserve(s(84), 'tokens', 5, idempotency_key => 'job-1') \gset
 SELECT reservation_id = :'r6' AS same_hold, replayed FROM quota.reserve(s(84), 'tokens', 5, idempotency_key => 'job-1');
 SELECT try($$SELECT quota.reserve(s(84), 'tokens', 6, idempotency_key => 'job-1')$$);
+-- While it holds, and once settled (the retried flow's settle replays too); not once released
+-- or expired: the replay would say it holds what it no longer holds (23505, a new key).
+SELECT used FROM quota.settle(:'r6');
+SELECT reservation_id = :'r6' AS same_hold, allowed, replayed FROM quota.reserve(s(84), 'tokens', 5, idempotency_key => 'job-1');
+SELECT reservation_id AS r7 FROM quota.reserve(s(84), 'tokens', 5, idempotency_key => 'job-2') \gset
+SELECT quota.release(:'r7');
+SELECT replace(try($$SELECT quota.reserve(s(84), 'tokens', 5, idempotency_key => 'job-2')$$), :'r7', '<r7>') AS released;
+SELECT reservation_id AS r8 FROM quota.reserve(s(84), 'tokens', 5, ttl => '1 second', idempotency_key => 'job-3') \gset
+SELECT pg_sleep(1.1);
+SELECT split_part(replace(try($$SELECT quota.reserve(s(84), 'tokens', 5, idempotency_key => 'job-3')$$), :'r8', '<r8>'), ' at ', 1) AS expired;
+SELECT allowed, reserved FROM quota.reserve(s(84), 'tokens', 5, idempotency_key => 'job-4');
 
 -- Grants back reservations too: holds take the allowance first, then grants.
 SELECT quota.grant(s(82), 'tokens', 100) IS NOT NULL AS granted;
