@@ -15,7 +15,7 @@ use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
 use quota_rules::batch::parse_batch;
-use quota_rules::decide::{after_holds, ceiling, remaining, split_within, Ceiling, Decision, Overage, Reason, Split, Standing};
+use quota_rules::decide::{after_holds, ceiling, remaining, set_aside_from_grants, split_within, Ceiling, Decision, Overage, Reason, Split, Standing};
 use quota_rules::governing::Governing;
 use quota_rules::plan::validate_metric;
 use quota_rules::request::{self, replay, validate_idempotency_key, EventKind, Mode};
@@ -29,7 +29,7 @@ use crate::jsonb::Jsonb;
 use crate::rates::{self, RateCheck, StateRows};
 use crate::store::counters::{self, CounterKey, GrantBalance};
 use crate::store::ledger::{self, EventRow};
-use crate::store::reservations::Reservation;
+use crate::store::reservations::{self, Reservation};
 use crate::store::rollover;
 use crate::store::schema::{self, Part};
 use crate::store::{statement_now, to_micros, transaction_now};
@@ -400,6 +400,8 @@ pub struct Capacity {
     pub balances: Vec<i64>,
     /// The window's allowance (None = unlimited), against which its overage is counted.
     pub allowance: Option<i64>,
+    /// What holds in other windows keep of the grants (held_in_other_windows).
+    pub held_elsewhere: i64,
 }
 
 /// Locks the counter, then the grants (always in this order, so writers cannot deadlock),
@@ -416,14 +418,31 @@ pub fn lock_capacity(
     let holds = counters::holds_under_lock(client, request.counter(window), counter, request.now, settling)?;
     let grants = counters::lock_grants(client, request.subject, request.metric, request.now)?;
     let mut balances: Vec<i64> = grants.iter().map(|grant| grant.remaining).collect();
+    let held_elsewhere = match grants.is_empty() {
+        true => 0,
+        false => reservations::held_in_other_windows(client, request.subject, request.metric, window, request.now)?,
+    };
+    set_aside_from_grants(&mut balances, held_elsewhere);
     let room = after_holds(remaining(allowance, counter.used), &mut balances, holds.reserved);
-    Ok(Capacity { counter, expired: holds.expired, reserved: holds.reserved, grants, room, balances, allowance })
+    Ok(Capacity { counter, expired: holds.expired, reserved: holds.reserved, grants, room, balances, allowance, held_elsewhere })
 }
 
 impl Capacity {
+    /// The grants' balance this window can use: what holds in other windows keep is not.
     pub fn grants_total(&self) -> i64 {
-        quota_rules::decide::grants_total(&self.grants.iter().map(|grant| grant.remaining).collect::<Vec<_>>())
+        let total = quota_rules::decide::grants_total(&self.grants.iter().map(|grant| grant.remaining).collect::<Vec<_>>());
+        total.saturating_sub(self.held_elsewhere).max(0)
     }
+}
+
+/// `grants_left` (what usable grants hold, read without locks) less what holds of the
+/// subject's other windows keep of them (held_in_other_windows), for a reader of `window`.
+pub fn grants_usable_in(client: &SpiClient, subject: Uuid, metric: &str, window: Window, now: Micros, grants_left: i64) -> QResult<i64> {
+    if grants_left <= 0 {
+        return Ok(grants_left);
+    }
+    let held_elsewhere = reservations::held_in_other_windows(client, subject, metric, window, now)?;
+    Ok(grants_left.saturating_sub(held_elsewhere).max(0))
 }
 
 /// Pays the amount from the window's allowance, then grants, then overage as far as `overage`
@@ -554,10 +573,11 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     let window = governing.counting_window(request.at)?;
     let counter = counters::read_counter(client, request.counter(window))?;
     let reserved = counters::active_holds(client, request.counter(window), counter, request.now)?;
+    let grants_left = grants_usable_in(client, request.subject, request.metric, window, request.now, governing.grants_left)?;
     // Grants count as one balance here: check reports the split, it does not take it.
-    let mut grants = [governing.grants_left];
+    let mut grants = [grants_left];
     let room = after_holds(remaining(allowance, counter.used), &mut grants, reserved);
-    let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
+    let standing = Standing { used: counter.used, reserved, grants_left };
     let overage = overage_of(Mode::Consume, &governing, pool.is_some());
     let paid = split_within(request.amount, room, &grants, overage.room(allowance, counter.used));
     // An amount consume could not count (past bigint) does not fit either.

@@ -34,7 +34,7 @@ use crate::error::{QResult, QuotaError};
 use crate::store::fast_path as fast_path_keys;
 use crate::jsonb::Jsonb;
 use crate::rates::{self, RateCheck, StateRows};
-use crate::spending::{
+use crate::spending::{grants_usable_in, 
     governing_for_write, governing_with_assignment, lock_capacity, rate_limited, replay_the_key_holder, resolve_known, try_write_event, write_event, Capacity,
     Entry, Request,
 };
@@ -567,8 +567,10 @@ fn read_pool(client: &SpiClient, call: &PoolCall) -> QResult<PoolNow> {
     let key = call.request.counter(call.window);
     let counter = counters::read_counter(client, key)?;
     let reserved = counters::active_holds(client, key, counter, call.request.now)?;
+    let request = &call.request;
+    let grants_left = grants_usable_in(client, request.subject, request.metric, call.window, request.now, call.governing.grants_left)?;
     // Grants count as one balance here: readers report, they do not spend.
-    let mut grants = [call.governing.grants_left];
+    let mut grants = [grants_left];
     let room = after_holds(remaining(call.governing.allowance(), counter.used), &mut grants, reserved);
     Ok(PoolNow { used: counter.used, reserved, room, grants })
 }

@@ -38,6 +38,12 @@ thread_local! {
          VALUES ($subject, $metric, $amount, $window_start, $window_end, $expires_at, $idempotency_key)
          RETURNING reservation_id",
     ) };
+    // Saturated: a sum past bigint sets aside every grant all the same.
+    static HELD_IN_OTHER_WINDOWS: Kept = const { Kept::new(
+        "SELECT LEAST(coalesce(sum(amount), 0), 9223372036854775807)::int8 AS held FROM quota.reservations
+          WHERE subject = $subject AND metric = $metric AND status = 'held' AND expires_at > $now
+            AND window_start <> $window_start",
+    ) };
     static SET_RESERVATION_STATUS: Kept = const { Kept::new(
         "UPDATE quota.reservations SET status = $status WHERE subject = $subject AND reservation_id = $reservation_id",
     ) };
@@ -119,4 +125,22 @@ pub fn find_reservation(client: &SpiClient, by: FindBy) -> QResult<Option<Reserv
 pub fn set_reservation_status(client: &SpiClient, reservation: &Reservation, status: ReservationStatus) -> QResult<()> {
     let args = [("subject", reservation.subject.into()), ("reservation_id", reservation.id.into()), ("status", status.as_str().into())];
     query(client, &SET_RESERVATION_STATUS, args, |_| Ok(())).map(drop)
+}
+
+/// What the active holds of (subject, metric) in windows other than `window` keep: a window
+/// that ended, or was reset, while its holds were held. Grants belong to no window, so
+/// they must stay set aside for such holds until they are settled, released or expire: a
+/// settle pays from its own window's allowance first, then grants, but which of the two
+/// will pay is not known before, so every unit of them counts as the grants' (never more
+/// spent than there is, at worst a unit refused that the old window's allowance would have
+/// paid, until the hold ends). Read after the grants are locked (a reserve that sets grants
+/// aside locks them too), so that it sees every hold committed before.
+pub fn held_in_other_windows(client: &SpiClient, subject: Uuid, metric: &str, window: Window, now: Micros) -> QResult<i64> {
+    let args = [
+        ("subject", subject.into()),
+        ("metric", metric.into()),
+        ("now", timestamp(now)?.into()),
+        ("window_start", window_key(window.start)?.into()),
+    ];
+    the_row(query_row(client, &HELD_IN_OTHER_WINDOWS, args, |row| not_null(row, "held"))?)
 }

@@ -342,14 +342,22 @@ pub fn grants_left_of(allowance: Option<i64>, used: i64, reserved: i64, decided_
 pub fn after_holds(room: Option<i64>, balances: &mut [i64], holds: i64) -> Option<i64> {
     let room = room?;
     let from_room = holds.min(room).max(0);
-    let mut rest = holds - from_room;
+    set_aside_from_grants(balances, holds - from_room);
+    assert!(from_room <= room, "after_holds: holds {holds} set aside wrongly from room {room}");
+    Some(room - from_room)
+}
+
+/// Holds that only grants can pay take their balances in spending order (those of another
+/// window, whose allowance is not this window's: see `held_in_other_windows`). What the
+/// grants cannot cover is left uncovered: the balances reach 0.
+pub fn set_aside_from_grants(balances: &mut [i64], holds: i64) {
+    let mut rest = holds.max(0);
     for balance in balances.iter_mut() {
         let taken = rest.min(*balance).max(0);
         *balance -= taken;
         rest -= taken;
     }
-    assert!(rest >= 0 && from_room <= room, "after_holds: holds {holds} set aside wrongly from room {room}");
-    Some(room - from_room)
+    assert!(rest >= 0, "set_aside_from_grants: set aside more than {holds}");
 }
 
 /// Allowance left in the window; never negative (an allowance can be lowered below what

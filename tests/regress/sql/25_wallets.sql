@@ -70,3 +70,38 @@ SELECT quota.assign_plan(s(250004), 'wallet25_open');
 SELECT quota.grant(s(250004), 'credits', 5) IS NOT NULL AS granted;
 SELECT count(quota.consume(s(250004), 'credits')) FROM generate_series(1, 2);
 SELECT fast, wallet, used FROM quota.counters WHERE subject = s(250004) AND metric = 'credits';
+
+-- Holds of a window that ended keep their grants set aside: grants belong to no window, and
+-- a reset (or a window's end) starts a window whose own holds are none. Before, the new
+-- window spent the grants a hold of the old one had set aside, and its settle was overage.
+SELECT quota.create_plan('wallet25_holds', '{"credits": {"limit": 0, "per": "lifetime"}}');
+SELECT quota.assign_plan(s(n), 'wallet25_holds') FROM generate_series(250005, 250006) AS n;
+SELECT quota.grant(s(n), 'credits', 100) IS NOT NULL AS granted FROM generate_series(250005, 250006) AS n;
+SELECT reservation_id AS held25 FROM quota.reserve(s(250005), 'credits', 100) \gset
+SELECT allowed, reason FROM quota.consume(s(250005), 'credits', 1);
+SELECT quota.reset(s(250005), 'credits');
+-- The new window: nothing of the grants is usable while the hold holds, on every path and
+-- for every reader (the slow path twice: a wallet is not marked for the fast path meanwhile).
+SELECT allowed, remaining FROM quota.check(s(250005), 'credits', 1);
+SELECT allowed, remaining, from_grants FROM quota.consume(s(250005), 'credits', 100);
+SELECT allowed, remaining FROM quota.consume(s(250005), 'credits', 1);
+SELECT allowed FROM quota.reserve(s(250005), 'credits', 1);
+SELECT grants_remaining, reserved FROM quota.usage(s(250005)) WHERE metric = 'credits';
+SELECT count(*) AS marked FROM quota.counters WHERE subject = s(250005) AND metric = 'credits' AND fast;
+SELECT from_allowance, from_grants, overage, reason FROM quota.settle(:'held25');
+SELECT allowed, reason FROM quota.consume(s(250005), 'credits', 1);
+-- Both ways: a hold of the new window keeps its grants from the old window's settle.
+SELECT reservation_id AS old25 FROM quota.reserve(s(250006), 'credits', 60) \gset
+SELECT quota.reset(s(250006), 'credits');
+SELECT reservation_id AS new25 FROM quota.reserve(s(250006), 'credits', 40) \gset
+SELECT allowed FROM quota.reserve(s(250006), 'credits', 1);
+SELECT from_grants, overage FROM quota.settle(:'old25');
+SELECT from_grants, overage FROM quota.settle(:'new25');
+-- Once the hold ends, the grants are the new window's again (released here).
+SELECT quota.grant(s(250006), 'credits', 10) IS NOT NULL AS granted;
+SELECT reservation_id AS again25 FROM quota.reserve(s(250006), 'credits', 10) \gset
+SELECT quota.reset(s(250006), 'credits');
+SELECT allowed FROM quota.consume(s(250006), 'credits', 1);
+SELECT quota.release(:'again25');
+SELECT allowed, from_grants FROM quota.consume(s(250006), 'credits', 10);
+SELECT count(*) AS audit_mismatches FROM quota.audit() WHERE subject IN (s(250005), s(250006));
