@@ -76,7 +76,7 @@ pub fn after_usage(client: &SpiClient, alerting: &Alerting, decision: &Decision,
     // that committed meanwhile: what remains is read again before "depleted" or "N left" fire.
     let numbers = match holding.iter().any(|rule| matches!(rule, AlertRule::Depleted | AlertRule::RemainingAtMost(_))) {
         true => {
-            let grants = counters::grants_left(client, alerting.subject, &decision.metric, transaction_now()?)?;
+            let grants = counters::grants_usable_in(client, alerting.subject, &decision.metric, window, transaction_now()?)?;
             WindowNumbers { remaining: remaining_with_grants(numbers.allowance, numbers.used, grants, numbers.reserved), ..numbers }
         }
         false => numbers,
@@ -139,7 +139,7 @@ fn recover_metric(client: &SpiClient, subject: Uuid, metric: &str, cause: &str) 
     let now = transaction_now()?;
     let allowance = governing.allowance();
     let reserved = counters::active_holds(client, CounterKey { subject, metric, window }, counter, now)?;
-    let remaining = remaining_with_grants(allowance, counter.used, governing.grants_left, reserved);
+    let remaining = remaining_with_grants(allowance, counter.used, governing.grants_usable(), reserved);
     if remaining == Some(0) {
         return Ok(Current::Depleted(window));
     }

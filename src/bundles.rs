@@ -88,7 +88,7 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
         }
         let allowance = governing.allowance();
         let window = governing.counting_window(request.at)?;
-        let grants_left = governing.grants_left;
+        let grants_left = governing.grants_usable();
         // Each metric's rate states, then its counter: the order a single consume locks them in
         // (a pool's member: its draws row first); then, for a member its own means do not
         // cover, the pool's (member first, then pool).

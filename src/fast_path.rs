@@ -17,7 +17,6 @@ use crate::jsonb::Jsonb;
 use crate::spending::{resolve_known, Request};
 use crate::store::fast_path::{self, CounterKeyAt, FastStatement, RulesInForce, WindowKind};
 use crate::store::pools;
-use crate::store::reservations;
 use crate::store::schema::{self, Part};
 use crate::store::transaction_snapshot_is_fixed;
 
@@ -120,12 +119,6 @@ pub fn mark_if_it_can_decide(client: &SpiClient, request: &Request, governing: G
         let window = governing.counting_window(request.at)?;
         let rates = RulesInForce { rules: &governing.rates, until: governing.rates_until };
         let wallet = governing.grants_left > 0;
-        // A wallet's fast statement spends grants that holds of another window may need (a
-        // window that ended or was reset while they were held): not marked until they end.
-        // No hold is made in another window later: a reserve holds in the current one.
-        if wallet && reservations::held_in_other_windows(client, request.subject, request.metric, window, request.now)? > 0 {
-            return Ok(governing);
-        }
         fast_path::mark(client, request.counter(window), governing.allowance(), rates, &governing.alerts, governing.ledger, wallet)?;
     }
     Ok(governing)

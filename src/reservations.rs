@@ -25,7 +25,7 @@ use crate::store::fast_path;
 use crate::store::schema::{self, Part};
 use crate::store::ledger;
 use crate::store::reservations::{self as held_rows, FindBy, NewHold, Reservation};
-use crate::store::transaction_now;
+use crate::store::{clock_now, transaction_now};
 use crate::tuples::{decision_tuple, reservation_tuple, Hold};
 
 /// A denied reservation holds nothing and is kept in the ledger as a denial.
@@ -117,6 +117,18 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let allowance = governing.allowance();
     let window = governing.counting_window(request.now)?;
+    // A transaction that began in a window that has ended since holds in a window that is no
+    // longer the current one: the current one may be marked as a wallet's already, whose
+    // fast statement spends grants without looking for holds of other windows. Unmarked
+    // first (after a consume that is marking it commits); no mark follows while the hold
+    // holds (Governing::grants_held_elsewhere).
+    let window_ended = match window.end {
+        Some(end) if governing.grants_left > 0 => end <= clock_now()?,
+        _ => false,
+    };
+    if window_ended {
+        fast_path::forget_subject(client, subject, request.metric)?;
+    }
     let rate = rates::decide(client, request, &governing.rates, StateRows::Lock)?;
     if !rate.admitted() {
         let denied = rate_limited(client, request, &governing, window, &rate)?;

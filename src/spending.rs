@@ -324,7 +324,7 @@ pub fn replay_the_key_holder(client: &SpiClient, request: &Request, key: Option<
 pub fn rate_limited(client: &SpiClient, request: &Request, governing: &Governing, window: Window, rate: &RateCheck) -> QResult<Decision> {
     let counter = counters::read_counter(client, request.counter(window))?;
     let reserved = counters::active_holds(client, request.counter(window), counter, request.now)?;
-    let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_left };
+    let standing = Standing { used: counter.used, reserved, grants_left: governing.grants_usable() };
     Ok(request.decision(None, standing, governing.allowance(), window).rate_limited(rate.retry_at()))
 }
 
@@ -435,15 +435,6 @@ impl Capacity {
     }
 }
 
-/// `grants_left` (what usable grants hold, read without locks) less what holds of the
-/// subject's other windows keep of them (held_in_other_windows), for a reader of `window`.
-pub fn grants_usable_in(client: &SpiClient, subject: Uuid, metric: &str, window: Window, now: Micros, grants_left: i64) -> QResult<i64> {
-    if grants_left <= 0 {
-        return Ok(grants_left);
-    }
-    let held_elsewhere = reservations::held_in_other_windows(client, subject, metric, window, now)?;
-    Ok(grants_left.saturating_sub(held_elsewhere).max(0))
-}
 
 /// Pays the amount from the window's allowance, then grants, then overage as far as `overage`
 /// lets it (overage_of).
@@ -467,7 +458,7 @@ pub fn pay(
         };
         if let Some(max_used) = max_used {
             if let Some(used) = counters::bump(client, request.counter(window), request.amount, max_used)? {
-                let standing = Standing { used, reserved: 0, grants_left: governing.grants_left };
+                let standing = Standing { used, reserved: 0, grants_left: governing.grants_usable() };
                 return Ok(Paid { split: Some(Split::allowance_only(request.amount)), grants_taken: Vec::new(), standing });
             }
         }
@@ -573,7 +564,7 @@ pub fn what_consume_would_decide(client: &SpiClient, request: &Request) -> QResu
     let window = governing.counting_window(request.at)?;
     let counter = counters::read_counter(client, request.counter(window))?;
     let reserved = counters::active_holds(client, request.counter(window), counter, request.now)?;
-    let grants_left = grants_usable_in(client, request.subject, request.metric, window, request.now, governing.grants_left)?;
+    let grants_left = governing.grants_usable();
     // Grants count as one balance here: check reports the split, it does not take it.
     let mut grants = [grants_left];
     let room = after_holds(remaining(allowance, counter.used), &mut grants, reserved);
@@ -614,7 +605,7 @@ fn give_back_units(client: &SpiClient, request: &Request) -> QResult<Decision> {
         _ => counters::adjust_counter(client, request.counter(window), -returned, 0)?,
     };
     let reserved = counters::active_holds(client, request.counter(window), counter, request.now)?;
-    let standing = Standing { used, reserved, grants_left: governing.grants_left };
+    let standing = Standing { used, reserved, grants_left: governing.grants_usable() };
     // The ledger row records what was given back as from_allowance, so audit() can subtract it.
     let given = Decision {
         allowed: true,

@@ -15,7 +15,7 @@ use quota_rules::window::{Micros, Window};
 
 use crate::callers::{authorize, claims};
 use crate::error::{required, sql_call, QResult, QuotaError};
-use crate::spending::{grants_usable_in, what_consume_would_decide, Request};
+use crate::spending::{what_consume_would_decide, Request};
 use crate::store::counters::{self, CounterKey};
 use crate::pools::{self, pool_usage, PoolUsage};
 use crate::rates::rate_usage;
@@ -85,7 +85,7 @@ pub fn usage_row(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -
         false => 0,
     };
     // A carry whose plan no longer rolls over is still a grant until it expires.
-    let grants_left = grants_usable_in(client, subject, metric, window, now, governing.grants_left)?.saturating_sub(rollover_left);
+    let grants_left = governing.grants_usable().saturating_sub(rollover_left).max(0);
     Ok(UsageRow { metric: metric.to_string(), used: counter.used, reserved, allowance, grants_left, rollover_left, window, rates, pool })
 }
 

@@ -34,7 +34,7 @@ use crate::error::{QResult, QuotaError};
 use crate::store::fast_path as fast_path_keys;
 use crate::jsonb::Jsonb;
 use crate::rates::{self, RateCheck, StateRows};
-use crate::spending::{grants_usable_in, 
+use crate::spending::{
     governing_for_write, governing_with_assignment, lock_capacity, rate_limited, replay_the_key_holder, resolve_known, try_write_event, write_event, Capacity,
     Entry, Request,
 };
@@ -477,7 +477,7 @@ fn bump_pool(client: &SpiClient, request: &Request, mode: Mode, call: &PoolCall,
     let Some(used) = counters::bump(client, call.request.counter(call.window), request.amount, max_used)? else {
         return Ok(None);
     };
-    let pool_standing = Standing { used, reserved: 0, grants_left: call.governing.grants_left };
+    let pool_standing = Standing { used, reserved: 0, grants_left: call.governing.grants_usable() };
     let decision = call.request.decision(Some(&Split::allowance_only(request.amount)), pool_standing, allowance, call.window);
     Ok(Some((decision.clone(), standing.after(request.amount, 0).view(decision, false))))
 }
@@ -567,10 +567,8 @@ fn read_pool(client: &SpiClient, call: &PoolCall) -> QResult<PoolNow> {
     let key = call.request.counter(call.window);
     let counter = counters::read_counter(client, key)?;
     let reserved = counters::active_holds(client, key, counter, call.request.now)?;
-    let request = &call.request;
-    let grants_left = grants_usable_in(client, request.subject, request.metric, call.window, request.now, call.governing.grants_left)?;
     // Grants count as one balance here: readers report, they do not spend.
-    let mut grants = [grants_left];
+    let mut grants = [call.governing.grants_usable()];
     let room = after_holds(remaining(call.governing.allowance(), counter.used), &mut grants, reserved);
     Ok(PoolNow { used: counter.used, reserved, room, grants })
 }
@@ -589,7 +587,7 @@ pub fn check_from_pool(client: &SpiClient, call: &PoolCall, member: Uuid) -> QRe
     let standing = read_standing(client, call, member, pool.reserved)?;
     let amount = call.request.amount;
     let paid = pooled_split(amount, pool.room, &pool.grants, standing.left(), false);
-    let pool_standing = Standing { used: pool.used, reserved: pool.reserved, grants_left: call.governing.grants_left };
+    let pool_standing = Standing { used: pool.used, reserved: pool.reserved, grants_left: call.governing.grants_usable() };
     let decision = call.request.decision(paid.as_ref(), pool_standing, call.governing.allowance(), call.window);
     let decision = standing.view(decision, cap_binds(amount, pool.room, &pool.grants, standing.left()));
     let rate = rates::decide(client, &call.request, &call.governing.rates, StateRows::Read)?;
@@ -616,7 +614,7 @@ pub fn give_back_to_pool(client: &SpiClient, request: &Request, call: &PoolCall)
     };
     let reserved = counters::active_holds(client, key, counter, request.now)?;
     let standing = CapStanding::read(client, call, draws, drawn - returned, reserved, None)?;
-    let pool_standing = Standing { used, reserved, grants_left: call.governing.grants_left };
+    let pool_standing = Standing { used, reserved, grants_left: call.governing.grants_usable() };
     // The ledger row records what was given back as from_allowance, so audit() can subtract it.
     let given = Decision {
         allowed: true,
@@ -649,7 +647,7 @@ pub fn pool_usage(client: &SpiClient, member: Uuid, metric: &str, now: Micros) -
     };
     let pool = read_pool(client, &call)?;
     let standing = read_standing(client, &call, member, pool.reserved)?;
-    let pool_left = remaining_with_grants(call.governing.allowance(), pool.used, call.governing.grants_left, pool.reserved);
+    let pool_left = remaining_with_grants(call.governing.allowance(), pool.used, call.governing.grants_usable(), pool.reserved);
     let remaining = member_remaining(pool_left, standing.left());
     Ok(Some(PoolUsage { pool: call.seat.pool, drawn: standing.drawn, cap: call.seat.cap, remaining }))
 }

@@ -13,6 +13,7 @@ use quota_rules::request::{may_be_compacted, RequestError};
 use quota_rules::rollover::Rollover;
 use quota_rules::window::{parse_time_zone, Anchor, Micros, Period, Window, WindowSpec};
 
+use super::reservations;
 use super::rollover;
 use super::schema::{self, Part};
 use super::{clock_now, transaction_snapshot_is_fixed, Row, column, instant, not_null, query, the_row, query_row, timestamp, window_end, window_key, Kept};
@@ -266,6 +267,10 @@ pub fn resolve(client: &SpiClient, subject: Uuid, metric: &str, at: Micros, now:
         let pending = governing.carries.iter().try_fold(0_i64, |sum, carry| sum.checked_add(carry.amount));
         governing.grants_left = pending.and_then(|pending| governing.grants_left.checked_add(pending)).unwrap_or(i64::MAX);
     }
+    if governing.grants_left > 0 {
+        let window = governing.counting_window(at)?;
+        governing.grants_held_elsewhere = reservations::held_in_other_windows(client, subject, metric, window, now)?;
+    }
     Ok(governing)
 }
 
@@ -322,6 +327,7 @@ fn resolve_configured(client: &SpiClient, subject: Uuid, metric: &str, at: Micro
             reset_at: instant(row, "reset_at")?,
             metric_known: not_null(row, "metric_known")?,
             grants_left: not_null(row, "grants_left")?,
+            grants_held_elsewhere: 0,
             reset_since: not_null(row, "reset_since")?,
             alerts,
             overage,
@@ -534,12 +540,17 @@ pub fn active_holds(client: &SpiClient, key: CounterKey, counter: Counter, now: 
     the_row(query_row(client, &ACTIVE_HOLDS, args, |row| not_null(row, "reserved"))?)
 }
 
-/// The balance of the grants usable at `now`, read now (grants_left as RESOLVE read it may be
-/// older than a lock the caller waited for).
-pub fn grants_left(client: &SpiClient, subject: Uuid, metric: &str, now: Micros) -> QResult<i64> {
+/// The balance of the grants `window` can use at `now`, read now (grants_left as RESOLVE read
+/// it may be older than a lock the caller waited for): less what holds of other windows keep.
+pub fn grants_usable_in(client: &SpiClient, subject: Uuid, metric: &str, window: Window, now: Micros) -> QResult<i64> {
     let args = [("subject", subject.into()), ("metric", metric.into()), ("now", timestamp(now)?.into())];
     let statement = if schema::has(client, Part::SpentGrants)? { &GRANTS_LEFT } else { &GRANTS_LEFT_WITHOUT_SPENT_GRANTS };
-    the_row(query_row(client, statement, args, |row| not_null(row, "grants_left"))?)
+    let grants: i64 = the_row(query_row(client, statement, args, |row| not_null(row, "grants_left"))?)?;
+    if grants <= 0 {
+        return Ok(grants);
+    }
+    let held_elsewhere = reservations::held_in_other_windows(client, subject, metric, window, now)?;
+    Ok(grants.saturating_sub(held_elsewhere).max(0))
 }
 
 /// A grant's id and what is left of it.

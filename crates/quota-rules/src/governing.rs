@@ -28,6 +28,11 @@ pub struct Governing {
     /// Sum of the grants usable now, at most i64::MAX (informational: the slow path locks
     /// and re-reads them).
     pub grants_left: i64,
+    /// What active holds of the subject's other windows keep of those grants (a window that
+    /// ended, or was reset, while they were held; 0 when there are no grants): not usable in
+    /// this window, and no mark for the fast path while there are any (store::reservations::
+    /// held_in_other_windows says why).
+    pub grants_held_elsewhere: i64,
     /// A reset after the usage's instant exists: the window at that instant is not the one
     /// later calls count in.
     pub reset_since: bool,
@@ -95,9 +100,17 @@ impl Governing {
     }
 
     /// What both kinds of marks need, whatever the grants: an assigned plan, no reset after
-    /// this instant, a hard limit.
+    /// this instant, a hard limit, no grants kept by holds of other windows (a wallet's
+    /// statement would spend them; without it, a window marked as no wallet's would deny
+    /// when they are usable again, which a hold's release or expiry does not unmark).
     fn fast_path_can_decide_but_for_grants(&self) -> bool {
-        self.assigned && self.plan.is_some() && !self.reset_since && self.overage == Overage::Hard
+        self.assigned && self.plan.is_some() && !self.reset_since && self.overage == Overage::Hard && self.grants_held_elsewhere == 0
+    }
+
+    /// The grants this window can use: those usable now less what holds of other windows
+    /// keep of them.
+    pub fn grants_usable(&self) -> i64 {
+        self.grants_left.saturating_sub(self.grants_held_elsewhere).max(0)
     }
 }
 
@@ -119,6 +132,7 @@ mod tests {
             reset_at: None,
             metric_known: true,
             grants_left: 0,
+            grants_held_elsewhere: 0,
             reset_since: false,
             rates: Vec::new(),
             rates_until: None,

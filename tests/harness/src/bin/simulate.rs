@@ -206,11 +206,11 @@ impl Subject {
         if self.plan == 0 && METRICS[metric] == "calls" { &ALERT_RULES } else { &[] }
     }
 
-    /// What a decision reports as remaining in window `epoch`: allowance left plus usable
-    /// grants, less active holds (None: unlimited).
+    /// What a decision reports as remaining in window `epoch`: allowance left plus the grants
+    /// usable there, less active holds (None: unlimited).
     fn remaining(&self, metric: usize, epoch: usize) -> Option<i64> {
         let used = self.used[metric][epoch];
-        self.allowance(metric).map(|a| ((a - used).max(0) + self.grants_left(metric) - self.held(metric, epoch, None)).max(0))
+        self.allowance(metric).map(|a| ((a - used).max(0) + self.grants_usable(metric, epoch) - self.held(metric, epoch, None)).max(0))
     }
 
     /// After a committed call counted `counted` units in window `epoch`: the rules that hold
@@ -318,6 +318,18 @@ impl Subject {
         self.spending_order(metric).iter().map(|&i| self.grants[i].remaining).sum()
     }
 
+    /// Open holds of the metric in windows other than `epoch` (a window reset while they were
+    /// held): grants belong to no window, so they keep theirs set aside, all of it (README,
+    /// "Reservations").
+    fn held_elsewhere(&self, metric: usize, epoch: usize) -> i64 {
+        self.holds.iter().filter(|h| h.open && h.metric == metric && h.epoch != epoch).map(|h| h.amount).sum()
+    }
+
+    /// The grants window `epoch` can use: those left, less what holds of other windows keep.
+    fn grants_usable(&self, metric: usize, epoch: usize) -> i64 {
+        (self.grants_left(metric) - self.held_elsewhere(metric, epoch)).max(0)
+    }
+
     /// What is left of the metric's carries (usage()'s rollover_remaining).
     fn carries_left(&self, metric: usize) -> i64 {
         self.spending_order(metric).iter().filter(|&&i| self.grants[i].carry.is_some()).map(|&i| self.grants[i].remaining).sum()
@@ -329,6 +341,12 @@ impl Subject {
     fn pay(&self, metric: usize, epoch: usize, amount: i64, overage_room: Option<i64>, except: Option<Uuid>) -> Option<Payment> {
         let order = self.spending_order(metric);
         let mut balances: Vec<i64> = order.iter().map(|&i| self.grants[i].remaining).collect();
+        let mut elsewhere = self.held_elsewhere(metric, epoch);
+        for balance in balances.iter_mut() {
+            let taken = elsewhere.min(*balance);
+            *balance -= taken;
+            elsewhere -= taken;
+        }
         let used = self.used[metric][epoch];
         let mut rest_holds = self.held(metric, epoch, except);
         let room = self.allowance(metric).map(|allowance| {
@@ -639,8 +657,7 @@ impl Worker {
         };
         let got = decision(&row);
         compare(&format!("consume {} {} {amount}", subject.id, METRICS[metric]), &expected, &got)?;
-        let (allowance, reserved) = (subject.allowance(metric), subject.held(metric, epoch, None));
-        let remaining = allowance.map(|a| ((a - expected.used).max(0) + subject.grants_left(metric) - reserved).max(0));
+        let (remaining, reserved) = (subject.remaining(metric, epoch), subject.held(metric, epoch, None));
         if row.get::<_, Option<i64>>("remaining") != remaining || row.get::<_, i64>("reserved") != reserved {
             return fail(format!("consume: remaining/reserved {:?}/{} expected {remaining:?}/{reserved}", row.get::<_, Option<i64>>("remaining"), row.get::<_, i64>("reserved")));
         }
@@ -657,9 +674,8 @@ impl Worker {
         let row = self.client.query_one(&sql, &[&self.subjects[s].id, &METRICS[metric], &amount]).map_err(db)?;
         let subject = &self.subjects[s];
         compare("check", &subject.check(metric, amount), &decision(&row))?;
-        let (allowance, reserved) = (subject.allowance(metric), subject.held(metric, subject.epoch(metric), None));
-        let used = subject.used[metric][subject.epoch(metric)];
-        let remaining = allowance.map(|a| ((a - used).max(0) + subject.grants_left(metric) - reserved).max(0));
+        let epoch = subject.epoch(metric);
+        let (remaining, reserved) = (subject.remaining(metric, epoch), subject.held(metric, epoch, None));
         if row.get::<_, Option<i64>>("remaining") != remaining || row.get::<_, i64>("reserved") != reserved {
             return fail(format!("check: remaining/reserved {:?}/{} expected {remaining:?}/{reserved}", row.get::<_, Option<i64>>("remaining"), row.get::<_, i64>("reserved")));
         }
@@ -1166,7 +1182,7 @@ fn compare_usage(client: &mut Client, subject: &Subject, metric: usize) -> Resul
     let epoch = subject.epoch(metric);
     let carries = subject.carries_left(metric);
     let expected =
-        (subject.used[metric][epoch], subject.held(metric, epoch, None), subject.remaining(metric, epoch), subject.grants_left(metric) - carries, carries);
+        (subject.used[metric][epoch], subject.held(metric, epoch, None), subject.remaining(metric, epoch), (subject.grants_usable(metric, epoch) - carries).max(0), carries);
     let got: (i64, i64, Option<i64>, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     if got != expected {
         return fail(format!(
