@@ -57,6 +57,25 @@ thread_local! {
           WHERE c.subject = $subject AND c.metric = $metric AND c.window_start = $window_start
             AND EXISTS (SELECT FROM sent)"),
     ) };
+    // The metrics of the subject (or the one named) with a counter that counted usage or
+    // fired a rule in a window containing $now (perhaps not the current one: a reset ends no
+    // lifetime window), in the bytewise order consume_many locks a bundle's counters in.
+    static CURRENT_METRICS: Kept = const { Kept::new(
+        "SELECT metric FROM quota.counters
+          WHERE subject = $subject AND ($metric::text IS NULL OR metric = $metric::text)
+            AND window_start <= $now AND (window_end IS NULL OR window_end > $now)
+            AND (used > 0 OR alerted <> '{}')
+          GROUP BY metric ORDER BY metric COLLATE \"C\"",
+    ) };
+    static HAS_FIRED: Kept = const { Kept::new(
+        "SELECT alerted <> '{}' AS fired FROM quota.counters WHERE subject = $subject AND metric = $metric AND window_start = $window_start",
+    ) };
+    // Under the window's counter lock: the rules named fire again when they hold again.
+    static REARM: Kept = const { Kept::new(
+        "UPDATE quota.counters AS c SET alerted = ARRAY(SELECT a FROM pg_catalog.unnest(c.alerted) AS a WHERE NOT (a = ANY ($rules::text[]))),
+                fast = false
+          WHERE c.subject = $subject AND c.metric = $metric AND c.window_start = $window_start AND c.alerted && $rules::text[]",
+    ) };
     // The metrics of the subject with a depletion not answered yet, in the bytewise order
     // consume_many locks a bundle's counters in.
     static AWAITING: Kept = const { Kept::new(
@@ -171,6 +190,35 @@ pub fn fire(client: &SpiClient, at: AlertAt, holding: &[AlertRule]) -> QResult<(
 /// The metrics of the subject whose depletion awaits an answer.
 pub fn awaiting(client: &SpiClient, subject: Uuid) -> QResult<Vec<String>> {
     query(client, &AWAITING, [("subject", subject.into())], |row| not_null(row, "metric"))
+}
+
+/// The subject's metrics (or `metric` alone) whose window that contains `now` counted usage
+/// or fired a rule (a window that did neither has nothing to re-arm, and a plan of 0, a
+/// credit wallet's, is not `depleted` at sign-up).
+pub fn current_metrics(client: &SpiClient, subject: Uuid, metric: Option<&str>, now: Micros) -> QResult<Vec<String>> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("now", timestamp(now)?.into())];
+    query(client, &CURRENT_METRICS, args, |row| not_null(row, "metric"))
+}
+
+/// Whether a rule fired in the window.
+pub fn has_fired(client: &SpiClient, subject: Uuid, metric: &str, window: Window) -> QResult<bool> {
+    let args = [("subject", subject.into()), ("metric", metric.into()), ("window_start", window_key(window.start)?.into())];
+    Ok(query_row(client, &HAS_FIRED, args, |row| not_null(row, "fired"))?.unwrap_or(false))
+}
+
+/// The window's fired `rules` may fire again (the window's counter is locked by the caller).
+pub fn rearm(client: &SpiClient, subject: Uuid, metric: &str, window: Window, rules: &[AlertRule]) -> QResult<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
+    let args = [
+        ("rules", rules.into()),
+        ("subject", subject.into()),
+        ("metric", metric.into()),
+        ("window_start", window_key(window.start)?.into()),
+    ];
+    query(client, &REARM, args, |_| Ok(())).map(drop)
 }
 
 /// Up to `limit` (subject, metric) whose depletion is in a window that ended by `now`.

@@ -126,6 +126,27 @@ SELECT try($$SELECT quota.set_alerts(s(200007), 'calls', NULL)$$);
 SELECT try($$SELECT quota.set_alerts(s(200007), 'nonexistent', ARRAY['80%'])$$);
 SELECT try($$SELECT quota.set_alerts(s(200007), 'calls', ARRAY['recovered'])$$);
 
+-- A change of the allowance (a plan, an override) re-arms the thresholds that no longer hold:
+-- 80% of 10 is not 80% of 100. 200013 moves up to a plan of 100 after 80% of 10 fired, and
+-- fires 80% again at 80 of 100; a downgrade into depletion fires what holds at once (no
+-- later call counts anything), with the change as its cause; an override does the same.
+SELECT quota.create_plan('alerting_100', '{"calls": {"limit": 100, "per": "day", "alerts": ["100%", "depleted", "80%", "recovered"]}}');
+SELECT quota.assign_plan(s(n), 'alerting') FROM generate_series(200013, 200014) AS n;
+SELECT used FROM quota.consume(s(200013), 'calls', 9);
+SELECT quota.assign_plan(s(200013), 'alerting_100');
+SELECT * FROM pg_temp.window_of(200013);
+SELECT used FROM quota.consume(s(200013), 'calls', 70);
+SELECT used FROM quota.consume(s(200013), 'calls', 2);
+SELECT quota.assign_plan(s(200013), 'alerting');
+SELECT allowed, reason FROM quota.consume(s(200013), 'calls', 1);
+SELECT * FROM pg_temp.fired(200013, 200013);
+SELECT used FROM quota.consume(s(200014), 'calls', 9);
+SELECT quota.set_override(s(200014), 'calls', 20);
+SELECT used FROM quota.consume(s(200014), 'calls', 7);
+SELECT quota.set_override(s(200014), 'calls', 5);
+SELECT quota.clear_override(s(200014), 'calls');
+SELECT * FROM pg_temp.fired(200014, 200014);
+
 -- A pool's rules read the pool's window, whoever of its members spends it.
 SELECT quota.create_plan('alerting_pool', '{"seats": {"limit": 4, "per": "day", "alerts": ["50%", "depleted"]}}');
 SELECT quota.create_plan('alerting_member', '{"seats": {"limit": 0, "per": "day", "alerts": ["depleted"]}}');

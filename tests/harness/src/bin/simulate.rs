@@ -219,14 +219,44 @@ impl Subject {
         if counted == 0 {
             return;
         }
+        self.fire_holding(metric, epoch);
+    }
+
+    /// Whether an alert rule holds in window `epoch` as it stands.
+    fn rule_holds(&self, rule: &str, metric: usize, epoch: usize) -> bool {
         let (used, allowance, remaining) = (self.used[metric][epoch], self.allowance(metric), self.remaining(metric, epoch));
+        match rule {
+            "recovered" => false,
+            "depleted" => remaining == Some(0),
+            left if left.ends_with(" left") => remaining.is_some_and(|r| r <= left.trim_end_matches(" left").parse::<i64>().unwrap_or(0)),
+            percent => allowance.is_some_and(|a| a > 0 && used * 100 >= percent.trim_end_matches('%').parse::<i64>().unwrap_or(0) * a),
+        }
+    }
+
+    /// After a change of the allowance (a plan, an override): in the current window, if it
+    /// counted usage or fired a rule, the thresholds (a percentage, "N left") that fired and
+    /// no longer hold may fire again, and what holds and has not fired fires now.
+    fn allowance_changed(&mut self, metric: usize) {
+        let epoch = self.epoch(metric);
+        let fired_any = self.fired.get(&(metric, epoch)).is_some_and(|fired| !fired.is_empty());
+        if self.alert_rules(metric).is_empty() || (self.used[metric][epoch] == 0 && !fired_any) {
+            return;
+        }
+        let rearmed: Vec<&str> = self
+            .alert_rules(metric)
+            .iter()
+            .copied()
+            .filter(|rule| (rule.ends_with('%') || rule.ends_with(" left")) && !self.rule_holds(rule, metric, epoch))
+            .collect();
+        self.fired.entry((metric, epoch)).or_default().retain(|rule| !rearmed.contains(rule));
+        self.fire_holding(metric, epoch);
+    }
+
+    /// The rules that hold in window `epoch` and have not fired there fire.
+    fn fire_holding(&mut self, metric: usize, epoch: usize) {
+        let (used, remaining) = (self.used[metric][epoch], self.remaining(metric, epoch));
         for &rule in self.alert_rules(metric) {
-            let holds = match rule {
-                "recovered" => false,
-                "depleted" => remaining == Some(0),
-                left if left.ends_with(" left") => remaining.is_some_and(|r| r <= left.trim_end_matches(" left").parse::<i64>().unwrap_or(0)),
-                percent => allowance.is_some_and(|a| a > 0 && used * 100 >= percent.trim_end_matches('%').parse::<i64>().unwrap_or(0) * a),
-            };
+            let holds = self.rule_holds(rule, metric, epoch);
             let fired = self.fired.entry((metric, epoch)).or_default();
             if holds && !fired.contains(&rule) {
                 fired.push(rule);
@@ -930,6 +960,7 @@ impl Worker {
             subject.grants.iter_mut().filter(|g| g.carry.is_some() && g.remaining > 0).for_each(|carry| carry.revoked = true);
         }
         subject.plan = plan;
+        (0..METRICS.len()).for_each(|metric| subject.allowance_changed(metric));
         (0..METRICS.len()).for_each(|metric| subject.recover(metric));
         Ok(())
     }
@@ -943,6 +974,7 @@ impl Worker {
             self.count("clear_override");
             self.client.execute("SELECT quota.clear_override($1, $2)", &[&id, &METRICS[metric]]).map_err(db)?;
             self.subjects[s].overrides[metric] = None;
+            self.subjects[s].allowance_changed(metric);
             self.subjects[s].recover(metric);
             return Ok(());
         }
@@ -950,6 +982,7 @@ impl Worker {
         let allowance = if self.rng.chance(15) { None } else { Some(self.rng.range(0, 30)) };
         self.client.execute("SELECT quota.set_override($1, $2, $3)", &[&id, &METRICS[metric], &allowance]).map_err(db)?;
         self.subjects[s].overrides[metric] = Some(allowance);
+        self.subjects[s].allowance_changed(metric);
         self.subjects[s].recover(metric);
         Ok(())
     }
