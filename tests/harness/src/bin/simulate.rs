@@ -31,7 +31,7 @@ use pg_quota_harness::{arg, connect, fresh_database, seed_from, sqlstate, Rng};
 mod enforce;
 #[path = "simulate/pools.rs"]
 mod pools;
-use enforce::{EnforceModel, SEATS, SEATS_LIMITS};
+use enforce::{EnforceModel, CHANGES, CHANGES_LIMITS, SEATS, SEATS_LIMITS};
 use pools::{PoolModel, POOL_PLAN};
 use postgres::{Client, Row};
 use uuid::Uuid;
@@ -1189,6 +1189,7 @@ fn setup(dbname: &str, shared: &[Uuid]) -> Result<String, Fail> {
             }
         }
         json.insert(SEATS.to_string(), serde_json::json!({"limit": SEATS_LIMITS[index], "per": "lifetime"}));
+        json.insert(CHANGES.to_string(), serde_json::json!({"limit": CHANGES_LIMITS[index], "per": "year"}));
         json.insert(ARCHIVED.to_string(), serde_json::json!({"limit": ARCHIVED_LIMITS[index], "per": "day", "time_zone": zone}));
         client
             .execute("SELECT quota.create_plan($1, $2, $3)", &[plan, &serde_json::Value::Object(json), &(index == 0)])
