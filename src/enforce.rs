@@ -83,21 +83,28 @@ unsafe extern "C-unwind" fn settle_write(fcinfo: pg_sys::FunctionCallInfo) -> pg
             subject_column: args.get(1).map_or("user_id", String::as_str),
             amount: args.get(2).map_or("1", String::as_str),
         };
-        let Some((new, old)) = rule.change(trigger.new().as_ref(), trigger.old().as_ref())? else {
-            return Ok(std::ptr::null_mut());
-        };
-        // SAFETY: the trigger's data, as PostgreSQL passed it; its tuple is the row's.
-        let moved_from = match trigger.op().map_err(QuotaError::internal)? {
-            PgTriggerOperation::Delete => {
-                if let Some(command) = unsafe { moved_out_by(trigger.trigger_data()) } {
-                    moves::remember(&rule, command, &old);
-                }
-                None
-            }
+        let op = trigger.op().map_err(QuotaError::internal)?;
+        // SAFETY (both): the trigger's data, as PostgreSQL passed it; its tuple is the row's.
+        // The INSERT half of a move takes what its DELETE half left before anything else, so
+        // that nothing is left for another row.
+        let moved_from = match op {
             PgTriggerOperation::Insert => unsafe { inserted_by(trigger.trigger_data()) }.and_then(|command| moves::take(&rule, command)),
             _ => None,
         };
+        let moved_out = match op {
+            PgTriggerOperation::Delete => unsafe { moved_out_by(trigger.trigger_data()) },
+            _ => None,
+        };
+        let Some((new, old)) = rule.change(trigger.new().as_ref(), trigger.old().as_ref())? else {
+            return Ok(std::ptr::null_mut());
+        };
+        let trigger_oid = trigger.trigger().tgoid;
         let denial = Spi::connect(|client| -> QResult<_> {
+            if let Some(command) = moved_out {
+                if charges::insert_half_fires(client, rule.table, trigger_oid)? {
+                    moves::remember(&rule, command, &old);
+                }
+            }
             match settle_row(client, &rule, &new, &old, moved_from.as_ref())? {
                 Some(decision) => Ok(Some((decision, charges::denial_raiser(client, rule.table)?))),
                 None => Ok(None),
@@ -359,9 +366,11 @@ unsafe fn inserted_by(data: &pg_sys::TriggerData) -> Option<moves::Command> {
 }
 
 /// Rows that an UPDATE is moving between partitions, from the DELETE half's trigger to the
-/// INSERT half's. The INSERT half is the one whose row the same command inserted, under a
-/// trigger with the same arguments; what no INSERT half takes (a partition whose trigger is
-/// disabled or missing) never matches a later command.
+/// INSERT half's: the next row the same command inserted under a trigger with the same
+/// arguments, which PostgreSQL fires right after. Remembered only when that INSERT half is
+/// sure to fire and take it (store::enforce::insert_half_fires): else an insert of another
+/// row by the same command (a MERGE, a data-modifying WITH) could be taken for it and
+/// charged too little. A transaction's leftovers never match a later one's.
 mod moves {
     use std::cell::RefCell;
 

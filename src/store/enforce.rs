@@ -27,6 +27,18 @@ thread_local! {
         "SELECT pg_catalog.to_regprocedure($raiser)::pg_catalog.oid AS function,
                 $enforced_table::pg_catalog.regclass::pg_catalog.text AS source_table",
     ) };
+    // Every leaf of the table's partition tree has the trigger (its arguments), enabled and
+    // without a WHEN condition, and no BEFORE ROW INSERT trigger that could skip the row.
+    static INSERT_HALF_FIRES: Kept = const { Kept::new(
+        "SELECT NOT EXISTS (
+             SELECT FROM pg_catalog.pg_partition_tree(pg_catalog.pg_partition_root($enforced_table::pg_catalog.regclass)) AS p
+              WHERE p.isleaf
+                AND (NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS t, pg_catalog.pg_trigger AS mine
+                                  WHERE mine.oid = $trigger AND t.tgrelid = p.relid AND t.tgfoid = mine.tgfoid
+                                    AND t.tgargs = mine.tgargs AND t.tgqual IS NULL AND t.tgenabled IN ('O', 'A'))
+                     OR EXISTS (SELECT FROM pg_catalog.pg_trigger AS t
+                                 WHERE t.tgrelid = p.relid AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 7) = 7))) AS fires",
+    ) };
     static IS_LIFETIME: Kept = const { Kept::new(
         "SELECT quota.is_lifetime($subject, $metric) AS lifetime",
     ) };
@@ -53,6 +65,13 @@ pub fn refund(client: &SpiClient, enforced_table: Oid, subject: Uuid, metric: &s
         ("amount", amount.into()),
     ];
     query(client, &REFUND, args, |_| Ok(())).map(drop)
+}
+
+/// Whether the INSERT half of a row that an UPDATE moves out of `enforced_table` (a
+/// partition) fires `trigger`'s twin on whichever partition the row goes to, and reaches it.
+pub fn insert_half_fires(client: &SpiClient, enforced_table: Oid, trigger: Oid) -> QResult<bool> {
+    let args = [("enforced_table", enforced_table.into()), ("trigger", trigger.into())];
+    the_row(query_row(client, &INSERT_HALF_FIRES, args, |row| not_null(row, "fires"))?)
 }
 
 /// Whether the subject's current window of the metric is a lifetime window.
