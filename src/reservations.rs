@@ -25,7 +25,7 @@ use crate::store::fast_path;
 use crate::store::schema::{self, Part};
 use crate::store::ledger;
 use crate::store::reservations::{self as held_rows, FindBy, NewHold, Reservation};
-use crate::store::{clock_now, transaction_now};
+use crate::store::transaction_now;
 use crate::tuples::{decision_tuple, reservation_tuple, Hold};
 
 /// A denied reservation holds nothing and is kept in the ledger as a denial.
@@ -101,14 +101,29 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let mut governing = governing_with_assignment(client, request)?;
     let membership = pools::membership(client, request, true)?;
-    // The window is marked as a consume marks it, so that the next reserve and settle can
-    // take the fast path.
-    if fast_path && !fast_path::is_marked(client, subject, request.metric, request.now)? {
-        governing = mark_if_it_can_decide(client, request, governing, membership.is_member())?;
-    }
+    let member = membership.is_member();
     let pool = membership.call();
+    // A hold that grants may pay keeps them from every other window of the subject (one that
+    // is current once this hold's window ends, or after a reset): a window marked as a
+    // wallet's is decided by a fast statement that does not look for such holds. So the
+    // subject's marks go (waiting for a consume that is marking, whose key stays taken until
+    // this transaction ends), and none is made while the hold holds
+    // (Governing::grants_held_elsewhere). The fast path never holds beside grants anyway.
+    // Else the window is marked as a consume marks it, so that the next reserve and settle
+    // can take the fast path.
+    let pool_has_grants = pool.as_ref().is_some_and(|call| call.governing.grants_left > 0);
+    if governing.grants_left > 0 {
+        fast_path::forget_subject(client, subject, request.metric)?;
+    } else if fast_path && !fast_path::is_marked(client, subject, request.metric, request.now)? {
+        governing = mark_if_it_can_decide(client, request, governing, member)?;
+    }
     if let Some(call) = &pool {
         pools::lock_member(client, request, call)?;
+        // The pool's marks too, after the member's rows (the order every member's call locks
+        // them in).
+        if pool_has_grants {
+            fast_path::forget_subject(client, call.seat.pool, request.metric)?;
+        }
     }
     if governing.plan.is_none() && pool.is_none() {
         let denied = request.no_plan(governing.grants_left, Window::LIFETIME);
@@ -117,18 +132,6 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     }
     let allowance = governing.allowance();
     let window = governing.counting_window(request.now)?;
-    // A transaction that began in a window that has ended since holds in a window that is no
-    // longer the current one: the current one may be marked as a wallet's already, whose
-    // fast statement spends grants without looking for holds of other windows. Unmarked
-    // first (after a consume that is marking it commits); no mark follows while the hold
-    // holds (Governing::grants_held_elsewhere).
-    let window_ended = match window.end {
-        Some(end) if governing.grants_left > 0 => end <= clock_now()?,
-        _ => false,
-    };
-    if window_ended {
-        fast_path::forget_subject(client, subject, request.metric)?;
-    }
     let rate = rates::decide(client, request, &governing.rates, StateRows::Lock)?;
     if !rate.admitted() {
         let denied = rate_limited(client, request, &governing, window, &rate)?;
