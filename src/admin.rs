@@ -115,8 +115,7 @@ fn assign_plan(
                 }
                 Ok(())
             })?;
-            alerts::allowance_changed(client, subject, None, "plan_change")?;
-            alerts::recover(client, subject, None, "plan_change")
+            alerts::allowance_changed(client, subject, None, "plan_change")
         })
     })
 }
@@ -136,8 +135,7 @@ fn set_override(subject: Option<Uuid>, metric: Option<&str>, allowance: Option<i
             audited(client, &caller, change, |client| override_state(client, subject, metric), |client| {
                 statements::set_override(client, subject, metric, allowance)
             })?;
-            alerts::allowance_changed(client, subject, Some(metric), "override")?;
-            alerts::recover(client, subject, Some(metric), "override")
+            alerts::allowance_changed(client, subject, Some(metric), "override")
         })
     })
 }
@@ -156,8 +154,7 @@ fn clear_override(subject: Option<Uuid>, metric: Option<&str>) -> Result<(), Err
             audited(client, &caller, change, |client| override_state(client, subject, metric), |client| {
                 statements::clear_override(client, subject, metric)
             })?;
-            alerts::allowance_changed(client, subject, Some(metric), "override")?;
-            alerts::recover(client, subject, Some(metric), "override")
+            alerts::allowance_changed(client, subject, Some(metric), "override")
         })
     })
 }

@@ -118,31 +118,50 @@ fn lock_current(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<Opti
 /// that fired and no longer holds under the new allowance fires again when it holds again
 /// (80% of 10 is not 80% of 100), and the rules that hold now and have not fired fire now,
 /// with the change as their cause (a downgrade into depletion: no later call counts
-/// anything, which is when rules are read otherwise). `depleted` and `recovered` are left to
-/// `recover`, which the change calls next.
+/// anything, which is when rules are read otherwise); then depletions are answered as
+/// `recover` answers them.
 pub fn allowance_changed(client: &SpiClient, subject: Uuid, metric: Option<&str>, cause: &str) -> QResult<()> {
     if !schema::has(client, Part::Alerts)? {
         return Ok(());
     }
-    for metric in statements::current_metrics(client, subject, metric, transaction_now()?)? {
-        let Some((governing, window, counter)) = lock_current(client, subject, &metric)? else { continue };
-        // The current window: one that neither counted nor fired has nothing to re-arm (and a
-        // plan of 0, a credit wallet's, is not `depleted` at sign-up).
-        if governing.alerts.is_empty() || (counter.used == 0 && !statements::has_fired(client, subject, &metric, window)?) {
-            continue;
+    // One pass over the metrics in bytewise order, each window locked once: re-arming and
+    // recovering metric by metric as consume_many locks a bundle's counters (two passes, one
+    // for each, would lock out of that order, and deadlock with a bundle).
+    let awaiting = match metric {
+        Some(metric) => vec![metric.to_string()],
+        None => statements::awaiting(client, subject)?,
+    };
+    let mut metrics = statements::current_metrics(client, subject, metric, transaction_now()?)?;
+    metrics.extend(awaiting.iter().cloned());
+    metrics.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    metrics.dedup();
+    for metric in metrics {
+        rearm_metric(client, subject, &metric, cause)?;
+        if awaiting.contains(&metric) {
+            recover_metric(client, subject, &metric, cause)?;
         }
-        let now = transaction_now()?;
-        let allowance = governing.allowance();
-        let reserved = counters::active_holds(client, CounterKey { subject, metric: &metric, window }, counter, now)?;
-        let remaining = remaining_with_grants(allowance, counter.used, governing.grants_usable(), reserved);
-        let holding = holding_after_usage(&governing.alerts, counter.used, allowance, remaining);
-        let thresholds = governing.alerts.iter().filter(|rule| matches!(rule, AlertRule::PercentUsed(_) | AlertRule::RemainingAtMost(_)));
-        let rearmed: Vec<AlertRule> = thresholds.filter(|rule| !holding.contains(rule)).copied().collect();
-        statements::rearm(client, subject, &metric, window, &rearmed)?;
-        let numbers = WindowNumbers { used: counter.used, allowance, remaining, reserved };
-        statements::fire(client, AlertAt { subject, metric: &metric, window, numbers, event_id: None, cause }, &holding)?;
     }
     Ok(())
+}
+
+/// allowance_changed for one metric: its current window, if it counted usage or fired a rule
+/// (one that did neither has nothing to re-arm, and a plan of 0, a credit wallet's, is not
+/// `depleted` at sign-up).
+fn rearm_metric(client: &SpiClient, subject: Uuid, metric: &str, cause: &str) -> QResult<()> {
+    let Some((governing, window, counter)) = lock_current(client, subject, metric)? else { return Ok(()) };
+    if governing.alerts.is_empty() || (counter.used == 0 && !statements::has_fired(client, subject, metric, window)?) {
+        return Ok(());
+    }
+    let now = transaction_now()?;
+    let allowance = governing.allowance();
+    let reserved = counters::active_holds(client, CounterKey { subject, metric, window }, counter, now)?;
+    let remaining = remaining_with_grants(allowance, counter.used, governing.grants_usable(), reserved);
+    let holding = holding_after_usage(&governing.alerts, counter.used, allowance, remaining);
+    let thresholds = governing.alerts.iter().filter(|rule| matches!(rule, AlertRule::PercentUsed(_) | AlertRule::RemainingAtMost(_)));
+    let rearmed: Vec<AlertRule> = thresholds.filter(|rule| !holding.contains(rule)).copied().collect();
+    statements::rearm(client, subject, metric, window, &rearmed)?;
+    let numbers = WindowNumbers { used: counter.used, allowance, remaining, reserved };
+    statements::fire(client, AlertAt { subject, metric, window, numbers, event_id: None, cause }, &holding)
 }
 
 /// Locks the member's current window before an allocation locks its pool's counter: the
