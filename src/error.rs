@@ -183,6 +183,13 @@ impl QuotaError {
             .with_hint("A subject draws from one pool at a time: call quota.leave_pool() first.")
     }
 
+    /// 0A000: a function whose check must see what committed before it, called in a
+    /// transaction whose snapshot is fixed.
+    pub fn needs_read_committed(function: &str) -> Self {
+        Self::new(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("{function} runs at READ COMMITTED, not in a REPEATABLE READ or SERIALIZABLE transaction"))
+            .with_hint("Call it in a READ COMMITTED transaction (PostgreSQL's default).")
+    }
+
     /// 22023: a join that would make a pool a member of a pool.
     pub fn nested_pool(what: String) -> Self {
         Self::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("pools do not nest: {what}"))

@@ -13,8 +13,8 @@ pub const FAST_PATH_SUBJECT_LOCK_SEED: i64 = 1_903_127;
 pub const FAST_PATH_PLAN_LOCK_SEED: i64 = 1_903_128;
 /// One quota.compact() batch at a time (sql/compaction.sql): tried, never waited for.
 pub const COMPACTION_LOCK_SEED: i64 = 1_903_129;
-/// A subject's pool memberships, as a pool and as a member: quota.join_pool() takes the
-/// pool's and the member's, in uuid order, so that two joins cannot nest pools between them.
+/// Pool memberships: quota.join_pool() takes it until its transaction ends, so that two joins
+/// cannot nest pools between them.
 pub const POOL_MEMBERSHIP_LOCK_SEED: i64 = 1_903_130;
 
 pub const ALL: [(&str, i64); 5] = [

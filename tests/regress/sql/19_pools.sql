@@ -203,6 +203,10 @@ SELECT try($$SELECT quota.join_pool(NULL, s(190101))$$);
 SELECT try($$SELECT quota.join_pool(s(190101), s(190990))$$);
 SELECT try($$SELECT quota.join_pool(s(190200), s(190100))$$);
 SELECT count(*) AS nested FROM quota.pool_members WHERE member IN (s(190990), s(190100));
+-- Its check reads what committed before it: not at REPEATABLE READ, whose snapshot is older.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT try($$SELECT quota.join_pool(s(190100), s(190991))$$);
+ROLLBACK;
 SELECT try($$SELECT quota.leave_pool(s(190200), s(190101))$$);
 SELECT try($$SELECT quota.set_pool_cap(s(190100), 'ai', -1)$$);
 SELECT try($$SELECT quota.set_pool_cap(s(190100), 'nope', 1)$$);
