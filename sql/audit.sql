@@ -83,7 +83,7 @@ AS $$
                          AND other.window_start <> c.window_start)
            OR EXISTS (SELECT FROM quota.grants AS g
                        WHERE NOT c.wallet AND g.subject = c.subject AND g.metric = c.metric AND g.remaining > 0
-                         AND g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > now()))
+                         AND g.revoked_at IS NULL AND NOT g.spent AND (g.expires_at IS NULL OR g.expires_at > now()))
            OR EXISTS (SELECT FROM quota.resets AS r
                        WHERE r.subject = c.subject AND r.metric = c.metric
                          AND r.reset_at > c.window_start AND r.reset_at <= now()))

@@ -127,11 +127,13 @@ BEGIN
                f.window_start, coalesce(f.pool, f.subject), count(*),
                count(*) FILTER (WHERE f.kind::text IN ('consume', 'record', 'settle')),
                count(*) FILTER (WHERE f.kind::text = 'denial'),
-               -- usage_events.units, .from_grants, .overage (sql/analytics.sql)
-               sum(CASE WHEN f.kind::text IN ('consume', 'record', 'settle', 'allocate')
-                            THEN f.from_allowance + f.from_grants + f.overage
-                        WHEN f.kind::text = 'give_back' THEN -f.from_allowance ELSE 0 END),
-               sum(CASE WHEN f.kind::text IN ('consume', 'record', 'settle') THEN f.from_grants ELSE 0 END),
+               -- usage_events.units, .from_grants, .overage (sql/analytics.sql). What grants paid
+               -- has no bound but bigint's per row (a grant of 9223372036854775807 as "unlimited
+               -- credits"): its sums saturate, so that one window cannot stop every compaction.
+               LEAST(sum(CASE WHEN f.kind::text IN ('consume', 'record', 'settle', 'allocate')
+                                  THEN f.from_allowance + f.from_grants + f.overage
+                              WHEN f.kind::text = 'give_back' THEN -f.from_allowance ELSE 0 END), 9223372036854775807),
+               LEAST(sum(CASE WHEN f.kind::text IN ('consume', 'record', 'settle') THEN f.from_grants ELSE 0 END), 9223372036854775807),
                sum(CASE WHEN f.kind::text IN ('consume', 'record', 'settle') THEN f.overage ELSE 0 END),
                -- audit()'s window and draws sums (sql/audit.sql)
                sum(CASE WHEN f.kind::text = 'give_back' THEN -f.from_allowance
@@ -145,8 +147,10 @@ BEGIN
          GROUP BY 1, 2, 3, 4, 5
             ON CONFLICT (counted_in, metric, window_start, subject, day, window_closed) DO UPDATE
            SET events = r.events + excluded.events, calls = r.calls + excluded.calls,
-               denials = r.denials + excluded.denials, units = r.units + excluded.units,
-               from_grants = r.from_grants + excluded.from_grants, overage = r.overage + excluded.overage,
+               denials = r.denials + excluded.denials,
+               units = LEAST(r.units::numeric + excluded.units, 9223372036854775807),
+               from_grants = LEAST(r.from_grants::numeric + excluded.from_grants, 9223372036854775807),
+               overage = r.overage + excluded.overage,
                counted = r.counted + excluded.counted, drawn = r.drawn + excluded.drawn
     )
     SELECT count(*) INTO events_folded FROM folded;
@@ -212,8 +216,9 @@ BEGIN
         INSERT INTO quota.ledger_rollups AS r
                (subject, metric, day, window_start, counted_in, window_closed, events, calls, denials, units,
                 from_grants, overage, counted, drawn, counted_without_ledger)
-        SELECT subject, metric, day, window_start, counted_in, true, sum(events), sum(calls), sum(denials), sum(units),
-               sum(from_grants), sum(overage), sum(counted), sum(drawn), sum(counted_without_ledger)
+        SELECT subject, metric, day, window_start, counted_in, true, sum(events), sum(calls), sum(denials),
+               LEAST(sum(units), 9223372036854775807), LEAST(sum(from_grants), 9223372036854775807), sum(overage),
+               sum(counted), sum(drawn), sum(counted_without_ledger)
           FROM (SELECT o.subject, o.metric, o.day, o.window_start, o.counted_in, o.events, o.calls, o.denials, o.units,
                        o.from_grants, o.overage, o.counted, o.drawn, 0::bigint AS counted_without_ledger
                   FROM reopened AS o
@@ -224,8 +229,10 @@ BEGIN
          GROUP BY subject, metric, day, window_start, counted_in
             ON CONFLICT (counted_in, metric, window_start, subject, day, window_closed) DO UPDATE
            SET events = r.events + excluded.events, calls = r.calls + excluded.calls,
-               denials = r.denials + excluded.denials, units = r.units + excluded.units,
-               from_grants = r.from_grants + excluded.from_grants, overage = r.overage + excluded.overage,
+               denials = r.denials + excluded.denials,
+               units = LEAST(r.units::numeric + excluded.units, 9223372036854775807),
+               from_grants = LEAST(r.from_grants::numeric + excluded.from_grants, 9223372036854775807),
+               overage = r.overage + excluded.overage,
                counted = r.counted + excluded.counted, drawn = r.drawn + excluded.drawn,
                counted_without_ledger = r.counted_without_ledger + excluded.counted_without_ledger
     )

@@ -74,8 +74,7 @@ fn consume_bundle(client: &SpiClient, requests: &[Request], parts: &[Part], key:
         for request in requests {
             ledger::lock_idempotency_key(client, subject, request.metric, key)?;
         }
-        let metrics = parts.iter().map(|part| part.metric.clone()).collect();
-        if let Some(replayed) = replay_bundle(ledger::find_keyed(client, subject, key, metrics)?, parts, key)? {
+        if let Some(replayed) = replay_bundle(ledger::find_keyed(client, subject, key)?, parts, key)? {
             return Ok(replayed);
         }
     }

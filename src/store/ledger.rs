@@ -4,13 +4,14 @@
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
+use quota_rules::bundle::Keyed;
 use quota_rules::decide::{Decision, Reason};
 use quota_rules::locks::IDEMPOTENCY_KEY_LOCK_SEED;
 use quota_rules::request::EventKind;
 use quota_rules::window::Window;
 
 use super::{Row, column, from_window_key, instant, not_null, query, query_row, window_end, window_key, Kept};
-use crate::error::QResult;
+use crate::error::{QResult, QuotaError};
 use crate::jsonb::Jsonb;
 
 macro_rules! insert_event {
@@ -39,8 +40,8 @@ thread_local! {
     ) };
     // Every metric's decision under the key: what a bundle's first call consumed.
     static FIND_KEYED: Kept = const { Kept::new(
-        concat!("SELECT ", decision_columns!(), " FROM quota.events
-          WHERE subject = $subject AND idempotency_key = $key AND metric = ANY ($metrics::text[]) AND kind IN ('consume', 'record')"),
+        concat!("SELECT ", decision_columns!(), ", created_at FROM quota.events
+          WHERE subject = $subject AND idempotency_key = $key AND kind IN ('consume', 'record')"),
     ) };
     static FIND_RESERVATION_EVENT: Kept = const { Kept::new(
         concat!("SELECT ", decision_columns!(), " FROM quota.events WHERE reservation_id = $reservation_id AND kind = $kind"),
@@ -65,11 +66,13 @@ pub fn find_replay(client: &SpiClient, subject: Uuid, metric: &str, key: &str) -
     query_row(client, &FIND_REPLAY, args, decision_from_row)
 }
 
-/// Every committed consume or record of the subject under this key, of these metrics (a
-/// bundle's: what the key paid for other metrics is no part of it, keys being scoped to
-/// (subject, metric)).
-pub fn find_keyed(client: &SpiClient, subject: Uuid, key: &str, metrics: Vec<String>) -> QResult<Vec<Decision>> {
-    query(client, &FIND_KEYED, [("subject", subject.into()), ("key", key.into()), ("metrics", metrics.into())], decision_from_row)
+/// Every committed consume or record of the subject under this key, whatever the metric,
+/// with the transaction time that wrote it (a bundle's rows share theirs).
+pub fn find_keyed(client: &SpiClient, subject: Uuid, key: &str) -> QResult<Vec<Keyed>> {
+    query(client, &FIND_KEYED, [("subject", subject.into()), ("key", key.into())], |row| {
+        let written_at = instant(row, "created_at")?.ok_or_else(|| QuotaError::internal("a ledger row without created_at"))?;
+        Ok(Keyed { decision: decision_from_row(row)?, written_at })
+    })
 }
 
 /// The decision that a reservation's reserve or settle event recorded.

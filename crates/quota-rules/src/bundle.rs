@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::decide::Decision;
 use crate::plan::validate_metric;
+use crate::window::Micros;
 
 /// One metric of a bundle and the units it asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,16 +86,33 @@ fn describe<'a>(parts: impl Iterator<Item = (&'a str, i64)>) -> String {
     format!("{{{}}}", listed.join(", "))
 }
 
-/// A retried bundle replays what the key's first call consumed, if it asks for exactly the
-/// same metrics and amounts. `originals` are the committed decisions under the key of the
-/// bundle's metrics (what the key paid for other metrics is another call's), in any order;
-/// none means the key is new for them.
-pub fn replay_bundle(mut originals: Vec<Decision>, parts: &[Part], key: &str) -> Result<Option<Vec<Decision>>, BundleError> {
-    if originals.is_empty() {
+/// A committed call under a bundle's key, and when its transaction began (`created_at`:
+/// every row of one bundle has the same).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keyed {
+    pub decision: Decision,
+    pub written_at: Micros,
+}
+
+/// A retried bundle replays what the key's first bundle consumed, if it asks for exactly
+/// the same metrics and amounts. Keys are scoped to (subject, metric): what the key paid for
+/// metrics the bundle does not name, in other transactions (a single consume or record of
+/// the request's other metrics), is no part of it. So the original bundle is the rows the
+/// transaction of the bundle's own metrics' rows wrote; none of them means the key is new
+/// for these metrics. `keyed` are the committed calls under the key, in any order.
+pub fn replay_bundle(keyed: Vec<Keyed>, parts: &[Part], key: &str) -> Result<Option<Vec<Decision>>, BundleError> {
+    let named = |call: &Keyed| parts.iter().any(|part| part.metric == call.decision.metric);
+    let Some(first) = keyed.iter().find(|call| named(call)).map(|call| call.written_at) else {
         return Ok(None);
-    }
+    };
+    let one_transaction = keyed.iter().filter(|call| named(call)).all(|call| call.written_at == first);
+    let mut originals: Vec<Decision> = match one_transaction {
+        true => keyed.into_iter().filter(|call| call.written_at == first).map(|call| call.decision).collect(),
+        false => keyed.into_iter().filter(named).map(|call| call.decision).collect(),
+    };
     originals.sort_by(|a, b| a.metric.as_bytes().cmp(b.metric.as_bytes()));
-    let same = originals.len() == parts.len()
+    let same = one_transaction
+        && originals.len() == parts.len()
         && originals.iter().zip(parts).all(|(original, part)| original.metric == part.metric && original.amount == part.amount);
     if same {
         Ok(Some(originals))
@@ -141,11 +159,15 @@ mod tests {
         assert_eq!(parts("[1]"), Err(BundleError::NotAnObject));
     }
 
+    fn keyed(calls: &[(&str, i64, Micros)]) -> Vec<Keyed> {
+        calls.iter().map(|(metric, amount, at)| Keyed { decision: consumed(metric, *amount), written_at: *at }).collect()
+    }
+
     #[test]
     fn a_retry_replays_only_the_same_bundle() {
         let bundle = parts(r#"{"tokens": 1200, "ai_requests": 1}"#).unwrap();
         assert_eq!(replay_bundle(Vec::new(), &bundle, "k"), Ok(None));
-        let first = vec![consumed("tokens", 1200), consumed("ai_requests", 1)];
+        let first = keyed(&[("tokens", 1200, 7), ("ai_requests", 1, 7)]);
         let replayed = replay_bundle(first.clone(), &bundle, "k").unwrap().unwrap();
         assert_eq!(replayed.iter().map(|d| d.metric.as_str()).collect::<Vec<_>>(), ["ai_requests", "tokens"]);
         for other in [r#"{"tokens": 1200}"#, r#"{"tokens": 1201, "ai_requests": 1}"#, r#"{"tokens": 1200, "ai_requests": 1, "x": 1}"#] {
@@ -157,5 +179,22 @@ mod tests {
             error.to_string(),
             r#"idempotency key "k" was already used for {"ai_requests": 1, "tokens": 1200}, not {"tokens": 5}"#
         );
+    }
+
+    #[test]
+    fn what_the_key_paid_in_other_transactions_is_another_call() {
+        let bundle = parts(r#"{"ai_requests": 1}"#).unwrap();
+        // The bundle, then a single record of the request's tokens under the same key.
+        let calls = keyed(&[("ai_requests", 1, 7), ("tokens", 30, 9)]);
+        let replayed = replay_bundle(calls.clone(), &bundle, "k").unwrap().unwrap();
+        assert_eq!(replayed, vec![consumed("ai_requests", 1)]);
+        // A first bundle of metrics the key has not paid is new; one that names a metric it
+        // paid in another transaction beside one it did not is a conflict.
+        assert_eq!(replay_bundle(keyed(&[("tokens", 30, 9)]), &bundle, "k"), Ok(None));
+        let both = parts(r#"{"ai_requests": 1, "tokens": 30}"#).unwrap();
+        assert!(replay_bundle(calls, &both, "k").unwrap_err().is_conflict());
+        // Part of a bundle is another bundle.
+        let part = replay_bundle(keyed(&[("ai_requests", 1, 7), ("tokens", 30, 7)]), &bundle, "k");
+        assert!(part.unwrap_err().is_conflict());
     }
 }

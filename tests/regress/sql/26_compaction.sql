@@ -207,6 +207,19 @@ SELECT split_part(item, ' ', 1) AS item, stored, from_ledger FROM quota.audit() 
 
 -- Bad arguments, and who may compact.
 SELECT try($$SELECT quota.compact(NULL)$$);
+-- What grants paid has no bound but bigint's per row: a wallet with "unlimited" credits (a
+-- grant of 9223372036854775807) paid more than bigint holds in one window, whose rollups'
+-- sums saturate instead of failing this and every later compaction (22003).
+SELECT quota.create_plan('compact26_unlimited', '{"credits": {"limit": 10, "per": "day"}}');
+SELECT quota.assign_plan(s(260040), 'compact26_unlimited');
+SELECT quota.grant(s(260040), 'credits', 9223372036854775807) IS NOT NULL AS granted;
+SELECT from_allowance, from_grants FROM quota.record(s(260040), 'credits', 9223372036854775807);
+SELECT from_grants, overage FROM quota.record(s(260040), 'credits', 100);
+SELECT public.age26(s(260040), 40);
+SELECT events_folded > 0 AS folded, windows_closed > 0 AS closed FROM quota.compact('32 days');
+SELECT units, from_grants, overage, window_closed FROM quota.ledger_rollups WHERE subject = s(260040) ORDER BY window_closed;
+SELECT count(*) AS audit_mismatches FROM quota.audit() WHERE subject = s(260040);
+
 SELECT try($$SELECT quota.compact('10 minutes')$$);
 SELECT try($$SELECT quota.compact('1 day', 0)$$);
 SELECT try($$SELECT quota.compact('1 day', NULL)$$);
