@@ -101,7 +101,7 @@ unsafe extern "C-unwind" fn settle_write(fcinfo: pg_sys::FunctionCallInfo) -> pg
         let trigger_oid = trigger.trigger().tgoid;
         let denial = Spi::connect(|client| -> QResult<_> {
             if let Some(command) = moved_out {
-                if charges::insert_half_fires(client, rule.table, trigger_oid)? {
+                if moves::insert_half_fires(command, trigger_oid, || charges::insert_half_fires(client, rule.table, trigger_oid))? {
                     moves::remember(&rule, command, &old);
                 }
             }
@@ -374,9 +374,10 @@ unsafe fn inserted_by(data: &pg_sys::TriggerData) -> Option<moves::Command> {
 mod moves {
     use std::cell::RefCell;
 
-    use pgrx::pg_sys::{CommandId, TransactionId};
+    use pgrx::pg_sys::{CommandId, Oid, TransactionId};
 
     use super::{Charged, Rule};
+    use crate::error::QResult;
 
     /// A command of a transaction: the one that deleted or inserted a row.
     #[derive(Clone, Copy, PartialEq)]
@@ -392,9 +393,25 @@ mod moves {
     }
 
     thread_local! {
-        // At most one row per trigger's arguments: the halves of a move fire one after the
-        // other.
+        // At most one row per trigger's arguments and command: the halves of a move fire one
+        // after the other (a move made by a trigger of the move's table runs in a command of
+        // its own).
         static MOVING: RefCell<Vec<Moving>> = const { RefCell::new(Vec::new()) };
+        // Whether the INSERT halves of the command's moves fire the trigger: asked once per
+        // command and trigger, not once per row (the question reads the whole partition tree).
+        static INSERT_HALVES: RefCell<Option<(Command, Oid, bool)>> = const { RefCell::new(None) };
+    }
+
+    /// `ask` once per command and trigger.
+    pub fn insert_half_fires(command: Command, trigger: Oid, ask: impl FnOnce() -> QResult<bool>) -> QResult<bool> {
+        if let Some((asked_in, asked_of, fires)) = INSERT_HALVES.with_borrow(|asked| *asked) {
+            if asked_in == command && asked_of == trigger {
+                return Ok(fires);
+            }
+        }
+        let fires = ask()?;
+        INSERT_HALVES.set(Some((command, trigger, fires)));
+        Ok(fires)
     }
 
     fn key(rule: &Rule) -> (String, String, String) {
@@ -405,7 +422,7 @@ mod moves {
     pub fn remember(rule: &Rule, by: Command, from: &Charged) {
         let rule = key(rule);
         MOVING.with_borrow_mut(|moving| {
-            moving.retain(|m| m.rule != rule && m.by.transaction == by.transaction);
+            moving.retain(|m| m.by.transaction == by.transaction && !(m.rule == rule && m.by == by));
             moving.push(Moving { rule, by, from: from.clone() });
         });
     }

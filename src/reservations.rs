@@ -113,7 +113,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
     // can take the fast path.
     let pool_has_grants = pool.as_ref().is_some_and(|call| call.governing.grants_left > 0);
     if governing.grants_left > 0 {
-        fast_path::forget_subject(client, subject, request.metric)?;
+        fast_path::forget_subject(client, subject, Some(request.metric))?;
     } else if fast_path && !fast_path::is_marked(client, subject, request.metric, request.now)? {
         governing = mark_if_it_can_decide(client, request, governing, member)?;
     }
@@ -122,7 +122,7 @@ fn hold(client: &SpiClient, request: &Request, ttl: Micros, key: Option<&str>) -
         // The pool's marks too, after the member's rows (the order every member's call locks
         // them in).
         if pool_has_grants {
-            fast_path::forget_subject(client, call.seat.pool, request.metric)?;
+            fast_path::forget_subject(client, call.seat.pool, Some(request.metric))?;
         }
     }
     if governing.plan.is_none() && pool.is_none() {

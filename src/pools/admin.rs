@@ -45,6 +45,10 @@ fn join_pool(pool: Option<Uuid>, member: Option<Uuid>) -> Result<(), ErrorReport
         Spi::connect(|client| {
             let caller = authorize(client, QuotaRole::Admin, "join_pool")?;
             let before = statements::membership_state(client, member)?;
+            // The member's marks first, which the membership's trigger would wait for under the
+            // lock of all joins (sql/pools.sql): a transaction that marked them would hold up
+            // every join, and one that joined someone first could deadlock with it.
+            fast_path::forget_subject(client, member, None)?;
             statements::check_not_nested(client, pool, member)?;
             match statements::join(client, pool, member)? {
                 None => {}
@@ -226,7 +230,7 @@ fn allocate_part(client: &SpiClient, request: &Request, member: Uuid, key: Optio
     }
     // The member's key and marks before the pool's counter: the grant's trigger would take
     // them after it (a consume locks the member's draws before it).
-    fast_path::forget_subject(client, member, request.metric)?;
+    fast_path::forget_subject(client, member, Some(request.metric))?;
     // The member's window too, which answering its depletion after the grant locks.
     alerts::lock_current_window(client, member, request.metric)?;
     let capacity = lock_capacity(client, request, call.window, call.governing.allowance(), None)?;

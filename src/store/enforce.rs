@@ -27,17 +27,24 @@ thread_local! {
         "SELECT pg_catalog.to_regprocedure($raiser)::pg_catalog.oid AS function,
                 $enforced_table::pg_catalog.regclass::pg_catalog.text AS source_table",
     ) };
-    // Every leaf of the table's partition tree has the trigger (its arguments), enabled and
-    // without a WHEN condition, and no BEFORE ROW INSERT trigger that could skip the row.
+    // Every leaf of the table's partition tree is a table (a foreign one's row has no
+    // transaction of its own to pair by) with the trigger (its arguments) enabled in the
+    // session's replication role and without a WHEN condition, and no BEFORE ROW INSERT
+    // trigger that is not disabled (it could skip the row).
     static INSERT_HALF_FIRES: Kept = const { Kept::new(
-        "SELECT NOT EXISTS (
+        "WITH enabled AS (
+             SELECT CASE pg_catalog.current_setting('session_replication_role') WHEN 'replica' THEN '{A,R}'::\"char\"[]
+                         ELSE '{O,A}'::\"char\"[] END AS states)
+         SELECT NOT EXISTS (
              SELECT FROM pg_catalog.pg_partition_tree(pg_catalog.pg_partition_root($enforced_table::pg_catalog.regclass)) AS p
+               JOIN pg_catalog.pg_class AS leaf ON leaf.oid = p.relid
               WHERE p.isleaf
-                AND (NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS t, pg_catalog.pg_trigger AS mine
-                                  WHERE mine.oid = $trigger AND t.tgrelid = p.relid AND t.tgfoid = mine.tgfoid
-                                    AND t.tgargs = mine.tgargs AND t.tgqual IS NULL AND t.tgenabled IN ('O', 'A'))
+                AND (leaf.relkind <> 'r'
+                     OR NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS t, pg_catalog.pg_trigger AS mine, enabled
+                                     WHERE mine.oid = $trigger AND t.tgrelid = p.relid AND t.tgfoid = mine.tgfoid
+                                       AND t.tgargs = mine.tgargs AND t.tgqual IS NULL AND t.tgenabled = ANY (enabled.states))
                      OR EXISTS (SELECT FROM pg_catalog.pg_trigger AS t
-                                 WHERE t.tgrelid = p.relid AND t.tgenabled IN ('O', 'A') AND (t.tgtype & 7) = 7))) AS fires",
+                                 WHERE t.tgrelid = p.relid AND t.tgenabled <> 'D' AND (t.tgtype & 7) = 7))) AS fires",
     ) };
     static IS_LIFETIME: Kept = const { Kept::new(
         "SELECT quota.is_lifetime($subject, $metric) AS lifetime",

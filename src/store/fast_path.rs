@@ -630,12 +630,13 @@ pub fn try_lock(client: &SpiClient, subject: Uuid, plan: &str) -> QResult<bool> 
     the_row(query_row(client, &TRY_LOCK_FAST_PATH, args, |row| not_null(row, "locked"))?)
 }
 
-/// Does what a configuration change of the subject's metric does to its marks, before the
+/// Does what a configuration change of the subject's metric (None: of all its metrics) does
+/// to its marks, before the
 /// rows the caller will lock: a change that writes a member's grants after its pool's
 /// counter (an allocation) unmarks the member first, so that its trigger neither waits for
 /// a consume on the member's marked draws (which waits for the pool's counter) nor takes the
 /// member's key after the pool's counter.
-pub fn forget_subject(client: &SpiClient, subject: Uuid, metric: &str) -> QResult<()> {
+pub fn forget_subject(client: &SpiClient, subject: Uuid, metric: Option<&str>) -> QResult<()> {
     query(client, &FORGET_SUBJECT, [("subject", subject.into()), ("metric", metric.into())], |_| Ok(())).map(drop)
 }
 
