@@ -88,7 +88,11 @@ unsafe extern "C-unwind" fn settle_write(fcinfo: pg_sys::FunctionCallInfo) -> pg
         // The INSERT half of a move takes what its DELETE half left before anything else, so
         // that nothing is left for another row.
         let moved_from = match op {
-            PgTriggerOperation::Insert => unsafe { inserted_by(trigger.trigger_data()) }.and_then(|command| moves::take(&rule, command)),
+            // Every insert under the trigger comes here: nothing is read of its row's header
+            // unless a move is pending.
+            PgTriggerOperation::Insert if moves::pending() => {
+                unsafe { inserted_by(trigger.trigger_data()) }.and_then(|command| moves::take(&rule, command))
+            }
             _ => None,
         };
         let moved_out = match op {
@@ -427,10 +431,17 @@ mod moves {
         });
     }
 
+    /// Whether a DELETE half waits for its INSERT half.
+    pub fn pending() -> bool {
+        MOVING.with_borrow(|moving| !moving.is_empty())
+    }
+
     /// The INSERT half: the row as it was charged before the move, if `by` moved it.
     pub fn take(rule: &Rule, by: Command) -> Option<Charged> {
         let rule = key(rule);
         MOVING.with_borrow_mut(|moving| {
+            // What an earlier transaction left (a move no INSERT half took) goes.
+            moving.retain(|m| m.by.transaction == by.transaction);
             let at = moving.iter().position(|m| m.rule == rule && m.by == by)?;
             Some(moving.swap_remove(at).from)
         })
